@@ -1,0 +1,203 @@
+"""The `waypost` command. Every subcommand takes --data-dir (or WAYPOST_DATA_DIR)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from waypost import __version__
+from waypost.config import DEFAULT_DATA_DIR, ConfigError, Settings, load_settings
+from waypost.errors import WaypostError
+
+DEMO_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="WAYPOST_DATA_DIR",
+        default=DEFAULT_DATA_DIR,
+        show_default=True,
+        help="Directory holding waypost.toml, the SQLite database, blobs and the outbox.",
+    )(command)
+
+
+def settings_from(data_dir: Path, **overrides: Any) -> Settings:
+    try:
+        return load_settings(data_dir, **overrides)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except WaypostError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+def _runtime(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
+    from waypost import runtime
+
+    return runtime.build(settings_from(data_dir, **overrides))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="waypost")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level: str) -> None:
+    """Waypost: email photos in, a journey on a map back."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command at INFO; keep its warnings only
+    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@cli.command()
+@data_dir_option
+@click.option("--smtp-port", type=int, help="SMTP listener port (0 picks a free one).")
+@click.option("--http-port", type=int, help="Web server port (0 picks a free one).")
+@click.option("--demo", is_flag=True, help="Allowlist a demo sender and mail the service a sample trip.")
+@friendly_errors
+def serve(data_dir: Path, smtp_port: int | None, http_port: int | None, demo: bool) -> None:
+    """Run the SMTP listener, the web server and a worker in one process."""
+    from waypost.server import serve as run_server
+
+    settings = settings_from(data_dir)
+    updates: dict[str, Any] = {}
+    if smtp_port is not None:
+        updates["smtp"] = settings.smtp.model_copy(update={"port": smtp_port})
+    if http_port is not None:
+        updates["http"] = settings.http.model_copy(update={"port": http_port})
+    if demo and not settings.trusted_networks:
+        updates["trusted_networks"] = tuple(ipaddress.ip_network(net) for net in DEMO_TRUSTED_NETWORKS)
+    settings = settings.model_copy(update=updates)
+    after_start = None
+    if demo:
+        from waypost.demo import run_demo
+
+        after_start = run_demo_and_report(run_demo)
+    asyncio.run(run_server(settings, after_start=after_start))
+
+
+def run_demo_and_report(run_demo: Callable[..., bool]) -> Callable[..., None]:
+    def after_start(runtime: Any, smtp_address: str, http_url: str) -> None:
+        try:
+            run_demo(runtime, smtp_address, http_url, out=lambda line: click.echo(line))
+        except Exception as err:  # the service keeps running; say what went wrong
+            click.echo(f"demo: failed: {type(err).__name__}: {err}", err=True)
+
+    return after_start
+
+
+@cli.command()
+@data_dir_option
+@friendly_errors
+def worker(data_dir: Path) -> None:
+    """Run a worker (processes inbound mail and sends replies) until interrupted."""
+    import signal
+
+    runtime = _runtime(data_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"worker: {runtime.settings.database_url.split('://', 1)[0]} database, polling")
+    runtime.worker().run(stop)
+    runtime.close()
+
+
+@cli.command()
+@data_dir_option
+@click.option("--smtp", "smtp_address", default=None, help="HOST:PORT of a running Waypost (default: from settings).")
+@friendly_errors
+def demo(data_dir: Path, smtp_address: str | None) -> None:
+    """Mail a running Waypost the demo trip from the demo sender and print the journey link."""
+    from waypost.demo import run_demo
+
+    runtime = _runtime(data_dir)
+    settings = runtime.settings
+    address = smtp_address or f"{settings.smtp.host}:{settings.smtp.port}"
+    ok = run_demo(runtime, address, settings.public_base_url, out=lambda line: click.echo(line))
+    runtime.close()
+    if not ok:
+        raise SystemExit(1)
+
+
+@cli.group()
+def allowlist() -> None:
+    """Who may use the service: addresses (ann@example.org) or whole domains (example.org)."""
+
+
+@allowlist.command("add")
+@data_dir_option
+@click.argument("entry")
+@click.option("--note", help="Why this sender is allowed (kept with the entry).")
+@friendly_errors
+def allowlist_add(data_dir: Path, entry: str, note: str | None) -> None:
+    """Allow ENTRY (an address, or a domain for everyone at it)."""
+    added = _runtime(data_dir).allowlist.add(entry, note=note)
+    click.echo(f"{'added' if added else 'already allowed'}: {entry}")
+
+
+@allowlist.command("remove")
+@data_dir_option
+@click.argument("entry")
+@friendly_errors
+def allowlist_remove(data_dir: Path, entry: str) -> None:
+    """Stop allowing ENTRY."""
+    if not _runtime(data_dir).allowlist.remove(entry):
+        raise click.ClickException(f"not on the allowlist: {entry}")
+    click.echo(f"removed: {entry}")
+
+
+@allowlist.command("list")
+@data_dir_option
+@friendly_errors
+def allowlist_list(data_dir: Path) -> None:
+    """Show every allowed address and domain."""
+    entries = _runtime(data_dir).allowlist.entries()
+    for entry in entries:
+        note = f"  ({entry.note})" if entry.note else ""
+        click.echo(f"{entry.kind:8} {entry.value}  added {entry.added_at:%Y-%m-%d %H:%M}Z{note}")
+    if not entries:
+        click.echo("the allowlist is empty: nobody's mail will be processed")
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@data_dir_option
+@friendly_errors
+def db_upgrade(data_dir: Path) -> None:
+    """Apply pending schema migrations (also done at every start)."""
+    from waypost.store import migrate
+    from waypost.store.db import create_engine
+
+    settings = settings_from(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url)
+    migrate.upgrade(engine)
+    click.echo(f"database at revision {migrate.current_revision(engine)} (head {migrate.head_revision()})")
+    engine.dispose()
+
+
+def main() -> None:
+    cli(prog_name="waypost")

@@ -1,0 +1,266 @@
+"""Settings: one typed, frozen object built at the edge.
+
+Sources, strongest first: explicit overrides (CLI flags), ``WAYPOST_*`` environment
+variables (nested keys with ``__``: ``WAYPOST_SMTP__PORT``), secrets read from files named by
+``WAYPOST_<KEY>_FILE``, ``<data dir>/waypost.toml``, defaults. Every key is documented in
+``docs/configuration.md``. A bad value raises :class:`ConfigError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from waypost.mail.addresses import AddressError, is_noreply_style, normalise_address
+
+ENV_PREFIX = "WAYPOST_"
+CONFIG_FILE_NAME = "waypost.toml"
+DEFAULT_DATA_DIR = "data"
+SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES receiving limit, also our SMTP SIZE default
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. Deliberately outside ``WaypostError``: nothing
+    that handles processing errors may swallow it."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SmtpSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(2525, ge=0, le=65535)
+    max_message_size: int = Field(SES_MAX_MESSAGE_BYTES, gt=0)
+    hostname: str | None = None  # name we announce in the greeting; defaults to mail_domain
+
+
+class HttpSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=0, le=65535)
+
+
+class DatabaseSettings(_Group):
+    url: str | None = None  # None: SQLite file waypost.sqlite3 in the data directory
+
+
+class WorkerSettings(_Group):
+    embedded: bool = True  # `waypost serve` runs a worker in-process
+    max_attempts: int = Field(5, ge=1)
+    visibility_timeout: float = Field(300.0, gt=0)
+    retry_base_delay: float = Field(5.0, gt=0)
+    retry_max_delay: float = Field(3600.0, gt=0)
+    poll_interval: float = Field(0.5, gt=0)
+
+
+class JourneySettings(_Group):
+    keep_originals: bool = False
+    thumbnail_px: int = Field(512, ge=64, le=4096)
+    display_px: int = Field(1600, ge=256, le=8192)
+    mailbox: str = "journeys"  # local part people write to
+
+
+class WebSettings(_Group):
+    admin_token: SecretStr | None = None
+    tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    tile_attribution: str = "&copy; OpenStreetMap contributors"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    mail_domain: str = "waypost.test"
+    base_url: str | None = None  # None: http://<http.host>:<bound port>
+    operator_name: str = "Waypost operator"
+    operator_email: str | None = None  # None: operator@<mail_domain>
+    reply_from: str | None = None  # None: <journeys.mailbox>@<mail_domain>
+    reply_from_name: str = "Waypost journeys"
+    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    smtp: SmtpSettings = SmtpSettings()
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    worker: WorkerSettings = WorkerSettings()
+    journeys: JourneySettings = JourneySettings()
+    web: WebSettings = WebSettings()
+
+    @field_validator("mail_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if not value or "@" in value or " " in value:
+            raise ValueError("must be a bare domain such as waypost.example.org")
+        return value
+
+    @field_validator("trusted_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        data_dir = Path(init_settings.init_kwargs.get("data_dir") or _env_data_dir())  # type: ignore[attr-defined]
+        toml_path = data_dir / CONFIG_FILE_NAME
+        return (
+            init_settings,
+            env_settings,
+            _FileSecretsSource(settings_cls),
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    # Derived values: one place, so nothing else re-derives them differently.
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'waypost.sqlite3').resolve()}"
+
+    @property
+    def operator_address(self) -> str:
+        return self.operator_email or f"operator@{self.mail_domain}"
+
+    @property
+    def reply_address(self) -> str:
+        return self.reply_from or f"{self.journeys.mailbox}@{self.mail_domain}"
+
+    @property
+    def journeys_address(self) -> str:
+        return f"{self.journeys.mailbox}@{self.mail_domain}"
+
+    @property
+    def smtp_hostname(self) -> str:
+        return self.smtp.hostname or self.mail_domain
+
+    @property
+    def public_base_url(self) -> str:
+        return self.base_url or f"http://{self.http.host}:{self.http.port}"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def masked(self) -> dict[str, Any]:
+        """A dump for logs and `waypost config`; secrets appear as '**********'."""
+        return self.model_dump(mode="json")
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """``WAYPOST_<KEY>_FILE=/run/secrets/x`` reads the value of KEY from that file
+    (nested keys with ``__``: ``WAYPOST_WEB__ADMIN_TOKEN_FILE``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, path in os.environ.items():
+            upper = name.upper()
+            if not (upper.startswith(ENV_PREFIX) and upper.endswith("_FILE")):
+                continue
+            if upper == "WAYPOST_DATA_DIR_FILE":
+                continue
+            keys = upper[len(ENV_PREFIX) : -len("_FILE")].lower().split("__")
+            try:
+                value = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as err:
+                raise ConfigError(f"{name}: cannot read secret file {path!r}: {err}") from err
+            target = found
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = value
+        return found
+
+
+def _env_data_dir() -> str:
+    return os.environ.get(f"{ENV_PREFIX}DATA_DIR", DEFAULT_DATA_DIR)
+
+
+def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise ConfigError naming each bad key and how to fix it."""
+    kwargs = {key: value for key, value in overrides.items() if value is not None}
+    if data_dir is not None:
+        kwargs["data_dir"] = Path(data_dir)
+    toml_path = Path(kwargs.get("data_dir") or _env_data_dir()) / CONFIG_FILE_NAME
+    _check_toml_syntax(toml_path)
+    try:
+        settings = Settings(**kwargs)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, toml_path)) from None
+    _check_addresses(settings)
+    return settings
+
+
+def _check_toml_syntax(path: Path) -> None:
+    if not path.exists():
+        return
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML ({err}); fix the file and start again") from None
+
+
+def _explain(err: ValidationError, toml_path: Path) -> str:
+    lines = ["invalid configuration:"]
+    for problem in err.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        env = ENV_PREFIX + "__".join(str(p) for p in problem["loc"]).upper()
+        if problem["type"] == "extra_forbidden":
+            hint = "unknown key: remove it or check its spelling in docs/configuration.md"
+        else:
+            hint = f"{problem['msg']} (got {problem.get('input')!r})"
+        lines.append(f"  {key}: {hint}; set it in {toml_path} or with {env}")
+    return "\n".join(lines)
+
+
+def _check_addresses(settings: Settings) -> None:
+    for key, value in (
+        ("operator_email", settings.operator_address),
+        ("reply_from", settings.reply_address),
+    ):
+        try:
+            normalise_address(value)
+        except AddressError as err:
+            raise ConfigError(f"{key}: {err}; set a full address such as journeys@example.org") from None
+        if is_noreply_style(value):
+            raise ConfigError(
+                f"{key}: {value!r} is a noreply-style address; replies must come from a "
+                "mailbox a person reads (for example journeys@your-domain)"
+            )

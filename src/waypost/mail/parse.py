@@ -1,0 +1,131 @@
+"""Inbound MIME, read once into a plain, immutable view the rest of the pipeline uses.
+
+The stdlib parser with ``policy.default`` records defects instead of raising for most
+damage; the few header accesses that can still raise are wrapped, so a hostile header
+costs the header, not the message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage, Message
+from email.utils import parsedate_to_datetime
+
+from waypost.errors import PermanentError
+from waypost.mail.addresses import first_mailbox
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+class MalformedMessage(PermanentError):
+    """The bytes cannot be read as a mail message at all."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    position: int  # order in the message, counting only attachments
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    from_address: str | None
+    from_header: str | None
+    subject: str
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    date: datetime | None
+    attachments: tuple[Attachment, ...]
+    defects: tuple[str, ...]
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    if not raw.strip():
+        raise MalformedMessage("empty message")
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    if not isinstance(message, EmailMessage) or not list(message.keys()):
+        raise MalformedMessage("no header section")
+    from_header = _header(message, "From")
+    return ParsedMessage(
+        from_address=first_mailbox(from_header),
+        from_header=from_header,
+        subject=_clean_subject(_header(message, "Subject")),
+        message_id=_first_msgid(_header(message, "Message-ID")),
+        in_reply_to=_first_msgid(_header(message, "In-Reply-To")),
+        references=tuple(_MSGID.findall(_header(message, "References") or "")),
+        date=_date(_header(message, "Date")),
+        attachments=tuple(_attachments(message)),
+        defects=tuple(type(defect).__name__ for defect in message.defects),
+    )
+
+
+def _header(message: Message, name: str) -> str | None:
+    try:
+        value = message.get(name)
+    except (ValueError, TypeError, IndexError, AttributeError, LookupError):
+        # the structured-header parser chokes on some hostile values: use the raw text
+        value = next((raw for key, raw in message.raw_items() if key.lower() == name.lower()), None)
+    return None if value is None else str(value)
+
+
+def _clean_subject(subject: str | None) -> str:
+    text = " ".join((subject or "").split())
+    return text[:200]
+
+
+def _first_msgid(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = _MSGID.search(value)
+    return match.group(0) if match else None
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _attachments(message: EmailMessage) -> list[Attachment]:
+    found: list[Attachment] = []
+    for part in message.walk():
+        if part.is_multipart() or not _looks_like_attachment(part):
+            continue
+        data = _payload(part)
+        if data is None:
+            continue
+        found.append(Attachment(len(found), _filename(part), part.get_content_type(), data))
+    return found
+
+
+def _looks_like_attachment(part: Message) -> bool:
+    if part.get_content_maintype() in ("image", "application", "video", "audio"):
+        return True
+    return part.get_content_disposition() == "attachment"
+
+
+def _payload(part: Message) -> bytes | None:
+    try:
+        data = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError):
+        return None
+    return data if isinstance(data, bytes) and data else None
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (ValueError, TypeError, IndexError):
+        return None
+    return str(name) if name else None

@@ -1,0 +1,68 @@
+"""Who may use the service: exact addresses (``+tag`` tolerant) and whole domains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from waypost.mail.addresses import address_key, normalise_domain
+from waypost.store.models import allowlist, utcnow
+
+
+@dataclass(frozen=True)
+class AllowlistEntry:
+    kind: str  # address | domain
+    value: str
+    added_at: datetime
+    note: str | None
+
+
+def parse_entry(text: str) -> tuple[str, str]:
+    """``ann@example.org`` is an address; ``example.org`` or ``@example.org`` a whole domain."""
+    text = text.strip()
+    if "@" in text.lstrip("@"):
+        return "address", address_key(text)
+    return "domain", normalise_domain(text.lstrip("@"))
+
+
+class Allowlist:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, text: str, note: str | None = None) -> bool:
+        """Add an entry; False when it was already there."""
+        kind, value = parse_entry(text)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(allowlist.insert().values(kind=kind, value=value, added_at=utcnow(), note=note))
+        except IntegrityError:
+            return False
+        return True
+
+    def remove(self, text: str) -> bool:
+        _, value = parse_entry(text)
+        with self.engine.begin() as conn:
+            return conn.execute(allowlist.delete().where(allowlist.c.value == value)).rowcount > 0
+
+    def entries(self) -> list[AllowlistEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(allowlist).order_by(allowlist.c.kind, allowlist.c.value))
+            return [AllowlistEntry(r.kind, r.value, r.added_at, r.note) for r in rows]
+
+    def allows(self, address: str) -> bool:
+        key = address_key(address)
+        domain = key.rsplit("@", 1)[1]
+        with self.engine.connect() as conn:
+            hit = conn.execute(
+                sa.select(allowlist.c.id).where(
+                    sa.or_(
+                        sa.and_(allowlist.c.kind == "address", allowlist.c.value == key),
+                        sa.and_(allowlist.c.kind == "domain", allowlist.c.value == domain),
+                    )
+                )
+            ).first()
+        return hit is not None

@@ -1,0 +1,67 @@
+"""Durable accept: raw bytes on disk, then the message row and its job in one commit.
+
+Invariant 1: the caller (an ingress) acknowledges only after ``accept`` returns. On any
+storage error nothing is left half-written and StorageError is raised, so the ingress can
+answer with a temporary failure and the sending server retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from waypost.errors import StorageError
+from waypost.store.blobs import BlobStore
+from waypost.store.models import inbound_messages, utcnow
+from waypost.store.queue import enqueue
+
+INBOUND_JOB = "inbound"
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    raw: bytes
+    mail_from: str | None
+    rcpt_tos: tuple[str, ...]
+    peer_ip: str | None = None
+    helo: str | None = None
+    ingress: str = "smtp"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Inbox:
+    def __init__(self, engine: Engine, blobs: BlobStore, *, max_attempts: int) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.max_attempts = max_attempts
+
+    def accept(self, mail: ReceivedMail) -> str:
+        """Store the message durably and queue its processing; return its id."""
+        now = utcnow()
+        message_id = uuid.uuid4().hex
+        blob_key = f"inbound/{now:%Y/%m/%d}/{message_id}.eml"
+        self.blobs.put(blob_key, mail.raw)  # raises StorageError: nothing to undo
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    inbound_messages.insert().values(
+                        id=message_id,
+                        received_at=now,
+                        peer_ip=mail.peer_ip,
+                        helo=mail.helo,
+                        mail_from=mail.mail_from,
+                        rcpt_tos=list(mail.rcpt_tos),
+                        blob_key=blob_key,
+                        size=len(mail.raw),
+                        ingress=mail.ingress,
+                        status="queued",
+                    )
+                )
+                enqueue(conn, INBOUND_JOB, {"message_id": message_id}, max_attempts=self.max_attempts)
+        except SQLAlchemyError as err:
+            self.blobs.delete(blob_key)
+            raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
+        return message_id

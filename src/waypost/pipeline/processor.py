@@ -1,0 +1,86 @@
+"""One inbound message through gate, router and app, ending in exactly one recorded outcome:
+processed, refused (with its reason, never answered), or dead (raw message kept)."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from waypost import failpoints
+from waypost.mail.parse import ParsedMessage, parse_message
+from waypost.pipeline.gate import Gate, GateInput
+from waypost.pipeline.router import OPERATOR_MAILBOXES, InboundMail, Router
+from waypost.store.blobs import BlobStore
+from waypost.store.models import inbound_messages, utcnow
+from waypost.store.queue import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+PROCESSED, REFUSED, DEAD = "processed", "refused", "dead"
+
+
+class InboundProcessor:
+    def __init__(self, engine: Engine, blobs: BlobStore, queue: JobQueue, gate: Gate, router: Router) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.queue = queue
+        self.gate = gate
+        self.router = router
+
+    def process(self, job: Job) -> None:
+        """Raises on failure; the worker retries or dead-letters (see ``mark_dead``)."""
+        row = self._load(job.payload["message_id"])
+        if row is None or row.status != "queued":
+            self._finish(job, None, None, "")
+            return
+        message = parse_message(self.blobs.get(row.blob_key))
+        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress))
+        if not verdict.allowed:
+            log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)
+            self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}")
+            return
+        routed = self.router.app_for(row.rcpt_tos)
+        if routed is None:
+            self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
+            return
+        app, recipient = routed
+        assert message.from_address is not None
+        mail = InboundMail(row.id, message, message.from_address, recipient, row.received_at)
+        commit = app.handle(mail)
+        failpoints.hit("processor.before_commit")
+        self._finish(job, message, PROCESSED, f"handled by {app.name}", commit)
+
+    def mark_dead(self, message_id: str, reason: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                inbound_messages.update()
+                .where(inbound_messages.c.id == message_id)
+                .values(status=DEAD, reason=reason[:2000], processed_at=utcnow())
+            )
+
+    def _finish(self, job: Job, message: ParsedMessage | None, status: str | None, reason: str,
+                commit=None) -> None:  # type: ignore[no-untyped-def]
+        with self.engine.begin() as conn:
+            if commit is not None:
+                commit(conn)
+            if status is not None:
+                _record(conn, job.payload["message_id"], message, status, reason)
+            self.queue.complete(conn, job)
+
+    def _load(self, message_id: str) -> sa.Row | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(inbound_messages).where(inbound_messages.c.id == message_id)).first()
+
+
+def _record(conn: Connection, message_id: str, message: ParsedMessage | None, status: str, reason: str) -> None:
+    values: dict[str, object] = {"status": status, "reason": reason, "processed_at": utcnow()}
+    if message is not None:
+        values.update(from_address=message.from_address, subject=message.subject,
+                      message_id_header=(message.message_id or "")[:998] or None)
+    conn.execute(inbound_messages.update().where(inbound_messages.c.id == message_id).values(**values))
+
+
+def _operator_note(rcpt_tos: list[str]) -> str:
+    return f"kept for the operator ({', '.join(OPERATOR_MAILBOXES)} mailbox): {', '.join(rcpt_tos)}"

@@ -1,0 +1,68 @@
+"""The worker: claims jobs and runs them, retrying with backoff and dead-lettering after the
+last attempt. Safe to run as several processes against one database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from waypost.errors import PermanentError
+from waypost.outbound.outbox import SEND_JOB, Outbox
+from waypost.pipeline.inbox import INBOUND_JOB
+from waypost.pipeline.processor import InboundProcessor
+from waypost.store.queue import Job, JobQueue
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, queue: JobQueue, processor: InboundProcessor, outbox: Outbox, *, poll_interval: float) -> None:
+        self.queue = queue
+        self.processor = processor
+        self.outbox = outbox
+        self.poll_interval = poll_interval
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.handlers: dict[str, Callable[[Job], None]] = {
+            INBOUND_JOB: processor.process,
+            SEND_JOB: outbox.deliver,
+        }
+        self.on_dead: dict[str, Callable[[Job, str], None]] = {
+            INBOUND_JOB: lambda job, why: processor.mark_dead(job.payload["message_id"], why),
+            SEND_JOB: lambda job, why: outbox.record_failure(job.payload["outbound_id"], why, final=True),
+        }
+
+    def run_once(self) -> bool:
+        """Run one due job; False when none was due."""
+        job = self.queue.claim(self.owner, tuple(self.handlers))
+        if job is None:
+            return False
+        try:
+            self.handlers[job.kind](job)
+        except Exception as err:  # every failure ends recorded, never raised out of the loop
+            self._failed(job, err)
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.owner)
+        while not stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # the database itself failed; wait and try again
+                log.exception("worker could not claim a job")
+                busy = False
+            if not busy:
+                stop.wait(self.poll_interval)
+
+    def _failed(self, job: Job, err: Exception) -> None:
+        permanent = isinstance(err, PermanentError)
+        reason = f"{type(err).__name__}: {err}"
+        if not permanent:
+            log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, reason,
+                        exc_info=not isinstance(err, OSError))
+        dead = self.queue.fail(job, reason, permanent=permanent)
+        if dead:
+            log.error("job %s (%s) dead-lettered: %s", job.id, job.kind, reason)
+            self.on_dead[job.kind](job, reason)

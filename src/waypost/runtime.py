@@ -1,0 +1,84 @@
+"""The single wiring module: picks and connects the adapters for a configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sqlalchemy.engine import Engine
+
+from waypost.apps.journeys.build import describe_moment
+from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
+from waypost.apps.journeys.handler import JourneysApp
+from waypost.apps.journeys.repository import JourneyReader
+from waypost.config import Settings
+from waypost.outbound.compose import Composer
+from waypost.outbound.outbox import Outbox
+from waypost.outbound.senders.catcher import CatcherSender
+from waypost.pipeline.allowlist import Allowlist
+from waypost.pipeline.gate import Gate
+from waypost.pipeline.inbox import Inbox
+from waypost.pipeline.processor import InboundProcessor
+from waypost.pipeline.router import Router
+from waypost.pipeline.worker import Worker
+from waypost.store import migrate
+from waypost.store.blobs import LocalBlobStore
+from waypost.store.db import create_engine
+from waypost.store.queue import JobQueue, RetryPolicy
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    blobs: LocalBlobStore
+    queue: JobQueue
+    inbox: Inbox
+    allowlist: Allowlist
+    router: Router
+    outbox: Outbox
+    processor: InboundProcessor
+    journeys: JourneyReader
+
+    def worker(self) -> Worker:
+        return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
+
+    def with_base_url(self, base_url: str) -> Runtime:
+        """Rebuild for the URL known only once the web server is bound (port 0)."""
+        settings = self.settings.model_copy(update={"base_url": base_url})
+        return build(settings, engine=self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = True) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = engine or create_engine(settings.database_url)
+    if upgrade:
+        migrate.upgrade(engine)
+    worker = settings.worker
+    blobs = LocalBlobStore(settings.blob_dir)
+    queue = JobQueue(engine, visibility_timeout=worker.visibility_timeout,
+                     retry=RetryPolicy(worker.retry_base_delay, worker.retry_max_delay))
+    outbox = Outbox(engine, queue, CatcherSender(settings.outbox_dir), max_attempts=worker.max_attempts)
+    composer = Composer(settings, [JOURNEY_TEMPLATES], filters={"moment": describe_moment})
+    journeys_app = JourneysApp(settings.journeys, blobs, outbox, composer, settings.public_base_url,
+                               envelope_sender=settings.reply_address)
+    allowlist = Allowlist(engine)
+    router = Router(settings.mail_domain, [journeys_app])
+    gate = Gate(allowlist, settings.trusted_networks)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        blobs=blobs,
+        queue=queue,
+        inbox=Inbox(engine, blobs, max_attempts=worker.max_attempts),
+        allowlist=allowlist,
+        router=router,
+        outbox=outbox,
+        processor=InboundProcessor(engine, blobs, queue, gate, router),
+        journeys=JourneyReader(engine),
+    )
+
+
+__all__ = ["Runtime", "build", "replace"]

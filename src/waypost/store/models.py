@@ -1,0 +1,150 @@
+"""Tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` create the same schema;
+``tests/unit/test_migrations.py`` checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+inbound_messages = sa.Table(
+    "inbound_messages",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("peer_ip", sa.String(64), nullable=True),
+    sa.Column("helo", sa.String(255), nullable=True),
+    sa.Column("mail_from", sa.String(320), nullable=True),
+    sa.Column("rcpt_tos", sa.JSON, nullable=False),
+    sa.Column("blob_key", sa.String(255), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("ingress", sa.String(16), nullable=False),  # smtp | ses
+    # queued -> processed | refused | dead
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("from_address", sa.String(320), nullable=True),
+    sa.Column("message_id_header", sa.String(998), nullable=True),
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("processed_at", UTCDateTime, nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    # queued -> running -> done | queued (retry) | dead
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("run_after", UTCDateTime, nullable=False),
+    sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("locked_by", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_jobs_state_run_after", "state", "run_after"),
+)
+
+allowlist = sa.Table(
+    "allowlist",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # address | domain
+    sa.Column("value", sa.String(320), nullable=False, unique=True),
+    sa.Column("added_at", UTCDateTime, nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token", sa.String(64), nullable=False, unique=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("owner_address", sa.String(320), nullable=False, index=True),
+    sa.Column("source_message_id", sa.String(32), sa.ForeignKey("inbound_messages.id"), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+photos = sa.Table(
+    "photos",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("journey_id", sa.Integer, sa.ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("public_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("filename", sa.Text, nullable=True),
+    sa.Column("mail_position", sa.Integer, nullable=False),
+    sa.Column("taken_at", UTCDateTime, nullable=True),
+    sa.Column("utc_offset_minutes", sa.Integer, nullable=True),
+    sa.Column("time_source", sa.String(32), nullable=True),
+    sa.Column("latitude", sa.Float, nullable=True),
+    sa.Column("longitude", sa.Float, nullable=True),
+    sa.Column("altitude", sa.Float, nullable=True),
+    sa.Column("make", sa.Text, nullable=True),
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("thumb_key", sa.String(255), nullable=True),
+    sa.Column("display_key", sa.String(255), nullable=True),
+    sa.Column("problem", sa.Text, nullable=True),
+    sa.UniqueConstraint("journey_id", "content_sha256", name="uq_photos_journey_content"),
+)
+
+outbound_messages = sa.Table(
+    "outbound_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("stream", sa.String(32), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False, index=True),
+    sa.Column("envelope_sender", sa.String(320), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("message_id_header", sa.String(998), nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    # queued -> sending -> sent | failed   (suppressed and paused arrive with the send path)
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("provider_message_id", sa.String(255), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime, nullable=True),
+)

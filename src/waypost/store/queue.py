@@ -1,0 +1,158 @@
+"""JobQueue port, embedded adapter: a table in the database.
+
+A job is claimed with a lease (``visibility_timeout``). A worker that dies leaves its job
+``running`` with an expired lease, and the next claim takes it again: processing is
+at-least-once, so every handler's effects carry idempotency keys. After ``max_attempts`` the
+job is dead-lettered with its last error. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``;
+SQLite serialises writers with ``BEGIN IMMEDIATE`` (see db.py), which gives the same result.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from waypost.store.db import is_postgres
+from waypost.store.models import jobs, utcnow
+
+QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_owner: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base_delay: float = 5.0
+    max_delay: float = 3600.0
+
+    def delay(self, attempts: int) -> float:
+        """Exponential backoff with full jitter (attempts counts the run that just failed)."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** max(attempts - 1, 0))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def enqueue(
+    conn: Connection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    max_attempts: int,
+    run_after: datetime | None = None,
+) -> int:
+    """Add a job inside the caller's transaction, so a job exists exactly when the rows
+    it refers to do."""
+    now = utcnow()
+    result = conn.execute(
+        jobs.insert().values(
+            kind=kind,
+            payload=payload,
+            state=QUEUED,
+            attempts=0,
+            max_attempts=max_attempts,
+            run_after=run_after or now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+class JobQueue:
+    def __init__(self, engine: Engine, *, visibility_timeout: float, retry: RetryPolicy) -> None:
+        self.engine = engine
+        self.visibility_timeout = visibility_timeout
+        self.retry = retry
+
+    def claim(self, owner: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+        """Lease the next due job, or return None. A lease that expired with no attempts
+        left dead-letters the job instead of running it again."""
+        now = utcnow()
+        due = sa.or_(
+            sa.and_(jobs.c.state == QUEUED, jobs.c.run_after <= now),
+            sa.and_(jobs.c.state == RUNNING, jobs.c.locked_until <= now),
+        )
+        query = sa.select(jobs).where(due).order_by(jobs.c.run_after, jobs.c.id).limit(1)
+        if kinds:
+            query = query.where(jobs.c.kind.in_(kinds))
+        with self.engine.begin() as conn:
+            if is_postgres(conn):
+                query = query.with_for_update(skip_locked=True)
+            row = conn.execute(query).mappings().first()
+            if row is None:
+                return None
+            if row["state"] == RUNNING and row["attempts"] >= row["max_attempts"]:
+                self._bury(conn, row["id"], "the worker stopped during every attempt (lease expired)")
+                return None
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == row["id"])
+                .values(
+                    state=RUNNING,
+                    attempts=row["attempts"] + 1,
+                    locked_until=now + timedelta(seconds=self.visibility_timeout),
+                    locked_by=owner,
+                    updated_at=now,
+                )
+            )
+        return Job(row["id"], row["kind"], row["payload"], row["attempts"] + 1, row["max_attempts"], owner)
+
+    def complete(self, conn: Connection, job: Job) -> None:
+        """Mark done inside the handler's own transaction, beside its effects."""
+        conn.execute(
+            jobs.update().where(jobs.c.id == job.id).values(state=DONE, locked_until=None, updated_at=utcnow())
+        )
+
+    def fail(self, job: Job, error: str, *, permanent: bool = False) -> bool:
+        """Schedule a retry, or dead-letter the job. Returns True when it was dead-lettered."""
+        with self.engine.begin() as conn:
+            if permanent or job.attempts >= job.max_attempts:
+                self._bury(conn, job.id, error)
+                return True
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id)
+                .values(
+                    state=QUEUED,
+                    run_after=utcnow() + timedelta(seconds=self.retry.delay(job.attempts)),
+                    locked_until=None,
+                    last_error=error,
+                    updated_at=utcnow(),
+                )
+            )
+        return False
+
+    def retry_dead(self, job_id: int) -> bool:
+        """Put a dead-lettered job back in the queue with fresh attempts (operator action)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == DEAD)
+                .values(state=QUEUED, attempts=0, run_after=utcnow(), updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    def depth(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state))
+            return {state: count for state, count in rows}
+
+    @staticmethod
+    def _bury(conn: Connection, job_id: int, error: str) -> None:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id)
+            .values(state=DEAD, locked_until=None, last_error=error, updated_at=utcnow())
+        )

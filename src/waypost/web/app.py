@@ -1,0 +1,167 @@
+"""The web face: journey pages, the catcher's outbox, health. Only this package knows HTTP."""
+
+from __future__ import annotations
+
+import email.policy
+import hmac
+import ipaddress
+import json
+import re
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+import xstatic.pkg.leaflet as xleaflet
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from waypost.apps.journeys.build import describe_moment
+from waypost.runtime import Runtime
+from waypost.web.sketch import route_sketch
+from waypost.web.views import journey_json
+
+HERE = Path(__file__).parent
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+OUTBOX_NAME = re.compile(r"^[A-Za-z0-9._-]+\.eml$")
+
+
+def _security_headers(tile_url: str) -> dict[str, str]:
+    tiles = urlsplit(tile_url.replace("{s}", "a"))
+    tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.netloc else ""
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'self'; img-src 'self' data: {tile_origin}; script-src 'self'; "
+            "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        ),
+        # the share token is in the URL: never hand it to a tile server or any other site
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    settings = runtime.settings
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["moment"] = describe_moment
+    headers = _security_headers(settings.web.tile_url)
+    private = {**headers, "X-Robots-Tag": "noindex, nofollow", "Cache-Control": "private, no-store"}
+
+    def page(request: Request, name: str, context: dict, *, status: int = 200, extra: dict | None = None) -> Response:
+        base = {"operator_name": settings.operator_name, "operator_email": settings.operator_address,
+                "journeys_address": settings.journeys_address}
+        return templates.TemplateResponse(request, name, {**base, **context}, status_code=status,
+                                          headers={**headers, **(extra or {})})
+
+    def not_found(request: Request) -> Response:
+        return page(request, "not_found.html", {}, status=404, extra=private)
+
+    async def landing(request: Request) -> Response:
+        return page(request, "landing.html", {})
+
+    async def privacy(request: Request) -> Response:
+        return page(request, "privacy.html", {})
+
+    async def terms(request: Request) -> Response:
+        return page(request, "terms.html", {})
+
+    async def healthz(request: Request) -> Response:
+        with runtime.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return JSONResponse({"status": "ok"})
+
+    async def journey_page(request: Request) -> Response:
+        view = _journey(request)
+        if view is None:
+            return not_found(request)
+        data = json.dumps({**journey_json(view), "tiles": {"url": settings.web.tile_url,
+                                                             "attribution": settings.web.tile_attribution}})
+        context = {"journey": view, "sketch": route_sketch(view), "data": _script_safe(data)}
+        return page(request, "journey.html", context, extra=private)
+
+    async def journey_data(request: Request) -> Response:
+        view = _journey(request)
+        if view is None:
+            return JSONResponse({"error": "not found"}, status_code=404, headers=private)
+        return JSONResponse(journey_json(view), headers=private)
+
+    async def photo(request: Request) -> Response:
+        token, public_id, size = (request.path_params[k] for k in ("token", "photo", "size"))
+        if not TOKEN.match(token) or size not in ("thumb", "display"):
+            return not_found(request)
+        key = runtime.journeys.photo_blob_key(token, public_id, size)
+        if key is None:
+            return not_found(request)
+        try:
+            body = runtime.blobs.get(key)
+        except KeyError:
+            return not_found(request)
+        return Response(body, media_type="image/jpeg", headers={**private, "Cache-Control": "private, max-age=86400"})
+
+    def _journey(request: Request):  # type: ignore[no-untyped-def]
+        token = request.path_params["token"]
+        return runtime.journeys.view(token) if TOKEN.match(token) else None
+
+    def operator_only(request: Request) -> bool:
+        admin = settings.web.admin_token
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if admin is not None and supplied and hmac.compare_digest(supplied, admin.get_secret_value()):
+            return True
+        return _is_loopback(request.client.host if request.client else None)
+
+    async def outbox_list(request: Request) -> Response:
+        if not operator_only(request):
+            return PlainTextResponse("forbidden", status_code=403, headers=private)
+        return page(request, "outbox.html", {"messages": _outbox_entries(settings.outbox_dir)}, extra=private)
+
+    async def outbox_message(request: Request) -> Response:
+        if not operator_only(request):
+            return PlainTextResponse("forbidden", status_code=403, headers=private)
+        name = request.path_params["name"]
+        path = settings.outbox_dir / name
+        if not OUTBOX_NAME.match(name) or not path.is_file():
+            return not_found(request)
+        return Response(path.read_bytes(), media_type="text/plain; charset=utf-8", headers=private)
+
+    routes = [
+        Route("/", landing),
+        Route("/privacy", privacy),
+        Route("/terms", terms),
+        Route("/healthz", healthz),
+        Route("/j/{token}.json", journey_data),
+        Route("/j/{token}/photos/{photo}/{size}.jpg", photo),
+        Route("/j/{token}", journey_page),
+        Route("/outbox", outbox_list),
+        Route("/outbox/{name}", outbox_message),
+        Mount("/static/leaflet", StaticFiles(directory=xleaflet.BASE_DIR), name="leaflet"),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+def _script_safe(data: str) -> str:
+    """JSON placed inside <script type="application/json">: no '</script>' can close it."""
+    return data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _outbox_entries(directory: Path) -> list[dict[str, str]]:
+    if not directory.is_dir():
+        return []
+    entries = []
+    for path in sorted(directory.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True):
+        with path.open("rb") as handle:
+            headers = BytesHeaderParser(policy=email.policy.default).parse(handle)
+        entries.append({"name": path.name, "to": str(headers.get("To", "")),
+                        "subject": str(headers.get("Subject", "")), "date": str(headers.get("Date", ""))})
+    return entries

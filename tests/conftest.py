@@ -1,0 +1,153 @@
+"""Shared fixtures. Servers bind port 0; waits poll a condition against a deadline."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+
+from waypost.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("WAYPOST_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+T = TypeVar("T")
+
+
+def corpus_dir() -> Path:
+    """The shared corpus; a missing folder fails the tests that need it, never skips them."""
+    path = Path(os.environ.get("WAYPOST_CORPUS", ROOT.parent / "shared" / "corpus"))
+    if not (path / "manifest.jsonl").is_file():
+        pytest.fail(f"corpus not found at {path} (set WAYPOST_CORPUS); corpus tests must not pass without it")
+    return path
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database test runs twice: on SQLite, and on PostgreSQL in a schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'waypost.sqlite3'}"
+        return
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        overrides.setdefault("data_dir", tmp_path / "data")
+        overrides.setdefault("worker", {"retry_base_delay": 0.05, "retry_max_delay": 0.2, "poll_interval": 0.05})
+        return load_settings(**overrides)
+
+    return build
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[str]
+    smtp_host: str
+    smtp_port: int
+    http_url: str
+    data_dir: Path
+    lines: list[str]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def waypost_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "waypost", *args]
+
+
+def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            cwd=ROOT, start_new_session=True)
+
+
+def read_addresses(process: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, int, str, list[str]]:
+    """Read the server's stdout until both `smtp:` and `http:` lines appeared."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    smtp = http = None
+    deadline = time.monotonic() + timeout
+    while (smtp is None or http is None) and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if match := re.match(r"^smtp: (.+):(\d+)$", line.strip()):
+            smtp = (match.group(1).strip("[]"), int(match.group(2)))
+        elif match := re.match(r"^http: (\S+)$", line.strip()):
+            http = match.group(1)
+    if smtp is None or http is None:
+        process.kill()
+        pytest.fail("server did not report its addresses:\n" + "\n".join(lines))
+    return smtp[0], smtp[1], http, lines
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAYPOST_")}
+    env.update({
+        "WAYPOST_DATA_DIR": str(data_dir),
+        "WAYPOST_TRUSTED_NETWORKS": "127.0.0.0/8",
+        "WAYPOST_WORKER__RETRY_BASE_DELAY": "0.05",
+        "WAYPOST_WORKER__RETRY_MAX_DELAY": "0.5",
+        "WAYPOST_WORKER__POLL_INTERVAL": "0.05",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    started: list[LiveServer] = []
+
+    def start(*extra_args: str, data_dir: Path | None = None, **env_extra: str) -> LiveServer:
+        directory = data_dir or tmp_path / "data"
+        args = waypost_command("serve", "--smtp-port", "0", "--http-port", "0", *extra_args)
+        process = start_process(args, server_env(directory, **env_extra))
+        host, port, http, lines = read_addresses(process)
+        server = LiveServer(process, host, port, http, directory, lines)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
