@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,13 +84,32 @@ class LiveServer:
     lines: list[str]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
+
+
+def drain_output(process: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
+    """Keep reading a child's output so it never blocks on a full pipe."""
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    return process.returncode
 
 
 def waypost_command(*args: str) -> list[str]:
@@ -144,6 +165,7 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         args = waypost_command("serve", "--smtp-port", "0", "--http-port", "0", *extra_args)
         process = start_process(args, server_env(directory, **env_extra))
         host, port, http, lines = read_addresses(process)
+        drain_output(process, lines)
         server = LiveServer(process, host, port, http, directory, lines)
         started.append(server)
         return server
@@ -151,3 +173,14 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def runtime(make_settings: Callable[..., Settings], database_url: str) -> Iterator[Any]:
+    """A wired Runtime on the parametrized database (SQLite, then PostgreSQL)."""
+    from waypost import runtime as wiring
+
+    built = wiring.build(make_settings(database={"url": database_url},
+                                       trusted_networks=["127.0.0.0/8"]))
+    yield built
+    built.close()

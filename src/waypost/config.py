@@ -12,11 +12,12 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -93,7 +94,10 @@ class Settings(BaseSettings):
     operator_email: str | None = None  # None: operator@<mail_domain>
     reply_from: str | None = None  # None: <journeys.mailbox>@<mail_domain>
     reply_from_name: str = "Waypost journeys"
-    trusted_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # NoDecode: the env value is a comma/space list, not JSON; _networks splits it
+    trusted_networks: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = ()
 
     smtp: SmtpSettings = SmtpSettings()
     http: HttpSettings = HttpSettings()
@@ -137,6 +141,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         data_dir = Path(init_settings.init_kwargs.get("data_dir") or _env_data_dir())  # type: ignore[attr-defined]
         toml_path = data_dir / CONFIG_FILE_NAME
+        # WAYPOST_<KEY>_FILE names a secret file (_FileSecretsSource), not a key of its own
+        env_vars = env_settings.env_vars  # type: ignore[attr-defined]
+        env_settings.env_vars = {k: v for k, v in env_vars.items() if not k.endswith("_file")}  # type: ignore[attr-defined]
         return (
             init_settings,
             env_settings,

@@ -140,7 +140,10 @@ def create_app(runtime: Runtime) -> Starlette:
         Mount("/static/leaflet", StaticFiles(directory=xleaflet.BASE_DIR), name="leaflet"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+    async def missing(request: Request, _exc: Exception) -> Response:
+        return not_found(request)
+
+    return Starlette(routes=routes, exception_handlers={404: missing})
 
 
 def _script_safe(data: str) -> str:

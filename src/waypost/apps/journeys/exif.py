@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from numbers import Real
@@ -103,7 +104,7 @@ class _ExifReader:
         self.camera = self._sub_directory(ExifTags.IFD.Exif, "EXIF sub-IFD")
         self.gps = self._sub_directory(ExifTags.IFD.GPSInfo, "GPS IFD")
 
-    def _directory(self, load: Any, name: str) -> Any:
+    def _directory(self, load: Callable[[], Any], name: str) -> Any:
         # Pillow's parsers raise a wide range of errors on malformed directories (and
         # warnings too, where the application makes warnings errors); any of them
         # means the same thing here: this directory cannot be read.
@@ -119,16 +120,9 @@ class _ExifReader:
         return self._directory(lambda: self.main.get_ifd(tag), name)
 
     def text(self, tag: int) -> str | None:
-        """An ASCII tag as text, cut at the first NUL and stripped of padding."""
-        value = self.main.get(tag, self.camera.get(tag))
-        if value is None:
-            return None
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if not isinstance(value, str):
-            self.problems.append(f"{_tag_name(tag)} is not text: {value!r}")
-            return None
-        return value.split("\0", 1)[0].strip() or None
+        """An ASCII tag as text, cut at the first NUL (C strings) and stripped of padding."""
+        text = self._raw_text(self.main.get(tag, self.camera.get(tag)), _tag_name(tag))
+        return (text.split("\0", 1)[0].strip() or None) if text else None
 
     def orientation(self) -> int | None:
         value = self.main.get(_Base.Orientation)
@@ -175,12 +169,10 @@ class _ExifReader:
         text = self._camera_text(tag)
         if text is None:
             return None
-        match = _OFFSET.fullmatch(text)
-        minutes = int(match[2]) * 60 + int(match[3]) if match and int(match[3]) < 60 else None
-        if minutes is None or minutes > _MAX_OFFSET_MINUTES:
+        minutes = _minutes_east_of_utc(text)
+        if minutes is None:
             self.problems.append(f"{_tag_name(tag)} unreadable: {text!r}")
-            return None
-        return -minutes if match[1] == "-" else minutes
+        return minutes
 
     def _raw_text(self, value: Any, name: str) -> str | None:
         """A tag value as stripped text, or None when absent or blank (cameras pad unset
@@ -211,15 +203,17 @@ class _ExifReader:
         if tag not in self.gps:
             return None
         degrees = self._degrees(self.gps[tag], axis)
+        if degrees is None:
+            return None
         reference = self._raw_text(self.gps.get(ref_tag), f"GPS {axis} reference")
         sign = _HEMISPHERES[axis].get((reference or "").upper())
-        if degrees is not None and sign is None:
+        if sign is None:
             self.problems.append(f"GPS {axis} has no valid hemisphere reference")
             return None
-        if degrees is not None and degrees > _LIMITS[axis]:
+        if degrees > _LIMITS[axis]:
             self.problems.append(f"GPS {axis} out of range: {degrees}")
             return None
-        return None if degrees is None else sign * degrees
+        return sign * degrees
 
     def _degrees(self, value: Any, axis: str) -> float | None:
         """Degrees from a (degrees, minutes, seconds) triple of rationals."""
@@ -230,7 +224,7 @@ class _ExifReader:
         if seconds is None and minutes is not None and not minutes.is_integer():
             # Some writers put the whole fraction in the minutes and leave seconds 0/0.
             seconds = 0.0
-        if None in (degrees, minutes, seconds) or min(degrees, minutes, seconds) < 0:
+        if degrees is None or minutes is None or seconds is None or min(degrees, minutes, seconds) < 0:
             self.problems.append(f"GPS {axis} unreadable (zero denominator or bad value)")
             return None
         return degrees + minutes / 60 + seconds / 3600
@@ -280,6 +274,17 @@ def _gps_moment(date_text: str, stamp: Any) -> datetime | None:
     return whole.replace(microsecond=microseconds, tzinfo=UTC)
 
 
+def _minutes_east_of_utc(text: str) -> int | None:
+    """Minutes from an EXIF offset such as "+01:00" or "-05:30"; None if not one."""
+    match = _OFFSET.fullmatch(text)
+    if match is None or int(match[3]) >= 60:
+        return None
+    minutes = int(match[2]) * 60 + int(match[3])
+    if minutes > _MAX_OFFSET_MINUTES:
+        return None
+    return -minutes if match[1] == "-" else minutes
+
+
 def _number(value: Any) -> float | None:
     """A finite float from an EXIF number, or None (zero denominators read as NaN)."""
     if isinstance(value, IFDRational) and value.denominator == 0:
@@ -297,15 +302,14 @@ def _byte(value: Any) -> int | None:
 
 
 def _clock(stamp: Any) -> tuple[int, int, float] | None:
-    """(hours, minutes, seconds) from a GPSTimeStamp triple, if it is a valid time of day."""
+    """(hours, minutes, seconds) from a GPSTimeStamp triple of rationals."""
     if not isinstance(stamp, tuple) or len(stamp) != 3:
         return None
     hours, minutes, seconds = (_number(part) for part in stamp)
     if hours is None or minutes is None or seconds is None:
         return None
-    if not (hours.is_integer() and minutes.is_integer() and 0 <= seconds < 60):
-        return None
-    if not (0 <= hours < 24 and 0 <= minutes < 60):
+    # Hours, minutes and whole seconds out of range are left for datetime() to refuse.
+    if not (hours.is_integer() and minutes.is_integer() and seconds >= 0):
         return None
     return int(hours), int(minutes), seconds
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from waypost.apps.journeys import repository
 from waypost.apps.journeys.exif import PhotoMetadata
-from waypost.apps.journeys.images import ImageError, process_photo, is_supported_image
+from waypost.apps.journeys.images import ImageError, is_supported_image, process_photo
 from waypost.apps.journeys.repository import NewPhoto
 from waypost.apps.journeys.timeline import resolve_time
 from waypost.config import JourneySettings

@@ -24,11 +24,9 @@ MAX_PIXELS = 100_000_000
 """Largest declared width x height accepted; a 108 MP phone photo is refused."""
 
 # Formats phones and cameras send; everything else (EPS, PSD, ...) is never parsed.
-# MPO is how Pillow names the multi-picture JPEGs that many phones write.
-_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF")
-_CONTENT_TYPES = frozenset(
-    {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/tiff"}
-)
+# Pillow's JPEG opener also covers the multi-picture (MPO) JPEGs many phones write.
+_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
+_CONTENT_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/tiff"})
 _EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff"})
 _GENERIC_TYPES = frozenset({"application/octet-stream", ""})
 
@@ -110,7 +108,9 @@ def _open_checked(data: bytes) -> Image.Image:
         raise ImageError(f"image is too large to process: {err}") from err
     except UnidentifiedImageError as err:
         raise ImageError("not a JPEG, PNG, WebP or TIFF image") from err
-    except _DECODER_ERRORS as err:
+    except (*_DECODER_ERRORS, Warning) as err:
+        # Pillow reads a JPEG's EXIF while opening it and warns about corrupt EXIF;
+        # where the application turns warnings into errors, that ends up here.
         raise ImageError(f"image header is corrupt: {err}") from err
     width, height = image.size
     if width < 1 or height < 1 or width * height > MAX_PIXELS:
@@ -126,7 +126,7 @@ def _decode_upright(image: Image.Image, display_px: int, orientation: int | None
     image.draft("RGB", _fitted_size(image.size, display_px))
     try:
         rgb = _to_srgb(image)
-    except _DECODER_ERRORS as err:
+    except (*_DECODER_ERRORS, Warning) as err:
         raise ImageError(f"image data is truncated or corrupt: {err}") from err
     transpose = _UPRIGHT.get(orientation or 1)
     return rgb if transpose is None else rgb.transpose(transpose)

@@ -41,9 +41,7 @@ class Shot:
     altitude: float | None = None
 
 
-def make_photo(
-    shot: Shot, *, size: tuple[int, int] = (640, 480), include_offset: bool = True, seed: int = 0
-) -> bytes:
+def make_photo(shot: Shot, *, size: tuple[int, int] = (640, 480), include_offset: bool = True, seed: int = 0) -> bytes:
     """A JPEG of a generated landscape captioned with ``shot.label``, tagged with EXIF.
 
     Tags: Make "Waypost", Model "Demo Camera"; when ``taken_at`` is set, DateTimeOriginal
@@ -105,9 +103,7 @@ def _draw_caption(picture: Image.Image, shot: Shot) -> None:
     ImageDraw.Draw(picture).rectangle(band, fill=(24, 28, 36))
     when = shot.taken_at.strftime("  %H:%M") if shot.taken_at else ""
     caption = _ascii_only(shot.label) + when
-    ImageDraw.Draw(picture).text(
-        (width // 30, band[1] + height // 28), caption, fill="white", font=font
-    )
+    ImageDraw.Draw(picture).text((width // 30, band[1] + height // 28), caption, fill="white", font=font)
 
 
 def _ascii_only(text: str) -> str:

@@ -9,7 +9,7 @@ journey-engine work adds the zone at the photo's location before that last resor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from waypost.apps.journeys.exif import PhotoMetadata
 
@@ -27,7 +27,7 @@ class PhotoTime:
     def local(self) -> datetime | None:
         if self.utc is None or self.offset_minutes is None:
             return None
-        return self.utc + timedelta(minutes=self.offset_minutes)
+        return self.utc.astimezone(timezone(timedelta(minutes=self.offset_minutes)))
 
 
 def resolve_time(meta: PhotoMetadata, mail_date: datetime | None) -> PhotoTime:

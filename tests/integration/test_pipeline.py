@@ -1,0 +1,178 @@
+"""Inbound mail through gate, router, journeys app and outbox, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta, timezone
+from email.message import EmailMessage
+from typing import Any
+
+import sqlalchemy as sa
+
+from tests.conftest import wait_until
+from waypost.apps.journeys.samples import Shot, make_photo
+from waypost.pipeline.inbox import ReceivedMail
+from waypost.store.models import inbound_messages, journeys, outbound_messages, photos
+
+LISBON = timezone(timedelta(hours=1))
+SHOTS = (
+    Shot(38.6916, -9.2160, datetime(2024, 7, 13, 9, 4, tzinfo=LISBON), "Belém"),
+    Shot(38.7139, -9.1334, datetime(2024, 7, 13, 11, 52, tzinfo=LISBON), "Castelo"),
+    Shot(38.7876, -9.3906, datetime(2024, 7, 13, 14, 21, tzinfo=LISBON), "Pena"),
+)
+
+
+def photo_mail(sender: str = "ann@example.org", shots: tuple[Shot, ...] = SHOTS, *,
+               subject: str = "Lisbon", reverse: bool = True) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"Ann <{sender}>"
+    message["To"] = "journeys@waypost.test"
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{subject.replace(' ', '')}-{len(shots)}@example.org>"
+    message["Date"] = "Sat, 13 Jul 2024 20:00:00 +0100"
+    message.set_content("photos attached")
+    ordered = list(reversed(shots)) if reverse else list(shots)  # mail order differs from time order
+    for index, shot in enumerate(ordered):
+        message.add_attachment(make_photo(shot, seed=index), maintype="image", subtype="jpeg",
+                               filename=f"{shot.label}.jpg")
+    return message
+
+
+def deliver(runtime: Any, message: EmailMessage | bytes) -> str:
+    raw = message if isinstance(message, bytes) else message.as_bytes()
+    return runtime.inbox.accept(ReceivedMail(raw=raw, mail_from="ann@example.org",
+                                             rcpt_tos=("journeys@waypost.test",), peer_ip="127.0.0.1"))
+
+
+def drain(runtime: Any) -> None:
+    worker = runtime.worker()
+    for _ in range(100):
+        if not worker.run_once():
+            return
+    raise AssertionError("the queue did not drain")
+
+
+def inbound(runtime: Any, message_id: str) -> sa.Row:
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(inbound_messages).where(inbound_messages.c.id == message_id)).one()
+
+
+def caught(runtime: Any) -> list[email.message.EmailMessage]:
+    directory = runtime.settings.outbox_dir
+    files = sorted(directory.glob("*.eml")) if directory.exists() else []
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]
+
+
+def count(runtime: Any, table: sa.Table) -> int:
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+def test_allowed_sender_gets_one_threaded_reply_with_the_journey(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message = photo_mail()
+    message_id = deliver(runtime, message)
+    drain(runtime)
+
+    assert inbound(runtime, message_id).status == "processed"
+    (reply,) = caught(runtime)
+    assert reply["To"] == "ann@example.org"
+    assert reply["In-Reply-To"] == message["Message-ID"]
+    assert message["Message-ID"] in reply["References"]
+    assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["Return-Path"] == "<journeys@waypost.test>"
+    assert "Lisbon" in reply["Subject"]
+    assert str(reply["Message-ID"]).endswith("@waypost.test>")
+    text = reply.get_body(("plain",)).get_content()
+    html = reply.get_body(("html",)).get_content()
+    with runtime.engine.connect() as conn:
+        token = conn.execute(sa.select(journeys.c.token)).scalar_one()
+    for body in (text, html):
+        assert f"{runtime.settings.public_base_url}/j/{token}" in body
+        assert "/privacy" in body and "/terms" in body and runtime.settings.operator_address in body
+    assert "3 photos, 3 placed on the map" in text
+
+    view = runtime.journeys.view(token)
+    assert [p.filename for p in view.route] == ["Belém.jpg", "Castelo.jpg", "Pena.jpg"]
+    assert [p.taken_at for p in view.route] == [s.taken_at.astimezone(UTC) for s in SHOTS]
+    assert view.start == SHOTS[0].taken_at and view.start.utcoffset() == timedelta(hours=1)
+
+
+def test_sender_not_on_the_allowlist_is_refused_without_any_reply(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message_id = deliver(runtime, photo_mail(sender="mallory@example.net"))
+    drain(runtime)
+    row = inbound(runtime, message_id)
+    assert row.status == "refused" and "sender-not-allowlisted" in row.reason and "mallory" in row.reason
+    assert caught(runtime) == [] and count(runtime, outbound_messages) == 0 and count(runtime, journeys) == 0
+
+
+def test_domain_entry_allows_everyone_at_that_domain(runtime: Any) -> None:
+    runtime.allowlist.add("example.org")
+    deliver(runtime, photo_mail(sender="bob+travel@Example.ORG"))
+    drain(runtime)
+    assert len(caught(runtime)) == 1
+
+
+def test_mail_without_photos_gets_a_helpful_reply_and_no_journey(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    deliver(runtime, photo_mail(shots=(), subject="nothing"))
+    drain(runtime)
+    (reply,) = caught(runtime)
+    assert "No photos found" in reply["Subject"]
+    assert count(runtime, journeys) == 0
+
+
+def test_the_same_photo_twice_is_stored_once(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message = photo_mail(shots=(SHOTS[1],))
+    same = make_photo(SHOTS[0])
+    for name in ("first.jpg", "again.jpg"):
+        message.add_attachment(same, maintype="image", subtype="jpeg", filename=name)
+    deliver(runtime, message)
+    drain(runtime)
+    assert count(runtime, photos) == 2
+
+
+def test_malformed_mail_is_dead_lettered_with_its_reason_and_raw_bytes_kept(runtime: Any) -> None:
+    message_id = deliver(runtime, b"\r\n\r\n")
+    drain(runtime)
+    row = inbound(runtime, message_id)
+    assert row.status == "dead" and "MalformedMessage" in row.reason
+    assert runtime.blobs.get(row.blob_key) == b"\r\n\r\n"
+    assert runtime.queue.depth() == {"dead": 1}
+    assert caught(runtime) == []
+
+
+def test_transient_failures_are_retried_then_dead_lettered(runtime: Any, monkeypatch: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message_id = deliver(runtime, photo_mail())
+    calls = []
+
+    def broken(job: Any) -> None:
+        calls.append(job.attempts)
+        raise OSError("disk went away")
+
+    worker = runtime.worker()
+    worker.handlers["inbound"] = broken
+    wait_until(lambda: (worker.run_once(), inbound(runtime, message_id).status == "dead")[1], timeout=30,
+               message="the message to be dead-lettered")
+    assert calls == list(range(1, runtime.settings.worker.max_attempts + 1))
+    assert "OSError: disk went away" in inbound(runtime, message_id).reason
+
+
+def test_a_rerun_of_a_committed_job_changes_nothing(runtime: Any) -> None:
+    """Two workers holding the same job (a lease that expired mid-run) commit one journey."""
+    runtime.allowlist.add("ann@example.org")
+    message_id = deliver(runtime, photo_mail())
+    job = runtime.queue.claim("first")
+    processor = runtime.processor
+    processor.process(job)
+    with runtime.engine.begin() as conn:  # the second holder's run starts from the top
+        conn.execute(inbound_messages.update().values(status="queued"))
+    processor.process(job)
+    drain(runtime)
+    assert count(runtime, journeys) == 1 and count(runtime, outbound_messages) == 1
+    assert len(caught(runtime)) == 1
+    assert inbound(runtime, message_id).status == "processed"

@@ -1,0 +1,63 @@
+"""Who may see what on the web side: the catcher's outbox is for the operator only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from waypost import runtime as wiring
+from waypost.web.app import create_app
+
+
+@pytest.fixture
+def client_for(make_settings: Any, database_url: str):  # type: ignore[no-untyped-def]
+    built: list[Any] = []
+
+    def make(host: str, **overrides: Any) -> TestClient:
+        runtime = wiring.build(make_settings(database={"url": database_url}, **overrides))
+        built.append(runtime)
+        return TestClient(create_app(runtime), client=(host, 50000))
+
+    yield make
+    for runtime in built:
+        runtime.close()
+
+
+@pytest.mark.parametrize("host, token, expected", [
+    ("127.0.0.1", None, 200),
+    ("::1", None, 200),
+    ("203.0.113.9", None, 403),
+    ("203.0.113.9", "wrong-token", 403),
+    ("203.0.113.9", "the-admin-token-0123456789", 200),
+])
+def test_outbox_is_loopback_or_admin_token_only(client_for: Any, host: str, token: str | None,
+                                                expected: int) -> None:
+    client = client_for(host, web={"admin_token": "the-admin-token-0123456789"})
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    assert client.get("/outbox", headers=headers).status_code == expected
+    assert client.get("/outbox/anything.eml", headers=headers).status_code == (404 if expected == 200 else 403)
+
+
+def test_without_an_admin_token_only_loopback_sees_the_outbox(client_for: Any) -> None:
+    remote = client_for("198.51.100.7")
+    assert remote.get("/outbox", headers={"Authorization": "Bearer "}).status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/j/short", "/j/" + "x" * 40, "/j/" + "x" * 40 + ".json",
+                                  "/j/../../etc/passwd", "/j/" + "x" * 40 + "/photos/abc/thumb.jpg",
+                                  "/outbox/../waypost.toml"])
+def test_unknown_or_malformed_journey_paths_are_404(client_for: Any, path: str) -> None:
+    response = client_for("127.0.0.1").get(path)
+    assert response.status_code == 404
+    assert "noindex" in response.headers.get("x-robots-tag", "") or "noindex" in response.text
+
+
+@pytest.mark.parametrize("path", ["/", "/privacy", "/terms"])
+def test_public_pages_name_the_operator(client_for: Any, path: str) -> None:
+    client = client_for("203.0.113.9", operator_name="Harbour Lights Ltd", operator_email="hello@harbour.example")
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "Harbour Lights Ltd" in page.text and "hello@harbour.example" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
