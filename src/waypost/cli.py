@@ -178,6 +178,40 @@ def allowlist_list(data_dir: Path) -> None:
         click.echo("the allowlist is empty: nobody's mail will be processed")
 
 
+@cli.group("dead-letters")
+def dead_letters() -> None:
+    """Jobs that gave up: inspect why, and retry them once the cause is fixed."""
+
+
+@dead_letters.command("list")
+@data_dir_option
+@click.option("--limit", default=50, show_default=True)
+@friendly_errors
+def dead_letters_list(data_dir: Path, limit: int) -> None:
+    """Show dead-lettered jobs, newest first."""
+    from waypost.pipeline.deadletters import DeadLetters
+
+    letters = DeadLetters(_runtime(data_dir).queue).list(limit)
+    for letter in letters:
+        click.echo(f"{letter.job_id:>6}  {letter.since:%Y-%m-%d %H:%M}Z  {letter.kind:8} {letter.subject}")
+        click.echo(f"        after {letter.attempts} attempt(s): {letter.reason}")
+    if not letters:
+        click.echo("no dead letters")
+
+
+@dead_letters.command("retry")
+@data_dir_option
+@click.argument("job_id", type=int)
+@friendly_errors
+def dead_letters_retry(data_dir: Path, job_id: int) -> None:
+    """Queue dead job JOB_ID again with fresh attempts."""
+    from waypost.pipeline.deadletters import DeadLetters
+
+    if not DeadLetters(_runtime(data_dir).queue).retry(job_id):
+        raise click.ClickException(f"no dead-lettered job {job_id} (see `waypost dead-letters list`)")
+    click.echo(f"job {job_id} queued again")
+
+
 @cli.group()
 def db() -> None:
     """Database maintenance."""

@@ -184,7 +184,8 @@ def test_cli_allowlist_and_help(tmp_path: Path) -> None:
     assert gone.returncode == 1 and "not on the allowlist" in gone.stderr
     bad = cli(data_dir, "allowlist", "add", "not an address@")
     assert bad.returncode == 1 and "Error" in bad.stderr
-    for command in ([], ["serve"], ["worker"], ["demo"], ["allowlist"], ["allowlist", "add"], ["db", "upgrade"]):
+    for command in ([], ["serve"], ["worker"], ["demo"], ["allowlist"], ["allowlist", "add"], ["db", "upgrade"],
+                    ["dead-letters"], ["dead-letters", "retry"]):
         shown = cli(data_dir, *command, "--help")
         assert shown.returncode == 0 and "Usage:" in shown.stdout, command
     upgraded = cli(data_dir, "db", "upgrade")
@@ -201,3 +202,17 @@ def test_bad_configuration_fails_at_start_naming_the_key(tmp_path: Path) -> None
     (data_dir / "waypost.toml").write_text('reply_from = "noreply@example.org"\n')
     result = cli(data_dir, "serve")
     assert result.returncode == 1 and "noreply" in result.stderr
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        for flag, other in (("--smtp-port", "--http-port"), ("--http-port", "--smtp-port")):
+            result = cli(tmp_path / "data", "serve", flag, port, other, "0")
+            assert result.returncode == 1, result.stderr
+            assert f"127.0.0.1:{port}" in result.stderr and "Address already in use" in result.stderr
+            assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tests.conftest import wait_until
 from waypost.apps.journeys.samples import Shot, make_photo
 from waypost.pipeline.inbox import ReceivedMail
-from waypost.store.models import inbound_messages, journeys, outbound_messages, photos
+from waypost.store.models import inbound_messages, jobs, journeys, outbound_messages, photos
 
 LISBON = timezone(timedelta(hours=1))
 SHOTS = (
@@ -176,3 +176,36 @@ def test_a_rerun_of_a_committed_job_changes_nothing(runtime: Any) -> None:
     assert count(runtime, journeys) == 1 and count(runtime, outbound_messages) == 1
     assert len(caught(runtime)) == 1
     assert inbound(runtime, message_id).status == "processed"
+
+
+def test_dead_letter_is_listed_and_retried_to_completion(runtime: Any) -> None:
+    from waypost.pipeline.deadletters import DeadLetters
+
+    message_id = deliver(runtime, photo_mail())  # not yet allowlisted: the gate would refuse it
+    worker = runtime.worker()
+    worker.handlers["inbound"] = lambda job: (_ for _ in ()).throw(OSError("disk went away"))
+    wait_until(lambda: (worker.run_once(), inbound(runtime, message_id).status == "dead")[1], timeout=30,
+               message="the message to be dead-lettered")
+    letters = DeadLetters(runtime.queue)
+    (letter,) = letters.list()
+    assert letter.kind == "inbound" and letter.subject == f"message {message_id}"
+    assert "disk went away" in letter.reason and letter.attempts == runtime.settings.worker.max_attempts
+
+    runtime.allowlist.add("ann@example.org")  # the operator fixes the cause, then retries
+    assert letters.retry(letter.job_id) is True
+    assert letters.retry(letter.job_id) is False, "only dead jobs can be retried"
+    assert inbound(runtime, message_id).status == "queued"
+    drain(runtime)
+    assert inbound(runtime, message_id).status == "processed" and len(caught(runtime)) == 1
+    assert letters.list() == []
+
+
+def test_lease_expired_on_the_last_attempt_marks_the_message_dead(runtime: Any, make_settings: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message_id = deliver(runtime, photo_mail())
+    with runtime.engine.begin() as conn:  # as if a worker died holding the job on its last attempt
+        conn.execute(jobs.update().values(state="running", attempts=runtime.settings.worker.max_attempts,
+                                          locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+    assert runtime.worker().run_once() is True
+    row = inbound(runtime, message_id)
+    assert row.status == "dead" and "lease expired" in row.reason

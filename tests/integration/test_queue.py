@@ -101,9 +101,10 @@ def test_expired_lease_without_attempts_left_is_dead_lettered(make_queue: Callab
     queue = make_queue(visibility=0.2)
     (job_id,) = add(queue, max_attempts=1)
     assert queue.claim("crashed-worker") is not None
-    wait_until(lambda: queue.claim("w2") is None and state_of(queue, job_id).state == DEAD,
-               message="the job to be dead-lettered after its lease expired")
-    assert "lease expired" in state_of(queue, job_id).last_error
+    buried = wait_until(lambda: queue.claim("w2"), message="the expired lease to be noticed")
+    assert buried.id == job_id and "lease expired" in (buried.dead_reason or "")
+    assert state_of(queue, job_id).state == DEAD and "lease expired" in state_of(queue, job_id).last_error
+    assert queue.claim("w2") is None
 
 
 def test_concurrent_claims_hand_out_each_job_once(make_queue: Callable[..., JobQueue]) -> None:

@@ -39,6 +39,9 @@ class Worker:
         job = self.queue.claim(self.owner, tuple(self.handlers))
         if job is None:
             return False
+        if job.dead_reason is not None:
+            self.on_dead[job.kind](job, job.dead_reason)
+            return True
         try:
             self.handlers[job.kind](job)
         except Exception as err:  # every failure ends recorded, never raised out of the loop

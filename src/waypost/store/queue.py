@@ -31,6 +31,7 @@ class Job:
     attempts: int
     max_attempts: int
     lease_owner: str
+    dead_reason: str | None = None  # set when the claim dead-lettered the job instead of leasing it
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class JobQueue:
 
     def claim(self, owner: str, kinds: tuple[str, ...] | None = None) -> Job | None:
         """Lease the next due job, or return None. A lease that expired with no attempts
-        left dead-letters the job instead of running it again."""
+        left dead-letters the job instead of running it again: the returned Job then carries
+        ``dead_reason`` so the caller can record the outcome where the job's work lives."""
         now = utcnow()
         due = sa.or_(
             sa.and_(jobs.c.state == QUEUED, jobs.c.run_after <= now),
@@ -94,8 +96,10 @@ class JobQueue:
             if row is None:
                 return None
             if row["state"] == RUNNING and row["attempts"] >= row["max_attempts"]:
-                self._bury(conn, row["id"], "the worker stopped during every attempt (lease expired)")
-                return None
+                reason = "the worker stopped during every attempt (lease expired)"
+                self._bury(conn, row["id"], reason)
+                return Job(row["id"], row["kind"], row["payload"], row["attempts"], row["max_attempts"], owner,
+                           dead_reason=reason)
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == row["id"])
@@ -134,15 +138,23 @@ class JobQueue:
             )
         return False
 
-    def retry_dead(self, job_id: int) -> bool:
-        """Put a dead-lettered job back in the queue with fresh attempts (operator action)."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.state == DEAD)
-                .values(state=QUEUED, attempts=0, run_after=utcnow(), updated_at=utcnow())
-            )
+    def retry_dead(self, job_id: int, conn: Connection | None = None) -> bool:
+        """Put a dead-lettered job back in the queue with fresh attempts (operator action);
+        inside ``conn``'s transaction when given."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.retry_dead(job_id, own)
+        result = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == DEAD)
+            .values(state=QUEUED, attempts=0, run_after=utcnow(), updated_at=utcnow())
+        )
         return result.rowcount == 1
+
+    def dead_letters(self, limit: int = 100) -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            query = sa.select(jobs).where(jobs.c.state == DEAD).order_by(jobs.c.updated_at.desc()).limit(limit)
+            return list(conn.execute(query))
 
     def depth(self) -> dict[str, int]:
         with self.engine.connect() as conn:
