@@ -15,9 +15,14 @@ import uvicorn
 
 from waypost import runtime as wiring
 from waypost.config import Settings
+from waypost.errors import WaypostError
 from waypost.ingress.smtp import IngressHandler, start_smtp_server
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(WaypostError):
+    """A listener could not bind its address (in use, or not ours)."""
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -31,7 +36,12 @@ class _EmbeddedUvicorn(uvicorn.Server):
 def bind_http(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ListenError(f"cannot listen for HTTP on {host}:{port}: {err.strerror}; "
+                          "choose another port with --http-port or http.port") from err
     sock.listen(128)
     sock.setblocking(False)
     return sock
@@ -53,8 +63,15 @@ async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, st
     from waypost.web.app import create_app  # the core never imports the web framework
 
     handler = IngressHandler(runtime.inbox.accept, runtime.router.accepts, runtime.router.is_local_domain)
-    smtp = await start_smtp_server(handler, host=settings.smtp.host, port=settings.smtp.port,
-                                   hostname=settings.smtp_hostname, max_message_size=settings.smtp.max_message_size)
+    try:
+        smtp = await start_smtp_server(handler, host=settings.smtp.host, port=settings.smtp.port,
+                                       hostname=settings.smtp_hostname,
+                                       max_message_size=settings.smtp.max_message_size)
+    except OSError as err:
+        http_sock.close()
+        runtime.close()
+        raise ListenError(f"cannot listen for SMTP on {settings.smtp.host}:{settings.smtp.port}: "
+                          f"{err.strerror}; choose another port with --smtp-port or smtp.port") from err
     smtp_port = smtp.sockets[0].getsockname()[1]
     web = _EmbeddedUvicorn(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="off",
                                           access_log=False))

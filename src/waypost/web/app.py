@@ -31,7 +31,7 @@ OUTBOX_NAME = re.compile(r"^[A-Za-z0-9._-]+\.eml$")
 
 
 def _security_headers(tile_url: str) -> dict[str, str]:
-    tiles = urlsplit(tile_url.replace("{s}", "a"))
+    tiles = urlsplit(tile_url.replace("{s}", "*"))  # Leaflet's subdomain placeholder
     tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.netloc else ""
     return {
         "Content-Security-Policy": (
