@@ -66,7 +66,6 @@ class WorkerSettings(_Group):
 
 
 class JourneySettings(_Group):
-    keep_originals: bool = False
     thumbnail_px: int = Field(512, ge=64, le=4096)
     display_px: int = Field(1600, ge=256, le=8192)
     mailbox: str = "journeys"  # local part people write to
@@ -95,9 +94,7 @@ class Settings(BaseSettings):
     reply_from: str | None = None  # None: <journeys.mailbox>@<mail_domain>
     reply_from_name: str = "Waypost journeys"
     # NoDecode: the env value is a comma/space list, not JSON; _networks splits it
-    trusted_networks: Annotated[
-        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
-    ] = ()
+    trusted_networks: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
 
     smtp: SmtpSettings = SmtpSettings()
     http: HttpSettings = HttpSettings()

@@ -135,7 +135,7 @@ host = "0.0.0.0"
 port = 2600
 
 [journeys]
-keep_originals = true
+thumbnail_px = 400
 """,
     )
     settings = load_settings(data_dir=data_dir)
@@ -143,7 +143,7 @@ keep_originals = true
     assert settings.mail_domain == "toml.example"
     assert settings.operator_name == "Toml Operator"
     assert (settings.smtp.host, settings.smtp.port) == ("0.0.0.0", 2600)
-    assert settings.journeys.keep_originals is True
+    assert settings.journeys.thumbnail_px == 400
     assert settings.reply_address == "journeys@toml.example"
 
 
