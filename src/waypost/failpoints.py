@@ -22,12 +22,6 @@ def _configured() -> dict[str, str]:
 _ACTIVE = _configured()
 
 
-def reload() -> None:
-    """Re-read the environment (tests that set it in-process)."""
-    _ACTIVE.clear()
-    _ACTIVE.update(_configured())
-
-
 def hit(name: str) -> None:
     action = _ACTIVE.get(name)
     if action is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
@@ -42,11 +42,6 @@ class Runtime:
     def worker(self) -> Worker:
         return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
 
-    def with_base_url(self, base_url: str) -> Runtime:
-        """Rebuild for the URL known only once the web server is bound (port 0)."""
-        settings = self.settings.model_copy(update={"base_url": base_url})
-        return build(settings, engine=self.engine)
-
     def close(self) -> None:
         self.engine.dispose()
 
@@ -80,5 +75,3 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         journeys=JourneyReader(engine),
     )
 
-
-__all__ = ["Runtime", "build", "replace"]

@@ -8,8 +8,6 @@ row locks would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -53,9 +51,3 @@ def _sqlite_engine(url: str) -> Engine:
 def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
-
-@contextmanager
-def transaction(engine: Engine) -> Iterator[Connection]:
-    """One unit of work: commit on success, roll back on any exception."""
-    with engine.begin() as conn:
-        yield conn
