@@ -20,6 +20,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -228,6 +229,8 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
         settings = Settings(**kwargs)
     except ValidationError as err:
         raise ConfigError(_explain(err, toml_path)) from None
+    except SettingsError as err:
+        raise ConfigError(f"{err}; a group takes one variable per key, such as WAYPOST_SMTP__PORT") from None
     _check_addresses(settings)
     return settings
 

@@ -411,3 +411,9 @@ def test_settings_class_uses_the_same_sources(data_dir: Path, monkeypatch: pytes
     settings = Settings(data_dir=data_dir)
 
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 9000)
+
+
+def test_a_group_set_as_one_variable_is_a_config_error(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WAYPOST_SMTP", "oops")
+    with pytest.raises(ConfigError, match="WAYPOST_SMTP__PORT"):
+        load_settings(tmp_path)

@@ -371,3 +371,8 @@ def test_zone_of_parsed_date_converts() -> None:
 
     assert date is not None
     assert date.astimezone(timezone(timedelta(hours=14))).replace(tzinfo=None) == datetime(2024, 1, 1, 0, 5)
+
+
+def test_a_leading_byte_order_mark_is_ignored() -> None:
+    parsed = parse_message(b"\xef\xbb\xbfFrom: ann@example.org\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert parsed.from_address == "ann@example.org" and parsed.subject == "hi"

@@ -47,6 +47,7 @@ class ParsedMessage:
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
     if not raw.strip():
         raise MalformedMessage("empty message")
     message = email.message_from_bytes(raw, policy=email.policy.default)
