@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from waypost.outbound.outbox import QUEUED as OUTBOUND_QUEUED
 from waypost.outbound.outbox import SEND_JOB
 from waypost.pipeline.inbox import INBOUND_JOB
+from waypost.pipeline.inbox import QUEUED as INBOUND_QUEUED
 from waypost.store.models import inbound_messages, jobs, outbound_messages
 from waypost.store.queue import DEAD, JobQueue
 
@@ -30,7 +31,7 @@ class DeadLetter:
 
 def _reset_inbound(conn: Connection, payload: dict) -> None:
     conn.execute(inbound_messages.update().where(inbound_messages.c.id == payload["message_id"])
-                 .values(status="queued", reason=None, processed_at=None))
+                 .values(status=INBOUND_QUEUED, reason=None, processed_at=None))
 
 
 def _reset_outbound(conn: Connection, payload: dict) -> None:

@@ -19,6 +19,7 @@ from waypost.store.models import inbound_messages, utcnow
 from waypost.store.queue import enqueue
 
 INBOUND_JOB = "inbound"
+QUEUED = "queued"  # inbound message states: queued -> processed | refused | dead (processor.py)
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Inbox:
                         blob_key=blob_key,
                         size=len(mail.raw),
                         ingress=mail.ingress,
-                        status="queued",
+                        status=QUEUED,
                     )
                 )
                 enqueue(conn, INBOUND_JOB, {"message_id": message_id}, max_attempts=self.max_attempts)

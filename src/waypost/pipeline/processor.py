@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 from waypost import failpoints
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.pipeline.gate import Gate, GateInput
+from waypost.pipeline.inbox import QUEUED
 from waypost.pipeline.router import OPERATOR_MAILBOXES, InboundMail, Router
 from waypost.store.blobs import BlobStore
 from waypost.store.models import inbound_messages, utcnow
@@ -32,7 +33,7 @@ class InboundProcessor:
     def process(self, job: Job) -> None:
         """Raises on failure; the worker retries or dead-letters (see ``mark_dead``)."""
         row = self._load(job.payload["message_id"])
-        if row is None or row.status != "queued":
+        if row is None or row.status != QUEUED:
             self._finish(job, None, None, "")
             return
         message = parse_message(self.blobs.get(row.blob_key))
