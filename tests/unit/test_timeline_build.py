@@ -217,17 +217,29 @@ def point(
     return PhotoPoint(**fields)
 
 
-def test_time_order_puts_untimed_photos_last_in_mail_order() -> None:
+def test_time_order_keeps_untimed_photos_after_their_mail_predecessor() -> None:
     photos = [
-        point("u2", 0),
+        point("u2", 0),  # nothing timed before it in the mail: leads
         point("late", 1, utc(2024, 7, 13, 12)),
-        point("u1", 2),
+        point("u1", 2),  # follows "late"
         point("early", 3, utc(2024, 7, 13, 8)),
-        point("u3", 4),
+        point("u3", 4),  # follows "early"
         point("mid", 5, utc(2024, 7, 13, 10)),
     ]
 
-    assert [p.public_id for p in time_order(photos)] == ["early", "mid", "late", "u2", "u1", "u3"]
+    assert [p.public_id for p in time_order(photos)] == ["u2", "early", "u3", "mid", "late", "u1"]
+
+
+def test_time_order_follows_arrival_across_mails() -> None:
+    # photos of a second mail in the thread (higher sequence) with the same mail positions
+    photos = [
+        point("first-0", 0, utc(2024, 7, 13, 9), sequence=1),
+        point("first-1", 1, None, sequence=2),
+        point("second-0", 0, utc(2024, 7, 13, 8), sequence=3),
+        point("second-1", 1, None, sequence=4),
+    ]
+
+    assert [p.public_id for p in time_order(photos)] == ["second-0", "second-1", "first-0", "first-1"]
 
 
 def test_time_order_compares_instants_not_wall_clocks() -> None:
@@ -257,8 +269,9 @@ def test_build_view() -> None:
     view = build_view("Summer", "tok123", created, photos)
 
     assert (view.title, view.token, view.created_at) == ("Summer", "tok123", created)
-    assert [p.public_id for p in view.photos] == ["ldn", "nyc", "no-gps", "untimed"]
+    assert [p.public_id for p in view.photos] == ["untimed", "ldn", "nyc", "no-gps"]
     assert [p.public_id for p in view.route] == ["ldn", "nyc"]
+    assert [leg.flight for leg in view.legs] == [True]  # 5,570 km in 34 hours: nobody drove
     assert [p.public_id for p in view.unplaced] == ["no-gps"]
     assert view.distance_km == pytest.approx(5570.0, rel=0.005)
     assert view.distance_km == round(view.distance_km, 3)

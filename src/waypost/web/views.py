@@ -1,51 +1,204 @@
-"""The journey as the web shows it: JSON for scripts and downloads, context for templates."""
+"""The journey in the shapes the web hands out: JSON (the page's data and a download, with a
+versioned JSON Schema), GeoJSON (RFC 7946) and GPX 1.1. All three are drawn from the same
+``JourneyView``, so they never disagree with the page or the reply."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import json
+import re
+import unicodedata
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
 from typing import Any
 
-from waypost.apps.journeys.build import SCHEMA_VERSION, JourneyView, PhotoPoint
+import gpxpy.gpx
+import jsonschema
+import jsonschema.protocols
+import jsonschema.validators
+
+from waypost.apps.journeys.build import SCHEMA_VERSION, JourneyPhoto, JourneyView, Leg, Stop
+from waypost.apps.journeys.geo import arc, split_at_antimeridian, unwrap
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def _local(point: PhotoPoint) -> str | None:
-    if point.taken_at is None or point.utc_offset_minutes is None:
-        return None
-    return (point.taken_at + timedelta(minutes=point.utc_offset_minutes)).replace(tzinfo=None).isoformat()
+def _local(value: datetime | None) -> str | None:
+    """Local wall-clock time with its offset, e.g. 2024-07-13T09:04:00+01:00."""
+    return value.isoformat() if value else None
 
 
-def photo_json(point: PhotoPoint, base: str) -> dict[str, Any]:
+def _round(value: float | None, places: int = 6) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def photo_json(photo: JourneyPhoto, base: str) -> dict[str, Any]:
+    local = photo.local_taken_at if photo.utc_offset_minutes is not None else None
     return {
-        "id": point.public_id,
-        "filename": point.filename,
-        "taken_at": _iso(point.taken_at),
-        "local_time": _local(point),
-        "utc_offset_minutes": point.utc_offset_minutes,
-        "time_source": point.time_source,
-        "latitude": point.latitude,
-        "longitude": point.longitude,
-        "placed": point.placed,
-        "problem": point.problem,
-        "thumbnail_url": f"{base}/photos/{point.public_id}/thumb.jpg",
-        "display_url": f"{base}/photos/{point.public_id}/display.jpg",
+        "id": photo.public_id,
+        "number": photo.number,
+        "filename": photo.filename,
+        "taken_at": _iso(photo.taken_at),
+        "local_time": _local(local),
+        "utc_offset_minutes": photo.utc_offset_minutes,
+        "time_source": photo.time_source,
+        "latitude": _round(photo.latitude),
+        "longitude": _round(photo.longitude),
+        "altitude_m": _round(photo.altitude, 1),
+        "placement": photo.placement,
+        "position": [_round(photo.position[0]), _round(photo.position[1])] if photo.position else None,
+        "estimate_gap_s": int(photo.estimate_gap.total_seconds()) if photo.estimate_gap is not None else None,
+        "stop": photo.stop,
+        "issue": photo.issue,
+        "thumbnail_url": f"{base}/photos/{photo.public_id}/thumb.jpg",
+        "display_url": f"{base}/photos/{photo.public_id}/display.jpg",
+    }
+
+
+def leg_path(leg: Leg) -> list[tuple[float, float]]:
+    """Flights follow the great circle (an arc on the map); other legs are straight."""
+    a, b = leg.start.position, leg.end.position
+    return arc(a, b) if leg.flight else unwrap([a, b])  # type: ignore[arg-type]
+
+
+def leg_json(leg: Leg) -> dict[str, Any]:
+    speed = leg.speed_kmh
+    return {
+        "from": leg.start.public_id,
+        "to": leg.end.public_id,
+        "mode": "flight" if leg.flight else "ground",
+        "distance_km": round(leg.distance_km, 3),
+        "duration_s": int(leg.duration.total_seconds()),
+        "speed_kmh": None if speed is None else round(speed, 1),
+        "path": [[_round(lat), _round(lon)] for lat, lon in leg_path(leg)],
+    }
+
+
+def stop_json(stop: Stop) -> dict[str, Any]:
+    place = stop.place
+    return {
+        "number": stop.number,
+        "latitude": _round(stop.position[0]),
+        "longitude": _round(stop.position[1]),
+        "arrival": _local(stop.arrival),
+        "departure": _local(stop.departure),
+        "photo_count": len(stop.photos),
+        "photos": [photo.public_id for photo in stop.photos],
+        "label": stop.label,
+        "place": None if place is None else {
+            "name": place.name, "region": place.region, "country_code": place.country_code,
+            "country": place.country,
+        },
     }
 
 
 def journey_json(view: JourneyView) -> dict[str, Any]:
     base = f"/j/{view.token}"
+    totals = view.totals
     return {
         "schema_version": SCHEMA_VERSION,
         "title": view.title,
         "created_at": _iso(view.created_at),
-        "start": _iso(view.start),
-        "end": _iso(view.end),
-        "distance_km": view.distance_km,
-        "photo_count": len(view.photos),
-        "placed_count": len(view.route),
-        "route": [[p.latitude, p.longitude] for p in view.route],
-        "photos": [photo_json(p, base) for p in view.photos],
+        "updated_at": _iso(view.updated_at),
+        "start": _local(view.start),
+        "end": _local(view.end),
+        "totals": {
+            "photos": totals.photos,
+            "on_map": totals.on_map,
+            "estimated": totals.estimated,
+            "outliers": totals.outliers,
+            "unplaced": totals.unplaced,
+            "untimed": totals.untimed,
+            "distance_km": totals.distance_km,
+            "flown_km": totals.flown_km,
+            "days": totals.days,
+            "places": list(totals.places),
+            "countries": list(totals.countries),
+        },
+        "route": [[_round(lat), _round(lon)] for lat, lon in unwrap([p.position for p in view.route])],  # type: ignore[misc]
+        "legs": [leg_json(leg) for leg in view.legs],
+        "stops": [stop_json(stop) for stop in view.stops],
+        "photos": [photo_json(photo, base) for photo in view.photos],
+        "links": {"page": base, "geojson": f"{base}.geojson", "gpx": f"{base}.gpx"},
     }
+
+
+@cache
+def journey_schema() -> dict[str, Any]:
+    """The JSON Schema that ``journey_json`` output follows (shipped in the package)."""
+    text = resources.files("waypost.apps.journeys").joinpath(f"schema/journey-{SCHEMA_VERSION}.json").read_text()
+    return json.loads(text)
+
+
+@cache
+def journey_validator() -> jsonschema.protocols.Validator:
+    """A ready validator for ``journey_schema()`` (building one is the slow part)."""
+    schema = journey_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def journey_geojson(view: JourneyView) -> dict[str, Any]:
+    """A FeatureCollection: one LineString (or MultiLineString, when it crosses the
+    antimeridian) per leg, and Points for stops and photos; [longitude, latitude] order."""
+    base = f"/j/{view.token}"
+    features: list[dict[str, Any]] = []
+    for leg in view.legs:
+        pieces = [[[_round(lon), _round(lat)] for lat, lon in piece] for piece in split_at_antimeridian(leg_path(leg))]
+        geometry = ({"type": "LineString", "coordinates": pieces[0]} if len(pieces) == 1
+                    else {"type": "MultiLineString", "coordinates": pieces})
+        data = leg_json(leg)
+        del data["path"]
+        features.append({"type": "Feature", "geometry": geometry, "properties": {"kind": "leg", **data}})
+    for stop in view.stops:
+        data = stop_json(stop)
+        features.append({"type": "Feature", "geometry": _point(stop.position, None),
+                         "properties": {"kind": "stop", **{k: v for k, v in data.items()
+                                                           if k not in ("latitude", "longitude")}}})
+    for photo in view.photos:
+        if photo.position is None:
+            continue
+        data = photo_json(photo, base)
+        altitude = photo.altitude if photo.placement != "estimated" else None
+        features.append({"type": "Feature", "geometry": _point(photo.position, altitude),
+                         "properties": {"kind": "photo", **{k: v for k, v in data.items() if k != "position"}}})
+    return {"type": "FeatureCollection", "name": view.title, "features": features}
+
+
+def _point(position: tuple[float, float], altitude: float | None) -> dict[str, Any]:
+    coordinates = [_round(position[1]), _round(position[0])]
+    if altitude is not None:
+        coordinates.append(_round(altitude, 1))
+    return {"type": "Point", "coordinates": coordinates}
+
+
+def journey_gpx(view: JourneyView) -> str:
+    """GPX 1.1: the route as one track (own GPS fixes only, with times), stops as waypoints."""
+    document = gpxpy.gpx.GPX()
+    document.name = view.title
+    document.creator = "Waypost"
+    document.time = view.updated_at or view.created_at
+    track = gpxpy.gpx.GPXTrack(name=view.title)
+    segment = gpxpy.gpx.GPXTrackSegment()
+    for photo in view.route:
+        lat, lon = photo.position  # type: ignore[misc]
+        segment.points.append(gpxpy.gpx.GPXTrackPoint(lat, lon, elevation=photo.altitude, time=photo.taken_at,
+                                                      name=photo.filename))
+    track.segments.append(segment)
+    document.tracks.append(track)
+    for stop in view.stops:
+        document.waypoints.append(gpxpy.gpx.GPXWaypoint(
+            stop.position[0], stop.position[1], time=stop.arrival.astimezone(UTC), name=stop.label,
+            description=f"{len(stop.photos)} photo{'s' if len(stop.photos) != 1 else ''}",
+        ))
+    return document.to_xml(version="1.1")
+
+
+def download_name(title: str, extension: str) -> str:
+    """A safe ASCII file name for a download, from the journey's title."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_title).strip("-").lower()[:60] or "journey"
+    return f"{slug}.{extension}"
