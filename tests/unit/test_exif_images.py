@@ -1,8 +1,11 @@
 """EXIF reading and photo processing, against real camera files and generated ones.
 
-The corpus in ``shared/corpus/exif`` holds photos from real cameras and phones, with the
-values Pillow itself reads from them recorded in ``manifest.jsonl``. The tests fail (never
-skip) when the corpus is missing, so a CI checkout without it cannot pass quietly.
+The corpus in ``shared/corpus/exif`` holds photos from real cameras and phones (JPEG,
+HEIC/HEIF, AVIF, WebP, PNG and a DNG), with the values Pillow and pillow-heif read from
+them recorded in ``manifest.jsonl``; every file goes through the same table tests. The
+tests fail (never skip) when the corpus is missing, so a CI checkout without it cannot
+pass quietly. Generated files cover what the corpus lacks: every format's EXIF carrier,
+orientation, and HEIF/AVIF headers that declare enormous sizes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,9 +26,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import ExifTags, Image, ImageCms
+from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 from PIL.TiffImagePlugin import IFDRational
 
+from tests.conftest import corpus_dir
 from waypost.apps.journeys import images
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata, read_metadata_bytes
 from waypost.apps.journeys.images import ImageError, is_supported_image, process_photo
@@ -32,9 +37,8 @@ from waypost.apps.journeys.samples import DEMO_TRIP, Shot, make_photo
 from waypost.errors import PermanentError
 
 CORPUS = Path(os.environ.get("WAYPOST_CORPUS") or Path(__file__).resolve().parents[2].parent / "shared" / "corpus")
-IN_SCOPE_SUFFIXES = {".jpg", ".png", ".webp"}
-# Read by pillow-heif / a raw reader in a later issue; listed so none goes missing unseen.
-DEFERRED_SUFFIXES = {".heic", ".heif", ".avif", ".dng"}
+# Every kind of file in the corpus; a DNG is a TIFF to Pillow (its first IFD is a preview).
+CORPUS_SUFFIXES = {".jpg", ".png", ".webp", ".heic", ".heif", ".avif", ".dng"}
 _Base = ExifTags.Base
 _GPS = ExifTags.GPS
 
@@ -48,7 +52,6 @@ def _exif_records() -> list[dict[str, Any]]:
 
 
 ALL_RECORDS = _exif_records()
-IN_SCOPE = [r for r in ALL_RECORDS if Path(r["file"]).suffix.lower() in IN_SCOPE_SUFFIXES]
 
 
 def _cases(records: list[dict[str, Any]]) -> list[Any]:
@@ -59,13 +62,14 @@ def _cases(records: list[dict[str, Any]]) -> list[Any]:
 
 
 def _corpus_bytes(record: dict[str, Any] | None) -> bytes:
+    root = corpus_dir()  # fails, never skips, when the corpus is missing
     if record is None:
-        pytest.fail(f"EXIF corpus not found at {CORPUS}; set WAYPOST_CORPUS to its folder")
-    return (CORPUS / record["file"]).read_bytes()
+        pytest.fail(f"no EXIF records in {root / 'manifest.jsonl'}")
+    return (root / record["file"]).read_bytes()
 
 
 def _corpus_file(name: str) -> bytes:
-    record = next((r for r in IN_SCOPE if Path(r["file"]).name == name), None)
+    record = next((r for r in ALL_RECORDS if Path(r["file"]).name == name), None)
     return _corpus_bytes(record)
 
 
@@ -73,22 +77,21 @@ def _corpus_file(name: str) -> bytes:
 
 
 def test_corpus_is_present_and_complete() -> None:
-    assert (CORPUS / "manifest.jsonl").is_file(), f"corpus missing at {CORPUS}"
+    assert corpus_dir() == CORPUS
     assert len(ALL_RECORDS) >= 38
-    assert len(IN_SCOPE) >= 30
     missing = [r["file"] for r in ALL_RECORDS if not (CORPUS / r["file"]).is_file()]
     assert missing == []
 
 
-def test_corpus_leaves_out_exactly_the_deferred_formats() -> None:
-    suffixes = {Path(r["file"]).suffix.lower() for r in ALL_RECORDS}
-    assert suffixes - IN_SCOPE_SUFFIXES == DEFERRED_SUFFIXES
-    on_disk = {path.name for path in (CORPUS / "exif").iterdir()}
+def test_every_corpus_file_is_tested_and_in_a_format_waypost_opens() -> None:
+    assert {Path(r["file"]).suffix.lower() for r in ALL_RECORDS} == CORPUS_SUFFIXES
+    assert {r["pillow_ground_truth"]["format"] for r in ALL_RECORDS} <= set(images._FORMATS)
+    on_disk = {path.name for path in (corpus_dir() / "exif").iterdir()}
     assert on_disk == {Path(r["file"]).name for r in ALL_RECORDS}
 
 
 def test_corpus_includes_damaged_files() -> None:
-    damaged = [r for r in IN_SCOPE if any(w in r["desc"] for w in ("corrupt", "invalid"))]
+    damaged = [r for r in ALL_RECORDS if any(w in r["desc"] for w in ("corrupt", "invalid"))]
     assert len(damaged) >= 2
 
 
@@ -120,7 +123,7 @@ def _is_placeholder_fix(truth: dict[str, Any]) -> bool:
     return "placeholder" in truth.get("gps_note", "")
 
 
-@pytest.mark.parametrize("record", _cases(IN_SCOPE))
+@pytest.mark.parametrize("record", _cases(ALL_RECORDS))
 def test_corpus_camera_fields_match_ground_truth(record: dict[str, Any] | None) -> None:
     meta = read_metadata_bytes(_corpus_bytes(record))
     truth = record["pillow_ground_truth"]  # type: ignore[index]
@@ -130,7 +133,7 @@ def test_corpus_camera_fields_match_ground_truth(record: dict[str, Any] | None) 
     assert meta.orientation == truth.get("orientation")
 
 
-@pytest.mark.parametrize("record", _cases(IN_SCOPE))
+@pytest.mark.parametrize("record", _cases(ALL_RECORDS))
 def test_corpus_times_match_ground_truth(record: dict[str, Any] | None) -> None:
     meta = read_metadata_bytes(_corpus_bytes(record))
     truth = record["pillow_ground_truth"]  # type: ignore[index]
@@ -148,7 +151,7 @@ def test_corpus_times_match_ground_truth(record: dict[str, Any] | None) -> None:
         assert abs(meta.gps_time_utc - expected) < timedelta(milliseconds=1)
 
 
-@pytest.mark.parametrize("record", _cases(IN_SCOPE))
+@pytest.mark.parametrize("record", _cases(ALL_RECORDS))
 def test_corpus_position_matches_ground_truth(record: dict[str, Any] | None) -> None:
     meta = read_metadata_bytes(_corpus_bytes(record))
     truth = record["pillow_ground_truth"]  # type: ignore[index]
@@ -165,7 +168,7 @@ def test_corpus_position_matches_ground_truth(record: dict[str, Any] | None) -> 
         assert meta.altitude is None
 
 
-@pytest.mark.parametrize("record", _cases(IN_SCOPE))
+@pytest.mark.parametrize("record", _cases(ALL_RECORDS))
 def test_corpus_photos_process_or_fail_cleanly(record: dict[str, Any] | None) -> None:
     data = _corpus_bytes(record)
     try:
@@ -175,7 +178,8 @@ def test_corpus_photos_process_or_fail_cleanly(record: dict[str, Any] | None) ->
         return
     truth = record["pillow_ground_truth"]  # type: ignore[index]
     width, height = truth["size_px"]
-    if truth.get("orientation") in (5, 6, 7, 8):
+    # HEIF is reported turned and with orientation 1; a TIFF is reported turned already.
+    if truth.get("orientation") in (5, 6, 7, 8) and truth["format"] != "TIFF":
         width, height = height, width
     scale = min(1.0, 1600 / max(width, height))
     assert photo.display_size[0] == pytest.approx(width * scale, abs=1)
@@ -198,6 +202,41 @@ def test_demo_photo_round_trips_place_and_time(shot: Shot) -> None:
     assert meta.utc_offset_minutes == 60
     assert meta.gps_time_utc == shot.taken_at
     assert (meta.make, meta.model, meta.problems) == ("Waypost", "Demo Camera", ())
+
+
+def _in_format(jpeg: bytes, image_format: str) -> bytes:
+    """The same picture and EXIF block, stored the way ``image_format`` stores EXIF."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        image.load()
+        exif = image.info["exif"]
+        buffer = io.BytesIO()
+        if image_format.startswith("PNG "):
+            image.save(buffer, "PNG", pnginfo=_raw_exif_profile(exif, compressed=image_format == "PNG zTXt"))
+        else:
+            image.save(buffer, image_format, exif=exif)
+    return buffer.getvalue()
+
+
+def _raw_exif_profile(exif: bytes, *, compressed: bool) -> PngImagePlugin.PngInfo:
+    """EXIF as ImageMagick keeps it in PNG text: a blank line, "exif", the byte count,
+    then the bytes as hex."""
+    hexed = exif.hex()
+    lines = "\n".join(hexed[at : at + 72] for at in range(0, len(hexed), 72))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", f"\nexif\n{len(exif):8d}\n{lines}\n", zip=compressed)
+    return info
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "PNG tEXt", "PNG zTXt", "WEBP", "TIFF", "HEIF", "AVIF"])
+def test_place_and_time_are_read_from_every_format(image_format: str) -> None:
+    jpeg = make_photo(DEMO_TRIP[2], size=(96, 64))
+    data = _in_format(jpeg, image_format)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == image_format.split()[0]
+    assert read_metadata_bytes(data) == read_metadata_bytes(jpeg)
+    photo = process_photo(data)
+    assert photo.metadata.latitude == pytest.approx(DEMO_TRIP[2].latitude, abs=1e-5)
+    assert (photo.metadata.utc_offset_minutes, photo.metadata.problems) == (60, ())
 
 
 def test_demo_trip_is_one_summer_day_in_lisbon_in_order() -> None:
@@ -553,19 +592,35 @@ def test_process_photo_applies_corpus_orientation(name: str, upright_size: tuple
     assert _assert_clean_jpeg(photo.display, longest=1600) == upright_size
 
 
-def test_orientation_6_turns_the_stored_left_edge_to_the_top() -> None:
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "TIFF", "HEIF", "AVIF"])
+def test_orientation_6_turns_the_stored_left_edge_to_the_top(image_format: str) -> None:
+    # HEIF and AVIF writers turn EXIF orientation 6 into the container's rotation and
+    # mirror boxes; either way the published picture must be turned exactly once.
     stored = Image.new("RGB", (200, 100), (0, 0, 255))
     stored.paste((255, 0, 0), (0, 0, 100, 100))  # left half red
     exif = Image.Exif()
     exif[_Base.Orientation] = 6
     buffer = io.BytesIO()
-    stored.save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    stored.save(buffer, image_format, exif=exif.tobytes(), quality=95)
     photo = process_photo(buffer.getvalue())
     assert photo.display_size == (100, 200)
     with Image.open(io.BytesIO(photo.display)) as upright:
         top, bottom = upright.getpixel((50, 25)), upright.getpixel((50, 175))
     assert top[0] > 200 and top[2] < 60, top
     assert bottom[2] > 200 and bottom[0] < 60, bottom
+
+
+def test_heic_turned_by_its_container_is_not_turned_again_by_its_exif() -> None:
+    # The iPhone stores the sensor's landscape frame with an irot box and EXIF
+    # orientation 6; pillow-heif applies the irot and reports orientation 1.
+    data = _corpus_file("exifpy_heic_mobile_iphone_13_pro_max.heic")
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.info["original_orientation"] == 6  # the file does say "rotate"
+    photo = process_photo(data)
+    assert photo.metadata.orientation == 1
+    assert (photo.metadata.width, photo.metadata.height) == (3024, 4032)
+    assert photo.display_size == (1200, 1600)  # portrait, as the phone showed it
+    assert photo.metadata.utc_offset_minutes == 60
 
 
 def _encoded(image: Image.Image, image_format: str) -> bytes:
@@ -673,6 +728,129 @@ def test_size_limit_holds_even_with_pillow_limit_disabled(monkeypatch: pytest.Mo
         process_photo(_png_declaring(100_000, 100_000))
 
 
+def _small_photo(image_format: str, size: tuple[int, int] = (64, 64)) -> bytes:
+    # 64x64 needs no clean-aperture crop, so the "ispe" size is the picture's size.
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (30, 160, 90)).save(buffer, image_format, quality=60)
+    return buffer.getvalue()
+
+
+def _declaring(data: bytes, width: int, height: int) -> bytes:
+    """A HEIF or AVIF file whose image spatial extents properties claim another size.
+
+    Each "ispe" box (ISO/IEC 23008-12 §6.5.3.1) is a 32-bit size (20), the type, a 32-bit
+    version-and-flags word (0), then the 32-bit width and height, all big-endian.
+    """
+    patched = bytearray(data)
+    at = patched.find(b"ispe")
+    assert at >= 4, "no ispe box"
+    while at >= 4:
+        assert struct.unpack_from(">I", patched, at - 4)[0] == 20
+        struct.pack_into(">III", patched, at + 4, 0, width, height)
+        at = patched.find(b"ispe", at + 16)
+    return bytes(patched)
+
+
+_MEDIA_BOMBS = [
+    pytest.param(image_format, width, height, id=f"{image_format}-{width}x{height}")
+    for image_format in ("HEIF", "AVIF")
+    for width, height in ((100_000, 100_000), (12_000, 9_000), (0xFFFF_FFFF, 0xFFFF_FFFF))
+]
+
+
+@pytest.mark.parametrize(("image_format", "width", "height"), _MEDIA_BOMBS)
+def test_heif_and_avif_bombs_are_refused_before_decoding(
+    tmp_path: Path, image_format: str, width: int, height: int
+) -> None:
+    bomb = tmp_path / "bomb"
+    bomb.write_bytes(_declaring(_small_photo(image_format), width, height))
+    assert bomb.stat().st_size < 2000
+    result = subprocess.run(
+        [sys.executable, "-c", _BOMB_PROBE, str(bomb)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    grown_kb, elapsed, outcome = result.stdout.split(" ", 2)
+    assert outcome.strip() == f"ImageError: image declares {width}x{height} pixels; the limit is 100000000"
+    assert int(grown_kb) < 200 * 1024
+    assert float(elapsed) < 5
+
+
+@pytest.mark.parametrize("image_format", ["HEIF", "AVIF"])
+def test_heif_and_avif_declared_size_is_checked_before_the_decoder_sees_the_file(
+    monkeypatch: pytest.MonkeyPatch, image_format: str
+) -> None:
+    def no_decoder(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the decoder was reached")
+
+    bomb = _declaring(_small_photo(image_format), 12_000, 9_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.setattr(Image, "open", no_decoder)
+    with pytest.raises(ImageError, match="12000x9000 pixels"):
+        process_photo(bomb)
+
+
+@pytest.mark.parametrize("image_format", ["HEIF", "AVIF"])
+def test_heif_and_avif_within_the_limit_still_decode(image_format: str) -> None:
+    data = _small_photo(image_format, size=(64, 48))
+    assert _declaring(_small_photo(image_format), 64, 64) == _small_photo(image_format)
+    photo = process_photo(data)
+    assert photo.display_size == (64, 48)
+    with Image.open(io.BytesIO(photo.display)) as display:
+        assert display.getpixel((32, 24)) == pytest.approx((30, 160, 90), abs=12)
+
+
+def test_avif_with_a_generic_brand_is_decoded_as_avif() -> None:
+    # "mif1" as the major brand is legal for AVIF; libheif (no AV1 decoder here) would
+    # claim such a file and fail, so Pillow's AVIF plugin must be asked first.
+    data = bytearray(_corpus_file("exifpy_avif_mountains.avif"))
+    assert data[8:12] == b"avif"
+    data[8:12] = b"mif1"
+    photo = process_photo(bytes(data))
+    assert photo.display_size == (1600, 900)
+    assert photo.metadata.model == "E-PL8"
+
+
+_BROKEN_MEDIA = {
+    "heic cut in half": (lambda: _corpus_file("exifpy_heic_spring_1440x960.heic")[:25_000], "HEIF/AVIF file"),
+    "avif cut short": (lambda: _corpus_file("exifpy_avif_mountains.avif")[:30_000], "truncated"),
+    "avif noise in the picture": (lambda: _noisy(_corpus_file("exifpy_avif_mountains.avif"), 1200), "corrupt"),
+    "ftyp and nothing else": (lambda: b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "HEIF/AVIF file"),
+    "empty ispe": (lambda: _declaring(_small_photo("HEIF"), 0, 0), "0x0 pixels"),
+}
+
+
+def _noisy(data: bytes, start: int) -> bytes:
+    noisy = bytearray(data)
+    for position in range(start, len(noisy), 97):
+        noisy[position] ^= 0x5A
+    return bytes(noisy)
+
+
+@pytest.mark.parametrize(("make", "reason"), _BROKEN_MEDIA.values(), ids=_BROKEN_MEDIA.keys())
+def test_broken_heif_and_avif_raise_image_error_with_a_reason(make: Callable[[], bytes], reason: str) -> None:
+    with pytest.raises(ImageError, match=reason):
+        process_photo(make())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_heif_and_avif_headers_never_fail_uncleanly(data: st.DataObject) -> None:
+    image_format = data.draw(st.sampled_from(["HEIF", "AVIF"]))
+    damaged = bytearray(_small_photo(image_format))
+    header_end = damaged.find(b"mdat")
+    for _ in range(data.draw(st.integers(1, 8))):
+        damaged[data.draw(st.integers(8, header_end))] = data.draw(st.integers(0, 255))
+    try:
+        photo = process_photo(bytes(damaged))
+    except ImageError as err:
+        assert str(err)
+        return
+    assert max(photo.display_size) <= 1600
+
+
 def test_own_size_limit_is_enforced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(images, "MAX_PIXELS", 640 * 480 - 1)
     with pytest.raises(ImageError, match="640x480"):
@@ -709,8 +887,18 @@ def test_bad_sizes_are_a_programming_error() -> None:
         ("application/octet-stream", "scan.tif", True),
         ("application/octet-stream", "notes.pdf", False),
         ("application/octet-stream", None, False),
+        ("image/heic", "IMG_0001.HEIC", True),
+        ("image/heif", None, True),
+        ("image/heic-sequence", "burst.heics", True),
+        ("image/heif-sequence", None, True),
+        ("image/avif", "a.avif", True),
+        ("application/octet-stream", "IMG_0001.HEIC", True),
+        ("application/octet-stream", "nokia.heif", True),
+        ("application/octet-stream", "DSC0001.HIF", True),
+        ("application/octet-stream", "photo.avif", True),
+        ("application/octet-stream", "clip.mov", False),
         ("image/gif", "a.gif", False),
-        ("image/heic", "a.heic", False),
+        ("video/quicktime", "IMG_0001.MOV", False),
         ("text/plain", "a.jpg", False),
         ("application/pdf", "a.png", False),
     ],

@@ -1,5 +1,10 @@
 """Where and when a photo was taken, read from its EXIF metadata.
 
+Each format keeps the EXIF block in a place of its own (a JPEG APP1 segment, a PNG eXIf
+chunk or ImageMagick's "Raw profile type exif" text chunk, a WebP EXIF chunk, TIFF's own
+directories, a HEIF or AVIF Exif item); Pillow and pillow-heif hand each of them over as
+``Image.getexif()``, so one reader serves them all.
+
 Photos arrive from every camera and phone ever made, and their metadata is as often
 broken as not: zero denominators, blank dates, placeholder coordinates, strings padded
 with NULs. Reading never fails because of it; a value that cannot be trusted becomes
@@ -46,9 +51,13 @@ class PhotoMetadata:
 
     ``taken_local`` is naive wall-clock time as the camera showed it; add
     ``utc_offset_minutes`` (when known) to place it in UTC. ``gps_time_utc`` is aware and
-    comes from the GPS receiver, independent of the camera clock. ``width``/``height`` are
-    the stored pixel size, before any orientation is applied. ``problems`` lists why
-    values present in the file were dropped; absent values are not problems.
+    comes from the GPS receiver, independent of the camera clock. ``width``/``height`` and
+    ``orientation`` are as the opened, not yet decoded, image reports them. Where the
+    decoder turns the pixels itself the size is already the turned one: a HEIC's rotation
+    and mirror boxes govern, not its EXIF tag, so pillow-heif reports orientation 1 even
+    where the camera wrote 6; Pillow's TIFF plugin reports the turned size but keeps the
+    tag until it decodes. ``problems`` lists why values present in the file were dropped;
+    absent values are not problems.
     """
 
     taken_local: datetime | None = None
@@ -90,7 +99,10 @@ def read_metadata(image: Image.Image) -> PhotoMetadata:
 
 
 def read_metadata_bytes(data: bytes) -> PhotoMetadata:
-    """``read_metadata`` for encoded image bytes; raises only if Pillow cannot open them."""
+    """``read_metadata`` for encoded image bytes; raises only if Pillow cannot open them.
+
+    HEIF opens once ``waypost.apps.journeys.images`` is imported: it registers the opener.
+    """
     with Image.open(io.BytesIO(data)) as image:
         return read_metadata(image)
 

@@ -1,10 +1,20 @@
 """Turn an emailed photo into the two JPEGs the journey page shows, safely.
 
-The bytes come from strangers' mail, so the decoder is treated as hostile ground: only a
-few formats are opened, the declared pixel count is checked before anything is decoded,
-and every decoder failure becomes an ``ImageError``. The published JPEGs carry no
-metadata at all: the journey page shows where a photo was taken on purpose, but the
-camera serial numbers, exact EXIF and embedded comments stay private.
+The bytes come from strangers' mail, so the decoder is treated as hostile ground: only the
+formats phones and cameras send are opened (JPEG, PNG, WebP, TIFF, HEIC/HEIF through
+pillow-heif, AVIF through Pillow's own plugin), the declared pixel count is checked before
+anything is decoded, and every decoder failure becomes an ``ImageError``.
+
+A picture is turned upright exactly once, by the EXIF orientation still set after
+decoding. Some decoders turn the pixels themselves: pillow-heif applies a HEIC's rotation
+and mirror boxes and reports orientation 1 whatever the camera wrote in EXIF, and Pillow's
+TIFF plugin turns the pixels while loading and drops the tag. Pillow's AVIF plugin leaves
+the pixels alone and reports those boxes as the EXIF orientation, applied here like a
+JPEG's.
+
+The published JPEGs carry no metadata at all: the journey page shows where a photo was
+taken on purpose, but the camera serial numbers, exact EXIF and embedded comments stay
+private.
 """
 
 from __future__ import annotations
@@ -12,10 +22,13 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import PurePosixPath
 
-from PIL import Image, ImageCms, UnidentifiedImageError
+import pillow_heif
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata
 from waypost.errors import PermanentError
@@ -23,15 +36,43 @@ from waypost.errors import PermanentError
 MAX_PIXELS = 100_000_000
 """Largest declared width x height accepted; a 108 MP phone photo is refused."""
 
+# HEIC/HEIF comes through libheif. Embedded thumbnails, depth maps and auxiliary images are
+# never parsed: a stale thumbnail can show what the sender cropped away, and the others are
+# decoder surface for pixels Waypost never publishes.
+pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+
 # Formats phones and cameras send; everything else (EPS, PSD, ...) is never parsed.
-# Pillow's JPEG opener also covers the multi-picture (MPO) JPEGs many phones write.
-_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF")
-_CONTENT_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/tiff"})
-_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff"})
+# Pillow's JPEG opener also covers the multi-picture (MPO) JPEGs many phones write. AVIF
+# goes before HEIF: Pillow's AVIF plugin turns down a HEVC file while opening it, whereas
+# libheif (pillow-heif ships no AV1 decoder) would open an AVIF with the generic "mif1"
+# brand and fail only when decoding it.
+_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF")
+_CONTENT_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/png",
+        "image/webp",
+        "image/tiff",
+        "image/heic",
+        "image/heif",
+        "image/heic-sequence",
+        "image/heif-sequence",
+        "image/avif",
+    }
+)
+_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"})
 _GENERIC_TYPES = frozenset({"application/octet-stream", ""})
 
-# What Pillow raises on damaged, truncated or hostile data (seen across its plugins).
-_DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+# What Pillow raises on damaged, truncated or hostile data (seen across its plugins);
+# libavif and libheif report failed decodes as RuntimeError.
+_DECODER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError, struct.error)
+
+# HEIF and AVIF are ISO base media files (ISO/IEC 14496-12): a box tree opening with "ftyp".
+# Item sizes are "ispe" properties in meta/iprp/ipco (ISO/IEC 23008-12 §6.5.3.1).
+_PROPERTY_PATH = (b"meta", b"iprp", b"ipco")
+_MAX_BOXES = 256  # per level; real files have a handful, a hostile one may have millions
 
 # EXIF orientation value -> the transpose that makes the picture upright (EXIF 2.31 §4.6.4).
 _UPRIGHT = {
@@ -75,7 +116,7 @@ def process_photo(data: bytes, *, thumb_px: int = 512, display_px: int = 1600) -
         raise ValueError("thumb_px and display_px must be positive")
     with _open_checked(data) as image:
         metadata = read_metadata(image)
-        upright = _decode_upright(image, display_px, metadata.orientation)
+        upright = _decode_upright(image, display_px)
     display = _shrink_to(upright, display_px)
     thumbnail = _shrink_to(display, thumb_px)
     return ProcessedPhoto(
@@ -100,26 +141,85 @@ def is_supported_image(content_type: str, filename: str | None) -> bool:
 
 def _open_checked(data: bytes) -> Image.Image:
     """Open (parse headers only) and refuse images whose declared size is too large."""
+    if _is_media_file(data):
+        # Checked before libheif or libavif parse the file: past their own limits they
+        # refuse it as unidentified, which would hide the reason.
+        for width, height in _declared_item_sizes(data):
+            _check_size(width, height)
+    image = _open(data)
     try:
-        image = Image.open(io.BytesIO(data), formats=_FORMATS)
+        _check_size(*image.size)
+    except ImageError:
+        image.close()
+        raise
+    return image
+
+
+def _open(data: bytes) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # The warning arrives as an exception only where warnings are errors; elsewhere
-        # Pillow just logs it and the size check below decides.
+        # Pillow just logs it and the size check decides.
         raise ImageError(f"image is too large to process: {err}") from err
     except UnidentifiedImageError as err:
-        raise ImageError("not a JPEG, PNG, WebP or TIFF image") from err
+        if _is_media_file(data):
+            raise ImageError("HEIF/AVIF file is truncated, corrupt or in a codec Waypost cannot decode") from err
+        raise ImageError("not a JPEG, PNG, WebP, TIFF, HEIF or AVIF image") from err
     except (*_DECODER_ERRORS, Warning) as err:
         # Pillow reads a JPEG's EXIF while opening it and warns about corrupt EXIF;
         # where the application turns warnings into errors, that ends up here.
         raise ImageError(f"image header is corrupt: {err}") from err
-    width, height = image.size
+
+
+def _check_size(width: int, height: int) -> None:
     if width < 1 or height < 1 or width * height > MAX_PIXELS:
-        image.close()
         raise ImageError(f"image declares {width}x{height} pixels; the limit is {MAX_PIXELS}")
-    return image
 
 
-def _decode_upright(image: Image.Image, display_px: int, orientation: int | None) -> Image.Image:
+def _is_media_file(data: bytes) -> bool:
+    return data[4:8] == b"ftyp"
+
+
+def _declared_item_sizes(data: bytes) -> list[tuple[int, int]]:
+    """Width and height of every "ispe" property of a HEIF/AVIF file: the primary image,
+    its grid tiles, thumbnails. Empty when the box tree is not where it should be."""
+    start, end = 0, len(data)
+    for container in _PROPERTY_PATH:
+        found = next((span for kind, *span in _boxes(data, start, end) if kind == container), None)
+        if found is None:
+            return []
+        start, end = found
+        if container == b"meta":
+            start += 4  # a FullBox: version and flags come before its children
+    return [
+        struct.unpack_from(">II", data, body + 4)  # after the FullBox version and flags
+        for kind, body, stop in _boxes(data, start, end)
+        if kind == b"ispe" and stop - body >= 12
+    ]
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of the first boxes in ``data[start:end]``; stops at the
+    first malformed header and leaves the rest to the decoder (ISO/IEC 14496-12 §4.2)."""
+    return islice(_all_boxes(data, start, end), _MAX_BOXES)
+
+
+def _all_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    while start + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        header = 8
+        if size == 1 and start + 16 <= end:  # a 64-bit "largesize" follows the type
+            size, header = struct.unpack_from(">Q", data, start + 8)[0], 16
+        elif size == 0:  # the box runs to the end of its container
+            size = end - start
+        if size < header or start + size > end:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def _decode_upright(image: Image.Image, display_px: int) -> Image.Image:
     """Decode once, as small as the display size allows, in RGB, the right way up."""
     # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for the display size so a
     # 12 MP photo never becomes 36 MB of pixels. A no-op for the other formats.
@@ -128,8 +228,19 @@ def _decode_upright(image: Image.Image, display_px: int, orientation: int | None
         rgb = _to_srgb(image)
     except (*_DECODER_ERRORS, Warning) as err:
         raise ImageError(f"image data is truncated or corrupt: {err}") from err
-    transpose = _UPRIGHT.get(orientation or 1)
+    transpose = _UPRIGHT.get(_orientation_left(image))
     return rgb if transpose is None else rgb.transpose(transpose)
+
+
+def _orientation_left(image: Image.Image) -> int:
+    """The EXIF orientation still to apply to a decoded image. Asked after decoding: some
+    decoders turn the pixels themselves and drop the tag as they do (Pillow's TIFF plugin
+    while loading), others report 1 from the start (pillow-heif)."""
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # noqa: BLE001 - read_metadata has already noted why it is unreadable
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:

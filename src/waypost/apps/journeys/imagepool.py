@@ -1,0 +1,189 @@
+"""Decode the photos of one mail side by side, on worker processes.
+
+A HEIC from a current phone takes most of a second to decode, and one mail can carry
+forty of them. ``ImagePool`` hands them to a few worker processes and returns each photo's
+``ProcessedPhoto``, or the ``ImageError`` that refused it, in the order given.
+
+The workers are started by a fork server (or spawned, where there is none), never forked
+from the server itself: the server process runs threads (the SMTP listener, the web server,
+the queue worker), and a fork copies whatever lock one of them holds at that moment.
+At most two photos per worker are handed over at a time, so a 40 MB mail is not copied
+into the workers all at once. A worker that dies (the OOM killer, a decoder crash) breaks
+the whole executor; the photos it had not finished are then processed in the calling
+thread, and the next batch starts a fresh executor. Workers end themselves when the
+process that owns the pool dies, even by SIGKILL.
+
+As with any spawn or fork server pool, the main module must be safe to import again (its
+work behind ``if __name__ == "__main__":``); ``python -m waypost`` and the ``waypost``
+script are.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import select
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
+
+from waypost.apps.journeys.images import ImageError, ProcessedPhoto, process_photo
+
+log = logging.getLogger(__name__)
+
+MAX_DEFAULT_WORKERS = 4
+"""The most ``default_workers`` suggests: each worker is a process with its own decoders
+and, while it decodes a large photo, a few hundred MB of pixels."""
+
+_PHOTOS_PER_WORKER = 2  # in flight at once: one being decoded, one waiting to be
+
+PhotoResult = ProcessedPhoto | ImageError
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, where the platform has one),
+    at most ``MAX_DEFAULT_WORKERS``."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, MAX_DEFAULT_WORKERS))
+
+
+class ImagePool:
+    """Runs ``process_photo`` for batches of photos on ``workers`` processes.
+
+    With ``workers <= 1`` everything runs in the calling thread and no process is started.
+    Otherwise the executor starts with the first batch and is reused until ``close()``.
+    Safe to share between threads.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def process(self, photos: Sequence[bytes], *, thumb_px: int = 512, display_px: int = 1600) -> list[PhotoResult]:
+        """Each photo's ``ProcessedPhoto`` or ``ImageError``, in the order of ``photos``.
+
+        A bad image never raises; it comes back as its ``ImageError``. When a worker dies
+        mid-batch, the photos still outstanding are processed inline, once, so none is
+        lost. Raises ValueError for non-positive sizes, RuntimeError after ``close()``.
+        """
+        if thumb_px < 1 or display_px < 1:
+            raise ValueError("thumb_px and display_px must be positive")
+        if self._closed:
+            raise RuntimeError("ImagePool is closed")
+        if self.workers <= 1 or not photos:
+            return [_process_one(data, thumb_px, display_px) for data in photos]
+        results: dict[int, PhotoResult] = {}
+        executor = self._running_executor()
+        try:
+            self._run_on(executor, photos, thumb_px, display_px, results)
+        except BrokenProcessPool as err:
+            log.warning("image worker died (%s); finishing %d photos inline", err, len(photos) - len(results))
+            self._discard(executor)
+            for index, data in enumerate(photos):
+                if index not in results:
+                    results[index] = _process_one(data, thumb_px, display_px)
+        return [results[index] for index in range(len(photos))]
+
+    def close(self) -> None:
+        """Stop the worker processes, waiting for them to exit. Idempotent."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ImagePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run_on(
+        self,
+        executor: ProcessPoolExecutor,
+        photos: Sequence[bytes],
+        thumb_px: int,
+        display_px: int,
+        results: dict[int, PhotoResult],
+    ) -> None:
+        waiting: Iterator[tuple[int, bytes]] = iter(enumerate(photos))
+        in_flight: dict[Future[PhotoResult], int] = {}
+        while True:
+            for index, data in islice(waiting, self.workers * _PHOTOS_PER_WORKER - len(in_flight)):
+                in_flight[executor.submit(_process_one, data, thumb_px, display_px)] = index
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                results[in_flight.pop(future)] = future.result()
+
+    def _running_executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("ImagePool is closed")
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=_process_context(), initializer=_die_with_owner, initargs=(os.getpid(),)
+                )
+            return self._executor
+
+    def _discard(self, broken: ProcessPoolExecutor) -> None:
+        """Forget a broken executor so the next batch starts a new one."""
+        with self._lock:
+            if self._executor is broken:  # another thread may have replaced it already
+                self._executor = None
+        broken.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _die_with_owner(owner: int) -> None:
+    """Make a worker exit as soon as the process that owns the pool is gone.
+
+    Workers are children of the fork server, not of the owner, and each holds the fork
+    server's keep-alive pipe: if the owner is killed (SIGKILL, the OOM killer), neither the
+    workers nor the fork server would notice, and they would keep their memory and the
+    owner's stdout open for good. A daemon thread waits on the owner's pidfd (Linux) or,
+    elsewhere, checks on it every second."""
+    threading.Thread(target=_watch_owner, args=(owner,), name="owner-watch", daemon=True).start()
+
+
+def _watch_owner(owner: int) -> None:
+    try:
+        handle = os.pidfd_open(owner)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])  # readable once the owner has exited
+    else:
+        while _alive(owner):
+            time.sleep(1.0)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_one(data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
+    """``process_photo`` with a refused image as a value, so it crosses back from a worker
+    like any result (runs in the worker process)."""
+    try:
+        return process_photo(data, thumb_px=thumb_px, display_px=display_px)
+    except ImageError as err:
+        return err
