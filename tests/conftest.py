@@ -69,6 +69,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:
         overrides.setdefault("data_dir", tmp_path / "data")
         overrides.setdefault("worker", {"retry_base_delay": 0.05, "retry_max_delay": 0.2, "poll_interval": 0.05})
+        # photos decode in the worker thread unless a test asks for the process pool
+        overrides["journeys"] = {"image_workers": 1, **overrides.get("journeys", {})}
         return load_settings(**overrides)
 
     return build
@@ -96,7 +98,11 @@ def drain_output(process: subprocess.Popen[str], lines: list[str]) -> threading.
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
+    _pumps[process.pid] = thread
     return thread
+
+
+_pumps: dict[int, threading.Thread] = {}
 
 
 def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
@@ -107,6 +113,12 @@ def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> i
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    pump = _pumps.pop(process.pid, None)
+    if pump is not None:
+        # the pipe reaches end of file once every process holding it has gone (image
+        # workers exit just after their owner); closing it under the reader would race
+        pump.join(timeout=20)
+        assert not pump.is_alive(), f"something still holds the output pipe of process {process.pid}"
     if process.stdout is not None:
         process.stdout.close()
     return process.returncode

@@ -66,6 +66,8 @@ def cli(log_level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # aiosmtpd logs every SMTP command at INFO; keep its warnings only
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Alembic announces each of its plugins at INFO; the "Running upgrade" lines stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @cli.command()

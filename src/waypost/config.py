@@ -70,6 +70,14 @@ class JourneySettings(_Group):
     thumbnail_px: int = Field(512, ge=64, le=4096)
     display_px: int = Field(1600, ge=256, le=8192)
     mailbox: str = "journeys"  # local part people write to
+    keep_originals_days: float = Field(0, ge=0)  # 0: raw mail and its originals go once processed
+    image_workers: int = Field(0, ge=0, le=64)  # processes decoding photos; 0: one per CPU, at most 4
+    stop_radius_m: float = Field(300, gt=0, le=100_000)
+    stop_max_gap_minutes: float = Field(180, gt=0)
+    estimate_max_gap_minutes: float = Field(30, ge=0)
+    max_speed_kmh: float = Field(1200, gt=0)
+    flight_min_km: float = Field(150, gt=0)
+    flight_min_speed_kmh: float = Field(250, gt=0)
 
 
 class WebSettings(_Group):

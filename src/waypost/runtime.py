@@ -8,8 +8,11 @@ from sqlalchemy.engine import Engine
 
 from waypost.apps.journeys.build import describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
-from waypost.apps.journeys.handler import JourneysApp
+from waypost.apps.journeys.handler import JourneysApp, route_rules
+from waypost.apps.journeys.imagepool import ImagePool, default_workers
+from waypost.apps.journeys.places import default_index
 from waypost.apps.journeys.repository import JourneyReader
+from waypost.apps.journeys.zones import zone_at
 from waypost.config import Settings
 from waypost.outbound.compose import Composer
 from waypost.outbound.outbox import Outbox
@@ -38,11 +41,13 @@ class Runtime:
     outbox: Outbox
     processor: InboundProcessor
     journeys: JourneyReader
+    images: ImagePool
 
     def worker(self) -> Worker:
         return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
 
     def close(self) -> None:
+        self.images.close()
         self.engine.dispose()
 
 
@@ -57,8 +62,11 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                      retry=RetryPolicy(worker.retry_base_delay, worker.retry_max_delay))
     outbox = Outbox(engine, queue, CatcherSender(settings.outbox_dir), max_attempts=worker.max_attempts)
     composer = Composer(settings, [JOURNEY_TEMPLATES], filters={"moment": describe_moment})
+    images = ImagePool(settings.journeys.image_workers or default_workers())
+    places = default_index()
     journeys_app = JourneysApp(settings.journeys, blobs, outbox, composer, settings.public_base_url,
-                               envelope_sender=settings.reply_address)
+                               envelope_sender=settings.reply_address, mail_domain=settings.mail_domain,
+                               images=images, locate=places.lookup, zone_at=zone_at)
     allowlist = Allowlist(engine)
     router = Router(settings.mail_domain, [journeys_app])
     gate = Gate(allowlist, settings.trusted_networks)
@@ -72,6 +80,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         router=router,
         outbox=outbox,
         processor=InboundProcessor(engine, blobs, queue, gate, router),
-        journeys=JourneyReader(engine),
+        journeys=JourneyReader(engine, rules=route_rules(settings.journeys), locate=places.lookup),
+        images=images,
     )
 

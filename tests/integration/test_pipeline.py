@@ -91,7 +91,8 @@ def test_allowed_sender_gets_one_threaded_reply_with_the_journey(runtime: Any) -
     for body in (text, html):
         assert f"{runtime.settings.public_base_url}/j/{token}" in body
         assert "/privacy" in body and "/terms" in body and runtime.settings.operator_address in body
-    assert "3 photos, 3 placed on the map" in text
+    assert "3 photos, 3 on the map" in text
+    assert "Where you were:" in text and "Sintra" in text  # Pena palace, named offline
 
     view = runtime.journeys.view(token)
     assert [p.filename for p in view.route] == ["Belém.jpg", "Castelo.jpg", "Pena.jpg"]
@@ -209,3 +210,59 @@ def test_lease_expired_on_the_last_attempt_marks_the_message_dead(runtime: Any, 
     assert runtime.worker().run_once() is True
     row = inbound(runtime, message_id)
     assert row.status == "dead" and "lease expired" in row.reason
+
+
+def test_raw_mail_with_the_originals_is_deleted_once_processed(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message_id = deliver(runtime, photo_mail())
+    blob_key = inbound(runtime, message_id).blob_key
+    assert runtime.blobs.exists(blob_key)
+
+    drain(runtime)  # the journey, then the purge job (due at once with the default of 0 days)
+
+    row = inbound(runtime, message_id)
+    assert row.status == "processed" and row.raw_deleted_at is not None
+    assert not runtime.blobs.exists(blob_key)
+    view = runtime.journeys.view(_only_token(runtime))
+    assert len(view.photos) == 3  # the derived images and the journey stay
+    for photo_row in _photo_rows(runtime):
+        assert runtime.blobs.exists(photo_row.display_key) and runtime.blobs.exists(photo_row.thumb_key)
+
+
+def test_operator_can_keep_originals_for_a_while(make_settings: Any, database_url: str) -> None:
+    from waypost import runtime as wiring
+
+    kept = wiring.build(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
+                                      journeys={"keep_originals_days": 7}))
+    try:
+        kept.allowlist.add("ann@example.org")
+        message_id = deliver(kept, photo_mail())
+        drain(kept)
+
+        row = inbound(kept, message_id)
+        assert row.status == "processed" and row.raw_deleted_at is None and kept.blobs.exists(row.blob_key)
+        with kept.engine.connect() as conn:
+            purge = conn.execute(sa.select(jobs).where(jobs.c.kind == "purge-raw")).one()
+        assert purge.payload == {"message_id": message_id} and purge.state == "queued"
+        due_in = purge.run_after - row.processed_at
+        assert timedelta(days=7) - timedelta(minutes=1) < due_in < timedelta(days=7) + timedelta(minutes=1)
+    finally:
+        kept.close()
+
+
+def test_refused_mail_keeps_its_raw_bytes(runtime: Any) -> None:
+    message_id = deliver(runtime, photo_mail(sender="mallory@example.net"))
+    drain(runtime)
+
+    row = inbound(runtime, message_id)
+    assert row.status == "refused" and row.raw_deleted_at is None and runtime.blobs.exists(row.blob_key)
+
+
+def _only_token(runtime: Any) -> str:
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(journeys.c.token)).scalar_one()
+
+
+def _photo_rows(runtime: Any) -> list[sa.Row]:
+    with runtime.engine.connect() as conn:
+        return conn.execute(sa.select(photos)).all()

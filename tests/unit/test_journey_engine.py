@@ -236,6 +236,23 @@ def test_stops_get_place_names_and_totals_count_places_and_countries() -> None:
     assert view.totals.countries == ("Portugal", "United States")
 
 
+def test_visits_take_consecutive_stops_in_the_same_place_together() -> None:
+    lisbon = FakePlace("Lisbon", "Lisbon", "PT", "Portugal")
+    photos = [photo("a", 0, LISBON, sequence=1), photo("b", 60, near(LISBON, 2000), sequence=2),
+              photo("c", 120, BELEM, sequence=3), photo("d", 180, LISBON, sequence=4)]
+    places = {"a": lisbon, "b": lisbon, "c": FakePlace("Alges", "Lisbon", "PT", "Portugal"), "d": lisbon}
+    first_photo_at = {round(p.latitude, 3): p.public_id for p in photos}
+
+    view = build(photos, locate=lambda lat, lon: places[first_photo_at.get(round(lat, 3), "a")])
+
+    assert len(view.stops) == 4
+    assert [(v.label, len(v.stops), v.photo_count) for v in view.visits] == [
+        ("Lisbon, Portugal", 2, 2), ("Alges, Portugal", 1, 1), ("Lisbon, Portugal", 1, 1)]
+    assert view.visits[0].departure - view.visits[0].arrival == timedelta(minutes=60)
+    # without names, nearby stops are never merged
+    assert len(build(photos).visits) == 4
+
+
 def test_estimated_photo_taken_during_a_stop_joins_it() -> None:
     view = build([photo("a", 0, LISBON, sequence=1), photo("x", 10, sequence=2),
                   photo("b", 20, near(LISBON, 50), sequence=3)])

@@ -27,6 +27,7 @@ class Draft:
     context: dict[str, Any] = field(default_factory=dict)
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
+    reply_to: str | None = None  # where the person's answer should go, when not to From
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Composer:
         message_id = make_msgid(domain=self.settings.mail_domain)
         message["From"] = format_mailbox(self.settings.reply_from_name, self.settings.reply_address)
         message["To"] = draft.to
+        if draft.reply_to:
+            message["Reply-To"] = draft.reply_to
         message["Subject"] = draft.subject
         message["Date"] = format_datetime(utcnow())
         message["Message-ID"] = message_id

@@ -4,6 +4,7 @@ processed, refused (with its reason, never answered), or dead (raw message kept)
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -15,11 +16,12 @@ from waypost.pipeline.inbox import QUEUED
 from waypost.pipeline.router import OPERATOR_MAILBOXES, InboundMail, Router
 from waypost.store.blobs import BlobStore
 from waypost.store.models import inbound_messages, utcnow
-from waypost.store.queue import Job, JobQueue
+from waypost.store.queue import Job, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
 PROCESSED, REFUSED, DEAD = "processed", "refused", "dead"
+PURGE_RAW_JOB = "purge-raw"
 
 
 class InboundProcessor:
@@ -51,7 +53,19 @@ class InboundProcessor:
         mail = InboundMail(row.id, message, message.from_address, recipient, row.received_at)
         commit = app.handle(mail)
         failpoints.hit("processor.before_commit")
-        self._finish(job, message, PROCESSED, f"handled by {app.name}", commit)
+        self._finish(job, message, PROCESSED, f"handled by {app.name}", commit, purge_after=app.raw_retention)
+
+    def purge_raw(self, job: Job) -> None:
+        """Delete a processed message's raw bytes (the original attachments with them)."""
+        row = self._load(job.payload["message_id"])
+        if row is not None and row.status == PROCESSED and row.raw_deleted_at is None:
+            self.blobs.delete(row.blob_key)
+            log.info("deleted the raw message of %s", row.id)
+        with self.engine.begin() as conn:
+            if row is not None and row.raw_deleted_at is None:
+                conn.execute(inbound_messages.update().where(inbound_messages.c.id == row.id)
+                             .values(raw_deleted_at=utcnow()))
+            self.queue.complete(conn, job)
 
     def mark_dead(self, message_id: str, reason: str) -> None:
         with self.engine.begin() as conn:
@@ -62,12 +76,15 @@ class InboundProcessor:
             )
 
     def _finish(self, job: Job, message: ParsedMessage | None, status: str | None, reason: str,
-                commit=None) -> None:  # type: ignore[no-untyped-def]
+                commit=None, purge_after: timedelta | None = None) -> None:  # type: ignore[no-untyped-def]
         with self.engine.begin() as conn:
             if commit is not None:
                 commit(conn)
             if status is not None:
                 _record(conn, job.payload["message_id"], message, status, reason)
+            if purge_after is not None:  # in the same commit, so no processed message is forgotten
+                enqueue(conn, PURGE_RAW_JOB, {"message_id": job.payload["message_id"]},
+                        max_attempts=job.max_attempts, run_after=utcnow() + purge_after)
             self.queue.complete(conn, job)
 
     def _load(self, message_id: str) -> sa.Row | None:

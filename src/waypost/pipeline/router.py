@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.engine import Connection
@@ -35,6 +35,8 @@ class InboundMail:
 class App(Protocol):
     name: str
     mailbox: str
+    # how long the raw message is kept once processed; None keeps it (until retention rules)
+    raw_retention: timedelta | None
 
     def handle(self, mail: InboundMail) -> Commit: ...
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from waypost.errors import PermanentError
 from waypost.outbound.outbox import SEND_JOB, Outbox
 from waypost.pipeline.inbox import INBOUND_JOB
-from waypost.pipeline.processor import InboundProcessor
+from waypost.pipeline.processor import PURGE_RAW_JOB, InboundProcessor
 from waypost.store.queue import Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,13 @@ class Worker:
         self.handlers: dict[str, Callable[[Job], None]] = {
             INBOUND_JOB: processor.process,
             SEND_JOB: outbox.deliver,
+            PURGE_RAW_JOB: processor.purge_raw,
         }
         self.on_dead: dict[str, Callable[[Job, str], None]] = {
             INBOUND_JOB: lambda job, why: processor.mark_dead(job.payload["message_id"], why),
             SEND_JOB: lambda job, why: outbox.record_failure(job.payload["outbound_id"], why, final=True),
+            PURGE_RAW_JOB: lambda job, why: log.error("could not delete raw message %s: %s",
+                                                      job.payload["message_id"], why),
         }
 
     def run_once(self) -> bool:

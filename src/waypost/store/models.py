@@ -62,6 +62,8 @@ inbound_messages = sa.Table(
     sa.Column("message_id_header", sa.String(998), nullable=True),
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("processed_at", UTCDateTime, nullable=True),
+    # set when the raw message (and with it the original attachments) was deleted after processing
+    sa.Column("raw_deleted_at", UTCDateTime, nullable=True),
 )
 
 jobs = sa.Table(
@@ -101,8 +103,27 @@ journeys = sa.Table(
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("owner_address", sa.String(320), nullable=False, index=True),
     sa.Column("source_message_id", sa.String(32), sa.ForeignKey("inbound_messages.id"), nullable=False, unique=True),
+    # a second secret, for the reply address (journeys+<reply_token>@domain): adding photos
+    # must not be possible with only the share link
+    sa.Column("reply_token", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every mail of a journey's thread, inbound and ours, by its Message-ID header, so a reply
+# (In-Reply-To / References) finds its journey; inbound rows also make a re-run idempotent.
+journey_messages = sa.Table(
+    "journey_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("journey_id", sa.Integer, sa.ForeignKey("journeys.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("direction", sa.String(8), nullable=False),  # in | out
+    sa.Column("inbound_message_id", sa.String(32), sa.ForeignKey("inbound_messages.id"), nullable=True,
+              unique=True),
+    sa.Column("message_id_header", sa.String(998), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_journey_messages_message_id_header", "message_id_header"),
 )
 
 photos = sa.Table(

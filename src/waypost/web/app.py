@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 from waypost.apps.journeys.build import describe_moment
 from waypost.runtime import Runtime
 from waypost.web.sketch import route_sketch
-from waypost.web.views import journey_json
+from waypost.web.views import download_name, journey_geojson, journey_gpx, journey_json
 
 HERE = Path(__file__).parent
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -89,6 +89,22 @@ def create_app(runtime: Runtime) -> Starlette:
             return JSONResponse({"error": "not found"}, status_code=404, headers=private)
         return JSONResponse(journey_json(view), headers=private)
 
+    async def journey_geo(request: Request) -> Response:
+        view = _journey(request)
+        if view is None:
+            return JSONResponse({"error": "not found"}, status_code=404, headers=private)
+        disposition = f'attachment; filename="{download_name(view.title, "geojson")}"'
+        return JSONResponse(journey_geojson(view), media_type="application/geo+json",
+                            headers={**private, "Content-Disposition": disposition})
+
+    async def journey_track(request: Request) -> Response:
+        view = _journey(request)
+        if view is None:
+            return PlainTextResponse("not found", status_code=404, headers=private)
+        disposition = f'attachment; filename="{download_name(view.title, "gpx")}"'
+        return Response(journey_gpx(view), media_type="application/gpx+xml",
+                        headers={**private, "Content-Disposition": disposition})
+
     async def photo(request: Request) -> Response:
         token, public_id, size = (request.path_params[k] for k in ("token", "photo", "size"))
         if not TOKEN.match(token) or size not in ("thumb", "display"):
@@ -133,6 +149,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/terms", terms),
         Route("/healthz", healthz),
         Route("/j/{token}.json", journey_data),
+        Route("/j/{token}.geojson", journey_geo),
+        Route("/j/{token}.gpx", journey_track),
         Route("/j/{token}/photos/{photo}/{size}.jpg", photo),
         Route("/j/{token}", journey_page),
         Route("/outbox", outbox_list),

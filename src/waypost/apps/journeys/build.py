@@ -184,6 +184,27 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Visit:
+    """Consecutive stops in the same named place, as a person would tell the day: "Sintra,
+    14:21 to 15:33, 2 photos" rather than two stops a kilometre apart."""
+
+    label: str
+    stops: tuple[Stop, ...]
+
+    @property
+    def arrival(self) -> datetime:
+        return self.stops[0].arrival
+
+    @property
+    def departure(self) -> datetime:
+        return self.stops[-1].departure
+
+    @property
+    def photo_count(self) -> int:
+        return sum(len(stop.photos) for stop in self.stops)
+
+
+@dataclass(frozen=True)
 class Totals:
     photos: int
     on_map: int  # own GPS or estimated
@@ -225,6 +246,17 @@ class JourneyView:
     def needs_attention(self) -> tuple[JourneyPhoto, ...]:
         """Photos the owner should hear about: not on the map, estimated, off the route, or untimed."""
         return tuple(photo for photo in self.photos if photo.issue)
+
+    @property
+    def visits(self) -> tuple[Visit, ...]:
+        """The stops, with consecutive ones in the same named place taken together."""
+        visits: list[Visit] = []
+        for stop in self.stops:
+            if visits and stop.place is not None and visits[-1].label == stop.label:
+                visits[-1] = Visit(stop.label, (*visits[-1].stops, stop))
+            else:
+                visits.append(Visit(stop.label, (stop,)))
+        return tuple(visits)
 
     @property
     def flights(self) -> tuple[Leg, ...]:

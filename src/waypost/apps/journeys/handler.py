@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from waypost.apps.journeys import repository
+from waypost.apps.journeys import advice, repository
+from waypost.apps.journeys.build import Locate, RouteRules
 from waypost.apps.journeys.exif import PhotoMetadata
-from waypost.apps.journeys.images import ImageError, is_supported_image, process_photo
+from waypost.apps.journeys.imagepool import ImagePool
+from waypost.apps.journeys.images import ImageError, ProcessedPhoto, is_supported_image
 from waypost.apps.journeys.repository import NewPhoto
-from waypost.apps.journeys.timeline import resolve_time
+from waypost.apps.journeys.timeline import PhotoTime, ZoneAt, resolve_time
 from waypost.config import JourneySettings
 from waypost.mail.parse import Attachment
 from waypost.outbound.compose import Composer, Draft
@@ -32,11 +35,26 @@ class Batch:
     ignored: list[str]  # names of attachments that are not photos
 
 
+def route_rules(settings: JourneySettings) -> RouteRules:
+    return RouteRules(
+        stop_radius_km=settings.stop_radius_m / 1000,
+        stop_max_gap=timedelta(minutes=settings.stop_max_gap_minutes),
+        estimate_max_gap=timedelta(minutes=settings.estimate_max_gap_minutes),
+        max_speed_kmh=settings.max_speed_kmh,
+        flight_min_km=settings.flight_min_km,
+        flight_min_speed_kmh=settings.flight_min_speed_kmh,
+    )
+
+
 class JourneysApp:
+    """Photos mailed to the journeys address become a journey; a reply in its thread (or to
+    its reply address) adds to it. Every mail that reaches this app gets one reply."""
+
     name = "journeys"
 
     def __init__(self, settings: JourneySettings, blobs: BlobStore, outbox: Outbox, composer: Composer,
-                 base_url: str, envelope_sender: str) -> None:
+                 base_url: str, envelope_sender: str, mail_domain: str, *, images: ImagePool | None = None,
+                 locate: Locate | None = None, zone_at: ZoneAt | None = None) -> None:
         self.settings = settings
         self.mailbox = settings.mailbox
         self.blobs = blobs
@@ -44,30 +62,51 @@ class JourneysApp:
         self.composer = composer
         self.base_url = base_url
         self.envelope_sender = envelope_sender
+        self.mail_domain = mail_domain
+        self.images = images or ImagePool(1)
+        self.raw_retention = timedelta(days=settings.keep_originals_days)
+        self.rules = route_rules(settings)
+        self.locate = locate
+        self.zone_at = zone_at
 
     def handle(self, mail: InboundMail) -> Commit:
         batch = self._read_photos(mail)
 
         def commit(conn: Connection) -> None:
-            if repository.find_by_source(conn, mail.id) is not None:
+            if repository.find_by_inbound(conn, mail.id) is not None:
                 return  # an earlier run of this job already committed
-            if not batch.photos:
-                self._queue_reply(conn, mail, "journeys/no_photos", {"ignored": batch.ignored})
-                return
-            title = mail.message.subject or "Your journey"
-            journey_id, token = repository.create_journey(
-                conn, title=title, owner=mail.sender, source_message_id=mail.id
+            message = mail.message
+            journey = repository.find_thread(
+                conn, sender=mail.sender, reply_token=self._reply_token(mail.recipient),
+                message_ids=[*message.references, *([message.in_reply_to] if message.in_reply_to else [])],
             )
-            repository.add_photos(conn, journey_id, batch.photos)
-            view = repository.load_view(conn, token)
-            context = {"journey": view, "url": f"{self.base_url}/j/{token}", "ignored": batch.ignored}
-            self._queue_reply(conn, mail, "journeys/journey_ready", context)
+            if not batch.photos:
+                self._queue_reply(conn, mail, "journeys/no_photos", {"ignored": batch.ignored, "journey": None},
+                                  journey)
+                return
+            template = "journeys/journey_updated" if journey else "journeys/journey_ready"
+            if journey is None:
+                journey = repository.create_journey(conn, title=message.subject or "Your journey",
+                                                    owner=mail.sender, source_message_id=mail.id)
+            added = repository.add_photos(conn, journey.id, batch.photos)
+            repository.link_message(conn, journey.id, direction="in", inbound_message_id=mail.id,
+                                    message_id_header=message.message_id)
+            view = repository.load_view(conn, journey.token, rules=self.rules, locate=self.locate)
+            context = {"journey": view, "url": f"{self.base_url}/j/{journey.token}", "ignored": batch.ignored,
+                       "added": len(added), "repeated": len(batch.photos) - len(added)}
+            self._queue_reply(conn, mail, template, context, journey)
 
         return commit
 
+    def _reply_token(self, recipient: str) -> str | None:
+        """The +detail of ``journeys+<reply token>@domain``, if the mail was sent there."""
+        local = recipient.rsplit("@", 1)[0]
+        _, _, detail = local.partition("+")
+        return detail or None
+
     def _read_photos(self, mail: InboundMail) -> Batch:
-        photos: list[NewPhoto] = []
         ignored: list[str] = []
+        wanted: list[tuple[Attachment, str]] = []
         seen: set[str] = set()
         for attachment in mail.message.attachments:
             if not is_supported_image(attachment.content_type, attachment.filename):
@@ -77,49 +116,55 @@ class JourneysApp:
             if digest in seen:  # the same image twice in one mail is one photo
                 continue
             seen.add(digest)
-            photos.append(self._read_photo(attachment, digest, mail))
+            wanted.append((attachment, digest))
+        results = self.images.process([a.data for a, _ in wanted], thumb_px=self.settings.thumbnail_px,
+                                      display_px=self.settings.display_px)
+        photos = [self._store_photo(attachment, digest, result, mail)
+                  for (attachment, digest), result in zip(wanted, results, strict=True)]
         return Batch(photos, ignored)
 
-    def _read_photo(self, attachment: Attachment, digest: str, mail: InboundMail) -> NewPhoto:
-        try:
-            processed = process_photo(
-                attachment.data, thumb_px=self.settings.thumbnail_px, display_px=self.settings.display_px
-            )
-        except ImageError as err:
-            log.info("photo %s of %s unreadable: %s", attachment.position, mail.id, err)
-            return _unreadable(attachment, digest, str(err))
+    def _store_photo(self, attachment: Attachment, digest: str, result: ProcessedPhoto | ImageError,
+                     mail: InboundMail) -> NewPhoto:
+        if isinstance(result, ImageError):
+            log.info("photo %s of %s unreadable: %s", attachment.position, mail.id, result)
+            return _unreadable(attachment, digest, str(result))
         thumb_key, display_key = f"photos/{digest}/thumb.jpg", f"photos/{digest}/display.jpg"
-        self.blobs.put(thumb_key, processed.thumbnail)
-        self.blobs.put(display_key, processed.display)
-        return _photo_row(attachment, digest, processed.metadata, processed.display_size, thumb_key,
-                          display_key, mail)
+        self.blobs.put(thumb_key, result.thumbnail)
+        self.blobs.put(display_key, result.display)
+        when = resolve_time(result.metadata, mail.message.date, self.zone_at)
+        return _photo_row(attachment, digest, result.metadata, when, result.display_size, thumb_key, display_key)
 
-    def _queue_reply(self, conn: Connection, mail: InboundMail, template: str, context: dict) -> None:
-        subject = _reply_subject(template, mail.message.subject)
+    def _queue_reply(self, conn: Connection, mail: InboundMail, template: str, context: dict,
+                     journey: repository.JourneyRef | None) -> None:
+        subject = _reply_subject(template, mail.message.subject, journey)
+        reply_to = f"{self.mailbox}+{journey.reply_token}@{self.mail_domain}" if journey else None
         draft = Draft(template=template, to=mail.sender, subject=subject, context=context,
-                      in_reply_to=mail.message.message_id, references=mail.message.references)
+                      in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to)
         composed = self.composer.compose(draft)
         self.outbox.queue_message(conn, OutboundMessage(
             idempotency_key=f"journeys-reply-{mail.id}", stream=STREAM, recipient=mail.sender,
             envelope_sender=self.envelope_sender, subject=composed.subject,
             message_id=composed.message_id, raw=composed.raw,
         ))
+        if journey is not None:
+            repository.link_message(conn, journey.id, direction="out", message_id_header=composed.message_id)
 
 
-def _reply_subject(template: str, subject: str) -> str:
+def _reply_subject(template: str, subject: str, journey: repository.JourneyRef | None) -> str:
     if template.endswith("no_photos"):
         return f"No photos found in “{subject}”" if subject else "No photos found in your message"
+    if template.endswith("journey_updated") and journey is not None:
+        return f"Your journey, updated: {journey.title}"
     return f"Your journey: {subject}" if subject else "Your journey is ready"
 
 
-def _photo_row(attachment: Attachment, digest: str, meta: PhotoMetadata, size: tuple[int, int],
-               thumb_key: str, display_key: str, mail: InboundMail) -> NewPhoto:
-    when = resolve_time(meta, mail.message.date)
+def _photo_row(attachment: Attachment, digest: str, meta: PhotoMetadata, when: PhotoTime, size: tuple[int, int],
+               thumb_key: str, display_key: str) -> NewPhoto:
     problems = []
     if meta.latitude is None or meta.longitude is None:
-        problems.append("no location in the photo")
+        problems.append(advice.missing_location(attachment.filename, meta))
     if when.utc is None:
-        problems.append("no time in the photo")
+        problems.append(advice.missing_time(attachment.filename, meta))
     return NewPhoto(
         content_sha256=digest, filename=attachment.filename, mail_position=attachment.position,
         taken_at=when.utc, utc_offset_minutes=when.offset_minutes, time_source=when.source,

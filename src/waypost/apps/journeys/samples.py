@@ -41,20 +41,22 @@ class Shot:
     altitude: float | None = None
 
 
-def make_photo(shot: Shot, *, size: tuple[int, int] = (640, 480), include_offset: bool = True, seed: int = 0) -> bytes:
+def make_photo(shot: Shot, *, size: tuple[int, int] = (640, 480), include_offset: bool = True,
+               include_gps_time: bool = True, seed: int = 0) -> bytes:
     """A JPEG of a generated landscape captioned with ``shot.label``, tagged with EXIF.
 
     Tags: Make "Waypost", Model "Demo Camera"; when ``taken_at`` is set, DateTimeOriginal
     (its own wall clock), SubSecTimeOriginal, and OffsetTimeOriginal unless
     ``include_offset`` is false; when ``latitude`` is set, a GPS block with position,
-    altitude if given and (with ``taken_at``) UTC date and time to 1/100 s. The same
+    altitude if given and (with ``taken_at``, unless ``include_gps_time`` is false) UTC date
+    and time to 1/100 s. The same
     arguments give the same bytes. Raises ValueError for a naive ``taken_at``.
     """
     if shot.taken_at is not None and shot.taken_at.utcoffset() is None:
         raise ValueError("Shot.taken_at must be timezone-aware")
     picture = _landscape(size, shot, random.Random(f"{seed}:{shot.label}"))
     buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=88, exif=_exif_for(shot, include_offset).tobytes())
+    picture.save(buffer, "JPEG", quality=88, exif=_exif_for(shot, include_offset, include_gps_time).tobytes())
     return buffer.getvalue()
 
 
@@ -112,7 +114,7 @@ def _ascii_only(text: str) -> str:
     return decomposed.encode("ascii", "ignore").decode("ascii")
 
 
-def _exif_for(shot: Shot, include_offset: bool) -> Image.Exif:
+def _exif_for(shot: Shot, include_offset: bool, include_gps_time: bool = True) -> Image.Exif:
     exif = Image.Exif()
     exif[_Base.Make] = "Waypost"
     exif[_Base.Model] = "Demo Camera"
@@ -120,7 +122,7 @@ def _exif_for(shot: Shot, include_offset: bool) -> Image.Exif:
         _tag_capture_time(exif.get_ifd(ExifTags.IFD.Exif), shot.taken_at, include_offset)
     if shot.latitude is not None and shot.longitude is not None:
         position = (shot.latitude, shot.longitude, shot.altitude)
-        _tag_position(exif.get_ifd(ExifTags.IFD.GPSInfo), position, shot.taken_at)
+        _tag_position(exif.get_ifd(ExifTags.IFD.GPSInfo), position, shot.taken_at if include_gps_time else None)
     return exif
 
 

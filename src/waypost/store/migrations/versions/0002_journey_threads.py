@@ -1,0 +1,84 @@
+"""journey threads (reply token, thread Message-IDs) and raw_deleted_at
+
+A reply token per journey and the Message-ID of every mail in its thread; when a raw
+message was deleted after processing.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-22
+"""
+
+import secrets
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "journey_messages",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("journey_id", sa.Integer(), nullable=False),
+        sa.Column("direction", sa.String(length=8), nullable=False),
+        sa.Column("inbound_message_id", sa.String(length=32), nullable=True),
+        sa.Column("message_id_header", sa.String(length=998), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["journey_id"], ["journeys.id"], name=op.f("fk_journey_messages_journey_id_journeys"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["inbound_message_id"], ["inbound_messages.id"],
+            name=op.f("fk_journey_messages_inbound_message_id_inbound_messages"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_journey_messages")),
+        sa.UniqueConstraint("inbound_message_id", name=op.f("uq_journey_messages_inbound_message_id")),
+    )
+    with op.batch_alter_table("journey_messages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_journey_messages_journey_id"), ["journey_id"], unique=False)
+        batch_op.create_index("ix_journey_messages_message_id_header", ["message_id_header"], unique=False)
+
+    with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("reply_token", sa.String(length=64), nullable=True))
+
+    conn = op.get_bind()
+    journeys = sa.table("journeys", sa.column("id"), sa.column("source_message_id"), sa.column("reply_token"),
+                        sa.column("created_at"))
+    inbound = sa.table("inbound_messages", sa.column("id"), sa.column("message_id_header"))
+    outbound = sa.table("outbound_messages", sa.column("idempotency_key"), sa.column("message_id_header"))
+    links = sa.table("journey_messages", sa.column("journey_id"), sa.column("direction"),
+                     sa.column("inbound_message_id"), sa.column("message_id_header"), sa.column("created_at"))
+    rows = conn.execute(
+        sa.select(journeys.c.id, journeys.c.source_message_id, journeys.c.created_at, inbound.c.message_id_header)
+        .select_from(journeys.outerjoin(inbound, inbound.c.id == journeys.c.source_message_id))
+    ).all()
+    for row in rows:
+        conn.execute(journeys.update().where(journeys.c.id == row.id)
+                     .values(reply_token=secrets.token_urlsafe(18)))
+        conn.execute(links.insert().values(journey_id=row.id, direction="in", inbound_message_id=row.source_message_id,
+                                           message_id_header=row.message_id_header, created_at=row.created_at))
+        reply = conn.execute(sa.select(outbound.c.message_id_header)
+                             .where(outbound.c.idempotency_key == f"journeys-reply-{row.source_message_id}")).scalar()
+        if reply:
+            conn.execute(links.insert().values(journey_id=row.id, direction="out", inbound_message_id=None,
+                                               message_id_header=reply, created_at=row.created_at))
+
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        batch_op.alter_column("reply_token", existing_type=sa.String(length=64), nullable=False)
+        batch_op.create_unique_constraint(batch_op.f("uq_journeys_reply_token"), ["reply_token"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("journeys", schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f("uq_journeys_reply_token"), type_="unique")
+        batch_op.drop_column("reply_token")
+    with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
+        batch_op.drop_column("raw_deleted_at")
+    op.drop_table("journey_messages")
