@@ -2,13 +2,15 @@
 
 ``WAYPOST_FAILPOINTS="outbox.after_send=pause"`` makes the process write
 ``<WAYPOST_FAILPOINT_DIR>/<name>.hit`` when it reaches that point and then block, so a test
-can SIGKILL it exactly there; ``=error`` raises RuntimeError; ``=oserror`` raises OSError.
+can SIGKILL it exactly there; ``=error`` raises RuntimeError; ``=oserror`` raises OSError;
+``=crash`` kills the process on the spot (SIGKILL), as a segfaulting decoder would.
 Unset (the normal case) a failpoint costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -34,3 +36,5 @@ def hit(name: str) -> None:
         raise RuntimeError(f"failpoint {name}")
     elif action == "oserror":
         raise OSError(f"failpoint {name}")
+    elif action == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -218,7 +218,7 @@ def test_pool_recovers_when_its_idle_workers_are_killed(pool: ImagePool, caplog:
     assert all(worker.is_alive() for worker in fresh._processes.values())  # type: ignore[attr-defined]
 
 
-def test_batch_is_finished_inline_when_its_workers_die_mid_batch(pool: ImagePool) -> None:
+def test_batch_is_finished_on_fresh_workers_when_its_workers_die_mid_batch(pool: ImagePool) -> None:
     photos = [*_photos(6, size=(1200, 900)), CORRUPT, *_photos(5, size=(1200, 900))]
     expected = _inline(photos, **SIZES)
     outcome: list[list[ProcessedPhoto | ImageError]] = []
@@ -267,3 +267,27 @@ def test_workers_end_when_the_process_owning_the_pool_is_killed() -> None:
     workers = [int(pid) for pid in owner.stdout.split()]
     assert len(workers) == 2
     wait_until(lambda: not any(_running(pid) for pid in workers), message="the orphaned workers to exit")
+
+
+_CRASHING_DECODER = """
+import os
+from waypost.apps.journeys.imagepool import ImagePool
+from waypost.apps.journeys.images import ImageError
+from waypost.apps.journeys.samples import DEMO_TRIP, make_photo
+
+with ImagePool(2) as pool:
+    results = pool.process([make_photo(shot, size=(64, 48)) for shot in DEMO_TRIP[:3]], thumb_px=32, display_px=64)
+print([str(r) if isinstance(r, ImageError) else "ok" for r in results], os.getpid())
+"""
+
+
+def test_a_photo_that_crashes_the_decoder_is_refused_and_never_decoded_in_the_owner() -> None:
+    # every decode kills its worker (as a segfault on hostile data would): each photo is
+    # tried once more alone, then refused; the owning process itself survives
+    env = {**os.environ, "WAYPOST_FAILPOINTS": "imagepool.decode=crash"}
+    owner = subprocess.run([sys.executable, "-c", _CRASHING_DECODER], capture_output=True, text=True,
+                           timeout=120, env=env)
+
+    assert owner.returncode == 0, owner.stderr
+    results = owner.stdout.rsplit(" ", 1)[0]
+    assert results.count("the image decoder crashed on this photo") == 3 and "ok" not in results

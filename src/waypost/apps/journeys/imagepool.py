@@ -9,8 +9,9 @@ from the server itself: the server process runs threads (the SMTP listener, the 
 the queue worker), and a fork copies whatever lock one of them holds at that moment.
 At most two photos per worker are handed over at a time, so a 40 MB mail is not copied
 into the workers all at once. A worker that dies (the OOM killer, a decoder crash) breaks
-the whole executor; the photos it had not finished are then processed in the calling
-thread, and the next batch starts a fresh executor. Workers end themselves when the
+the whole executor; the photos it had not finished are then tried one at a time on a
+fresh one, so a photo that crashes the decoder is refused as an ``ImageError`` and never
+decoded inside the server process itself. Workers end themselves when the
 process that owns the pool dies, even by SIGKILL.
 
 As with any spawn or fork server pool, the main module must be safe to import again (its
@@ -31,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 
+from waypost import failpoints
 from waypost.apps.journeys.images import ImageError, ProcessedPhoto, process_photo
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,10 @@ class ImagePool:
         """Each photo's ``ProcessedPhoto`` or ``ImageError``, in the order of ``photos``.
 
         A bad image never raises; it comes back as its ``ImageError``. When a worker dies
-        mid-batch, the photos still outstanding are processed inline, once, so none is
-        lost. Raises ValueError for non-positive sizes, RuntimeError after ``close()``.
+        mid-batch, the photos still outstanding are tried again one at a time on fresh
+        workers, so none is lost and the one that kills its worker again (a decoder crash
+        on hostile data) comes back as an ``ImageError`` without ever running in this
+        process. Raises ValueError for non-positive sizes, RuntimeError after ``close()``.
         """
         if thumb_px < 1 or display_px < 1:
             raise ValueError("thumb_px and display_px must be positive")
@@ -83,12 +87,22 @@ class ImagePool:
         try:
             self._run_on(executor, photos, thumb_px, display_px, results)
         except BrokenProcessPool as err:
-            log.warning("image worker died (%s); finishing %d photos inline", err, len(photos) - len(results))
+            log.warning("image worker died (%s); retrying %d photos one by one", err, len(photos) - len(results))
             self._discard(executor)
             for index, data in enumerate(photos):
                 if index not in results:
-                    results[index] = _process_one(data, thumb_px, display_px)
+                    results[index] = self._isolated(data, thumb_px, display_px)
         return [results[index] for index in range(len(photos))]
+
+    def _isolated(self, data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
+        """One photo alone on fresh workers: if it kills its worker again, it is the culprit."""
+        executor = self._running_executor()
+        try:
+            return executor.submit(_process_one, data, thumb_px, display_px).result()
+        except BrokenProcessPool:
+            self._discard(executor)
+            log.warning("a photo crashed the image decoder twice; it is refused")
+            return ImageError("the image decoder crashed on this photo; it may be damaged or hostile")
 
     def close(self) -> None:
         """Stop the worker processes, waiting for them to exit. Idempotent."""
@@ -183,6 +197,7 @@ def _alive(pid: int) -> bool:
 def _process_one(data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
     """``process_photo`` with a refused image as a value, so it crosses back from a worker
     like any result (runs in the worker process)."""
+    failpoints.hit("imagepool.decode")
     try:
         return process_photo(data, thumb_px=thumb_px, display_px=display_px)
     except ImageError as err:
