@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import gpxpy
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from tests.integration.test_pipeline import deliver, drain, photo_mail
 from waypost import runtime as wiring
+from waypost.store.models import journeys
 from waypost.web.app import create_app
 
 
@@ -46,6 +50,7 @@ def test_without_an_admin_token_only_loopback_sees_the_outbox(client_for: Any) -
 
 
 @pytest.mark.parametrize("path", ["/j/short", "/j/" + "x" * 40, "/j/" + "x" * 40 + ".json",
+                                  "/j/" + "x" * 40 + ".geojson", "/j/" + "x" * 40 + ".gpx",
                                   "/j/../../etc/passwd", "/j/" + "x" * 40 + "/photos/abc/thumb.jpg",
                                   "/outbox/../waypost.toml"])
 def test_unknown_or_malformed_journey_paths_are_404(client_for: Any, path: str) -> None:
@@ -61,3 +66,31 @@ def test_public_pages_name_the_operator(client_for: Any, path: str) -> None:
     assert page.status_code == 200
     assert "Harbour Lights Ltd" in page.text and "hello@harbour.example" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_journey_downloads(make_settings: Any, database_url: str) -> None:
+    runtime = wiring.build(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"]))
+    try:
+        runtime.allowlist.add("ann@example.org")
+        deliver(runtime, photo_mail(subject="Lisbon <b>& friends</b>"))
+        drain(runtime)
+        with runtime.engine.connect() as conn:
+            token = conn.execute(sa.select(journeys.c.token)).scalar_one()
+        client = TestClient(create_app(runtime), client=("203.0.113.9", 50000))
+
+        geojson = client.get(f"/j/{token}.geojson")
+        gpx = client.get(f"/j/{token}.gpx")
+        page = client.get(f"/j/{token}")
+    finally:
+        runtime.close()
+
+    assert geojson.status_code == 200 and geojson.headers["content-type"] == "application/geo+json"
+    assert geojson.headers["content-disposition"] == 'attachment; filename="lisbon-b-friends-b.geojson"'
+    assert geojson.json()["type"] == "FeatureCollection" and geojson.json()["name"] == "Lisbon <b>& friends</b>"
+    assert gpx.status_code == 200 and gpx.headers["content-type"].startswith("application/gpx+xml")
+    assert len(gpxpy.parse(gpx.text).tracks[0].segments[0].points) == 3
+    for response in (geojson, gpx):
+        assert response.headers["x-robots-tag"] == "noindex, nofollow"
+        assert response.headers["cache-control"] == "private, no-store"
+    assert f"/j/{token}.gpx" in page.text and f"/j/{token}.geojson" in page.text
+    assert "Lisbon &lt;b&gt;&amp; friends&lt;/b&gt;" in page.text and "<b>& friends" not in page.text
