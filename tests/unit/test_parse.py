@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -356,6 +358,41 @@ def test_corpus_replay_raises_nothing_but_malformed() -> None:
     assert not problems, "\n".join(problems)
     assert len(files) > 50, f"only {len(files)} corpus files seen"
     assert parsed_count > 50, f"only {parsed_count} corpus files parsed"
+
+
+def test_chunked_reading_gives_what_the_one_shot_parser_gives() -> None:
+    # parse_message feeds the parser in 64 KB chunks (bytes or a file); the result must be
+    # what email.message_from_bytes makes of the whole message at once
+    compared = 0
+    for path in corpus_messages():
+        raw = path.read_bytes()
+        whole = email.message_from_bytes(raw.removeprefix(b"\xef\xbb\xbf"), policy=email.policy.default)
+        try:
+            from_bytes = parse_message(raw)
+        except MalformedMessage:
+            continue
+        with path.open("rb") as handle:
+            from_file = parse_message(handle)
+        assert from_bytes == from_file, path.name
+        expected = [part.get_payload(decode=True) for part in whole.walk()
+                    if not part.is_multipart() and isinstance(part.get_payload(decode=True), bytes)]
+        assert all(any(a.data == data for data in expected) for a in from_bytes.attachments), path.name
+        compared += 1
+    assert compared > 50
+
+
+def test_chunk_boundaries_inside_lines_and_crlf_pairs() -> None:
+    message = EmailMessage()
+    message["From"] = "ann@example.org"
+    message["Subject"] = "big"
+    message.set_content("x")
+    payload = bytes(range(256)) * 2000  # 512 KB: several chunks of base64 lines
+    message.add_attachment(payload, maintype="application", subtype="octet-stream", filename="blob.bin")
+    raw = message.as_bytes(policy=email.policy.SMTP)  # CRLF line ends
+
+    for shift in (0, 1, 37, 76):  # move where the 64 KB chunk edges fall
+        parsed = parse_message(b"X-Pad: " + b"p" * shift + b"\r\n" + raw)
+        assert parsed.attachments[0].data == payload and parsed.subject == "big"
 
 
 def test_corpus_inline_image_sample() -> None:

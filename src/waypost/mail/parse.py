@@ -8,17 +8,21 @@ costs the header, not the message.
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
+from typing import BinaryIO
 
 from waypost.errors import PermanentError
 from waypost.mail.addresses import first_mailbox
 
 _MSGID = re.compile(r"<[^<>\s]+>")
+_CHUNK = 64 * 1024
 
 
 class MalformedMessage(PermanentError):
@@ -46,11 +50,9 @@ class ParsedMessage:
     defects: tuple[str, ...]
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    raw = raw.removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
-    if not raw.strip():
-        raise MalformedMessage("empty message")
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+def parse_message(raw: bytes | BinaryIO) -> ParsedMessage:
+    """Read a message from its bytes, or from a binary file (read in chunks, never whole)."""
+    message = _parse(raw)
     if not isinstance(message, EmailMessage) or not list(message.keys()):
         raise MalformedMessage("no header section")
     from_header = _header(message, "From")
@@ -65,6 +67,35 @@ def parse_message(raw: bytes) -> ParsedMessage:
         attachments=tuple(_attachments(message)),
         defects=tuple(type(defect).__name__ for defect in message.defects),
     )
+
+
+def _parse(raw: bytes | BinaryIO) -> Message:
+    """The stdlib parser, fed in chunks. ``email.message_from_bytes`` decodes the whole
+    message to one string and reads it back through a StringIO, which holds four bytes per
+    character: a 40 MB mail cost 280 MB. Fed chunk by chunk, the parser holds little more
+    than the parts it has finished."""
+    parser = email.parser.BytesFeedParser(policy=email.policy.default)
+    chunks = _chunks(raw)
+    first = next(chunks, b"").removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
+    seen_content = bool(first.strip())
+    parser.feed(first)
+    for chunk in chunks:
+        seen_content = seen_content or bool(chunk.strip())
+        parser.feed(chunk)
+    message = parser.close()
+    if not seen_content:
+        raise MalformedMessage("empty message")
+    return message
+
+
+def _chunks(raw: bytes | BinaryIO) -> Iterator[bytes]:
+    if isinstance(raw, bytes | bytearray | memoryview):
+        view = memoryview(raw)
+        for start in range(0, len(view), _CHUNK):
+            yield bytes(view[start:start + _CHUNK])
+        return
+    while chunk := raw.read(_CHUNK):
+        yield chunk
 
 
 def _header(message: Message, name: str) -> str | None:

@@ -38,7 +38,8 @@ class InboundProcessor:
         if row is None or row.status != QUEUED:
             self._finish(job, None, None, "")
             return
-        message = parse_message(self.blobs.get(row.blob_key))
+        with self.blobs.open(row.blob_key) as raw:
+            message = parse_message(raw)
         verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress))
         if not verdict.allowed:
             log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)

@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from waypost.errors import StorageError
 
@@ -17,10 +17,12 @@ class BlobStore(Protocol):
     """Opaque bytes under slash-separated keys.
 
     ``put`` returns only once the bytes are durable (an acknowledged SMTP transaction relies
-    on it) and raises StorageError otherwise. ``get`` raises KeyError for a missing key."""
+    on it) and raises StorageError otherwise. ``get`` raises KeyError for a missing key;
+    ``open`` does too, and gives a binary file to read a large blob without holding it whole."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
+    def open(self, key: str) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
 
@@ -49,6 +51,12 @@ class LocalBlobStore:
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
         except FileNotFoundError:
             raise KeyError(key) from None
 
