@@ -138,6 +138,9 @@ def _attachments(message: EmailMessage) -> list[Attachment]:
         if data is None:
             continue
         found.append(Attachment(len(found), _filename(part), part.get_content_type(), data))
+        # the encoded text is no longer needed: let it go now rather than with the whole
+        # tree, so a 40 MB mail never holds every part both encoded and decoded
+        part.set_payload("")
     return found
 
 
