@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,42 @@ def test_comparison_would_notice_a_missing_table(sqlite_engine: Engine) -> None:
 
     added = {diff[1].name for diff in differences if isinstance(diff, tuple) and diff[0] == "add_table"}
     assert added == set(models.metadata.tables)
+
+
+def test_0002_gives_existing_journeys_a_reply_token_and_their_thread(any_engine: Engine) -> None:
+    """Data made under 0001 (say, by an earlier demo) survives the upgrade and can be replied to."""
+    migrate.upgrade(any_engine, "0001")
+    now = datetime(2024, 7, 13, 20, 0, tzinfo=UTC)
+    # the models' tables, with only columns that 0001 has: SQLAlchemy writes just those given
+    inbound, journey_table, outbound = models.inbound_messages, models.journeys, models.outbound_messages
+    with any_engine.begin() as conn:
+        for number in (1, 2):
+            message_id = f"{number:032x}"
+            conn.execute(inbound.insert().values(
+                id=message_id, received_at=now, rcpt_tos=["journeys@waypost.test"],
+                blob_key=f"inbound/{message_id}.eml", size=10, ingress="smtp", status="processed",
+                message_id_header=f"<trip-{number}@example.org>"))
+            conn.execute(journey_table.insert().values(
+                id=number, token=f"token-{number:020d}", title=f"Trip {number}", owner_address="ann@example.org",
+                source_message_id=message_id, created_at=now, updated_at=now))
+        conn.execute(models.photos.insert().values(
+            journey_id=1, content_sha256="ab" * 32, public_id="photo-1", mail_position=0))
+        conn.execute(outbound.insert().values(
+            idempotency_key=f"journeys-reply-{1:032x}", stream="journeys", recipient="ann@example.org",
+            envelope_sender="journeys@waypost.test", subject="Your journey", message_id_header="<reply-1@waypost.test>",
+            raw=b"raw", state="sent", created_at=now))
+
+    migrate.upgrade(any_engine)
+
+    with any_engine.connect() as conn:
+        tokens = conn.execute(sa.select(models.journeys.c.reply_token)).scalars().all()
+        links = conn.execute(sa.select(models.journey_messages.c.journey_id, models.journey_messages.c.direction,
+                                       models.journey_messages.c.message_id_header)
+                             .order_by(models.journey_messages.c.journey_id,
+                                       models.journey_messages.c.direction)).all()
+    assert len(tokens) == 2 and len(set(tokens)) == 2 and all(len(token) >= 20 for token in tokens)
+    assert [tuple(link) for link in links] == [
+        (1, "in", "<trip-1@example.org>"), (1, "out", "<reply-1@waypost.test>"), (2, "in", "<trip-2@example.org>")]
+    assert schema_differences(any_engine) == []
+    with any_engine.connect() as conn:  # nothing cascaded away on the way
+        assert conn.execute(sa.select(sa.func.count()).select_from(models.photos)).scalar() == 1

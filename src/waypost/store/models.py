@@ -105,7 +105,9 @@ journeys = sa.Table(
     sa.Column("source_message_id", sa.String(32), sa.ForeignKey("inbound_messages.id"), nullable=False, unique=True),
     # a second secret, for the reply address (journeys+<reply_token>@domain): adding photos
     # must not be possible with only the share link
-    sa.Column("reply_token", sa.String(64), nullable=False, unique=True),
+    # nullable only in the schema: adding NOT NULL to a table would make SQLite rebuild it,
+    # and dropping the old table cascades into photos; the application always sets it
+    sa.Column("reply_token", sa.String(64), nullable=True, unique=True, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -20,6 +20,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Only ADD COLUMN and CREATE INDEX here: anything that makes SQLite rebuild a table
+    # (batch mode) drops the old one, and with foreign keys on that cascades into its
+    # children: photos and journey_messages would be emptied.
+    op.add_column("inbound_messages", sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("journeys", sa.Column("reply_token", sa.String(length=64), nullable=True))
+    op.create_index(op.f("ix_journeys_reply_token"), "journeys", ["reply_token"], unique=True)
     op.create_table(
         "journey_messages",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -39,14 +45,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_journey_messages")),
         sa.UniqueConstraint("inbound_message_id", name=op.f("uq_journey_messages_inbound_message_id")),
     )
-    with op.batch_alter_table("journey_messages", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_journey_messages_journey_id"), ["journey_id"], unique=False)
-        batch_op.create_index("ix_journey_messages_message_id_header", ["message_id_header"], unique=False)
-
-    with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("journeys", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("reply_token", sa.String(length=64), nullable=True))
+    op.create_index(op.f("ix_journey_messages_journey_id"), "journey_messages", ["journey_id"], unique=False)
+    op.create_index("ix_journey_messages_message_id_header", "journey_messages", ["message_id_header"], unique=False)
 
     conn = op.get_bind()
     journeys = sa.table("journeys", sa.column("id"), sa.column("source_message_id"), sa.column("reply_token"),
@@ -70,15 +70,11 @@ def upgrade() -> None:
             conn.execute(links.insert().values(journey_id=row.id, direction="out", inbound_message_id=None,
                                                message_id_header=reply, created_at=row.created_at))
 
-    with op.batch_alter_table("journeys", schema=None) as batch_op:
-        batch_op.alter_column("reply_token", existing_type=sa.String(length=64), nullable=False)
-        batch_op.create_unique_constraint(batch_op.f("uq_journeys_reply_token"), ["reply_token"])
-
 
 def downgrade() -> None:
+    op.drop_table("journey_messages")
+    op.drop_index(op.f("ix_journeys_reply_token"), table_name="journeys")
     with op.batch_alter_table("journeys", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("uq_journeys_reply_token"), type_="unique")
         batch_op.drop_column("reply_token")
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
         batch_op.drop_column("raw_deleted_at")
-    op.drop_table("journey_messages")
