@@ -89,6 +89,20 @@ def test_reply_address_alone_finds_the_journey(runtime: Any) -> None:
     assert count(runtime, journeys) == 1 and count(runtime, photos) == 5
 
 
+def test_reply_address_survives_a_relay_that_upper_cases_it(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    first = photo_mail()
+    send(runtime, first)
+    drain(runtime)
+    (ready,) = caught(runtime)
+    local, domain = str(ready["Reply-To"]).split("@")
+
+    send(runtime, answer(first, ready, MORE, threaded=False), rcpt=f"{local.upper()}@{domain}")
+    drain(runtime)
+
+    assert count(runtime, journeys) == 1 and count(runtime, photos) == 5
+
+
 def test_a_photo_sent_again_in_the_thread_is_stored_once(runtime: Any) -> None:
     runtime.allowlist.add("ann@example.org")
     first = photo_mail()

@@ -344,6 +344,18 @@ _BAD_METADATA = {
         "taken_local",
         "DateTimeOriginal unreadable",
     ),
+    "DateTimeOriginal in year 1": (
+        {_Base.DateTimeOriginal: "0001:01:01 00:30:00", _Base.OffsetTimeOriginal: "+01:00"},
+        {},
+        "taken_local",
+        "DateTimeOriginal unreadable",
+    ),
+    "DateTimeOriginal in year 9999": (
+        {_Base.DateTimeOriginal: "9999:12:31 23:00:00"},
+        {},
+        "taken_local",
+        "DateTimeOriginal unreadable",
+    ),
     "offset out of range": (
         {_Base.DateTimeOriginal: "2024:07:13 10:00:00", _Base.OffsetTimeOriginal: "+25:00"},
         {},

@@ -28,7 +28,14 @@ from waypost.apps.journeys.build import (
     build_view,
 )
 from waypost.apps.journeys.exif import PhotoMetadata
-from waypost.apps.journeys.timeline import GPS_TIME, LOCATION_ZONE, MAIL_DATE_ZONE, OFFSET_TAG, resolve_time
+from waypost.apps.journeys.timeline import (
+    GPS_TIME,
+    LOCATION_ZONE,
+    MAIL_DATE_ZONE,
+    NO_TIME,
+    OFFSET_TAG,
+    resolve_time,
+)
 from waypost.web.views import journey_geojson, journey_gpx, journey_json, journey_schema, journey_validator
 
 T0 = datetime(2024, 7, 13, 8, 0, tzinfo=UTC)
@@ -334,6 +341,35 @@ def test_location_zone_comes_after_offset_tag_and_gps_time_but_before_the_mail_z
     assert (no_place.source, no_place.offset_minutes) == (MAIL_DATE_ZONE, 540)
 
 
+@pytest.mark.parametrize(
+    "meta",
+    [
+        PhotoMetadata(taken_local=datetime(1, 1, 1, 0, 30), utc_offset_minutes=60),
+        PhotoMetadata(taken_local=datetime(9999, 12, 31, 23, 0), utc_offset_minutes=-300),
+        PhotoMetadata(gps_time_utc=datetime(9999, 12, 31, 23, 0, tzinfo=UTC), latitude=35.7, longitude=139.7),
+        PhotoMetadata(taken_local=datetime(1, 1, 1), latitude=38.7, longitude=-9.1),
+        PhotoMetadata(taken_local=datetime(1, 1, 1)),
+    ],
+)
+def test_times_at_the_calendar_edge_count_as_no_time(meta: PhotoMetadata) -> None:
+    # a hostile photo must not fail the whole mail with an OverflowError
+    when = resolve_time(meta, datetime(2024, 7, 14, 8, tzinfo=ZoneInfo("Asia/Tokyo")),
+                        zone_at=lambda lat, lon: ZoneInfo("Asia/Tokyo"))
+
+    assert when.source in (NO_TIME, GPS_TIME, OFFSET_TAG, LOCATION_ZONE, MAIL_DATE_ZONE)
+    if when.utc is not None:
+        assert when.local is not None  # and showing it works too
+
+
+def test_a_stored_time_at_the_calendar_edge_still_builds() -> None:
+    edge = PhotoPoint("edge", "e.jpg", 0, datetime(9999, 12, 31, 23, 0, tzinfo=UTC), 120, OFFSET_TAG, 1.0, 2.0,
+                      None, sequence=1)
+
+    view = build([edge])
+
+    assert view.start == edge.taken_at  # shown in UTC rather than failing
+
+
 # --- geometry ---------------------------------------------------------------------------------
 
 
@@ -433,6 +469,16 @@ def test_gpx_escapes_hostile_titles_and_names() -> None:
     assert ET.fromstring(text).tag.endswith("gpx")  # well-formed despite the markup in the data
     assert "<script>" not in text and "<img" not in text
     assert gpxpy.parse(text).name == hostile
+
+
+def test_gpx_drops_control_characters_xml_cannot_carry() -> None:
+    view = build_view("a\x01b\x1fc", "token-abcdefghijklmnop", T0, [
+        PhotoPoint("p1", "f\x02.jpg", 0, T0, 0, OFFSET_TAG, 1.0, 2.0, None, sequence=1)])
+
+    text = journey_gpx(view)
+
+    assert ET.fromstring(text) is not None
+    assert gpxpy.parse(text).name == "abc"
 
 
 # --- properties -------------------------------------------------------------------------------

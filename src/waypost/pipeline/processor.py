@@ -59,11 +59,12 @@ class InboundProcessor:
     def purge_raw(self, job: Job) -> None:
         """Delete a processed message's raw bytes (the original attachments with them)."""
         row = self._load(job.payload["message_id"])
-        if row is not None and row.status == PROCESSED and row.raw_deleted_at is None:
+        purge = row is not None and row.status == PROCESSED and row.raw_deleted_at is None
+        if purge:
             self.blobs.delete(row.blob_key)
             log.info("deleted the raw message of %s", row.id)
         with self.engine.begin() as conn:
-            if row is not None and row.raw_deleted_at is None:
+            if purge:
                 conn.execute(inbound_messages.update().where(inbound_messages.c.id == row.id)
                              .values(raw_deleted_at=utcnow()))
             self.queue.complete(conn, job)

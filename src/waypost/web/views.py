@@ -175,23 +175,31 @@ def _point(position: tuple[float, float], altitude: float | None) -> dict[str, A
     return {"type": "Point", "coordinates": coordinates}
 
 
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(text: str | None) -> str | None:
+    """Text XML 1.0 can carry: control characters (a subject may hold any) removed."""
+    return None if text is None else _XML_ILLEGAL.sub("", text)
+
+
 def journey_gpx(view: JourneyView) -> str:
     """GPX 1.1: the route as one track (own GPS fixes only, with times), stops as waypoints."""
     document = gpxpy.gpx.GPX()
-    document.name = view.title
+    document.name = _xml_text(view.title)
     document.creator = "Waypost"
     document.time = view.updated_at or view.created_at
-    track = gpxpy.gpx.GPXTrack(name=view.title)
+    track = gpxpy.gpx.GPXTrack(name=_xml_text(view.title))
     segment = gpxpy.gpx.GPXTrackSegment()
     for photo in view.route:
         lat, lon = photo.position  # type: ignore[misc]
         segment.points.append(gpxpy.gpx.GPXTrackPoint(lat, lon, elevation=photo.altitude, time=photo.taken_at,
-                                                      name=photo.filename))
+                                                      name=_xml_text(photo.filename)))
     track.segments.append(segment)
     document.tracks.append(track)
     for stop in view.stops:
         document.waypoints.append(gpxpy.gpx.GPXWaypoint(
-            stop.position[0], stop.position[1], time=stop.arrival.astimezone(UTC), name=stop.label,
+            stop.position[0], stop.position[1], time=stop.arrival.astimezone(UTC), name=_xml_text(stop.label),
             description=f"{len(stop.photos)} photo{'s' if len(stop.photos) != 1 else ''}",
         ))
     return document.to_xml(version="1.1")

@@ -268,7 +268,10 @@ def _local(moment: datetime | None, offset_minutes: int | None) -> datetime | No
         return None
     if offset_minutes is None:
         return moment
-    return moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    try:
+        return moment.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    except OverflowError:  # a stored time at the calendar's edge: show it in UTC rather than fail
+        return moment
 
 
 def time_order(photos: Iterable[PhotoPoint]) -> list[PhotoPoint]:

@@ -326,7 +326,14 @@ def _clock(stamp: Any) -> tuple[int, int, float] | None:
     return int(hours), int(minutes), seconds
 
 
+_YEARS = range(1826, 2200)  # from the oldest surviving photograph; anything else is a broken clock
+
+
 def _datetime_or_none(*parts: int) -> datetime | None:
+    """The time, or None for an impossible one. Years far outside photography are refused
+    too: shifting year 1 or 9999 by a UTC offset leaves Python's date range."""
+    if parts[0] not in _YEARS:
+        return None
     try:
         return datetime(*parts)  # noqa: DTZ001 - EXIF wall-clock time carries no zone
     except ValueError:

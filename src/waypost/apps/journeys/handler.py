@@ -102,7 +102,7 @@ class JourneysApp:
         """The +detail of ``journeys+<reply token>@domain``, if the mail was sent there."""
         local = recipient.rsplit("@", 1)[0]
         _, _, detail = local.partition("+")
-        return detail or None
+        return detail.lower() or None
 
     def _read_photos(self, mail: InboundMail) -> Batch:
         ignored: list[str] = []

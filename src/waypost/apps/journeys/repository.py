@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass
 
@@ -13,11 +14,16 @@ from waypost.mail.addresses import AddressError, address_key
 from waypost.store.models import journey_messages, journeys, photos, utcnow
 
 TOKEN_BYTES = 24  # 192 random bits in every share link
-REPLY_TOKEN_BYTES = 18  # 144 bits, short enough for the local part of an address (64 octets)
+REPLY_TOKEN_BYTES = 20  # 160 bits: 32 base32 characters, well inside a 64-octet local part
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def new_reply_token() -> str:
+    """Lower-case base32: relays that fold the case of a local part cannot break it."""
+    return base64.b32encode(secrets.token_bytes(REPLY_TOKEN_BYTES)).decode().rstrip("=").lower()
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class NewPhoto:
 
 def create_journey(conn: Connection, *, title: str, owner: str, source_message_id: str) -> JourneyRef:
     now = utcnow()
-    token, reply_token = new_token(), secrets.token_urlsafe(REPLY_TOKEN_BYTES)
+    token, reply_token = new_token(), new_reply_token()
     result = conn.execute(
         journeys.insert().values(
             token=token, reply_token=reply_token, title=title, owner_address=owner,

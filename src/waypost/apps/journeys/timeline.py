@@ -38,7 +38,17 @@ class PhotoTime:
 
 
 def resolve_time(meta: PhotoMetadata, mail_date: datetime | None, zone_at: ZoneAt | None = None) -> PhotoTime:
-    """The photo's instant and local offset, and which source gave them (``SOURCES``)."""
+    """The photo's instant and local offset, and which source gave them (``SOURCES``).
+
+    A time at the very edge of the calendar that no offset can be applied to counts as no
+    time: a hostile photo must never fail the whole mail."""
+    try:
+        return _resolve(meta, mail_date, zone_at)
+    except OverflowError:
+        return PhotoTime(None, None, NO_TIME)
+
+
+def _resolve(meta: PhotoMetadata, mail_date: datetime | None, zone_at: ZoneAt | None) -> PhotoTime:
     local = meta.taken_local
     if local is not None and meta.utc_offset_minutes is not None:
         return PhotoTime(_as_utc(local, meta.utc_offset_minutes), meta.utc_offset_minutes, OFFSET_TAG)

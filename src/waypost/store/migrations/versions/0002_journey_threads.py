@@ -8,6 +8,7 @@ Revises: 0001
 Create Date: 2026-11-22
 """
 
+import base64
 import secrets
 
 import sqlalchemy as sa
@@ -60,8 +61,8 @@ def upgrade() -> None:
         .select_from(journeys.outerjoin(inbound, inbound.c.id == journeys.c.source_message_id))
     ).all()
     for row in rows:
-        conn.execute(journeys.update().where(journeys.c.id == row.id)
-                     .values(reply_token=secrets.token_urlsafe(18)))
+        token = base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=").lower()  # as the app makes them
+        conn.execute(journeys.update().where(journeys.c.id == row.id).values(reply_token=token))
         conn.execute(links.insert().values(journey_id=row.id, direction="in", inbound_message_id=row.source_message_id,
                                            message_id_header=row.message_id_header, created_at=row.created_at))
         reply = conn.execute(sa.select(outbound.c.message_id_header)
@@ -72,9 +73,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The two added columns stay: dropping a column makes SQLite rebuild the table, which
+    # fails on (or cascades through) the foreign keys. Code of revision 0001 ignores them.
     op.drop_table("journey_messages")
     op.drop_index(op.f("ix_journeys_reply_token"), table_name="journeys")
-    with op.batch_alter_table("journeys", schema=None) as batch_op:
-        batch_op.drop_column("reply_token")
-    with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
-        batch_op.drop_column("raw_deleted_at")
