@@ -46,17 +46,23 @@ def answer(original: EmailMessage, reply: EmailMessage, shots: tuple[Shot, ...],
     return message
 
 
+def first_journey(runtime: Any) -> tuple[EmailMessage, EmailMessage]:
+    """Ann, allowlisted, mails the Lisbon photos; returns her mail and the reply she got."""
+    runtime.allowlist.add("ann@example.org")
+    first = photo_mail()
+    send(runtime, first)
+    drain(runtime)
+    (ready,) = caught(runtime)
+    return first, ready
+
+
 def journey_rows(runtime: Any) -> list[sa.Row]:
     with runtime.engine.connect() as conn:
         return conn.execute(sa.select(journeys).order_by(journeys.c.id)).all()
 
 
 def test_reply_in_thread_adds_photos_to_the_journey(runtime: Any) -> None:
-    runtime.allowlist.add("ann@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
     assert str(ready["Reply-To"]).startswith("journeys+") and str(ready["Reply-To"]).endswith("@waypost.test")
 
     # the mail client answers to Reply-To and threads with In-Reply-To/References
@@ -77,11 +83,7 @@ def test_reply_in_thread_adds_photos_to_the_journey(runtime: Any) -> None:
 
 def test_reply_address_alone_finds_the_journey(runtime: Any) -> None:
     # some clients drop In-Reply-To; the +token in the address still says which journey
-    runtime.allowlist.add("ann@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
 
     send(runtime, answer(first, ready, MORE, threaded=False), rcpt=str(ready["Reply-To"]))
     drain(runtime)
@@ -90,11 +92,7 @@ def test_reply_address_alone_finds_the_journey(runtime: Any) -> None:
 
 
 def test_reply_address_survives_a_relay_that_upper_cases_it(runtime: Any) -> None:
-    runtime.allowlist.add("ann@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
     local, domain = str(ready["Reply-To"]).split("@")
 
     send(runtime, answer(first, ready, MORE, threaded=False), rcpt=f"{local.upper()}@{domain}")
@@ -104,11 +102,7 @@ def test_reply_address_survives_a_relay_that_upper_cases_it(runtime: Any) -> Non
 
 
 def test_a_photo_sent_again_in_the_thread_is_stored_once(runtime: Any) -> None:
-    runtime.allowlist.add("ann@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
     again = answer(first, ready, ())
     for part in first.iter_attachments():  # the very same files
         again.add_attachment(part.get_content(), maintype="image", subtype="jpeg", filename=part.get_filename())
@@ -122,12 +116,8 @@ def test_a_photo_sent_again_in_the_thread_is_stored_once(runtime: Any) -> None:
 
 
 def test_someone_else_replying_in_the_thread_starts_their_own_journey(runtime: Any) -> None:
-    runtime.allowlist.add("ann@example.org")
     runtime.allowlist.add("bob@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
 
     send(runtime, answer(first, ready, MORE, sender="bob@example.org"), sender="bob@example.org",
          rcpt=str(ready["Reply-To"]))
@@ -149,11 +139,7 @@ def test_a_new_thread_starts_a_new_journey(runtime: Any) -> None:
 
 
 def test_rerunning_a_thread_reply_changes_nothing(runtime: Any) -> None:
-    runtime.allowlist.add("ann@example.org")
-    first = photo_mail()
-    send(runtime, first)
-    drain(runtime)
-    (ready,) = caught(runtime)
+    first, ready = first_journey(runtime)
     second = answer(first, ready, MORE)
     mail_id = send(runtime, second, rcpt=str(ready["Reply-To"]))
     drain(runtime)
