@@ -63,7 +63,7 @@ def leg_path(leg: Leg) -> list[tuple[float, float]]:
     return arc(a, b) if leg.flight else unwrap([a, b])  # type: ignore[arg-type]
 
 
-def leg_json(leg: Leg) -> dict[str, Any]:
+def _leg_fields(leg: Leg) -> dict[str, Any]:
     speed = leg.speed_kmh
     return {
         "from": leg.start.public_id,
@@ -72,8 +72,11 @@ def leg_json(leg: Leg) -> dict[str, Any]:
         "distance_km": round(leg.distance_km, 3),
         "duration_s": int(leg.duration.total_seconds()),
         "speed_kmh": None if speed is None else round(speed, 1),
-        "path": [[_round(lat), _round(lon)] for lat, lon in leg_path(leg)],
     }
+
+
+def leg_json(leg: Leg) -> dict[str, Any]:
+    return {**_leg_fields(leg), "path": [[_round(lat), _round(lon)] for lat, lon in leg_path(leg)]}
 
 
 def stop_json(stop: Stop) -> dict[str, Any]:
@@ -150,9 +153,7 @@ def journey_geojson(view: JourneyView) -> dict[str, Any]:
         pieces = [[[_round(lon), _round(lat)] for lat, lon in piece] for piece in split_at_antimeridian(leg_path(leg))]
         geometry = ({"type": "LineString", "coordinates": pieces[0]} if len(pieces) == 1
                     else {"type": "MultiLineString", "coordinates": pieces})
-        data = leg_json(leg)
-        del data["path"]
-        features.append({"type": "Feature", "geometry": geometry, "properties": {"kind": "leg", **data}})
+        features.append({"type": "Feature", "geometry": geometry, "properties": {"kind": "leg", **_leg_fields(leg)}})
     for stop in view.stops:
         data = stop_json(stop)
         features.append({"type": "Feature", "geometry": _point(stop.position, None),

@@ -258,10 +258,6 @@ class JourneyView:
                 visits.append(Visit(stop.label, (stop,)))
         return tuple(visits)
 
-    @property
-    def flights(self) -> tuple[Leg, ...]:
-        return tuple(leg for leg in self.legs if leg.flight)
-
 
 def _local(moment: datetime | None, offset_minutes: int | None) -> datetime | None:
     if moment is None:
