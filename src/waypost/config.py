@@ -12,7 +12,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -86,6 +86,50 @@ class WebSettings(_Group):
     tile_attribution: str = "&copy; OpenStreetMap contributors"
 
 
+class OutboundSettings(_Group):
+    transport: Literal["catcher", "smtp", "ses"] = "catcher"
+    # SES sandbox defaults; in SES mode the account's own limits replace them when readable
+    max_per_second: float = Field(1.0, gt=0, le=100_000)
+    max_per_day: int = Field(200, ge=0)  # rolling 24 hours; 0: no daily quota
+    limits_from_provider: bool = True
+    bounce_domain: str | None = None  # envelope sender domain (VERP); None: mail_domain
+    bounce_mailbox: str = "bounces"  # VERP local part: bounces+<token>@bounce_domain
+    unsubscribe_mailbox: str = "unsubscribe"  # the mailto: form of List-Unsubscribe
+    paused_recheck_seconds: float = Field(60.0, gt=0)  # how often a paused message looks again
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _bounce_domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not value or "@" in value or " " in value:
+            raise ValueError("must be a bare domain such as bounces.example.org")
+        return value
+
+
+class SmarthostSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"  # none: only for loopback relays
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(60.0, gt=0)
+    ca_file: Path | None = None  # trust these CAs for the smarthost's certificate; None: system store
+
+
+class DkimSettings(_Group):
+    selector: str | None = None  # set selector and private_key_file to sign (SMTP mode)
+    private_key_file: Path | None = None  # PEM, RSA 2048+ (rsa-sha256) or Ed25519 (ed25519-sha256)
+    domain: str | None = None  # d= tag; None: mail_domain
+
+
+class SesSettings(_Group):
+    region: str = "eu-west-1"
+    endpoint_url: str | None = None  # only for tests and VPC endpoints
+    configuration_set: str | None = None  # ConfigurationSetName on every send (event publishing)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -111,6 +155,13 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     journeys: JourneySettings = JourneySettings()
     web: WebSettings = WebSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    smarthost: SmarthostSettings = SmarthostSettings()
+    dkim: DkimSettings = DkimSettings()
+    ses: SesSettings = SesSettings()
+    # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
+    # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key
+    secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
 
     @field_validator("mail_domain")
     @classmethod
@@ -126,6 +177,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [part for part in value.replace(",", " ").split() if part]
         return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+
+    @field_validator("secret_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        if isinstance(value, str | SecretStr):
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            value = [part for part in raw.replace(",", " ").split() if part]
+        keys = tuple(SecretStr(v.get_secret_value() if isinstance(v, SecretStr) else str(v)) for v in value)
+        if any(len(k.get_secret_value()) < 16 for k in keys):
+            raise ValueError("each key needs at least 16 characters (use: openssl rand -hex 32)")
+        return keys
 
     @field_validator("base_url")
     @classmethod
@@ -181,6 +243,18 @@ class Settings(BaseSettings):
     @property
     def public_base_url(self) -> str:
         return self.base_url or f"http://{self.http.host}:{self.http.port}"
+
+    @property
+    def bounce_domain(self) -> str:
+        return self.outbound.bounce_domain or self.mail_domain
+
+    @property
+    def dkim_domain(self) -> str:
+        return self.dkim.domain or self.mail_domain
+
+    @property
+    def unsubscribe_address(self) -> str:
+        return f"{self.outbound.unsubscribe_mailbox}@{self.mail_domain}"
 
     @property
     def outbox_dir(self) -> Path:

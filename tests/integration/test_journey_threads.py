@@ -77,7 +77,7 @@ def test_reply_in_thread_adds_photos_to_the_journey(runtime: Any) -> None:
     assert [p.filename for p in view.route] == ["Belém.jpg", "Castelo.jpg", "Pena.jpg", "Baixa.jpg", "Tower.jpg"]
     updated = next(m for m in caught(runtime) if m["In-Reply-To"] == second["Message-ID"])
     assert "updated" in str(updated["Subject"])
-    assert "we added 2 photos" in updated.get_body(("plain",)).get_content()
+    assert "Your journey has 2 new photos" in updated.get_body(("plain",)).get_content()
     assert updated["Reply-To"] == ready["Reply-To"]
 
 
@@ -112,7 +112,7 @@ def test_a_photo_sent_again_in_the_thread_is_stored_once(runtime: Any) -> None:
 
     assert count(runtime, photos) == 3
     updated = next(m for m in caught(runtime) if m["In-Reply-To"] == again["Message-ID"])
-    assert "already in your journey" in updated.get_body(("plain",)).get_content()
+    assert "those photos were already in it" in updated.get_body(("plain",)).get_content()
 
 
 def test_someone_else_replying_in_the_thread_starts_their_own_journey(runtime: Any) -> None:

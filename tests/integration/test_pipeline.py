@@ -81,7 +81,12 @@ def test_allowed_sender_gets_one_threaded_reply_with_the_journey(runtime: Any) -
     assert reply["In-Reply-To"] == message["Message-ID"]
     assert message["Message-ID"] in reply["References"]
     assert reply["Auto-Submitted"] == "auto-replied"
-    assert reply["Return-Path"] == "<journeys@waypost.test>"
+    # the envelope sender is a VERP address naming this reply's outbound row
+    return_path = str(reply["Return-Path"]).strip("<>")
+    assert return_path.startswith("bounces+") and return_path.endswith("@waypost.test")
+    with runtime.engine.connect() as conn:
+        outbound_id = conn.execute(sa.select(outbound_messages.c.id)).scalar_one()
+    assert runtime.verp.outbound_id(return_path) == outbound_id
     assert "Lisbon" in reply["Subject"]
     assert str(reply["Message-ID"]).endswith("@waypost.test>")
     text = reply.get_body(("plain",)).get_content()

@@ -23,6 +23,7 @@ from waypost.mail.addresses import first_mailbox
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CHUNK = 64 * 1024
+TEXT_LIMIT = 16 * 1024  # enough for a command or a token; a body is never needed whole
 
 
 class MalformedMessage(PermanentError):
@@ -48,6 +49,7 @@ class ParsedMessage:
     date: datetime | None
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...]
+    text: str = ""  # the first text/plain part that is not an attachment, at most TEXT_LIMIT characters
 
 
 def parse_message(raw: bytes | BinaryIO) -> ParsedMessage:
@@ -64,6 +66,7 @@ def parse_message(raw: bytes | BinaryIO) -> ParsedMessage:
         in_reply_to=_first_msgid(_header(message, "In-Reply-To")),
         references=tuple(_MSGID.findall(_header(message, "References") or "")),
         date=_date(_header(message, "Date")),
+        text=_first_text(message),
         attachments=tuple(_attachments(message)),
         defects=tuple(type(defect).__name__ for defect in message.defects),
     )
@@ -127,6 +130,19 @@ def _date(value: str | None) -> datetime | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def _first_text(message: EmailMessage) -> str:
+    for part in message.walk():
+        if part.get_content_type() != "text/plain" or part.get_content_disposition() == "attachment":
+            continue
+        try:
+            content = part.get_content()
+        except (LookupError, ValueError, TypeError, AssertionError):  # unknown charset, broken encoding
+            data = _payload(part) or b""
+            content = data.decode("utf-8", "replace")
+        return str(content)[:TEXT_LIMIT]
+    return ""
 
 
 def _attachments(message: EmailMessage) -> list[Attachment]:

@@ -1,33 +1,62 @@
-"""Build transactional messages from templates: text and HTML from one context, with the
-headers every Waypost message carries (invariant 5)."""
+"""Build transactional messages from templates, with the headers every Waypost message
+carries (invariant 5).
+
+A message template is one file (``<app>/<name>.jinja``) rendered twice, as HTML and as plain
+text, with the building blocks of ``templates/_blocks.jinja``; layouts nest base → stream →
+message. Rendering happens before anything is queued, and a message that fails to render, or
+links anywhere but our own base URL (no shorteners, no third-party links), never reaches the
+outbox.
+"""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
 from waypost.config import Settings
-from waypost.mail.addresses import format_mailbox
+from waypost.errors import PermanentError
+from waypost.mail.addresses import AddressError, domain_of, format_mailbox
+from waypost.outbound.unsubscribe import UnsubscribeTokens
 from waypost.store.models import utcnow
 
 LAYOUTS = Path(__file__).with_name("templates")
+TEXT_WIDTH = 72
+_URL_IN_TEXT = re.compile(r"""(?:https?|ftp)://[^\s<>"')\]]+""", re.IGNORECASE)
+_SCHEME = re.compile(r"(?:https?|ftp)://", re.IGNORECASE)
+
+
+class RenderError(PermanentError):
+    """A message could not be rendered, or would link somewhere it must not."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str  # "application/gpx+xml"
+    data: bytes
 
 
 @dataclass(frozen=True)
 class Draft:
-    template: str  # "<app>/<name>": renders <name>.txt and <name>.html
+    template: str  # "<app>/<name>": renders <name>.jinja as HTML and as text
     to: str
     subject: str
+    stream: str  # which kind of mail (the unsubscribe token and the pause switch use it)
     context: dict[str, Any] = field(default_factory=dict)
     in_reply_to: str | None = None
     references: tuple[str, ...] = ()
     reply_to: str | None = None  # where the person's answer should go, when not to From
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,22 +66,49 @@ class Composed:
     subject: str
 
 
+def reflow(value: str, indent: str = "") -> str:
+    """One paragraph of plain text: whitespace joined, wrapped at 72 columns, URLs unbroken."""
+    words = " ".join(str(value).split())
+    return textwrap.fill(words, width=TEXT_WIDTH, initial_indent=indent, subsequent_indent=" " * len(indent),
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def unlinked(value: object) -> str:
+    """Text a person gave us (a subject, a file name), echoed back without URL schemes: a
+    reply must not carry links we did not make, and the link check would refuse it."""
+    return _SCHEME.sub("", str(value))
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
 class Composer:
-    def __init__(self, settings: Settings, template_dirs: list[Path],
+    def __init__(self, settings: Settings, template_dirs: list[Path], tokens: UnsubscribeTokens,
                  filters: dict[str, Callable[..., str]] | None = None) -> None:
         self.settings = settings
+        self.tokens = tokens
         loader = jinja2.FileSystemLoader([LAYOUTS, *template_dirs])
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
                                            keep_trailing_newline=True)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
-        for env in (self.text_env, self.html_env):
-            env.filters.update(filters or {})
+        self.text_env.filters.update({"reflow": reflow, "unlinked": unlinked, **(filters or {})})
+        self.html_env.filters.update({"reflow": lambda value, indent="": value, "unlinked": unlinked,
+                                      **(filters or {})})
 
     def compose(self, draft: Draft) -> Composed:
-        """Render and assemble; raises jinja2.TemplateError before anything is queued."""
-        context = {**self._common_context(), **draft.context, "subject": draft.subject}
-        text = self.text_env.get_template(f"{draft.template}.txt").render(context)
-        html = self.html_env.get_template(f"{draft.template}.html").render(context)
+        """Render and assemble; raises RenderError before anything is queued."""
+        one_click, mailto = self.tokens.links(draft.to, draft.stream, base_url=self.settings.public_base_url,
+                                              mailto=self.settings.unsubscribe_address)
+        context = {**self._common_context(), **draft.context, "subject": draft.subject, "unsubscribe_url": one_click}
+        name = f"{draft.template}.jinja"
+        try:
+            text = _tidy_text(self.text_env.get_template(name).render(context, fmt="text"))
+            html = self.html_env.get_template(name).render(context, fmt="html")
+        except jinja2.TemplateError as err:
+            raise RenderError(f"template {name} did not render: {type(err).__name__}: {err}") from err
+        self.check_links(text, html)
         message = EmailMessage()
         message_id = make_msgid(domain=self.settings.mail_domain)
         message["From"] = format_mailbox(self.settings.reply_from_name, self.settings.reply_address)
@@ -67,9 +123,44 @@ class Composer:
             message["References"] = " ".join((*draft.references, draft.in_reply_to)[-20:])
         # RFC 3834 §5: an automatic response says so, which stops auto-reply loops.
         message["Auto-Submitted"] = "auto-replied"
+        # RFC 8058: an https URI (and a mailto one) that unsubscribes with one POST
+        message["List-Unsubscribe"] = f"<{one_click}>, <{mailto}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         message.set_content(text)
         message.add_alternative(html, subtype="html")
-        return Composed(message.as_bytes(), message_id, draft.subject)
+        for attachment in draft.attachments:
+            maintype, _, subtype = attachment.content_type.partition("/")
+            message.add_attachment(attachment.data, maintype=maintype, subtype=subtype or "octet-stream",
+                                   filename=attachment.filename)
+        # Header lines may be up to 998 characters (RFC 5322 §2.1.1). At the default 78 the
+        # folder cannot break a long URI and RFC 2047-encodes the whole List-Unsubscribe value,
+        # which receivers then do not read as URIs.
+        raw = message.as_bytes(policy=message.policy.clone(max_line_length=998))
+        return Composed(raw, message_id, draft.subject)
+
+    def check_links(self, text: str, html: str) -> None:
+        """Every link points at our base URL, or mails our own domain; else RenderError."""
+        links = {link.rstrip(".,;:!?") for link in _URL_IN_TEXT.findall(text)}
+        collector = _LinkCollector()
+        collector.feed(html)
+        collector.close()
+        links.update(collector.links)
+        links.update(link.rstrip(".,;:!?") for link in _URL_IN_TEXT.findall(collector.text))
+        bad = sorted(link for link in links if not self._allowed(link))
+        if bad:
+            raise RenderError(f"links outside {self.settings.public_base_url}: {', '.join(bad[:5])}")
+
+    def _allowed(self, link: str) -> bool:
+        base = self.settings.public_base_url
+        if link == base or link.startswith(base + "/") or link.startswith(base + "?") or link.startswith("#"):
+            return True
+        if link.lower().startswith("mailto:"):
+            address = link[len("mailto:"):].split("?", 1)[0]
+            try:
+                return domain_of(address) in (self.settings.mail_domain, domain_of(self.settings.operator_address))
+            except AddressError:
+                return False
+        return False
 
     def _common_context(self) -> dict[str, Any]:
         base = self.settings.public_base_url
@@ -79,4 +170,31 @@ class Composer:
             "privacy_url": f"{base}/privacy",
             "terms_url": f"{base}/terms",
             "base_url": base,
+            "quote": quote,
         }
+
+
+class _LinkCollector(HTMLParser):
+    """Every URL-bearing attribute of rendered HTML, and its visible text."""
+
+    URL_ATTRIBUTES = frozenset({"href", "src", "action", "background", "poster", "formaction", "srcset"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in self.URL_ATTRIBUTES and value:
+                if name == "srcset":
+                    self.links.extend(part.strip().split(" ", 1)[0] for part in value.split(",") if part.strip())
+                else:
+                    self.links.append(value.strip())
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self._text)

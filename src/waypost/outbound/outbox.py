@@ -1,29 +1,61 @@
-"""The outbox: every message Waypost sends is queued here and delivered from here.
+"""The outbox: every message Waypost sends is queued here and delivered from here (invariant 4).
 
 Queueing happens inside the caller's transaction, keyed by a deterministic idempotency key,
-so a handler that runs twice queues one message. Delivery marks the row ``sending`` before
-handing it to the Sender and ``sent`` after; a crash in between leaves ``sending``, and the
-retry sends again with the same idempotency key, which the catcher turns into the same file.
-(The send-path work adds suppression, pause, quota and rate checks here, before the Sender.)
+so a handler that runs twice queues one message. Delivery is one job per message:
+
+1. **Admission**, in one transaction that holds the send lock: the pause switches (global
+   and per stream), the suppression list, the per-second rate and the rolling 24-hour quota.
+   A paused message waits (state ``paused``), a suppressed one ends ``suppressed`` and never
+   reaches a Sender, a rate-limited one is deferred to the moment the window frees. Deferrals
+   do not use up attempts. An admitted message is ``sending`` with ``admitted_at`` set; the
+   rate windows count those times, so several worker processes share one budget.
+2. **Handoff**: the Sender calls back just before the message's bytes leave, and
+   ``handoff_at`` is committed. From then on the message is never handed over again unless the
+   transport said no: after a crash, a row still ``sending`` with ``handoff_at`` set is settled
+   as sent (confirmed by the Sender when it can tell, else marked ``unconfirmed``), so a crash
+   between a send and its commit never delivers twice.
+3. **Outcome**: ``sent`` with the provider's message id; a transient error puts the row back
+   to ``queued`` and the worker retries with backoff; throttling defers without using an
+   attempt; a permanent error ends ``failed`` with the reason; a provider-side pause pauses
+   the outbox.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost import failpoints
-from waypost.outbound.senders.base import Envelope, Sender
-from waypost.store.models import outbound_messages, utcnow
+from waypost.errors import PermanentError, TransientError
+from waypost.outbound import control, suppression
+from waypost.outbound.ratelimit import RateLimiter
+from waypost.outbound.senders.base import (
+    DeliveryUnknownError,
+    Envelope,
+    Sender,
+    SendingPausedError,
+    ThrottledError,
+)
+from waypost.store.db import is_postgres
+from waypost.store.models import outbound_messages, send_locks, utcnow
 from waypost.store.queue import Job, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
 SEND_JOB = "send"
-QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
+QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED = "queued", "sending", "sent", "failed", "suppressed", "paused"
+STATES = (QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED)
+FINAL = (SENT, FAILED, SUPPRESSED)
 
 
 @dataclass(frozen=True)
@@ -37,12 +69,83 @@ class OutboundMessage:
     raw: bytes
 
 
+class Verp:
+    """Per-message envelope senders, ``bounces+<id>-<mac>@bounce-domain``: a bounce that comes
+    back names the outbound row, even when the DSN itself is unreadable, and the MAC stops
+    anyone from suppressing an address by mailing a forged bounce."""
+
+    def __init__(self, mailbox: str, domain: str, keys: Sequence[bytes]) -> None:
+        self.mailbox = mailbox
+        self.domain = domain
+        self.keys = tuple(keys)
+
+    def address(self, outbound_id: int) -> str:
+        return f"{self.mailbox}+{_base36(outbound_id)}-{self._mac(self.keys[0], outbound_id)}@{self.domain}"
+
+    def outbound_id(self, address: str) -> int | None:
+        """The outbound row a VERP address names, or None when it is not one of ours."""
+        local, _, domain = address.rpartition("@")
+        prefix = f"{self.mailbox}+"
+        if domain.lower() != self.domain or not local.lower().startswith(prefix):
+            return None
+        number, _, mac = local[len(prefix):].lower().partition("-")
+        try:
+            outbound_id = int(number, 36)
+        except ValueError:
+            return None
+        if any(hmac.compare_digest(mac, self._mac(key, outbound_id)) for key in self.keys):
+            return outbound_id
+        return None
+
+    @staticmethod
+    def _mac(key: bytes, outbound_id: int) -> str:
+        digest = hmac.new(key, f"verp:{outbound_id}".encode(), hashlib.sha256).digest()[:8]
+        return base64.b32encode(digest).decode().rstrip("=").lower()  # lower case: relays may fold it
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    pass
+
+
+@dataclass(frozen=True)
+class _Done:
+    state: str
+
+
+@dataclass(frozen=True)
+class _Later:
+    seconds: float
+    why: str
+    all_sends: bool  # True: nothing may be sent before then (rate, quota, global pause)
+
+
 class Outbox:
-    def __init__(self, engine: Engine, queue: JobQueue, sender: Sender, *, max_attempts: int) -> None:
+    def __init__(self, engine: Engine, queue: JobQueue, sender: Sender, *, max_attempts: int,
+                 limiter: RateLimiter, verp: Verp | None = None, paused_recheck: float = 60.0) -> None:
         self.engine = engine
         self.queue = queue
         self.sender = sender
         self.max_attempts = max_attempts
+        self.limiter = limiter
+        self.verp = verp
+        self.paused_recheck = paused_recheck
+        # this process knows no send can start before then (monotonic clock); the worker
+        # leaves send jobs alone until it passes instead of claiming and deferring each one
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    # -- queueing ------------------------------------------------------------------------
 
     def queue_message(self, conn: Connection, message: OutboundMessage) -> int:
         """Queue inside the caller's transaction; the same key queues nothing new."""
@@ -51,7 +154,7 @@ class Outbox:
         ).scalar()
         if existing is not None:
             return int(existing)
-        row_id = conn.execute(
+        row_id = int(conn.execute(
             outbound_messages.insert().values(
                 idempotency_key=message.idempotency_key,
                 stream=message.stream,
@@ -63,39 +166,186 @@ class Outbox:
                 state=QUEUED,
                 created_at=utcnow(),
             )
-        ).inserted_primary_key[0]
-        enqueue(conn, SEND_JOB, {"outbound_id": int(row_id)}, max_attempts=self.max_attempts)
-        return int(row_id)
+        ).inserted_primary_key[0])
+        if self.verp is not None:
+            conn.execute(outbound_messages.update().where(outbound_messages.c.id == row_id)
+                         .values(envelope_sender=self.verp.address(row_id)))
+        enqueue(conn, SEND_JOB, {"outbound_id": row_id}, max_attempts=self.max_attempts)
+        return row_id
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def blocked_for(self) -> float:
+        """Seconds before this process may start another send (0: now)."""
+        return max(0.0, self._blocked_until - time.monotonic())
 
     def deliver(self, job: Job) -> None:
-        """Run one send job. Raises what the Sender raised; the worker decides on retries."""
+        """Run one send job. Raises TransientError or PermanentError for the worker to retry or
+        dead-letter; every other outcome is recorded here."""
         row = self._load(job.payload["outbound_id"])
-        if row is None or row.state in (SENT, FAILED):
-            with self.engine.begin() as conn:
-                self.queue.complete(conn, job)
+        if row is None or row.state in FINAL:
+            self._complete(job)
             return
-        self._set_state(row.id, SENDING)
-        envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key)
-        provider_id = self.sender.send(envelope, row.raw)
+        if row.state == SENDING and row.handoff_at is not None:
+            self._settle_interrupted(job, row)
+            return
+        decision = self._admit(job, row.id)
+        if isinstance(decision, _Done):
+            log.info("outbound %s ended %s before sending", row.idempotency_key, decision.state)
+            return
+        if isinstance(decision, _Later):
+            self._defer(job, decision)
+            return
+        self._send(job, row)
+
+    def _send(self, job: Job, row: sa.Row) -> None:
+        envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
+                            row.message_id_header)
+        handed_over = False
+
+        def handoff() -> None:
+            nonlocal handed_over
+            if handed_over:
+                raise RuntimeError("a Sender called handoff twice")
+            with self.engine.begin() as conn:
+                conn.execute(outbound_messages.update().where(outbound_messages.c.id == row.id)
+                             .values(handoff_at=utcnow()))
+            handed_over = True
+            failpoints.hit("outbox.after_handoff")
+
+        try:
+            provider_id = self.sender.send(envelope, row.raw, handoff)
+        except DeliveryUnknownError as err:
+            self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True, error=str(err))
+            log.warning("outbound %s handed over but not confirmed (%s); not sent again", row.idempotency_key, err)
+            return
+        except SendingPausedError as err:
+            self._provider_paused(job, row.id, str(err))
+            return
+        except ThrottledError as err:
+            self._requeue(row.id, f"throttled: {err}")
+            self._defer(job, _Later(err.retry_after, f"throttled by {self.sender.name}: {err}", all_sends=True))
+            return
+        except PermanentError as err:
+            self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False)
+            raise
+        except TransientError as err:
+            self._requeue(row.id, f"{type(err).__name__}: {err}")
+            raise
+        except Exception as err:
+            if handed_over:  # a bug after the bytes left: treat as handed over, never resend
+                self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True,
+                             error=f"{type(err).__name__} after handoff: {err}")
+                log.exception("outbound %s: the sender failed after handoff; not sent again", row.idempotency_key)
+                return
+            self._requeue(row.id, f"{type(err).__name__}: {err}")
+            raise
+        if not handed_over:
+            log.error("sender %s returned without calling handoff for %s", self.sender.name, row.idempotency_key)
         failpoints.hit("outbox.after_send")
+        self._finish(job, row.id, SENT, provider_id=provider_id)
+        log.info("sent %s to %s via %s (%s)", row.idempotency_key, row.recipient, self.sender.name, provider_id)
+
+    def _settle_interrupted(self, job: Job, row: sa.Row) -> None:
+        """The last attempt handed the message over and stopped before recording the outcome."""
+        envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
+                            row.message_id_header)
+        provider_id = self.sender.confirm(envelope)
+        if provider_id is None and getattr(self.sender, "confirms", False):
+            # the transport can tell, and it never got the message: sending again is safe
+            self._requeue(row.id, "interrupted before the transport stored the message")
+            self.deliver(job)
+            return
+        note = None if provider_id else (
+            "interrupted after handoff; the transport cannot confirm delivery, and sending again "
+            "could deliver twice, so it was not sent again")
+        self._finish(job, row.id, SENT, provider_id=provider_id, unconfirmed=provider_id is None, error=note)
+        log.warning("outbound %s settled after an interrupted send: %s", row.idempotency_key,
+                    provider_id or "unconfirmed")
+
+    def _admit(self, job: Job, outbound_id: int) -> _Admitted | _Done | _Later:
         with self.engine.begin() as conn:
-            conn.execute(
-                outbound_messages.update()
-                .where(outbound_messages.c.id == row.id)
-                .values(state=SENT, provider_message_id=provider_id, sent_at=utcnow(), last_error=None)
-            )
+            lock = sa.select(send_locks.c.name).where(send_locks.c.name == "send")
+            conn.execute(lock.with_for_update() if is_postgres(conn) else lock)
+            row = conn.execute(sa.select(outbound_messages).where(outbound_messages.c.id == outbound_id)).first()
+            if row is None or row.state in FINAL:
+                self.queue.complete(conn, job)
+                return _Done(row.state if row is not None else "gone")
+            pause = control.paused(conn, row.stream)
+            if pause is not None:
+                conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                             .values(state=PAUSED, last_error=f"sending paused ({pause.scope}): {pause.reason}"))
+                return _Later(self.paused_recheck, f"paused: {pause.reason}", all_sends=pause.scope == control.ALL)
+            entry = suppression.lookup(conn, row.recipient)
+            if entry is not None:
+                detail = f"suppressed: {entry.reason} ({entry.source}{', ' + entry.detail if entry.detail else ''})"
+                conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                             .values(state=SUPPRESSED, last_error=detail))
+                self.queue.complete(conn, job)
+                return _Done(SUPPRESSED)
+            now = utcnow()
+            wait = self.limiter.wait_before(conn, now)
+            if wait is not None:
+                if row.state == PAUSED:
+                    conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                                 .values(state=QUEUED, last_error=None))
+                return _Later(wait.seconds, wait.why, all_sends=True)
+            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                         .values(state=SENDING, admitted_at=now, handoff_at=None))
+        return _Admitted()
+
+    def _defer(self, job: Job, later: _Later) -> None:
+        seconds = max(later.seconds, 0.001)
+        if later.all_sends:
+            with self._lock:
+                self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+        with self.engine.begin() as conn:
+            self.queue.defer(conn, job, utcnow() + timedelta(seconds=seconds), later.why)
+        log.debug("send job %s deferred %.3fs: %s", job.id, seconds, later.why)
+
+    def _provider_paused(self, job: Job, outbound_id: int, reason: str) -> None:
+        with self.engine.begin() as conn:
+            control.pause(conn, control.ALL, f"{self.sender.name} paused sending: {reason}", by=self.sender.name)
+            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                         .values(state=PAUSED, handoff_at=None, last_error=f"provider paused sending: {reason}"))
+        log.error("the provider paused sending; the outbox is paused until an operator resumes it: %s", reason)
+        self._defer(job, _Later(self.paused_recheck, "provider paused sending", all_sends=True))
+
+    def _requeue(self, outbound_id: int, error: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                         .values(state=QUEUED, handoff_at=None, last_error=error[:2000]))
+
+    def _finish(self, job: Job, outbound_id: int, state: str, *, provider_id: str | None = None,
+                unconfirmed: bool = False, error: str | None = None, complete: bool = True) -> None:
+        values: dict[str, object] = {"state": state, "last_error": error[:2000] if error else None}
+        if state == SENT:
+            values.update(provider_message_id=(provider_id or None) and provider_id[:255], sent_at=utcnow(),
+                          unconfirmed=unconfirmed)
+        with self.engine.begin() as conn:
+            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
+            if complete:
+                self.queue.complete(conn, job)
+
+    def _complete(self, job: Job) -> None:
+        with self.engine.begin() as conn:
             self.queue.complete(conn, job)
-        log.info("sent %s to %s via %s", row.idempotency_key, row.recipient, self.sender.name)
 
     def record_failure(self, outbound_id: int, error: str, *, final: bool) -> None:
-        values = {"last_error": error, **({"state": FAILED} if final else {})}
+        """The worker gave up on a send job. A message that was handed over is not failed: it
+        may have arrived (it is settled as sent, unconfirmed)."""
         with self.engine.begin() as conn:
+            row = conn.execute(sa.select(outbound_messages.c.state, outbound_messages.c.handoff_at)
+                               .where(outbound_messages.c.id == outbound_id)).first()
+            if row is None:
+                return
+            values: dict[str, object] = {"last_error": error[:2000]}
+            if final and row.state == SENDING and row.handoff_at is not None:
+                values.update(state=SENT, unconfirmed=True, sent_at=utcnow())
+            elif final and row.state not in FINAL:
+                values.update(state=FAILED)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
 
     def _load(self, outbound_id: int) -> sa.Row | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(outbound_messages).where(outbound_messages.c.id == outbound_id)).first()
-
-    def _set_state(self, outbound_id: int, state: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(state=state))

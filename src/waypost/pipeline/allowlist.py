@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from waypost.mail.addresses import address_key, normalise_domain
-from waypost.store.models import allowlist, utcnow
+from waypost.outbound.suppression import suppression_key
+from waypost.store.models import allowlist, suppressions, utcnow
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,26 @@ class Allowlist:
         self.engine = engine
 
     def add(self, text: str, note: str | None = None) -> bool:
-        """Add an entry; False when it was already there."""
+        """Add an entry; False when it was already there. Allowing an address again also
+        lifts its unsubscribe: adding someone back is how they return after leaving."""
         kind, value = parse_entry(text)
+        if kind == "address":
+            with self.engine.begin() as conn:
+                conn.execute(suppressions.delete().where(suppressions.c.address == suppression_key(text),
+                                                         suppressions.c.reason == "UNSUBSCRIBE"))
         try:
             with self.engine.begin() as conn:
                 conn.execute(allowlist.insert().values(kind=kind, value=value, added_at=utcnow(), note=note))
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def forget(conn: Connection, address: str) -> bool:
+        """Remove the address entry for ``address`` inside the caller's transaction (the
+        journeys stream's unsubscribe); a domain entry stays, the gate refuses those who left."""
+        return conn.execute(allowlist.delete().where(allowlist.c.kind == "address",
+                                                     allowlist.c.value == address_key(address))).rowcount > 0
 
     def remove(self, text: str) -> bool:
         _, value = parse_entry(text)

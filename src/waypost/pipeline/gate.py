@@ -21,6 +21,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Refusal(StrEnum):
     NO_FROM = "no-single-from-address"
     NOT_ALLOWLISTED = "sender-not-allowlisted"
+    UNSUBSCRIBED = "sender-unsubscribed"
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,25 @@ class Verdict:
 
 
 Check = Callable[[GateInput], Verdict | None]  # None: this check has nothing against it
+# why a sender has left (unsubscribed, complained), or None; such a sender is refused even
+# when their whole domain is allowlisted
+HasLeft = Callable[[str], str | None]
 
 
 class Gate:
-    def __init__(self, allowlist: Allowlist, trusted_networks: Sequence[Network]) -> None:
+    def __init__(self, allowlist: Allowlist, trusted_networks: Sequence[Network],
+                 has_left: HasLeft | None = None) -> None:
         self.allowlist = allowlist
         self.trusted_networks = tuple(trusted_networks)
-        self.checks: tuple[Check, ...] = (self._has_sender, self._allowlisted)
+        self.has_left = has_left
+        self.checks: tuple[Check, ...] = (self._has_sender,)
+        self.member_checks: tuple[Check, ...] = (self._allowlisted, self._not_left)
 
-    def decide(self, mail: GateInput) -> Verdict:
-        for check in self.checks:
+    def decide(self, mail: GateInput, *, open_to_all: bool = False) -> Verdict:
+        """``open_to_all``: the mail is for an app anyone may write to (unsubscribe), so the
+        membership checks (allowlist, left) do not apply."""
+        checks = self.checks if open_to_all else (*self.checks, *self.member_checks)
+        for check in checks:
             verdict = check(mail)
             if verdict is not None:
                 return verdict
@@ -71,6 +81,13 @@ class Gate:
     def _has_sender(mail: GateInput) -> Verdict | None:
         if mail.from_address is None:
             return Verdict.refuse(Refusal.NO_FROM, "the From header holds no single valid address")
+        return None
+
+    def _not_left(self, mail: GateInput) -> Verdict | None:
+        assert mail.from_address is not None
+        why = self.has_left(mail.from_address) if self.has_left else None
+        if why is not None:
+            return Verdict.refuse(Refusal.UNSUBSCRIBED, f"{mail.from_address} {why}")
         return None
 
     def _allowlisted(self, mail: GateInput) -> Verdict | None:

@@ -40,12 +40,13 @@ class InboundProcessor:
             return
         with self.blobs.open(row.blob_key) as raw:
             message = parse_message(raw)
-        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress))
+        routed = self.router.app_for(row.rcpt_tos)
+        open_to_all = routed is not None and getattr(routed[0], "open_to_all", False)
+        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress), open_to_all=open_to_all)
         if not verdict.allowed:
             log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)
             self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}")
             return
-        routed = self.router.app_for(row.rcpt_tos)
         if routed is None:
             self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
             return
@@ -81,7 +82,7 @@ class InboundProcessor:
                 commit=None, purge_after: timedelta | None = None) -> None:  # type: ignore[no-untyped-def]
         with self.engine.begin() as conn:
             if commit is not None:
-                commit(conn)
+                reason = commit(conn) or reason
             if status is not None:
                 _record(conn, job.payload["message_id"], message, status, reason)
             if purge_after is not None:  # in the same commit, so no processed message is forgotten

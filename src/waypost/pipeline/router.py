@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 from waypost.mail.addresses import AddressError, normalise_address
 from waypost.mail.parse import ParsedMessage
 
-Commit = Callable[[Connection], None]
+# runs in the processing transaction; may return a note that becomes the recorded outcome
+Commit = Callable[[Connection], str | None]
 
 # RFC 5321 §4.5.1: a domain that accepts mail must accept it for postmaster.
 OPERATOR_MAILBOXES = ("postmaster", "abuse")
@@ -37,6 +38,8 @@ class App(Protocol):
     mailbox: str
     # how long the raw message is kept once processed; None keeps it (until retention rules)
     raw_retention: timedelta | None
+    # True: anyone may write (unsubscribe, bounces); the allowlist does not apply
+    open_to_all: bool
 
     def handle(self, mail: InboundMail) -> Commit: ...
 

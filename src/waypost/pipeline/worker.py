@@ -39,7 +39,10 @@ class Worker:
 
     def run_once(self) -> bool:
         """Run one due job; False when none was due."""
-        job = self.queue.claim(self.owner, tuple(self.handlers))
+        kinds = tuple(self.handlers)
+        if self.outbox.blocked_for() > 0:  # rate, quota or a pause holds every send back
+            kinds = tuple(kind for kind in kinds if kind != SEND_JOB)
+        job = self.queue.claim(self.owner, kinds)
         if job is None:
             return False
         if job.dead_reason is not None:
@@ -60,7 +63,20 @@ class Worker:
                 log.exception("worker could not claim a job")
                 busy = False
             if not busy:
-                stop.wait(self.poll_interval)
+                stop.wait(self._idle_wait())
+
+    def _idle_wait(self) -> float:
+        """Sleep until the next job is due, at most ``poll_interval``: a send deferred by the
+        rate limiter for 70 ms should go after 70 ms, not after a whole poll interval."""
+        try:
+            due = self.queue.next_due_in(tuple(self.handlers))
+        except Exception:
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        if due == 0:  # what is due is a send this process holds back
+            due = self.outbox.blocked_for()
+        return min(self.poll_interval, max(due, 0.001))
 
     def _failed(self, job: Job, err: Exception) -> None:
         permanent = isinstance(err, PermanentError)

@@ -164,10 +164,48 @@ outbound_messages = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("message_id_header", sa.String(998), nullable=False),
     sa.Column("raw", sa.LargeBinary, nullable=False),
-    # queued -> sending -> sent | failed   (suppressed and paused arrive with the send path)
+    # queued -> sending -> sent | failed; queued -> suppressed; queued <-> paused
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("provider_message_id", sa.String(255), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime, nullable=True),
+    # when the rate limiter let this message through (the per-second and 24-hour windows
+    # count these), and when its bytes were handed to the transport: a row still ``sending``
+    # with handoff_at set may have been delivered, so it is never handed over again
+    sa.Column("admitted_at", UTCDateTime, nullable=True, index=True),
+    sa.Column("handoff_at", UTCDateTime, nullable=True),
+    # sent, but the transport's answer was lost (crash or dropped connection after handoff)
+    sa.Column("unconfirmed", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Addresses nothing is sent to (checked inside the outbox before every send).
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("address", sa.String(320), nullable=False, unique=True),  # suppression_key(): lower-case
+    sa.Column("reason", sa.String(16), nullable=False),  # BOUNCE | COMPLAINT | UNSUBSCRIBE | MANUAL
+    sa.Column("source", sa.String(64), nullable=False),  # who or what added it: cli, one-click, mailto, ...
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),  # None: until removed
+)
+
+# A row per paused scope: "*" pauses everything, a stream name only that stream.
+sending_pauses = sa.Table(
+    "sending_pauses",
+    metadata,
+    sa.Column("scope", sa.String(32), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("paused_by", sa.String(64), nullable=False),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
+# One row ("send"), locked by every admission so the rate and quota checks of several worker
+# processes are serialised on PostgreSQL (SQLite's BEGIN IMMEDIATE serialises them already).
+send_locks = sa.Table(
+    "send_locks",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
 )

@@ -119,6 +119,27 @@ class JobQueue:
             jobs.update().where(jobs.c.id == job.id).values(state=DONE, locked_until=None, updated_at=utcnow())
         )
 
+    def defer(self, conn: Connection, job: Job, run_after: datetime, why: str) -> None:
+        """Put a claimed job back until ``run_after`` without using up an attempt: it did no
+        work (a rate limit, a pause or provider throttling held it back)."""
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job.id)
+            .values(state=QUEUED, attempts=max(job.attempts - 1, 0), run_after=run_after, locked_until=None,
+                    last_error=why[:2000], updated_at=utcnow())
+        )
+
+    def next_due_in(self, kinds: tuple[str, ...] | None = None) -> float | None:
+        """Seconds until the earliest queued job becomes due (0 when one is due), or None."""
+        query = sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state == QUEUED)
+        if kinds:
+            query = query.where(jobs.c.kind.in_(kinds))
+        with self.engine.connect() as conn:
+            earliest = conn.execute(query).scalar()
+        if earliest is None:
+            return None
+        return max((earliest - utcnow()).total_seconds(), 0.0)
+
     def fail(self, job: Job, error: str, *, permanent: bool = False) -> bool:
         """Schedule a retry, or dead-letter the job. Returns True when it was dead-lettered."""
         with self.engine.begin() as conn:

@@ -51,6 +51,7 @@ class JourneysApp:
     its reply address) adds to it. Every mail that reaches this app gets one reply."""
 
     name = "journeys"
+    open_to_all = False
 
     def __init__(self, settings: JourneySettings, blobs: BlobStore, outbox: Outbox, composer: Composer,
                  base_url: str, envelope_sender: str, mail_domain: str, *, images: ImagePool | None = None,
@@ -138,7 +139,8 @@ class JourneysApp:
                      journey: repository.JourneyRef | None) -> None:
         subject = _reply_subject(template, mail.message.subject, journey)
         reply_to = f"{self.mailbox}+{journey.reply_token}@{self.mail_domain}" if journey else None
-        draft = Draft(template=template, to=mail.sender, subject=subject, context=context,
+        context = {**context, "journeys_address": f"{self.mailbox}@{self.mail_domain}"}
+        draft = Draft(template=template, to=mail.sender, subject=subject, stream=STREAM, context=context,
                       in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to)
         composed = self.composer.compose(draft)
         self.outbox.queue_message(conn, OutboundMessage(

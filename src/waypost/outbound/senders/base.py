@@ -1,25 +1,68 @@
 """Sender port: hands one finished message to a transport.
 
-Contract: ``send`` returns the provider's message id once the transport has accepted the
-message, raises TransientError when a later retry may succeed and PermanentError when it
-cannot. It may be called again with the same ``idempotency_key`` after a crash; adapters
-that can deduplicate on it must.
+Contract
+--------
+``send(envelope, raw, handoff)`` returns the provider's message id once the transport has
+accepted the message. It calls ``handoff()`` exactly once, immediately before the first byte
+of the message itself leaves (SMTP: after every RCPT was accepted, before DATA; an API: before
+the request; the catcher: before writing). ``handoff`` records durably that delivery may have
+happened: from then on the outbox never hands the same message over again unless the
+transport said no. What ``send`` raises tells the outbox what happened:
+
+- ``ThrottledError`` (a ``TransientError``): not delivered; the provider asked us to slow down.
+  Retried after ``retry_after`` seconds without using up an attempt: throttling never drops a
+  recipient.
+- ``TransientError``: not delivered; a later attempt may succeed (4xx, network before handoff).
+- ``PermanentError``: not delivered and never will be (5xx at RCPT, SES ``MessageRejected``).
+  ``SendingPausedError`` (provider paused the account) is permanent for this attempt and also
+  pauses the outbox.
+- ``DeliveryUnknownError``: the message was handed over and the answer was lost (connection
+  dropped after the data). Never sent again; recorded as sent, unconfirmed.
+
+``confirm(envelope)`` answers, after a crash, whether a handed-over message arrived: the
+provider id when the adapter can tell, else None (unknown).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from waypost.errors import PermanentError, TransientError
 
 
 @dataclass(frozen=True)
 class Envelope:
-    sender: str  # MAIL FROM / Return-Path
+    sender: str  # MAIL FROM / Return-Path (a VERP address when a bounce domain is set)
     recipient: str
     idempotency_key: str
+    stream: str = "default"  # which kind of mail: a tag for providers, a scope for pauses
+    message_id: str = ""  # our Message-ID header, for logs and provider tags
+
+
+class ThrottledError(TransientError):
+    """The provider refused for rate or quota reasons; try again after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SendingPausedError(PermanentError):
+    """The provider paused sending for the whole account or configuration set."""
+
+
+class DeliveryUnknownError(PermanentError):
+    """Handed over, then the answer was lost: sending again could deliver twice."""
+
+
+Handoff = Callable[[], None]
 
 
 class Sender(Protocol):
     name: str
 
-    def send(self, envelope: Envelope, raw: bytes) -> str: ...
+    def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str: ...
+
+    def confirm(self, envelope: Envelope) -> str | None: ...
