@@ -215,6 +215,162 @@ def dead_letters_retry(data_dir: Path, job_id: int) -> None:
 
 
 @cli.group()
+def suppression() -> None:
+    """Addresses Waypost never sends to (bounced, complained, unsubscribed, or added by hand)."""
+
+
+@suppression.command("add")
+@data_dir_option
+@click.argument("address")
+@click.option("--reason", type=click.Choice(["MANUAL", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]), default="MANUAL",
+              show_default=True)
+@click.option("--note", help="Why (kept with the entry).")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Lift it after this many days.")
+@friendly_errors
+def suppression_add(data_dir: Path, address: str, reason: str, note: str | None, days: float | None) -> None:
+    """Stop all mail to ADDRESS."""
+    from datetime import timedelta
+
+    from waypost.outbound import suppression as suppressions
+    from waypost.store.models import utcnow
+
+    runtime = _runtime(data_dir)
+    expires = utcnow() + timedelta(days=days) if days else None
+    with runtime.engine.begin() as conn:
+        added = suppressions.add(conn, address, suppressions.Reason(reason), "cli", detail=note, expires_at=expires)
+    click.echo(f"{'suppressed' if added else 'already suppressed'}: {address}")
+
+
+@suppression.command("remove")
+@data_dir_option
+@click.argument("address")
+@friendly_errors
+def suppression_remove(data_dir: Path, address: str) -> None:
+    """Send to ADDRESS again."""
+    from waypost.outbound import suppression as suppressions
+
+    with _runtime(data_dir).engine.begin() as conn:
+        removed = suppressions.remove(conn, address)
+    if not removed:
+        raise click.ClickException(f"not suppressed: {address}")
+    click.echo(f"removed: {address}")
+
+
+@suppression.command("list")
+@data_dir_option
+@click.option("--limit", default=100, show_default=True)
+@click.option("--after", help="Continue after this address (the last one of the previous page).")
+@friendly_errors
+def suppression_list(data_dir: Path, limit: int, after: str | None) -> None:
+    """Show suppressed addresses in address order, LIMIT at a time."""
+    from waypost.outbound import suppression as suppressions
+
+    with _runtime(data_dir).engine.connect() as conn:
+        entries = suppressions.entries(conn, limit=limit, after=after.lower() if after else None)
+    for entry in entries:
+        until = f"  until {entry.expires_at:%Y-%m-%d %H:%M}Z" if entry.expires_at else ""
+        detail = f"  ({entry.detail})" if entry.detail else ""
+        click.echo(f"{entry.address}  {entry.reason:11} {entry.source:10} {entry.created_at:%Y-%m-%d %H:%M}Z"
+                   f"{until}{detail}")
+    if not entries:
+        click.echo("no suppressed addresses" if after is None else "no more")
+    elif len(entries) == limit:
+        click.echo(f"more: --after {entries[-1].address}")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--stream", default=None, help="Pause only this stream (for example journeys); default: all sending.")
+@click.option("--reason", required=True, help="Why; shown in `waypost outbox status` until resumed.")
+@friendly_errors
+def pause(data_dir: Path, stream: str | None, reason: str) -> None:
+    """Stop sending; queued mail waits (nothing is dropped) until `waypost resume`."""
+    from waypost.outbound import control
+
+    with _runtime(data_dir).engine.begin() as conn:
+        new = control.pause(conn, stream or control.ALL, reason, by="operator")
+    click.echo(f"{'paused' if new else 'already paused'}: {stream or 'all sending'}")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--stream", default=None, help="Resume only this stream; default: the global pause.")
+@friendly_errors
+def resume(data_dir: Path, stream: str | None) -> None:
+    """Lift a pause; waiting mail goes out at the configured rate."""
+    from waypost.outbound import control
+
+    with _runtime(data_dir).engine.begin() as conn:
+        lifted = control.resume(conn, stream or control.ALL)
+    if not lifted:
+        raise click.ClickException(f"not paused: {stream or 'all sending'}")
+    click.echo(f"resumed: {stream or 'all sending'}")
+
+
+@cli.group()
+def outbox() -> None:
+    """What Waypost sends: states, limits, and single messages."""
+
+
+@outbox.command("status")
+@data_dir_option
+@friendly_errors
+def outbox_status(data_dir: Path) -> None:
+    """Counts by state, sending limits and their use, and any pause."""
+    import sqlalchemy as sa
+
+    from waypost.outbound import control
+    from waypost.outbound.outbox import STATES
+    from waypost.store.models import outbound_messages, utcnow
+
+    runtime = _runtime(data_dir)
+    limiter = runtime.outbox.limiter
+    with runtime.engine.connect() as conn:
+        counts = dict(conn.execute(sa.select(outbound_messages.c.state, sa.func.count())
+                                   .group_by(outbound_messages.c.state)).all())
+        unconfirmed = conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.unconfirmed)).scalar()
+        last_second, last_day = limiter.used(conn, utcnow())
+        pauses = control.pauses(conn)
+    click.echo(f"transport: {runtime.outbox.sender.name}")
+    click.echo(f"limits:    {limiter.limits.describe()}")
+    day = f" of {limiter.limits.per_day}" if limiter.limits.per_day else ""
+    click.echo(f"used:      {last_second} in the last second, {last_day}{day} in the last 24 hours")
+    click.echo("messages:  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in STATES)
+               + (f" ({unconfirmed} sent unconfirmed)" if unconfirmed else ""))
+    for entry in pauses:
+        scope = "all sending" if entry.scope == control.ALL else f"stream {entry.scope}"
+        click.echo(f"PAUSED:    {scope} since {entry.paused_at:%Y-%m-%d %H:%M}Z by {entry.paused_by}: {entry.reason}")
+    if not pauses:
+        click.echo("sending:   active")
+
+
+@outbox.command("list")
+@data_dir_option
+@click.option("--state", type=click.Choice(["queued", "sending", "sent", "failed", "suppressed", "paused"]))
+@click.option("--limit", default=20, show_default=True)
+@friendly_errors
+def outbox_list(data_dir: Path, state: str | None, limit: int) -> None:
+    """The newest outbound messages, with why any did not go."""
+    import sqlalchemy as sa
+
+    from waypost.store.models import outbound_messages as table
+
+    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
+    if state:
+        query = query.where(table.c.state == state)
+    with _runtime(data_dir).engine.connect() as conn:
+        rows = conn.execute(query).all()
+    for row in rows:
+        flag = " (unconfirmed)" if row.unconfirmed else ""
+        when = f"{row.created_at:%Y-%m-%d %H:%M}Z"
+        click.echo(f"{row.id:>6}  {when}  {row.state:10} {row.recipient}  {row.subject}{flag}")
+        if row.last_error:
+            click.echo(f"        {row.last_error}")
+    if not rows:
+        click.echo("no messages")
+
+
+@cli.group()
 def db() -> None:
     """Database maintenance."""
 

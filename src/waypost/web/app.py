@@ -7,9 +7,9 @@ import hmac
 import ipaddress
 import json
 import re
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 import xstatic.pkg.leaflet as xleaflet
@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from waypost.apps.journeys.build import describe_moment
+from waypost.outbound.unsubscribe import InvalidToken
 from waypost.runtime import Runtime
 from waypost.web.sketch import route_sketch
 from waypost.web.views import download_name, journey_geojson, journey_gpx, journey_json
@@ -143,6 +144,31 @@ def create_app(runtime: Runtime) -> Starlette:
             return not_found(request)
         return Response(path.read_bytes(), media_type="text/plain; charset=utf-8", headers=private)
 
+    async def unsubscribe_page(request: Request) -> Response:
+        """GET never unsubscribes (RFC 8058 §1: scanners and previews fetch links): it asks."""
+        try:
+            subscription = runtime.unsubscriber.tokens.read(request.path_params["token"])
+        except InvalidToken:
+            return page(request, "unsubscribe.html", {"state": "invalid"}, status=400, extra=private)
+        return page(request, "unsubscribe.html", {"state": "confirm", "address": subscription.address},
+                    extra=private)
+
+    async def unsubscribe_now(request: Request) -> Response:
+        """RFC 8058 one-click: the body ``List-Unsubscribe=One-Click`` unsubscribes at once, with
+        no cookie, no login and no redirect (a redirected POST often turns into a GET)."""
+        try:
+            subscription = runtime.unsubscriber.tokens.read(request.path_params["token"])
+        except InvalidToken:
+            return page(request, "unsubscribe.html", {"state": "invalid"}, status=400, extra=private)
+        body = await _read_limited(request, ONE_CLICK_BODY_LIMIT)
+        if body is None or not _is_one_click(body, request.headers.get("content-type", "")):
+            return page(request, "unsubscribe.html", {"state": "bad-request", "address": subscription.address},
+                        status=400, extra=private)
+        with runtime.engine.begin() as conn:
+            runtime.unsubscriber.apply(conn, subscription, source="one-click")
+        return page(request, "unsubscribe.html", {"state": "done", "address": subscription.address},
+                    extra=private)
+
     routes = [
         Route("/", landing),
         Route("/privacy", privacy),
@@ -153,6 +179,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/j/{token}.gpx", journey_track),
         Route("/j/{token}/photos/{photo}/{size}.jpg", photo),
         Route("/j/{token}", journey_page),
+        Route("/u/{token}", unsubscribe_page, methods=["GET", "HEAD"]),
+        Route("/u/{token}", unsubscribe_now, methods=["POST"]),
         Route("/outbox", outbox_list),
         Route("/outbox/{name}", outbox_message),
         Mount("/static/leaflet", StaticFiles(directory=xleaflet.BASE_DIR), name="leaflet"),
@@ -162,6 +190,35 @@ def create_app(runtime: Runtime) -> Starlette:
         return not_found(request)
 
     return Starlette(routes=routes, exception_handlers={404: missing})
+
+
+ONE_CLICK_BODY_LIMIT = 16 * 1024
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _is_one_click(body: bytes, content_type: str) -> bool:
+    """True when the form holds ``List-Unsubscribe=One-Click``, sent as
+    application/x-www-form-urlencoded or multipart/form-data (RFC 8058 §3.2 allows both)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "multipart/form-data":
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body)
+        for part in message.iter_parts() if message.is_multipart() else ():
+            if part.get_param("name", header="content-disposition") == "List-Unsubscribe":
+                value = part.get_payload(decode=True) or b""
+                return value.strip() == b"One-Click"
+        return False
+    fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    return fields.get("List-Unsubscribe") == ["One-Click"]
 
 
 def _script_safe(data: str) -> str:
