@@ -371,6 +371,34 @@ def outbox_list(data_dir: Path, state: str | None, limit: int) -> None:
 
 
 @cli.group()
+def dkim() -> None:
+    """DKIM signing keys for SMTP mode."""
+
+
+@dkim.command("keygen")
+@data_dir_option
+@click.option("--selector", required=True, help="DNS label naming this key, for example wp2026.")
+@click.option("--kind", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True,
+              help="rsa (2048 bits) is checked by every receiver; not all check ed25519 yet.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the private key (mode 0600; never overwritten).")
+@friendly_errors
+def dkim_keygen(data_dir: Path, selector: str, kind: str, out: Path) -> None:
+    """Make a signing key and print the DNS record that publishes it."""
+    from waypost.mail.dkim_sign import generate_key
+
+    settings = settings_from(data_dir)
+    try:
+        record = generate_key(out, kind)
+    except FileExistsError:
+        raise click.ClickException(f"{out} exists; choose another file (keys are never overwritten)") from None
+    click.echo(f"private key: {out}")
+    click.echo(f"publish this TXT record at {selector}._domainkey.{settings.dkim_domain}:")
+    click.echo(record)
+    click.echo("then set dkim.selector and dkim.private_key_path (see docs/sending.md)")
+
+
+@cli.group()
 def db() -> None:
     """Database maintenance."""
 

@@ -115,12 +115,13 @@ class SmarthostSettings(_Group):
     username: str | None = None
     password: SecretStr | None = None
     timeout: float = Field(60.0, gt=0)
-    ca_file: Path | None = None  # trust these CAs for the smarthost's certificate; None: system store
+    ca_path: Path | None = None  # trust these CAs for the smarthost's certificate; None: system store
 
 
+# No key may end in "_file": WAYPOST_<KEY>_FILE names a secret file (see _FileSecretsSource).
 class DkimSettings(_Group):
-    selector: str | None = None  # set selector and private_key_file to sign (SMTP mode)
-    private_key_file: Path | None = None  # PEM, RSA 2048+ (rsa-sha256) or Ed25519 (ed25519-sha256)
+    selector: str | None = None  # set selector and private_key_path to sign (SMTP mode)
+    private_key_path: Path | None = None  # PEM, RSA 2048+ (rsa-sha256) or Ed25519 (ed25519-sha256)
     domain: str | None = None  # d= tag; None: mail_domain
 
 

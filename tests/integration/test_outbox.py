@@ -333,6 +333,24 @@ def test_the_rate_limit_defers_instead_of_sending_early(outbox_runtime: Any) -> 
     assert "rate limit 2/s" in waiting.last_error
 
 
+def test_a_message_still_in_flight_holds_its_place_in_the_rate_window(outbox_runtime: Any) -> None:
+    sender = Recorder()
+    runtime = outbox_runtime(sender, max_per_second=1)
+    first, second = queue(runtime, 2)
+    long_ago = utcnow() - timedelta(seconds=30)
+    with runtime.engine.begin() as conn:  # another worker admitted it long ago and is still sending
+        conn.execute(outbound_messages.update().where(outbound_messages.c.id == first)
+                     .values(state="sending", admitted_at=long_ago, handoff_at=long_ago))
+        assert runtime.outbox.limiter.wait_before(conn, utcnow()) is not None
+        conn.execute(outbound_messages.update().where(outbound_messages.c.id == first)
+                     .values(state="sent", window_at=long_ago))  # it finished a while ago
+        assert runtime.outbox.limiter.wait_before(conn, utcnow()) is None
+        conn.execute(outbound_messages.update().where(outbound_messages.c.id == first)
+                     .values(window_at=utcnow() - timedelta(seconds=0.5)))  # it finished half a second ago
+        wait = runtime.outbox.limiter.wait_before(conn, utcnow())
+    assert wait is not None and 0.4 < wait.seconds < 0.6
+
+
 def test_verp_addresses_name_their_row_and_resist_forgery() -> None:
     old = Verp("bounces", "waypost.test", [b"old-key-0123456789"])
     rotated = Verp("bounces", "waypost.test", [b"new-key-0123456789", b"old-key-0123456789"])

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -103,6 +103,12 @@ class Verp:
         return base64.b32encode(digest).decode().rstrip("=").lower()  # lower case: relays may fold it
 
 
+def _window(window_at: datetime | None) -> dict[str, datetime]:
+    """The rate-window time to record: only when bytes were handed over (a message refused
+    before its handoff never reached the provider and does not count against the rate)."""
+    return {} if window_at is None else {"window_at": window_at}
+
+
 def _base36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
@@ -115,7 +121,12 @@ def _base36(number: int) -> str:
 
 @dataclass(frozen=True)
 class _Admitted:
-    pass
+    row: sa.Row
+
+
+@dataclass(frozen=True)
+class _Interrupted:
+    row: sa.Row  # handed over by an attempt that stopped before recording the outcome
 
 
 @dataclass(frozen=True)
@@ -182,68 +193,66 @@ class Outbox:
     def deliver(self, job: Job) -> None:
         """Run one send job. Raises TransientError or PermanentError for the worker to retry or
         dead-letter; every other outcome is recorded here."""
-        row = self._load(job.payload["outbound_id"])
-        if row is None or row.state in FINAL:
-            self._complete(job)
-            return
-        if row.state == SENDING and row.handoff_at is not None:
-            self._settle_interrupted(job, row)
-            return
-        decision = self._admit(job, row.id)
+        decision = self._admit(job, job.payload["outbound_id"])
         if isinstance(decision, _Done):
-            log.info("outbound %s ended %s before sending", row.idempotency_key, decision.state)
-            return
-        if isinstance(decision, _Later):
+            log.info("outbound %s ended %s before sending", job.payload["outbound_id"], decision.state)
+        elif isinstance(decision, _Later):
             self._defer(job, decision)
-            return
-        self._send(job, row)
+        elif isinstance(decision, _Interrupted):
+            self._settle_interrupted(job, decision.row)
+        else:
+            self._send(job, decision.row)
 
     def _send(self, job: Job, row: sa.Row) -> None:
         envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
                             row.message_id_header)
-        handed_over = False
+        handed_over_at: datetime | None = None
 
         def handoff() -> None:
-            nonlocal handed_over
-            if handed_over:
+            nonlocal handed_over_at
+            if handed_over_at is not None:
                 raise RuntimeError("a Sender called handoff twice")
             with self.engine.begin() as conn:
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == row.id)
                              .values(handoff_at=utcnow()))
-            handed_over = True
+            # taken after the commit: no byte of the message can have left before this moment,
+            # so the rate window measured from it is never shorter than the real gap
+            handed_over_at = utcnow()
             failpoints.hit("outbox.after_handoff")
 
         try:
             provider_id = self.sender.send(envelope, row.raw, handoff)
         except DeliveryUnknownError as err:
-            self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True, error=str(err))
+            self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True, error=str(err),
+                         window_at=handed_over_at)
             log.warning("outbound %s handed over but not confirmed (%s); not sent again", row.idempotency_key, err)
             return
         except SendingPausedError as err:
-            self._provider_paused(job, row.id, str(err))
+            self._provider_paused(job, row.id, str(err), handed_over_at)
             return
         except ThrottledError as err:
-            self._requeue(row.id, f"throttled: {err}")
+            self._requeue(row.id, f"throttled: {err}", handed_over_at)
             self._defer(job, _Later(err.retry_after, f"throttled by {self.sender.name}: {err}", all_sends=True))
             return
         except PermanentError as err:
-            self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False)
+            self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False,
+                         window_at=handed_over_at)
             raise
         except TransientError as err:
-            self._requeue(row.id, f"{type(err).__name__}: {err}")
+            self._requeue(row.id, f"{type(err).__name__}: {err}", handed_over_at)
             raise
         except Exception as err:
-            if handed_over:  # a bug after the bytes left: treat as handed over, never resend
+            if handed_over_at is not None:  # a bug after the bytes left: treat as handed over, never resend
                 self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True,
-                             error=f"{type(err).__name__} after handoff: {err}")
+                             error=f"{type(err).__name__} after handoff: {err}", window_at=handed_over_at)
                 log.exception("outbound %s: the sender failed after handoff; not sent again", row.idempotency_key)
                 return
-            self._requeue(row.id, f"{type(err).__name__}: {err}")
+            self._requeue(row.id, f"{type(err).__name__}: {err}", None)
             raise
-        if not handed_over:
+        if handed_over_at is None:
             log.error("sender %s returned without calling handoff for %s", self.sender.name, row.idempotency_key)
         failpoints.hit("outbox.after_send")
-        self._finish(job, row.id, SENT, provider_id=provider_id)
+        self._finish(job, row.id, SENT, provider_id=provider_id, window_at=handed_over_at)
         log.info("sent %s to %s via %s (%s)", row.idempotency_key, row.recipient, self.sender.name, provider_id)
 
     def _settle_interrupted(self, job: Job, row: sa.Row) -> None:
@@ -253,17 +262,18 @@ class Outbox:
         provider_id = self.sender.confirm(envelope)
         if provider_id is None and getattr(self.sender, "confirms", False):
             # the transport can tell, and it never got the message: sending again is safe
-            self._requeue(row.id, "interrupted before the transport stored the message")
+            self._requeue(row.id, "interrupted before the transport stored the message", utcnow())
             self.deliver(job)
             return
         note = None if provider_id else (
             "interrupted after handoff; the transport cannot confirm delivery, and sending again "
             "could deliver twice, so it was not sent again")
-        self._finish(job, row.id, SENT, provider_id=provider_id, unconfirmed=provider_id is None, error=note)
+        self._finish(job, row.id, SENT, provider_id=provider_id, unconfirmed=provider_id is None, error=note,
+                     window_at=utcnow())
         log.warning("outbound %s settled after an interrupted send: %s", row.idempotency_key,
                     provider_id or "unconfirmed")
 
-    def _admit(self, job: Job, outbound_id: int) -> _Admitted | _Done | _Later:
+    def _admit(self, job: Job, outbound_id: int) -> _Admitted | _Interrupted | _Done | _Later:
         with self.engine.begin() as conn:
             lock = sa.select(send_locks.c.name).where(send_locks.c.name == "send")
             conn.execute(lock.with_for_update() if is_postgres(conn) else lock)
@@ -271,6 +281,8 @@ class Outbox:
             if row is None or row.state in FINAL:
                 self.queue.complete(conn, job)
                 return _Done(row.state if row is not None else "gone")
+            if row.state == SENDING and row.handoff_at is not None:
+                return _Interrupted(row)
             pause = control.paused(conn, row.stream)
             if pause is not None:
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
@@ -292,7 +304,8 @@ class Outbox:
                 return _Later(wait.seconds, wait.why, all_sends=True)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
                          .values(state=SENDING, admitted_at=now, handoff_at=None))
-        return _Admitted()
+            self.limiter.admitted(conn, now)
+        return _Admitted(row)
 
     def _defer(self, job: Job, later: _Later) -> None:
         seconds = max(later.seconds, 0.001)
@@ -303,22 +316,26 @@ class Outbox:
             self.queue.defer(conn, job, utcnow() + timedelta(seconds=seconds), later.why)
         log.debug("send job %s deferred %.3fs: %s", job.id, seconds, later.why)
 
-    def _provider_paused(self, job: Job, outbound_id: int, reason: str) -> None:
+    def _provider_paused(self, job: Job, outbound_id: int, reason: str, window_at: datetime | None) -> None:
         with self.engine.begin() as conn:
             control.pause(conn, control.ALL, f"{self.sender.name} paused sending: {reason}", by=self.sender.name)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                         .values(state=PAUSED, handoff_at=None, last_error=f"provider paused sending: {reason}"))
+                         .values(state=PAUSED, handoff_at=None, last_error=f"provider paused sending: {reason}",
+                                 **_window(window_at)))
         log.error("the provider paused sending; the outbox is paused until an operator resumes it: %s", reason)
         self._defer(job, _Later(self.paused_recheck, "provider paused sending", all_sends=True))
 
-    def _requeue(self, outbound_id: int, error: str) -> None:
+    def _requeue(self, outbound_id: int, error: str, window_at: datetime | None) -> None:
+        """Back to ``queued``: the transport said no (or nothing left)."""
         with self.engine.begin() as conn:
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                         .values(state=QUEUED, handoff_at=None, last_error=error[:2000]))
+                         .values(state=QUEUED, handoff_at=None, last_error=error[:2000], **_window(window_at)))
 
     def _finish(self, job: Job, outbound_id: int, state: str, *, provider_id: str | None = None,
-                unconfirmed: bool = False, error: str | None = None, complete: bool = True) -> None:
-        values: dict[str, object] = {"state": state, "last_error": error[:2000] if error else None}
+                unconfirmed: bool = False, error: str | None = None, complete: bool = True,
+                window_at: datetime | None = None) -> None:
+        values: dict[str, object] = {"state": state, "last_error": error[:2000] if error else None,
+                                     **_window(window_at)}
         if state == SENT:
             values.update(provider_message_id=(provider_id or None) and provider_id[:255], sent_at=utcnow(),
                           unconfirmed=unconfirmed)
@@ -326,10 +343,6 @@ class Outbox:
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
             if complete:
                 self.queue.complete(conn, job)
-
-    def _complete(self, job: Job) -> None:
-        with self.engine.begin() as conn:
-            self.queue.complete(conn, job)
 
     def record_failure(self, outbound_id: int, error: str, *, final: bool) -> None:
         """The worker gave up on a send job. A message that was handed over is not failed: it
@@ -341,11 +354,7 @@ class Outbox:
                 return
             values: dict[str, object] = {"last_error": error[:2000]}
             if final and row.state == SENDING and row.handoff_at is not None:
-                values.update(state=SENT, unconfirmed=True, sent_at=utcnow())
+                values.update(state=SENT, unconfirmed=True, sent_at=utcnow(), window_at=utcnow())
             elif final and row.state not in FINAL:
                 values.update(state=FAILED)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
-
-    def _load(self, outbound_id: int) -> sa.Row | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(outbound_messages).where(outbound_messages.c.id == outbound_id)).first()

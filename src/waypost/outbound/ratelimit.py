@@ -1,19 +1,23 @@
 """Send rate and quota, shared by every worker process through the database.
 
-The outbox admits a message by writing ``admitted_at`` in the same transaction that checked
-the limits, under the send lock; the limits are sliding windows over those times:
+The outbox admits a message under the send lock, in the transaction that checked the limits.
 
-- **rate**: at most ``floor(per_second)`` admissions in any window of one second (a rate
-  below 1/s admits one per ``1/per_second`` seconds). The window is a little longer than a
-  second (``margin``) because a message reaches the provider a few milliseconds after its
-  admission and those delays vary; without it two sends admitted exactly a second apart
-  could arrive less than a second apart.
+- **rate**: at most ``floor(per_second)`` messages in any window of one second (a rate below
+  1/s means one per ``1/per_second`` seconds). A message counts at its ``window_at``: a time
+  taken once its handoff was committed, so known to be no earlier than the moment its bytes
+  started to leave; while it is still ``sending`` it holds its place whatever the clock says.
+  The next message may only be admitted a full window after that time, so the real sends can
+  never be closer together than the window, however long a commit or an fsync took in
+  between. (Counting admission times instead let a delayed commit push 15 sends into one
+  second at 14/s.) The window is a little longer than a second (``margin``) for the clock
+  readings of different processes.
 - **quota**: at most ``per_day`` admissions in any 24 hours (SES counts recipients; every
-  Waypost message has one).
+  Waypost message has one), kept as counts per minute so the check stays cheap at a million a
+  day. A minute counts whole while any of it is inside the 24 hours, which errs on the side of
+  sending later.
 
 A sliding window over real times never lets a one-second window exceed the limit, which a
-token bucket with a burst would; SES tolerates brief excess, mailbox providers and our own
-promise in the docs do not need to rely on it.
+token bucket with a burst would.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from waypost.store.models import outbound_messages
+from waypost.store.models import outbound_messages, send_minutes
 
 DAY = timedelta(hours=24)
+MINUTE = timedelta(minutes=1)
 DEFAULT_MARGIN = 0.02  # seconds
+# a message ``sending`` for longer than this is taken to have died with its worker: it stops
+# holding a place in the rate window (the job's lease brings it back later)
+IN_FLIGHT_LIMIT = timedelta(minutes=2)
+# how long to look again when only messages still in flight fill the window
+IN_FLIGHT_POLL = 0.01
 
 
 @dataclass(frozen=True)
@@ -60,32 +70,59 @@ class RateLimiter:
 
     def wait_before(self, conn: Connection, now: datetime) -> Wait | None:
         """None when a message may be admitted at ``now``; else how long until one may."""
-        wait = self._window_wait(conn, now, self.window, self.burst)
+        wait = self._rate_wait(conn, now)
         if wait is not None:
             return Wait(wait, f"rate limit {self.limits.per_second:g}/s")
         if self.limits.per_day is not None:
-            wait = self._window_wait(conn, now, DAY, self.limits.per_day)
+            wait = self._quota_wait(conn, now, self.limits.per_day)
             if wait is not None:
                 return Wait(wait, f"daily quota {self.limits.per_day}/24h reached")
         return None
 
-    @staticmethod
-    def _window_wait(conn: Connection, now: datetime, window: timedelta, limit: int) -> float | None:
-        since = now - window
-        in_window = outbound_messages.c.admitted_at > since
-        count = conn.execute(sa.select(sa.func.count()).where(in_window)).scalar_one()
-        if count < limit:
+    def admitted(self, conn: Connection, now: datetime) -> None:
+        """Count one admission in its minute (the caller holds the send lock)."""
+        minute = now.replace(second=0, microsecond=0)
+        bumped = conn.execute(send_minutes.update().where(send_minutes.c.minute == minute)
+                              .values(count=send_minutes.c.count + 1)).rowcount
+        if not bumped:
+            conn.execute(send_minutes.delete().where(send_minutes.c.minute < now - DAY - 2 * MINUTE))
+            conn.execute(send_minutes.insert().values(minute=minute, count=1))
+
+    def _rate_wait(self, conn: Connection, now: datetime) -> float | None:
+        table = outbound_messages
+        in_flight = conn.execute(sa.select(sa.func.count()).where(
+            table.c.state == "sending", table.c.admitted_at > now - IN_FLIGHT_LIMIT)).scalar_one()
+        recent = sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")
+        done = conn.execute(sa.select(sa.func.count()).where(recent)).scalar_one()
+        must_leave = in_flight + done - self.burst + 1
+        if must_leave <= 0:
             return None
-        # the window frees a place when its (count - limit + 1)-th oldest admission leaves it
-        leaving = conn.execute(
-            sa.select(outbound_messages.c.admitted_at).where(in_window)
-            .order_by(outbound_messages.c.admitted_at).offset(count - limit).limit(1)
-        ).scalar_one()
-        return max((leaving + window - now).total_seconds(), 0.001)
+        if must_leave > done:  # only sends still in flight can free a place
+            return IN_FLIGHT_POLL
+        leaving = conn.execute(sa.select(table.c.window_at).where(recent).order_by(table.c.window_at)
+                               .offset(must_leave - 1).limit(1)).scalar_one()
+        return max((leaving + self.window - now).total_seconds(), 0.001)
+
+    @staticmethod
+    def _quota_wait(conn: Connection, now: datetime, per_day: int) -> float | None:
+        buckets = conn.execute(sa.select(send_minutes.c.minute, send_minutes.c.count)
+                               .where(send_minutes.c.minute > now - DAY - MINUTE)
+                               .order_by(send_minutes.c.minute)).all()
+        total = sum(count for _, count in buckets)
+        if total < per_day:
+            return None
+        for minute, count in buckets:  # oldest first: when enough have left the 24 hours
+            total -= count
+            if total < per_day:
+                return max((minute + MINUTE + DAY - now).total_seconds(), 0.001)
+        return DAY.total_seconds()
 
     def used(self, conn: Connection, now: datetime) -> tuple[int, int]:
-        """Admissions in the last second and the last 24 hours."""
-        def count(window: timedelta) -> int:
-            return int(conn.execute(sa.select(sa.func.count())
-                                    .where(outbound_messages.c.admitted_at > now - window)).scalar_one())
-        return count(timedelta(seconds=1)), count(DAY)
+        """Messages in the current rate window (sent or in flight), and admissions in 24 hours."""
+        table = outbound_messages
+        window = conn.execute(sa.select(sa.func.count()).where(sa.or_(
+            sa.and_(table.c.state == "sending", table.c.admitted_at > now - IN_FLIGHT_LIMIT),
+            sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")))).scalar_one()
+        day = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(send_minutes.c.count), 0))
+                           .where(send_minutes.c.minute > now - DAY - MINUTE)).scalar_one()
+        return int(window), int(day)

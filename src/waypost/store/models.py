@@ -173,8 +173,12 @@ outbound_messages = sa.Table(
     # when the rate limiter let this message through (the per-second and 24-hour windows
     # count these), and when its bytes were handed to the transport: a row still ``sending``
     # with handoff_at set may have been delivered, so it is never handed over again
-    sa.Column("admitted_at", UTCDateTime, nullable=True, index=True),
+    sa.Column("admitted_at", UTCDateTime, nullable=True),
     sa.Column("handoff_at", UTCDateTime, nullable=True),
+    # the rate window's time for this message: a moment known to be after its bytes left
+    # (taken once the handoff was committed); while ``sending``, a message holds its place
+    # in the window whatever the clock says
+    sa.Column("window_at", UTCDateTime, nullable=True, index=True),
     # sent, but the transport's answer was lost (crash or dropped connection after handoff)
     sa.Column("unconfirmed", sa.Boolean, nullable=False, server_default=sa.false()),
 )
@@ -200,6 +204,15 @@ sending_pauses = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("paused_by", sa.String(64), nullable=False),
     sa.Column("paused_at", UTCDateTime, nullable=False),
+)
+
+# Admissions per minute, for the rolling 24-hour quota: a sum over at most 1,441 rows
+# instead of a count over every message of the day.
+send_minutes = sa.Table(
+    "send_minutes",
+    metadata,
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )
 
 # One row ("send"), locked by every admission so the rate and quota checks of several worker

@@ -1,4 +1,4 @@
-"""send path: suppression list, sending pauses, rate-limit admission and handoff times
+"""send path: suppression list, sending pauses, rate windows, per-minute send counts, handoff times
 
 Revision ID: 0003
 Revises: 0002
@@ -18,9 +18,16 @@ def upgrade() -> None:
     # ADD COLUMN and CREATE only (see 0002: a SQLite table rebuild cascades into children).
     op.add_column("outbound_messages", sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("outbound_messages", sa.Column("handoff_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("outbound_messages", sa.Column("window_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("outbound_messages",
                   sa.Column("unconfirmed", sa.Boolean(), server_default=sa.false(), nullable=False))
-    op.create_index(op.f("ix_outbound_messages_admitted_at"), "outbound_messages", ["admitted_at"], unique=False)
+    op.create_index(op.f("ix_outbound_messages_window_at"), "outbound_messages", ["window_at"], unique=False)
+    op.create_table(
+        "send_minutes",
+        sa.Column("minute", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("minute", name=op.f("pk_send_minutes")),
+    )
     op.create_table(
         "suppressions",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -52,6 +59,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # The added columns stay (dropping a column rebuilds the table on SQLite); 0002 code ignores them.
     op.drop_table("send_locks")
+    op.drop_table("send_minutes")
     op.drop_table("sending_pauses")
     op.drop_table("suppressions")
-    op.drop_index(op.f("ix_outbound_messages_admitted_at"), table_name="outbound_messages")
+    op.drop_index(op.f("ix_outbound_messages_window_at"), table_name="outbound_messages")

@@ -1,0 +1,58 @@
+"""The operator's send-path commands, run as a real `waypost` process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.test_serve import cli
+
+
+def test_suppression_commands_add_list_page_and_remove(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    for address in ("c@example.org", "a@example.org", "B@Example.org"):
+        assert cli(data_dir, "suppression", "add", address, "--note", "asked by phone").returncode == 0
+    again = cli(data_dir, "suppression", "add", "b@example.org")
+    assert "already suppressed" in again.stdout
+
+    first = cli(data_dir, "suppression", "list", "--limit", "2").stdout.splitlines()
+    assert [line.split()[0] for line in first[:2]] == ["a@example.org", "b@example.org"]
+    assert "MANUAL" in first[0] and "asked by phone" in first[0]
+    assert first[2] == "more: --after b@example.org"
+    rest = cli(data_dir, "suppression", "list", "--limit", "2", "--after", "b@example.org").stdout.splitlines()
+    assert [line.split()[0] for line in rest] == ["c@example.org"]
+
+    assert cli(data_dir, "suppression", "remove", "A@example.org").returncode == 0
+    missing = cli(data_dir, "suppression", "remove", "a@example.org")
+    assert missing.returncode == 1 and "not suppressed: a@example.org" in missing.stderr
+
+
+def test_pause_resume_and_status(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    status = cli(data_dir, "outbox", "status").stdout
+    assert "transport: catcher" in status and "limits:    1/s, 200/24h (settings)" in status
+    assert "sending:   active" in status
+
+    assert cli(data_dir, "pause", "--reason", "bounce spike").returncode == 0
+    assert cli(data_dir, "pause", "--stream", "journeys", "--reason", "template fix").returncode == 0
+    status = cli(data_dir, "outbox", "status").stdout
+    assert "PAUSED:    all sending" in status and "bounce spike" in status
+    assert "PAUSED:    stream journeys" in status and "template fix" in status
+
+    assert cli(data_dir, "resume").returncode == 0
+    assert "all sending" not in cli(data_dir, "outbox", "status").stdout
+    not_paused = cli(data_dir, "resume")
+    assert not_paused.returncode == 1 and "not paused: all sending" in not_paused.stderr
+    assert cli(data_dir, "pause").returncode == 2  # a pause needs a reason
+
+
+def test_dkim_keygen_writes_a_private_key_once_and_prints_its_record(tmp_path: Path) -> None:
+    data_dir, key = tmp_path / "data", tmp_path / "dkim.pem"
+    made = cli(data_dir, "dkim", "keygen", "--selector", "wp2026", "--kind", "ed25519", "--out", str(key),
+               WAYPOST_MAIL_DOMAIN="trips.example.org")
+    assert made.returncode == 0
+    assert "publish this TXT record at wp2026._domainkey.trips.example.org:" in made.stdout
+    assert "v=DKIM1; k=ed25519; p=" in made.stdout
+    assert key.stat().st_mode & 0o777 == 0o600
+    before = key.read_bytes()
+    again = cli(data_dir, "dkim", "keygen", "--selector", "wp2026", "--out", str(key))
+    assert again.returncode == 1 and "never overwritten" in again.stderr and key.read_bytes() == before

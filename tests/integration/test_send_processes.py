@@ -1,0 +1,68 @@
+"""The send path across real processes: two workers share one rate limit through the
+database, and a worker killed between a send and its commit never delivers twice."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tests.conftest import server_env, start_process, stop_process, wait_until, waypost_command
+from waypost import runtime as wiring
+from waypost.outbound.outbox import OutboundMessage
+from waypost.store.models import jobs, outbound_messages
+
+RATE = 5
+
+
+def max_in_any_second(times: list[datetime]) -> int:
+    """The most events in any window [t, t + 1 s) (every event time tried as a start)."""
+    stamps = sorted(t.timestamp() for t in times)
+    return max((bisect.bisect_left(stamps, start + 1.0) - index for index, start in enumerate(stamps)), default=0)
+
+
+def test_max_in_any_second_counts_half_open_windows() -> None:
+    base = datetime(2026, 1, 1).timestamp()
+    times = [datetime.fromtimestamp(base + offset) for offset in (0, 0.5, 0.99, 1.0, 1.6)]
+    assert max_in_any_second(times) == 3
+
+
+def test_two_workers_share_one_rate_limit(make_settings: Callable[..., Any], database_url: str,
+                                          tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    settings = make_settings(data_dir=data_dir, database={"url": database_url},
+                             outbound={"max_per_second": RATE, "max_per_day": 0})
+    runtime = wiring.build(settings)
+    total = RATE * 4
+    with runtime.engine.begin() as conn:
+        for index in range(total):
+            runtime.outbox.queue_message(conn, OutboundMessage(
+                f"rate-{index}", "journeys", f"person{index}@example.org", "journeys@waypost.test", "s",
+                f"<rate-{index}@waypost.test>", b"Subject: s\r\n\r\nbody\r\n"))
+    env = server_env(data_dir, WAYPOST_DATABASE__URL=database_url, WAYPOST_OUTBOUND__MAX_PER_SECOND=str(RATE),
+                     WAYPOST_OUTBOUND__MAX_PER_DAY="0")
+    workers = [start_process(waypost_command("worker"), env) for _ in range(2)]
+    try:
+        def all_sent() -> bool:
+            with runtime.engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.state == "sent")
+                                    ).scalar_one() == total
+        wait_until(all_sent, timeout=60, message=f"{total} messages sent")
+    finally:
+        for process in workers:
+            stop_process(process)
+    with runtime.engine.connect() as conn:
+        admitted, handed_over = zip(*conn.execute(
+            sa.select(outbound_messages.c.admitted_at, outbound_messages.c.handoff_at)).all(), strict=True)
+        owners = {owner.rsplit(":", 1)[0] for owner in conn.execute(
+            sa.select(jobs.c.locked_by).where(jobs.c.kind == "send")).scalars()}
+    runtime.close()
+
+    assert max_in_any_second(list(admitted)) == RATE  # the limit was reached, and never passed
+    assert max_in_any_second(list(handed_over)) <= RATE  # nor where the bytes started to leave
+    assert (max(admitted) - min(admitted)).total_seconds() >= total / RATE - 1
+    assert len(owners) == 2  # both processes sent: the limit really was shared
