@@ -73,7 +73,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         overrides["journeys"] = {"image_workers": 1, **overrides.get("journeys", {})}
         # the SES sandbox's 1/s would make every test that sends twice wait; the send-path
         # tests set their own limits
-        overrides["outbound"] = {"max_per_second": 10_000, "max_per_day": 0, **overrides.get("outbound", {})}
+        overrides["outbound"] = {"max_per_second": 10_000, "max_per_day": 0, "retry_base_delay": 0.05,
+                                 "retry_max_delay": 0.2, **overrides.get("outbound", {})}
         return load_settings(**overrides)
 
     return build

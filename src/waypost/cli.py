@@ -287,7 +287,10 @@ def pause(data_dir: Path, stream: str | None, reason: str) -> None:
     """Stop sending; queued mail waits (nothing is dropped) until `waypost resume`."""
     from waypost.outbound import control
 
-    with _runtime(data_dir).engine.begin() as conn:
+    runtime = _runtime(data_dir)
+    if stream is not None and stream not in runtime.streams:
+        raise click.ClickException(f"no stream {stream!r}; the streams are: {', '.join(runtime.streams)}")
+    with runtime.engine.begin() as conn:
         new = control.pause(conn, stream or control.ALL, reason, by="operator")
     click.echo(f"{'paused' if new else 'already paused'}: {stream or 'all sending'}")
 

@@ -46,6 +46,31 @@ class SmtpSettings(_Group):
     port: int = Field(2525, ge=0, le=65535)
     max_message_size: int = Field(SES_MAX_MESSAGE_BYTES, gt=0)
     hostname: str | None = None  # name we announce in the greeting; defaults to mail_domain
+    max_recipients: int = Field(100, ge=1, le=1000)  # RFC 5321 §4.5.3.1.8: room for at least 100
+    max_line_length: int = Field(10_000, ge=1000)  # octets per line of message data, CRLF included
+    max_header_bytes: int = Field(256 * 1024, ge=1024)  # the whole header section
+    max_header_count: int = Field(1000, ge=10)
+    max_connections_per_ip: int = Field(20, ge=1)  # at once
+    timeout: float = Field(300.0, gt=0)  # idle seconds before the session is closed (RFC 5321 §4.5.3.2.7)
+    tls_cert_path: Path | None = None  # PEM chain; with tls_key_path, STARTTLS is offered
+    tls_key_path: Path | None = None
+    submission_port: int | None = Field(None, ge=0, le=65535)  # AUTH required there (devices)
+    submission_users_path: Path | None = None  # "user:scrypt-hash" lines; `waypost submission passwd`
+
+
+class GateSettings(_Group):
+    # a From domain that publishes no DMARC record is accepted only with an aligned DKIM pass
+    require_dkim_without_dmarc: bool = True
+    sender_max_messages: int = Field(30, ge=1)  # per sender within sender_window_minutes
+    sender_window_minutes: float = Field(60.0, gt=0)
+
+
+class MimeSettings(_Group):
+    max_parts: int = Field(200, ge=1)
+    max_depth: int = Field(10, ge=1)  # multipart and message/rfc822 nesting
+    max_header_bytes: int = Field(256 * 1024, ge=1024)  # per message or part header section
+    max_attachment_bytes: int = Field(200 * 1024 * 1024, ge=1)  # decoded, all attachments together
+    max_filename_length: int = Field(120, ge=16)
 
 
 class HttpSettings(_Group):
@@ -95,7 +120,12 @@ class OutboundSettings(_Group):
     bounce_domain: str | None = None  # envelope sender domain (VERP); None: mail_domain
     bounce_mailbox: str = "bounces"  # VERP local part: bounces+<token>@bounce_domain
     unsubscribe_mailbox: str = "unsubscribe"  # the mailto: form of List-Unsubscribe
-    paused_recheck_seconds: float = Field(60.0, gt=0)  # how often a paused message looks again
+    paused_recheck_seconds: float = Field(3600.0, gt=0)  # a resume wakes paused messages at once
+    # sends retry far longer than inbound jobs: mail servers keep trying for days (RFC 5321
+    # §4.5.4.1); the defaults give up after about two days of temporary failures
+    max_attempts: int = Field(60, ge=1)
+    retry_base_delay: float = Field(30.0, gt=0)
+    retry_max_delay: float = Field(3600.0, gt=0)
 
     @field_validator("bounce_domain")
     @classmethod
@@ -150,7 +180,13 @@ class Settings(BaseSettings):
     # NoDecode: the env value is a comma/space list, not JSON; _networks splits it
     trusted_networks: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
 
+    # DNS servers ("host:port") for SPF, DKIM and DMARC lookups instead of the system's resolver
+    dns_nameservers: Annotated[tuple[str, ...], NoDecode] = ()
+    dns_timeout: float = Field(5.0, gt=0)
+
     smtp: SmtpSettings = SmtpSettings()
+    gate: GateSettings = GateSettings()
+    mime: MimeSettings = MimeSettings()
     http: HttpSettings = HttpSettings()
     database: DatabaseSettings = DatabaseSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -178,6 +214,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [part for part in value.replace(",", " ").split() if part]
         return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+
+    @field_validator("dns_nameservers", mode="before")
+    @classmethod
+    def _nameservers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        return tuple(_nameserver(str(item)) for item in value)
 
     @field_validator("secret_keys", mode="before")
     @classmethod
@@ -297,6 +340,26 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         return found
 
 
+def _nameserver(text: str) -> str:
+    """``1.2.3.4``, ``1.2.3.4:5353``, ``::1`` or ``[::1]:5353`` → ``ip:port`` / ``[ip]:port``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        port = port.removeprefix(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    try:
+        address = ipaddress.ip_address(host)
+        number = int(port or 53)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address with an optional :port") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return f"[{address}]:{number}" if address.version == 6 else f"{address}:{number}"
+
+
 def _env_data_dir() -> str:
     return os.environ.get(f"{ENV_PREFIX}DATA_DIR", DEFAULT_DATA_DIR)
 
@@ -315,6 +378,7 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
     except SettingsError as err:
         raise ConfigError(f"{err}; a group takes one variable per key, such as WAYPOST_SMTP__PORT") from None
     _check_addresses(settings)
+    _check_public_links(settings)
     return settings
 
 
@@ -338,6 +402,18 @@ def _explain(err: ValidationError, toml_path: Path) -> str:
             hint = f"{problem['msg']} (got {problem.get('input')!r})"
         lines.append(f"  {key}: {hint}; set it in {toml_path} or with {env}")
     return "\n".join(lines)
+
+
+def _check_public_links(settings: Settings) -> None:
+    """Mail that really leaves links to base_url, and RFC 8058 one-click needs an https URI:
+    a loopback or http:// default would put dead links into every message."""
+    if settings.outbound.transport == "catcher":
+        return
+    if settings.base_url is None or not settings.base_url.startswith("https://"):
+        raise ConfigError(
+            f"base_url: with outbound.transport = {settings.outbound.transport!r} every message links to "
+            f"base_url, and one-click unsubscribe (RFC 8058) needs https; set base_url to the public https "
+            f"address of this server (got {settings.base_url or 'none'})")
 
 
 def _check_addresses(settings: Settings) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from waypost.apps.journeys.build import describe_moment
@@ -17,11 +21,12 @@ from waypost.apps.journeys.zones import zone_at
 from waypost.apps.unsubscribe import UnsubscribeApp
 from waypost.config import Settings
 from waypost.keys import signing_keys
+from waypost.mail.addresses import address_key
 from waypost.outbound import suppression
 from waypost.outbound.compose import Composer
-from waypost.outbound.outbox import Outbox, Verp
+from waypost.outbound.outbox import SEND_JOB, Outbox, Verp
 from waypost.outbound.ratelimit import Limits, RateLimiter
-from waypost.outbound.senders.base import Sender
+from waypost.outbound.senders.base import Envelope, Handoff, Sender
 from waypost.outbound.senders.catcher import CatcherSender
 from waypost.outbound.unsubscribe import Unsubscriber, UnsubscribeTokens
 from waypost.pipeline.allowlist import Allowlist
@@ -33,6 +38,7 @@ from waypost.pipeline.worker import Worker
 from waypost.store import migrate
 from waypost.store.blobs import LocalBlobStore
 from waypost.store.db import create_engine
+from waypost.store.models import send_locks
 from waypost.store.queue import JobQueue, RetryPolicy
 
 
@@ -53,7 +59,18 @@ class Runtime:
     verp: Verp
 
     def worker(self) -> Worker:
+        """A worker; builds the transport and reads the sending limits now, so a process that
+        will send stops at start on a bad configuration instead of at its first message."""
+        ready = getattr(self.outbox.sender, "ready", None)
+        if ready is not None:
+            ready()
+        log.info("sending limits: %s", self.outbox.limiter.limits.describe())
         return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The kinds of mail Waypost sends (pause scopes besides "*")."""
+        return ("journeys",)
 
     def close(self) -> None:
         close_sender = getattr(self.outbox.sender, "close", None)
@@ -75,14 +92,18 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         migrate.upgrade(engine)
     worker = settings.worker
     blobs = LocalBlobStore(settings.blob_dir)
+    outbound = settings.outbound
     queue = JobQueue(engine, visibility_timeout=worker.visibility_timeout,
-                     retry=RetryPolicy(worker.retry_base_delay, worker.retry_max_delay))
+                     retry=RetryPolicy(worker.retry_base_delay, worker.retry_max_delay),
+                     retry_by_kind={SEND_JOB: RetryPolicy(outbound.retry_base_delay, outbound.retry_max_delay)})
     keys = signing_keys(settings)
-    sender = sender or make_sender(settings)
-    verp = Verp(settings.outbound.bounce_mailbox, settings.bounce_domain, keys)
-    outbox = Outbox(engine, queue, sender, max_attempts=worker.max_attempts,
-                    limiter=RateLimiter(send_limits(settings, sender)), verp=verp,
-                    paused_recheck=settings.outbound.paused_recheck_seconds)
+    sender = sender or LazySender(outbound.transport, lambda: make_sender(settings))
+    verp = Verp(outbound.bounce_mailbox, settings.bounce_domain, keys)
+    limiter = RateLimiter(lambda: send_limits(settings, sender),
+                          in_flight_limit=timedelta(seconds=worker.visibility_timeout))
+    outbox = Outbox(engine, queue, sender, max_attempts=outbound.max_attempts, limiter=limiter, verp=verp,
+                    paused_recheck=outbound.paused_recheck_seconds)
+    _ensure_send_lock(engine)
     tokens = UnsubscribeTokens(keys)
     composer = Composer(settings, [JOURNEY_TEMPLATES], tokens, filters={"moment": describe_moment})
     images = ImagePool(settings.journeys.image_workers or default_workers())
@@ -112,13 +133,55 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     )
 
 
+class LazySender:
+    """The configured transport, built on first use: commands that never send (`waypost
+    pause`, `suppression add`) must work even while the transport cannot be set up, which is
+    when an operator needs them most. `serve` and `worker` build it at start (``ready``) so a
+    bad configuration stops them at once."""
+
+    def __init__(self, name: str, factory: Callable[[], Sender]) -> None:
+        self.name = name
+        self._factory = factory
+        self._sender: Sender | None = None
+        self._lock = threading.Lock()
+
+    def ready(self) -> Sender:
+        with self._lock:
+            if self._sender is None:
+                self._sender = self._factory()
+            return self._sender
+
+    @property
+    def confirms(self) -> bool:
+        return bool(getattr(self.ready(), "confirms", False))
+
+    def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
+        return self.ready().send(envelope, raw, handoff)
+
+    def confirm(self, envelope: Envelope) -> str | None:
+        return self.ready().confirm(envelope)
+
+    def account_limits(self):  # type: ignore[no-untyped-def]
+        account_limits = getattr(self.ready(), "account_limits", None)
+        return account_limits() if account_limits is not None else None
+
+    def close(self) -> None:
+        if self._sender is not None and hasattr(self._sender, "close"):
+            self._sender.close()
+
+
 def make_sender(settings: Settings) -> Sender:
     transport = settings.outbound.transport
     if transport == "smtp":
         from waypost.mail.dkim_sign import DkimSigner
         from waypost.outbound.senders.smtp import SmtpSender
 
-        return SmtpSender.from_settings(settings, DkimSigner.from_settings(settings))
+        signer = DkimSigner.from_settings(settings)
+        if signer is None:
+            log.warning("SMTP mode without DKIM signing (dkim.selector and dkim.private_key_path unset): "
+                        "receivers offer one-click unsubscribe only on signed mail; unless the smarthost "
+                        "signs for %s, set up a key with `waypost dkim keygen`", settings.dkim_domain)
+        return SmtpSender.from_settings(settings, signer)
     if transport == "ses":
         from waypost.outbound.senders.ses import SesSender
 
@@ -132,10 +195,10 @@ def send_limits(settings: Settings, sender: Sender) -> Limits:
     outbound = settings.outbound
     configured = Limits(outbound.max_per_second, outbound.max_per_day or None)
     account_limits = getattr(sender, "account_limits", None)
-    if not outbound.limits_from_provider or account_limits is None:
+    if not outbound.limits_from_provider or account_limits is None or outbound.transport != "ses":
         return configured
     account = account_limits()
-    if account is None:
+    if account is None or account.max_per_second <= 0:
         log.warning("could not read the sending limits from %s; using %s", sender.name, configured.describe())
         return configured
     per_second, per_day = account.max_per_second, account.max_per_day
@@ -148,10 +211,19 @@ def send_limits(settings: Settings, sender: Sender) -> Limits:
     return limits
 
 
+def _ensure_send_lock(engine: Engine) -> None:
+    """The row every admission locks; without it PostgreSQL would serialise nothing (a restore
+    without data, say)."""
+    with engine.begin() as conn:
+        if conn.execute(sa.select(send_locks.c.name).where(send_locks.c.name == "send")).first() is None:
+            conn.execute(send_locks.insert().values(name="send"))
+
+
 def _has_left(engine: Engine):  # type: ignore[no-untyped-def]
     def has_left(address: str) -> str | None:
         with engine.connect() as conn:
-            entry = suppression.lookup(conn, address)
+            # leaving as ann@ covers ann+trips@ too: the gate compares senders without +tags
+            entry = suppression.lookup(conn, address) or suppression.lookup(conn, address_key(address))
         if entry is None or entry.reason not in (suppression.Reason.UNSUBSCRIBE, suppression.Reason.COMPLAINT):
             return None
         return "unsubscribed" if entry.reason == suppression.Reason.UNSUBSCRIBE else "complained about our mail"

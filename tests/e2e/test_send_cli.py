@@ -43,6 +43,8 @@ def test_pause_resume_and_status(tmp_path: Path) -> None:
     not_paused = cli(data_dir, "resume")
     assert not_paused.returncode == 1 and "not paused: all sending" in not_paused.stderr
     assert cli(data_dir, "pause").returncode == 2  # a pause needs a reason
+    typo = cli(data_dir, "pause", "--stream", "journey", "--reason", "x")
+    assert typo.returncode == 1 and "no stream 'journey'; the streams are: journeys" in typo.stderr
 
 
 def test_dkim_keygen_writes_a_private_key_once_and_prints_its_record(tmp_path: Path) -> None:

@@ -57,7 +57,8 @@ def outbox_runtime(make_settings: Callable[..., Any], database_url: str) -> Iter
 
     def build(sender: Any, **outbound: Any) -> Any:
         settings = make_settings(database={"url": database_url},
-                                 outbound={"max_per_second": 10_000, "max_per_day": 0, **outbound},
+                                 outbound={"max_per_second": 10_000, "max_per_day": 0, "max_attempts": 3,
+                                           "retry_base_delay": 0.01, "retry_max_delay": 0.02, **outbound},
                                  worker={"max_attempts": 3, "retry_base_delay": 0.01, "retry_max_delay": 0.02,
                                          "poll_interval": 0.01})
         runtime = wiring.build(settings, sender=sender)
@@ -148,16 +149,14 @@ def test_a_global_pause_holds_every_message_until_resumed(outbox_runtime: Any) -
 
     run_jobs(runtime)
 
-    # the first message found the pause; the worker then leaves the others queued until it lifts
-    assert [row.state for row in rows(runtime)] == ["paused", "queued"]
+    assert [row.state for row in rows(runtime)] == ["paused", "paused"]
     assert "bounce rate 9 %" in rows(runtime)[0].last_error
     assert sender.calls == 0
     assert all(job.state == "queued" and job.attempts == 0 for job in send_jobs(runtime))  # no attempt used
 
     with runtime.engine.begin() as conn:
         assert control.resume(conn, control.ALL)
-    runtime.outbox._blocked_until = 0.0  # this process learnt of the pause; a resume is news to it
-    run_jobs(runtime)
+    run_jobs(runtime)  # at once: the resume woke the parked jobs, and nothing else holds them
 
     assert [row.state for row in rows(runtime)] == ["sent", "sent"]
     assert len(sender.delivered) == 2
@@ -246,7 +245,7 @@ def test_a_provider_pause_pauses_the_outbox_and_keeps_the_message(outbox_runtime
 
     run_jobs(runtime)
 
-    assert [row.state for row in rows(runtime)] == ["paused", "queued"]
+    assert [row.state for row in rows(runtime)] == ["paused", "paused"]
     with runtime.engine.connect() as conn:
         (pause,) = control.pauses(conn)
     assert pause.scope == control.ALL and "review" in pause.reason and pause.paused_by == "recorder"
@@ -364,3 +363,74 @@ def test_verp_addresses_name_their_row_and_resist_forgery() -> None:
     assert old.outbound_id(rotated.address(12345)) is None  # signed with a key it does not know
     assert old.outbound_id(address.replace("waypost.test", "example.org")) is None
     assert old.outbound_id("bounces+zz@waypost.test") is None
+
+
+def test_an_attempt_whose_lease_ran_out_sends_nothing(outbox_runtime: Any) -> None:
+    """Worker A was slow before its handoff; its lease ran out and worker B re-admitted the
+    message. A's handoff must fail, so only B's attempt can deliver."""
+    runtime: Any = None
+
+    @dataclass
+    class Overtaken(Recorder):
+        def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
+            with runtime.engine.begin() as conn:  # B's admission, while A was still connecting
+                conn.execute(outbound_messages.update().values(admitted_at=utcnow() + timedelta(seconds=1)))
+            return super().send(envelope, raw, handoff)
+
+    sender = Overtaken()
+    runtime = outbox_runtime(sender)
+    queue(runtime)
+
+    runtime.worker().run_once()
+
+    assert sender.calls == 1 and sender.delivered == []
+    (row,) = rows(runtime)
+    assert row.state == "sending" and row.handoff_at is None  # left as B has it
+    assert send_jobs(runtime)[0].state == "running"  # A neither completed nor failed B's job
+
+
+def test_throttled_attempts_do_not_use_up_the_daily_quota(outbox_runtime: Any) -> None:
+    throttled = [ThrottledError("TooManyRequestsException", retry_after=0.01) for _ in range(5)]
+
+    @dataclass
+    class LateThrottle(Recorder):  # SES throttles the API call, after the handoff
+        def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
+            if self.script:
+                self.calls += 1
+                handoff()
+                raise self.script.pop(0)
+            return super().send(envelope, raw, handoff)
+
+    sender = LateThrottle(script=list(throttled))
+    runtime = outbox_runtime(sender, max_per_day=2)
+    queue(runtime, 2)
+
+    run_jobs(runtime, include_deferred=True)
+
+    assert [row.state for row in rows(runtime)] == ["sent", "sent"]
+    with runtime.engine.connect() as conn:
+        assert runtime.outbox.limiter.used(conn, utcnow())[1] == 2
+
+
+def test_a_message_that_waited_leaves_with_a_fresh_date(outbox_runtime: Any) -> None:
+    sender = Recorder()
+    captured: list[bytes] = []
+    original = sender.send
+
+    def capture(envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
+        captured.append(raw)
+        return original(envelope, raw, handoff)
+
+    sender.send = capture  # type: ignore[method-assign]
+    runtime = outbox_runtime(sender)
+    (outbound_id,) = queue(runtime)
+    with runtime.engine.begin() as conn:  # composed a day ago, then held by the quota
+        conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(
+            created_at=utcnow() - timedelta(days=1),
+            raw=b"Date: Mon, 01 Jan 2024 00:00:00 +0000\nSubject: test\n\nbody\n"))
+
+    run_jobs(runtime)
+
+    (raw,) = captured
+    assert b"2024" not in raw.split(b"\n\n")[0] and raw.startswith(b"Date: ")
+    assert raw.endswith(b"\n\nbody\n")

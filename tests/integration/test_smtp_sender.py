@@ -24,7 +24,7 @@ from tests.support.smtp_capture import DROP_CONNECTION, SmtpCapture, self_signed
 from waypost.config import ConfigError, Settings
 from waypost.errors import PermanentError, TransientError
 from waypost.mail.dkim_sign import DkimSigner, generate_key, public_record, to_crlf
-from waypost.outbound.senders.base import DeliveryUnknownError, Envelope, ThrottledError
+from waypost.outbound.senders.base import DeliveryUnknownError, Envelope, SendingPausedError, ThrottledError
 from waypost.outbound.senders.smtp import SmtpSender
 
 DOMAIN = "example.org"
@@ -310,11 +310,11 @@ def test_unverifiable_certificate_gets_nothing(smtp_server: Callable[..., SmtpCa
     assert "MAIL" not in [step for step, _ in server.events]
 
 
-def test_refused_credentials_are_transient(smtp_server: Callable[..., SmtpCapture],
+def test_refused_credentials_pause_sending(smtp_server: Callable[..., SmtpCapture],
                                            certificate: tuple[Path, Path]) -> None:
     server = smtp_server(auth=(USER, PASSWORD))
     handoff = HandoffProbe()
-    with pytest.raises(TransientError, match="535"):
+    with pytest.raises(SendingPausedError, match="535"):
         make_sender(server, certificate, username=USER, password="wrong").send(ENVELOPE, MESSAGE, handoff)
     assert handoff.calls == 0 and server.messages == []
 

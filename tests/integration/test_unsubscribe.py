@@ -19,7 +19,7 @@ from waypost.outbound import suppression
 from waypost.outbound.unsubscribe import InvalidToken, Subscription, UnsubscribeTokens
 from waypost.pipeline.inbox import ReceivedMail
 from waypost.store.db import create_engine
-from waypost.store.models import allowlist, outbound_messages
+from waypost.store.models import allowlist, jobs, outbound_messages
 
 KEY = "k" * 32
 
@@ -181,3 +181,44 @@ def test_a_post_without_the_one_click_body_changes_nothing(live_server: Any) -> 
         assert suppressed(engine, "ann@example.org") is None
     finally:
         engine.dispose()
+
+
+def test_mailto_finds_compressed_tokens(runtime: Any) -> None:
+    """itsdangerous compresses payloads that shrink, and marks them with a leading '.'"""
+    address = "maria.mariani@mariani-mariani.example.it"
+    token = runtime.unsubscriber.tokens.make(address, "journeys")
+    assert token.startswith(".")  # the case this test is about
+    assert runtime.unsubscriber.tokens.find(f"unsubscribe {token}") == Subscription(address, "journeys")
+    assert runtime.unsubscriber.tokens.find(f"Re: unsubscribe {token}.") == Subscription(address, "journeys")
+
+
+def test_leaving_covers_tagged_addresses_and_coming_back_lifts_them(runtime: Any) -> None:
+    runtime.allowlist.add("example.org")
+    with runtime.engine.begin() as conn:
+        runtime.unsubscriber.apply(conn, Subscription("ann+trips@example.org", "journeys"), source="test")
+        runtime.unsubscriber.apply(conn, Subscription("bob@example.org", "journeys"), source="test")
+
+    refused = deliver(runtime, photo_mail(sender="bob+x@example.org"))
+    drain(runtime)
+    assert inbound(runtime, refused).reason.startswith("sender-unsubscribed")
+
+    runtime.allowlist.add("ann@example.org")
+    assert suppressed(runtime, "ann+trips@example.org") is None
+    assert suppressed(runtime, "bob@example.org") is not None
+
+
+def test_a_dead_send_that_was_handed_over_is_not_retried(runtime: Any) -> None:
+    from waypost.pipeline.deadletters import AlreadySent, DeadLetters
+
+    runtime.allowlist.add("ann@example.org")
+    deliver(runtime, photo_mail())
+    drain(runtime)
+    with runtime.engine.begin() as conn:  # a send that died after its handoff, settled unconfirmed
+        conn.execute(outbound_messages.update().values(state="sent", unconfirmed=True))
+        job_id = conn.execute(sa.select(jobs.c.id).where(jobs.c.kind == "send")).scalar_one()
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(state="dead"))
+
+    with pytest.raises(AlreadySent, match="could deliver it twice"):
+        DeadLetters(runtime.queue).retry(job_id)
+    with runtime.engine.connect() as conn:
+        assert conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one() == "dead"

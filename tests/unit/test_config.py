@@ -417,3 +417,24 @@ def test_a_group_set_as_one_variable_is_a_config_error(tmp_path, monkeypatch) ->
     monkeypatch.setenv("WAYPOST_SMTP", "oops")
     with pytest.raises(ConfigError, match="WAYPOST_SMTP__PORT"):
         load_settings(tmp_path)
+
+
+@pytest.mark.parametrize("base_url", [None, "http://trips.example.org"])
+@pytest.mark.parametrize("transport", ["smtp", "ses"])
+def test_real_transports_need_an_https_base_url(data_dir: Path, transport: str, base_url: str | None) -> None:
+    message = config_error(data_dir=data_dir, outbound={"transport": transport}, base_url=base_url)
+
+    assert "base_url" in message and "https" in message and "RFC 8058" in message
+
+
+def test_the_catcher_and_https_base_urls_are_fine(data_dir: Path) -> None:
+    assert load_settings(data_dir, base_url="http://127.0.0.1:8025").outbound.transport == "catcher"
+    settings = load_settings(data_dir, outbound={"transport": "smtp"}, base_url="https://trips.example.org")
+    assert settings.public_base_url == "https://trips.example.org"
+
+
+def test_dns_nameservers_are_parsed_and_refused_by_name(data_dir: Path) -> None:
+    settings = load_settings(data_dir, dns_nameservers="127.0.0.1:5353, ::1 [::1]:54")
+    assert settings.dns_nameservers == ("127.0.0.1:5353", "[::1]:53", "[::1]:54")
+    message = config_error(data_dir=data_dir, dns_nameservers="ns1.example.org")
+    assert "dns_nameservers" in message and "not an IP address" in message

@@ -66,6 +66,19 @@ def test_upgrade_twice_is_a_no_op(sqlite_engine: Engine) -> None:
     assert schema_differences(sqlite_engine) == []
 
 
+def test_downgrade_then_upgrade_again(any_engine: Engine) -> None:
+    """Downgrades keep added columns (dropping one rebuilds a SQLite table); upgrading again
+    must find them and carry on."""
+    migrate.upgrade(any_engine)
+    migrate.downgrade(any_engine, "0001")
+    assert migrate.current_revision(any_engine) == "0001"
+
+    migrate.upgrade(any_engine)
+
+    assert migrate.current_revision(any_engine) == migrate.head_revision()
+    assert schema_differences(any_engine) == []
+
+
 def test_comparison_would_notice_a_missing_table(sqlite_engine: Engine) -> None:
     # guard against a vacuous pass: an unmigrated database must show every table missing
     differences = schema_differences(sqlite_engine)

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 class UnsubscribeApp:
     name = "unsubscribe"
     open_to_all = True  # the gate's allowlist does not apply: people leaving need not be allowed in
-    raw_retention: timedelta | None = timedelta(0)
+    # kept: a request without a token is for the operator to read (retention rules come later)
+    raw_retention: timedelta | None = None
 
     def __init__(self, mailbox: str, unsubscriber: Unsubscriber) -> None:
         self.mailbox = mailbox

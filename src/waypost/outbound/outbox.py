@@ -26,11 +26,13 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -103,6 +105,29 @@ class Verp:
         return base64.b32encode(digest).decode().rstrip("=").lower()  # lower case: relays may fold it
 
 
+def _fenced(outbound_id: int, fence: datetime | None) -> tuple[sa.ColumnElement[bool], ...]:
+    """The row, and only while this attempt's admission still stands."""
+    if fence is None:
+        return (outbound_messages.c.id == outbound_id,)
+    return (outbound_messages.c.id == outbound_id, outbound_messages.c.admitted_at == fence)
+
+
+_DATE_HEADER = re.compile(rb"^Date:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*", re.IGNORECASE | re.MULTILINE)
+STALE_DATE = timedelta(minutes=10)
+
+
+def _fresh_date(raw: bytes, created_at: datetime) -> bytes:
+    """A message that waited (a pause, the daily quota) would arrive with an old Date and sort
+    far down the inbox: give it the time it actually leaves."""
+    if utcnow() - created_at < STALE_DATE:
+        return raw
+    ends = [at for at in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if at >= 0]
+    end = min(ends) if ends else len(raw)
+    head, body = raw[:end], raw[end:]
+    stamped = f"Date: {format_datetime(utcnow())}".encode()
+    return _DATE_HEADER.sub(lambda _: stamped, head, count=1) + body
+
+
 def _window(window_at: datetime | None) -> dict[str, datetime]:
     """The rate-window time to record: only when bytes were handed over (a message refused
     before its handoff never reached the provider and does not count against the rate)."""
@@ -122,6 +147,12 @@ def _base36(number: int) -> str:
 @dataclass(frozen=True)
 class _Admitted:
     row: sa.Row
+    admitted_at: datetime  # this attempt's fence: every later update of the row must match it
+
+
+class _TakenOver(Exception):
+    """Another worker re-admitted this message (our lease ran out): this attempt must stop
+    without sending and without touching the row or the job."""
 
 
 @dataclass(frozen=True)
@@ -201,58 +232,72 @@ class Outbox:
         elif isinstance(decision, _Interrupted):
             self._settle_interrupted(job, decision.row)
         else:
-            self._send(job, decision.row)
+            try:
+                self._send(job, decision.row, decision.admitted_at)
+            except _TakenOver as err:
+                log.warning("outbound %s: %s", job.payload["outbound_id"], err)
 
-    def _send(self, job: Job, row: sa.Row) -> None:
+    def _send(self, job: Job, row: sa.Row, admitted_at: datetime) -> None:
         envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
                             row.message_id_header)
         handed_over_at: datetime | None = None
+        mine = (outbound_messages.c.id == row.id, outbound_messages.c.admitted_at == admitted_at)
 
         def handoff() -> None:
             nonlocal handed_over_at
             if handed_over_at is not None:
                 raise RuntimeError("a Sender called handoff twice")
             with self.engine.begin() as conn:
-                conn.execute(outbound_messages.update().where(outbound_messages.c.id == row.id)
-                             .values(handoff_at=utcnow()))
-            # taken after the commit: no byte of the message can have left before this moment,
-            # so the rate window measured from it is never shorter than the real gap
+                now = utcnow()
+                taken = conn.execute(outbound_messages.update().where(
+                    *mine, outbound_messages.c.state == SENDING, outbound_messages.c.handoff_at.is_(None),
+                ).values(handoff_at=now)).rowcount
+                if taken != 1:  # a slow attempt whose lease ran out: another worker has the message
+                    raise _TakenOver("another worker took this message over; this attempt sends nothing")
+                self.limiter.handed_over(conn, now)
+            # taken after the commit: no byte of the message left before this moment
             handed_over_at = utcnow()
             failpoints.hit("outbox.after_handoff")
 
         try:
-            provider_id = self.sender.send(envelope, row.raw, handoff)
+            provider_id = self.sender.send(envelope, _fresh_date(row.raw, row.created_at), handoff)
+        except _TakenOver:
+            raise
         except DeliveryUnknownError as err:
             self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True, error=str(err),
-                         window_at=handed_over_at)
+                         window_at=handed_over_at, fence=admitted_at)
             log.warning("outbound %s handed over but not confirmed (%s); not sent again", row.idempotency_key, err)
             return
         except SendingPausedError as err:
-            self._provider_paused(job, row.id, str(err), handed_over_at)
+            self._refund(handed_over_at)
+            self._provider_paused(job, row.id, str(err), handed_over_at, admitted_at)
             return
         except ThrottledError as err:
-            self._requeue(row.id, f"throttled: {err}", handed_over_at)
+            self._refund(handed_over_at)  # the provider took nothing: it does not count toward the quota
+            self._requeue(row.id, f"throttled: {err}", handed_over_at, admitted_at)
             self._defer(job, _Later(err.retry_after, f"throttled by {self.sender.name}: {err}", all_sends=True))
             return
         except PermanentError as err:
             self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False,
-                         window_at=handed_over_at)
+                         window_at=handed_over_at, fence=admitted_at)
             raise
         except TransientError as err:
-            self._requeue(row.id, f"{type(err).__name__}: {err}", handed_over_at)
+            self._refund(handed_over_at)
+            self._requeue(row.id, f"{type(err).__name__}: {err}", handed_over_at, admitted_at)
             raise
         except Exception as err:
             if handed_over_at is not None:  # a bug after the bytes left: treat as handed over, never resend
                 self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True,
-                             error=f"{type(err).__name__} after handoff: {err}", window_at=handed_over_at)
+                             error=f"{type(err).__name__} after handoff: {err}", window_at=handed_over_at,
+                             fence=admitted_at)
                 log.exception("outbound %s: the sender failed after handoff; not sent again", row.idempotency_key)
                 return
-            self._requeue(row.id, f"{type(err).__name__}: {err}", None)
+            self._requeue(row.id, f"{type(err).__name__}: {err}", None, admitted_at)
             raise
         if handed_over_at is None:
             log.error("sender %s returned without calling handoff for %s", self.sender.name, row.idempotency_key)
         failpoints.hit("outbox.after_send")
-        self._finish(job, row.id, SENT, provider_id=provider_id, window_at=handed_over_at)
+        self._finish(job, row.id, SENT, provider_id=provider_id, window_at=handed_over_at, fence=admitted_at)
         log.info("sent %s to %s via %s (%s)", row.idempotency_key, row.recipient, self.sender.name, provider_id)
 
     def _settle_interrupted(self, job: Job, row: sa.Row) -> None:
@@ -262,7 +307,7 @@ class Outbox:
         provider_id = self.sender.confirm(envelope)
         if provider_id is None and getattr(self.sender, "confirms", False):
             # the transport can tell, and it never got the message: sending again is safe
-            self._requeue(row.id, "interrupted before the transport stored the message", utcnow())
+            self._requeue(row.id, "interrupted before the transport stored the message", utcnow(), None)
             self.deliver(job)
             return
         note = None if provider_id else (
@@ -287,7 +332,8 @@ class Outbox:
             if pause is not None:
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
                              .values(state=PAUSED, last_error=f"sending paused ({pause.scope}): {pause.reason}"))
-                return _Later(self.paused_recheck, f"paused: {pause.reason}", all_sends=pause.scope == control.ALL)
+                # parked, not polled: `resume` wakes paused jobs, so a long recheck costs nothing
+                return _Later(self.paused_recheck, f"paused: {pause.reason}", all_sends=False)
             entry = suppression.lookup(conn, row.recipient)
             if entry is not None:
                 detail = f"suppressed: {entry.reason} ({entry.source}{', ' + entry.detail if entry.detail else ''})"
@@ -304,8 +350,7 @@ class Outbox:
                 return _Later(wait.seconds, wait.why, all_sends=True)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
                          .values(state=SENDING, admitted_at=now, handoff_at=None))
-            self.limiter.admitted(conn, now)
-        return _Admitted(row)
+        return _Admitted(row, now)
 
     def _defer(self, job: Job, later: _Later) -> None:
         seconds = max(later.seconds, 0.001)
@@ -316,33 +361,46 @@ class Outbox:
             self.queue.defer(conn, job, utcnow() + timedelta(seconds=seconds), later.why)
         log.debug("send job %s deferred %.3fs: %s", job.id, seconds, later.why)
 
-    def _provider_paused(self, job: Job, outbound_id: int, reason: str, window_at: datetime | None) -> None:
+    def _provider_paused(self, job: Job, outbound_id: int, reason: str, window_at: datetime | None,
+                         fence: datetime) -> None:
         with self.engine.begin() as conn:
             control.pause(conn, control.ALL, f"{self.sender.name} paused sending: {reason}", by=self.sender.name)
-            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+            conn.execute(outbound_messages.update().where(*_fenced(outbound_id, fence))
                          .values(state=PAUSED, handoff_at=None, last_error=f"provider paused sending: {reason}",
                                  **_window(window_at)))
         log.error("the provider paused sending; the outbox is paused until an operator resumes it: %s", reason)
-        self._defer(job, _Later(self.paused_recheck, "provider paused sending", all_sends=True))
+        self._defer(job, _Later(self.paused_recheck, "provider paused sending", all_sends=False))
 
-    def _requeue(self, outbound_id: int, error: str, window_at: datetime | None) -> None:
+    def _refund(self, handed_over_at: datetime | None) -> None:
+        if handed_over_at is not None:
+            with self.engine.begin() as conn:
+                self.limiter.refund(conn, handed_over_at)
+
+    def _requeue(self, outbound_id: int, error: str, window_at: datetime | None, fence: datetime | None) -> None:
         """Back to ``queued``: the transport said no (or nothing left)."""
         with self.engine.begin() as conn:
-            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                         .values(state=QUEUED, handoff_at=None, last_error=error[:2000], **_window(window_at)))
+            done = conn.execute(outbound_messages.update().where(*_fenced(outbound_id, fence))
+                                .values(state=QUEUED, handoff_at=None, last_error=error[:2000],
+                                        **_window(window_at))).rowcount
+        if not done:
+            raise _TakenOver("another worker took this message over while the transport refused it")
 
     def _finish(self, job: Job, outbound_id: int, state: str, *, provider_id: str | None = None,
                 unconfirmed: bool = False, error: str | None = None, complete: bool = True,
-                window_at: datetime | None = None) -> None:
+                window_at: datetime | None = None, fence: datetime | None = None) -> None:
         values: dict[str, object] = {"state": state, "last_error": error[:2000] if error else None,
                                      **_window(window_at)}
         if state == SENT:
             values.update(provider_message_id=(provider_id or None) and provider_id[:255], sent_at=utcnow(),
                           unconfirmed=unconfirmed)
         with self.engine.begin() as conn:
-            conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
-            if complete:
+            done = conn.execute(outbound_messages.update().where(*_fenced(outbound_id, fence))
+                                .values(**values)).rowcount
+            if done and complete:
                 self.queue.complete(conn, job)
+        if not done:
+            raise _TakenOver(f"another worker took this message over; this attempt's outcome ({state}) "
+                             "was not recorded")
 
     def record_failure(self, outbound_id: int, error: str, *, final: bool) -> None:
         """The worker gave up on a send job. A message that was handed over is not failed: it

@@ -10,11 +10,14 @@ The outbox admits a message under the send lock, in the transaction that checked
   never be closer together than the window, however long a commit or an fsync took in
   between. (Counting admission times instead let a delayed commit push 15 sends into one
   second at 14/s.) The window is a little longer than a second (``margin``) for the clock
-  readings of different processes.
-- **quota**: at most ``per_day`` admissions in any 24 hours (SES counts recipients; every
-  Waypost message has one), kept as counts per minute so the check stays cheap at a million a
-  day. A minute counts whole while any of it is inside the 24 hours, which errs on the side of
-  sending later.
+  readings of different processes. What this cannot see is the network: two sends that
+  reach the provider with different delays may arrive closer together than they left; the
+  margin absorbs up to 20 ms of such difference (SES tolerates brief excess).
+- **quota**: at most ``per_day`` messages handed to the transport in any 24 hours (SES counts
+  recipients; every Waypost message has one), kept as counts per minute so the check stays
+  cheap at a million a day, plus the messages admitted and not yet handed over. A send the
+  provider refused (throttling, a temporary error) is taken back off the count. A minute
+  counts whole while any of it is inside the 24 hours, which errs on the side of sending later.
 
 A sliding window over real times never lets a one-second window exceed the limit, which a
 token bucket with a burst would.
@@ -23,6 +26,8 @@ token bucket with a burst would.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,11 +39,11 @@ from waypost.store.models import outbound_messages, send_minutes
 DAY = timedelta(hours=24)
 MINUTE = timedelta(minutes=1)
 DEFAULT_MARGIN = 0.02  # seconds
-# a message ``sending`` for longer than this is taken to have died with its worker: it stops
-# holding a place in the rate window (the job's lease brings it back later)
-IN_FLIGHT_LIMIT = timedelta(minutes=2)
+# a message ``sending`` for longer than this (by default the job lease) is taken to have died
+# with its worker: it stops holding a place in the rate window (the lease brings it back later)
+IN_FLIGHT_LIMIT = timedelta(minutes=5)
 # how long to look again when only messages still in flight fill the window
-IN_FLIGHT_POLL = 0.01
+IN_FLIGHT_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,33 @@ class Wait:
 
 
 class RateLimiter:
-    def __init__(self, limits: Limits, *, margin: float = DEFAULT_MARGIN) -> None:
-        self.limits = limits
-        if limits.per_second >= 1:
-            self.burst = math.floor(limits.per_second)
-            self.window = timedelta(seconds=1 + margin)
-        else:
-            self.burst = 1
-            self.window = timedelta(seconds=1 / limits.per_second + margin)
+    """``limits`` may be a function, called on first use: reading them from a provider is a
+    network call that commands which never send (``waypost pause``) must not wait for."""
+
+    def __init__(self, limits: Limits | Callable[[], Limits], *, margin: float = DEFAULT_MARGIN,
+                 in_flight_limit: timedelta = IN_FLIGHT_LIMIT) -> None:
+        self._limits = limits
+        self.margin = margin
+        self.in_flight_limit = in_flight_limit
+        self._lock = threading.Lock()
+
+    @property
+    def limits(self) -> Limits:
+        if callable(self._limits):
+            with self._lock:
+                if callable(self._limits):
+                    self._limits = self._limits()
+        assert isinstance(self._limits, Limits)
+        return self._limits
+
+    @property
+    def burst(self) -> int:
+        return math.floor(self.limits.per_second) if self.limits.per_second >= 1 else 1
+
+    @property
+    def window(self) -> timedelta:
+        per_second = self.limits.per_second
+        return timedelta(seconds=(1 if per_second >= 1 else 1 / per_second) + self.margin)
 
     def wait_before(self, conn: Connection, now: datetime) -> Wait | None:
         """None when a message may be admitted at ``now``; else how long until one may."""
@@ -79,19 +103,26 @@ class RateLimiter:
                 return Wait(wait, f"daily quota {self.limits.per_day}/24h reached")
         return None
 
-    def admitted(self, conn: Connection, now: datetime) -> None:
-        """Count one admission in its minute (the caller holds the send lock)."""
-        minute = now.replace(second=0, microsecond=0)
+    def handed_over(self, conn: Connection, at: datetime) -> None:
+        """Count one message handed to the transport, in its minute."""
+        minute = at.replace(second=0, microsecond=0)
         bumped = conn.execute(send_minutes.update().where(send_minutes.c.minute == minute)
                               .values(count=send_minutes.c.count + 1)).rowcount
         if not bumped:
-            conn.execute(send_minutes.delete().where(send_minutes.c.minute < now - DAY - 2 * MINUTE))
+            conn.execute(send_minutes.delete().where(send_minutes.c.minute < at - DAY - 2 * MINUTE))
             conn.execute(send_minutes.insert().values(minute=minute, count=1))
+
+    @staticmethod
+    def refund(conn: Connection, at: datetime) -> None:
+        """Take back a count: the provider refused what was handed over at ``at``."""
+        minute = at.replace(second=0, microsecond=0)
+        conn.execute(send_minutes.update().where(send_minutes.c.minute == minute, send_minutes.c.count > 0)
+                     .values(count=send_minutes.c.count - 1))
 
     def _rate_wait(self, conn: Connection, now: datetime) -> float | None:
         table = outbound_messages
         in_flight = conn.execute(sa.select(sa.func.count()).where(
-            table.c.state == "sending", table.c.admitted_at > now - IN_FLIGHT_LIMIT)).scalar_one()
+            table.c.state == "sending", table.c.admitted_at > now - self.in_flight_limit)).scalar_one()
         recent = sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")
         done = conn.execute(sa.select(sa.func.count()).where(recent)).scalar_one()
         must_leave = in_flight + done - self.burst + 1
@@ -103,12 +134,16 @@ class RateLimiter:
                                .offset(must_leave - 1).limit(1)).scalar_one()
         return max((leaving + self.window - now).total_seconds(), 0.001)
 
-    @staticmethod
-    def _quota_wait(conn: Connection, now: datetime, per_day: int) -> float | None:
+    def _quota_wait(self, conn: Connection, now: datetime, per_day: int) -> float | None:
+        table = outbound_messages
+        # admitted, not yet handed over: each may still use a place
+        pending = conn.execute(sa.select(sa.func.count()).where(
+            table.c.state == "sending", table.c.handoff_at.is_(None),
+            table.c.admitted_at > now - self.in_flight_limit)).scalar_one()
         buckets = conn.execute(sa.select(send_minutes.c.minute, send_minutes.c.count)
                                .where(send_minutes.c.minute > now - DAY - MINUTE)
                                .order_by(send_minutes.c.minute)).all()
-        total = sum(count for _, count in buckets)
+        total = pending + sum(count for _, count in buckets)
         if total < per_day:
             return None
         for minute, count in buckets:  # oldest first: when enough have left the 24 hours
@@ -121,7 +156,7 @@ class RateLimiter:
         """Messages in the current rate window (sent or in flight), and admissions in 24 hours."""
         table = outbound_messages
         window = conn.execute(sa.select(sa.func.count()).where(sa.or_(
-            sa.and_(table.c.state == "sending", table.c.admitted_at > now - IN_FLIGHT_LIMIT),
+            sa.and_(table.c.state == "sending", table.c.admitted_at > now - self.in_flight_limit),
             sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")))).scalar_one()
         day = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(send_minutes.c.count), 0))
                            .where(send_minutes.c.minute > now - DAY - MINUTE)).scalar_one()

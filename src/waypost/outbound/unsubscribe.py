@@ -21,8 +21,9 @@ from waypost.mail.addresses import AddressError, normalise_address
 from waypost.outbound import suppression
 
 SALT = "waypost.unsubscribe.v1"
-# itsdangerous URL-safe tokens: base64url payload '.' base64url signature
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{20,}")
+# itsdangerous URL-safe tokens: base64url payload '.' base64url signature; a payload that
+# compresses well is zlib-compressed and marked by a leading '.'
+TOKEN_PATTERN = re.compile(r"(?<![A-Za-z0-9_.-])\.?[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{20,}")
 
 
 class InvalidToken(PermanentError):

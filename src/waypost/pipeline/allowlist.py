@@ -30,6 +30,10 @@ def parse_entry(text: str) -> tuple[str, str]:
     return "domain", normalise_domain(text.lstrip("@"))
 
 
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 class Allowlist:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -39,9 +43,12 @@ class Allowlist:
         lifts its unsubscribe: adding someone back is how they return after leaving."""
         kind, value = parse_entry(text)
         if kind == "address":
+            local, domain = value.rsplit("@", 1)
             with self.engine.begin() as conn:
-                conn.execute(suppressions.delete().where(suppressions.c.address == suppression_key(text),
-                                                         suppressions.c.reason == "UNSUBSCRIBE"))
+                conn.execute(suppressions.delete().where(
+                    suppressions.c.reason == "UNSUBSCRIBE",
+                    sa.or_(suppressions.c.address == suppression_key(text), suppressions.c.address == value,
+                           suppressions.c.address.like(f"{_like(local)}+%@{_like(domain)}", escape="\\"))))
         try:
             with self.engine.begin() as conn:
                 conn.execute(allowlist.insert().values(kind=kind, value=value, added_at=utcnow(), note=note))

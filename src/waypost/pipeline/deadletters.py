@@ -11,6 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from waypost.errors import PermanentError
 from waypost.outbound.outbox import QUEUED as OUTBOUND_QUEUED
 from waypost.outbound.outbox import SEND_JOB
 from waypost.pipeline.inbox import INBOUND_JOB
@@ -34,7 +35,16 @@ def _reset_inbound(conn: Connection, payload: dict) -> None:
                  .values(status=INBOUND_QUEUED, reason=None, processed_at=None))
 
 
+class AlreadySent(PermanentError):
+    """The dead send job's message went out (perhaps unconfirmed): retrying would send it twice."""
+
+
 def _reset_outbound(conn: Connection, payload: dict) -> None:
+    row = conn.execute(sa.select(outbound_messages.c.state, outbound_messages.c.handoff_at)
+                       .where(outbound_messages.c.id == payload["outbound_id"])).first()
+    if row is not None and (row.state == "sent" or row.handoff_at is not None):
+        raise AlreadySent(f"outbound {payload['outbound_id']} was already handed to the transport "
+                          f"({row.state}); retrying could deliver it twice, so it stays as it is")
     conn.execute(outbound_messages.update().where(outbound_messages.c.id == payload["outbound_id"])
                  .values(state=OUTBOUND_QUEUED, last_error=None))
 

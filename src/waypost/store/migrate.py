@@ -24,6 +24,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(_config(engine), revision)
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -72,10 +72,12 @@ def enqueue(
 
 
 class JobQueue:
-    def __init__(self, engine: Engine, *, visibility_timeout: float, retry: RetryPolicy) -> None:
+    def __init__(self, engine: Engine, *, visibility_timeout: float, retry: RetryPolicy,
+                 retry_by_kind: dict[str, RetryPolicy] | None = None) -> None:
         self.engine = engine
         self.visibility_timeout = visibility_timeout
         self.retry = retry
+        self.retry_by_kind = dict(retry_by_kind or {})
 
     def claim(self, owner: str, kinds: tuple[str, ...] | None = None) -> Job | None:
         """Lease the next due job, or return None. A lease that expired with no attempts
@@ -151,7 +153,8 @@ class JobQueue:
                 .where(jobs.c.id == job.id)
                 .values(
                     state=QUEUED,
-                    run_after=utcnow() + timedelta(seconds=self.retry.delay(job.attempts)),
+                    run_after=utcnow() + timedelta(seconds=self.retry_by_kind.get(job.kind, self.retry)
+                                                   .delay(job.attempts)),
                     locked_until=None,
                     last_error=error,
                     updated_at=utcnow(),

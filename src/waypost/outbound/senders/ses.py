@@ -190,6 +190,9 @@ _PAUSED_HINTS = {
     "ConfigurationSetSendingPausedException": "sending is paused for the configuration set; resume it "
                                               "(sesv2 put-configuration-set-sending-options --sending-enabled)",
 }
+# Refusals about the account or our configuration, not the message: every message would meet
+# them, so they pause the outbox (nothing is failed or dropped) until an operator fixes the
+# cause and runs `waypost resume`.
 _CONFIG_HINTS = {
     "MailFromDomainNotVerifiedException": "the custom MAIL FROM domain of the sending identity has no valid MX "
                                           "record; fix its DNS or set the behaviour on MX failure to "
@@ -200,8 +203,6 @@ _CONFIG_HINTS = {
     "ConfigurationSetDoesNotExist": "the configuration set (ses.configuration_set) does not exist in this region",
     "ConfigurationSetDoesNotExistException": "the configuration set (ses.configuration_set) does not exist in "
                                              "this region",
-    "BadRequestException": "SES found the request invalid (a malformed address, tag or message?)",
-    "InvalidParameterValue": "SES found a parameter invalid (a malformed address or tag?)",
     "AccessDeniedException": "the AWS credentials may not call ses:SendEmail; allow ses:SendEmail and "
                              "ses:SendRawEmail on the sending identity in their IAM policy",
     "AccessDenied": "the AWS credentials may not call this SES action; check their IAM policy",
@@ -209,13 +210,18 @@ _CONFIG_HINTS = {
     "InvalidClientTokenId": "AWS does not know these credentials; check the access key",
     "SignatureDoesNotMatch": "the secret key does not match the access key",
 }
+# Refusals of this one message.
+_MESSAGE_HINTS = {
+    "BadRequestException": "SES found the request invalid (a malformed address, tag or message?)",
+    "InvalidParameterValue": "SES found a parameter invalid (a malformed address or tag?)",
+}
 _CREDENTIALS_HINT = ("no usable AWS credentials or region: provide them through boto3's standard chain "
                      "(environment, shared config files, or an instance/task role)")
 
 # Translation of SDK errors raised without an answer from SES. The first matching row wins.
 _TRANSPORT_ERRORS: tuple[tuple[tuple[type[Exception], ...], type[WaypostError], str], ...] = (
     ((NoCredentialsError, PartialCredentialsError, NoRegionError, ProfileNotFound, UnknownCredentialError,
-      InvalidConfigError), PermanentError, _CREDENTIALS_HINT),
+      InvalidConfigError), SendingPausedError, _CREDENTIALS_HINT),
     ((ParamValidationError,), PermanentError, "the SDK refused the request before sending it"),
     # botocore's ConnectionError: connect refused or timed out, proxy and TLS failures; credential
     # look-ups happen before the request is built. Nothing reached SES. (urllib3 reports a TLS error
@@ -251,7 +257,9 @@ def _classify_client_error(err: ClientError, region: str | None, envelope: Envel
     if code in _PAUSED_HINTS:
         return SendingPausedError(f"SES {code}: {message} ({_PAUSED_HINTS[code]})")
     if code in _CONFIG_HINTS:
-        return PermanentError(f"SES {code}: {message} ({_CONFIG_HINTS[code]})")
+        return SendingPausedError(f"SES {code}: {message} ({_CONFIG_HINTS[code]})")
+    if code in _MESSAGE_HINTS:
+        return PermanentError(f"SES {code}: {message} ({_MESSAGE_HINTS[code]})")
     if code in _SERVER_CODES or status is None or status >= 500:
         # SES failed to handle the request, and AWS advises retrying these; that it queued the
         # message all the same is possible but unlikely, a risk every API retry takes.
@@ -300,7 +308,8 @@ def _describe(err: Exception) -> str:
 
 
 # An SDK failure, or an answer without the fields we read
-_LIMITS_ERRORS = (ClientError, BotoCoreError, KeyError, TypeError, ValueError)
+# reading the limits must never stop a process: any failure falls back to the configured limits
+_LIMITS_ERRORS = (Exception,)
 
 
 def _limits_from_account(response: dict[str, Any]) -> SendLimits:

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Literal
 from waypost.config import ConfigError
 from waypost.errors import PermanentError, TransientError, WaypostError
 from waypost.mail.dkim_sign import DkimSigner, to_crlf
-from waypost.outbound.senders.base import DeliveryUnknownError, Envelope, Handoff, ThrottledError
+from waypost.outbound.senders.base import (
+    DeliveryUnknownError,
+    Envelope,
+    Handoff,
+    SendingPausedError,
+    ThrottledError,
+)
 
 if TYPE_CHECKING:
     from waypost.config import Settings
@@ -210,6 +216,10 @@ def _session_refused(where: str, err: smtplib.SMTPResponseException) -> WaypostE
     refusal = _refused("session setup", err.smtp_code, err.smtp_error)
     if isinstance(refusal, ThrottledError):
         return refusal
+    if err.smtp_code in (530, 534, 535, 538):  # RFC 4954: our credentials or mechanism are refused
+        # every message would meet this: pause the outbox instead of failing them one by one
+        return SendingPausedError(f"smarthost {where} refused our login: {err.smtp_code} "
+                                  f"{_reply_text(err.smtp_error)} (check smarthost.username and password)")
     return TransientError(f"smarthost {where} refused the session: {err.smtp_code} {_reply_text(err.smtp_error)}")
 
 

@@ -20,12 +20,18 @@ branch_labels = None
 depends_on = None
 
 
+def _add_column(table: str, column: sa.Column) -> None:
+    """Add unless present: the downgrade keeps the columns, so an upgrade after it finds them."""
+    if column.name not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}:
+        op.add_column(table, column)
+
+
 def upgrade() -> None:
     # Only ADD COLUMN and CREATE INDEX here: anything that makes SQLite rebuild a table
     # (batch mode) drops the old one, and with foreign keys on that cascades into its
     # children: photos and journey_messages would be emptied.
-    op.add_column("inbound_messages", sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column("journeys", sa.Column("reply_token", sa.String(length=64), nullable=True))
+    _add_column("inbound_messages", sa.Column("raw_deleted_at", sa.DateTime(timezone=True), nullable=True))
+    _add_column("journeys", sa.Column("reply_token", sa.String(length=64), nullable=True))
     op.create_index(op.f("ix_journeys_reply_token"), "journeys", ["reply_token"], unique=True)
     op.create_table(
         "journey_messages",

@@ -14,13 +14,19 @@ branch_labels = None
 depends_on = None
 
 
+def _add_column(table: str, column: sa.Column) -> None:
+    """Add unless present: the downgrade keeps the columns, so an upgrade after it finds them."""
+    if column.name not in {c["name"] for c in sa.inspect(op.get_bind()).get_columns(table)}:
+        op.add_column(table, column)
+
+
 def upgrade() -> None:
     # ADD COLUMN and CREATE only (see 0002: a SQLite table rebuild cascades into children).
-    op.add_column("outbound_messages", sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column("outbound_messages", sa.Column("handoff_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column("outbound_messages", sa.Column("window_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column("outbound_messages",
-                  sa.Column("unconfirmed", sa.Boolean(), server_default=sa.false(), nullable=False))
+    _add_column("outbound_messages", sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
+    _add_column("outbound_messages", sa.Column("handoff_at", sa.DateTime(timezone=True), nullable=True))
+    _add_column("outbound_messages", sa.Column("window_at", sa.DateTime(timezone=True), nullable=True))
+    _add_column("outbound_messages",
+                sa.Column("unconfirmed", sa.Boolean(), server_default=sa.false(), nullable=False))
     op.create_index(op.f("ix_outbound_messages_window_at"), "outbound_messages", ["window_at"], unique=False)
     op.create_table(
         "send_minutes",
