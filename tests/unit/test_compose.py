@@ -86,8 +86,11 @@ def test_a_link_anywhere_but_our_base_url_is_refused_at_render(tmp_path: Path) -
 
 
 def test_urls_in_what_people_sent_are_echoed_without_becoming_links(tmp_path: Path) -> None:
-    message = compose(tmp_path, title="see https://evil.example/x")
-    assert "see evil.example/x" in message.get_body(("plain",)).get_content()
+    message = compose(tmp_path, title="see https://evil.example/x or bit.ly/abc, ann@evil.example.com")
+    text = message.get_body(("plain",)).get_content()
+    assert "see evil\u2024example/x or bit\u2024ly/abc, ann@evil\u2024example\u2024com" in text
+    assert "evil.example" not in text and "bit.ly" not in text
+    assert "Trip 3, 12.5 km" in compose(tmp_path, title="Trip 3, 12.5 km").get_body(("plain",)).get_content()
 
 
 def test_a_template_that_does_not_render_raises_before_anything_is_queued(tmp_path: Path) -> None:

@@ -73,10 +73,17 @@ def reflow(value: str, indent: str = "") -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
+# a host name as mail clients autolink it: two or more labels ending in letters
+_HOST_LIKE = re.compile(r"(?<![\w.])(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])", re.UNICODE)
+ONE_DOT_LEADER = "\u2024"  # looks like a full stop; no client reads it as part of a host name
+
+
 def unlinked(value: object) -> str:
-    """Text a person gave us (a subject, a file name), echoed back without URL schemes: a
-    reply must not carry links we did not make, and the link check would refuse it."""
-    return _SCHEME.sub("", str(value))
+    """Text a person gave us (a subject, a file name), echoed back so it cannot become a link:
+    URL schemes go, and the dots of host-like words become U+2024, which looks the same but is
+    not autolinked ("see bit.ly/x" would otherwise be a link in a signed mail from us)."""
+    text = _SCHEME.sub("", str(value))
+    return _HOST_LIKE.sub(lambda match: match.group(0).replace(".", ONE_DOT_LEADER), text)
 
 
 def _tidy_text(text: str) -> str:
