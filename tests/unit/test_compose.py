@@ -90,7 +90,8 @@ def test_urls_in_what_people_sent_are_echoed_without_becoming_links(tmp_path: Pa
     text = message.get_body(("plain",)).get_content()
     assert "see evil\u2024example/x or bit\u2024ly/abc, ann@evil\u2024example\u2024com" in text
     assert "evil.example" not in text and "bit.ly" not in text
-    assert "Trip 3, 12.5 km" in compose(tmp_path, title="Trip 3, 12.5 km").get_body(("plain",)).get_content()
+    plain = compose(tmp_path, title="Trip 3, 12.5 km, IMG_0001.JPG, invoice.zip").get_body(("plain",)).get_content()
+    assert "Trip 3, 12.5 km, IMG_0001.JPG, invoice\u2024zip" in plain  # .zip is a top-level domain
 
 
 def test_a_template_that_does_not_render_raises_before_anything_is_queued(tmp_path: Path) -> None:

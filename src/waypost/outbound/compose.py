@@ -76,6 +76,10 @@ def reflow(value: str, indent: str = "") -> str:
 # a host name as mail clients autolink it: two or more labels ending in letters
 _HOST_LIKE = re.compile(r"(?<![\w.])(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])", re.UNICODE)
 ONE_DOT_LEADER = "\u2024"  # looks like a full stop; no client reads it as part of a host name
+# photo file extensions that are no top-level domain, so "IMG_0001.jpg" stays as it is
+# (.zip and .mov are domains, and stay neutralised)
+_FILE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "heic", "heif", "png", "webp", "tif", "tiff", "avif", "gif",
+                              "dng", "bmp", "jfif"})
 
 
 def unlinked(value: object) -> str:
@@ -83,7 +87,14 @@ def unlinked(value: object) -> str:
     URL schemes go, and the dots of host-like words become U+2024, which looks the same but is
     not autolinked ("see bit.ly/x" would otherwise be a link in a signed mail from us)."""
     text = _SCHEME.sub("", str(value))
-    return _HOST_LIKE.sub(lambda match: match.group(0).replace(".", ONE_DOT_LEADER), text)
+
+    def neutralise(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word.rsplit(".", 1)[1].lower() in _FILE_EXTENSIONS and word.count(".") == 1:
+            return word
+        return word.replace(".", ONE_DOT_LEADER)
+
+    return _HOST_LIKE.sub(neutralise, text)
 
 
 def _tidy_text(text: str) -> str:
