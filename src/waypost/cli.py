@@ -422,5 +422,60 @@ def db_upgrade(data_dir: Path) -> None:
     engine.dispose()
 
 
+# --- submission users ---
+@cli.group()
+def submission() -> None:
+    """Logins for the submission port (smtp.submission_port), kept in smtp.submission_users_path."""
+
+
+def _submission_users(data_dir: Path) -> Any:
+    from waypost.ingress.submission import SubmissionUsers, users_path
+
+    return SubmissionUsers(users_path(settings_from(data_dir)))
+
+
+@submission.command("passwd")
+@data_dir_option
+@click.argument("user")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@friendly_errors
+def submission_passwd(data_dir: Path, user: str, password_stdin: bool) -> None:
+    """Add USER, or set a new password for USER (asked twice unless --password-stdin)."""
+    from waypost.ingress.submission import check_user_name
+
+    users = _submission_users(data_dir)
+    check_user_name(user)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    new = users.set_password(user, password)
+    click.echo(f"{'added' if new else 'password changed'}: {user} ({users.path})")
+
+
+@submission.command("remove")
+@data_dir_option
+@click.argument("user")
+@friendly_errors
+def submission_remove(data_dir: Path, user: str) -> None:
+    """Delete USER's login."""
+    if not _submission_users(data_dir).remove(user):
+        raise click.ClickException(f"no submission user {user}")
+    click.echo(f"removed: {user}")
+
+
+@submission.command("list")
+@data_dir_option
+@friendly_errors
+def submission_list(data_dir: Path) -> None:
+    """Show the user names (never the hashes)."""
+    users = _submission_users(data_dir)
+    names = sorted(users.read())
+    for name in names:
+        click.echo(name)
+    if not names:
+        click.echo(f"no submission users in {users.path}")
+
+
 def main() -> None:
     cli(prog_name="waypost")

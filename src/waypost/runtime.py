@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import email.policy
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesHeaderParser
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,7 +24,8 @@ from waypost.apps.journeys.zones import zone_at
 from waypost.apps.unsubscribe import UnsubscribeApp
 from waypost.config import Settings
 from waypost.keys import signing_keys
-from waypost.mail.addresses import address_key
+from waypost.mail.addresses import address_key, first_mailbox
+from waypost.mail.auth import AuthVerdict, make_resolver, verify
 from waypost.outbound import suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp
@@ -38,7 +42,7 @@ from waypost.pipeline.worker import Worker
 from waypost.store import migrate
 from waypost.store.blobs import LocalBlobStore
 from waypost.store.db import create_engine
-from waypost.store.models import send_locks
+from waypost.store.models import inbound_messages, send_locks, utcnow
 from waypost.store.queue import JobQueue, RetryPolicy
 
 
@@ -57,6 +61,7 @@ class Runtime:
     images: ImagePool
     unsubscriber: Unsubscriber
     verp: Verp
+    _resolver: Any = None
 
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
@@ -66,6 +71,25 @@ class Runtime:
             ready()
         log.info("sending limits: %s", self.outbox.limiter.limits.describe())
         return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
+
+    def authenticate(self, raw: bytes, peer_ip: str | None, helo: str | None,
+                     mail_from: str | None) -> AuthVerdict | None:
+        """SPF, DKIM and DMARC for a message arriving over SMTP; None for trusted networks,
+        whose mail the gate accepts without (local submission)."""
+        if self.processor.gate.is_trusted(peer_ip):
+            return None
+        header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:MAX_HEADER_SCAN])
+        address = first_mailbox(str(header.get("From", "")) or None)
+        return verify(raw, peer_ip=peer_ip, helo=helo, mail_from=mail_from,
+                      from_domain=address.rsplit("@", 1)[1] if address else None, resolver=self.resolver())
+
+    def resolver(self):  # type: ignore[no-untyped-def]
+        """The DNS resolver for authentication (dns_nameservers, or the system's), made once."""
+        with _RESOLVER_LOCK:
+            if self._resolver is None:
+                object.__setattr__(self, "_resolver",
+                                   make_resolver(self.settings.dns_nameservers, self.settings.dns_timeout))
+            return self._resolver
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -81,6 +105,8 @@ class Runtime:
 
 
 log = logging.getLogger(__name__)
+_RESOLVER_LOCK = threading.Lock()
+MAX_HEADER_SCAN = 256 * 1024  # the From header is looked for in the header section only
 
 
 def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = True,
@@ -110,12 +136,16 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     places = default_index()
     journeys_app = JourneysApp(settings.journeys, blobs, outbox, composer, settings.public_base_url,
                                envelope_sender=settings.reply_address, mail_domain=settings.mail_domain,
-                               images=images, locate=places.lookup, zone_at=zone_at)
+                               images=images, locate=places.lookup, zone_at=zone_at,
+                               rate_window=timedelta(minutes=settings.gate.sender_window_minutes))
     allowlist = Allowlist(engine)
     unsubscriber = Unsubscriber(tokens, hooks={journeys_app.name: Allowlist.forget})
     router = Router(settings.mail_domain, [journeys_app, UnsubscribeApp(settings.outbound.unsubscribe_mailbox,
                                                                         unsubscriber)])
-    gate = Gate(allowlist, settings.trusted_networks, has_left=_has_left(engine))
+    gate = Gate(allowlist, settings.trusted_networks, has_left=_has_left(engine),
+                require_dkim_without_dmarc=settings.gate.require_dkim_without_dmarc,
+                sender_limit=settings.gate.sender_max_messages,
+                recent_count=_recent_count(engine, timedelta(minutes=settings.gate.sender_window_minutes)))
     return Runtime(
         settings=settings,
         engine=engine,
@@ -217,6 +247,17 @@ def _ensure_send_lock(engine: Engine) -> None:
     with engine.begin() as conn:
         if conn.execute(sa.select(send_locks.c.name).where(send_locks.c.name == "send")).first() is None:
             conn.execute(send_locks.insert().values(name="send"))
+
+
+def _recent_count(engine: Engine, window: timedelta):  # type: ignore[no-untyped-def]
+    def recent_count(address: str) -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                sa.func.lower(inbound_messages.c.from_address) == address.lower(),
+                inbound_messages.c.status == "processed",
+                inbound_messages.c.received_at > utcnow() - window)).scalar_one())
+
+    return recent_count
 
 
 def _has_left(engine: Engine):  # type: ignore[no-untyped-def]

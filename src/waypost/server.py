@@ -7,16 +7,19 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 
 from waypost import runtime as wiring
 from waypost.config import Settings
 from waypost.errors import WaypostError
-from waypost.ingress.smtp import IngressHandler, start_smtp_server
+from waypost.ingress.smtp import IngressHandler, SessionLimits, server_tls_context, start_smtp_server
+from waypost.ingress.submission import SubmissionHandler, SubmissionUsers, start_submission_server, users_path
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +65,12 @@ async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, st
 
     from waypost.web.app import create_app  # the core never imports the web framework
 
-    handler = IngressHandler(runtime.inbox.accept, runtime.router.accepts, runtime.router.is_local_domain)
     try:
-        smtp = await start_smtp_server(handler, host=settings.smtp.host, port=settings.smtp.port,
-                                       hostname=settings.smtp_hostname,
-                                       max_message_size=settings.smtp.max_message_size)
-    except OSError as err:
+        smtp, submission = await _start_smtp_listeners(settings, runtime)
+    except WaypostError:
         http_sock.close()
         runtime.close()
-        raise ListenError(f"cannot listen for SMTP on {settings.smtp.host}:{settings.smtp.port}: "
-                          f"{err.strerror}; choose another port with --smtp-port or smtp.port") from err
+        raise
     smtp_port = smtp.sockets[0].getsockname()[1]
     web = _EmbeddedUvicorn(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="off",
                                           access_log=False))
@@ -87,6 +86,8 @@ async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, st
 
     smtp_address = f"{_format_host(settings.smtp.host)}:{smtp_port}"
     out(f"smtp: {smtp_address}")
+    if submission is not None:
+        out(f"submission: {_format_host(settings.smtp.host)}:{submission.sockets[0].getsockname()[1]}")
     out(f"http: {http_url}")
     sys.stdout.flush()
 
@@ -99,15 +100,71 @@ async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, st
     await _first_of(finished.wait(), web_task)
 
     log.info("stopping")
-    smtp.close()
+    listeners = [smtp] if submission is None else [smtp, submission]
+    for listener in listeners:
+        listener.close()
     web.should_exit = True
     stop.set()
-    await smtp.wait_closed()
+    for listener in listeners:
+        await listener.wait_closed()
     with contextlib.suppress(asyncio.CancelledError):
         await web_task
     for thread in threads:
         thread.join(timeout=30)
     runtime.close()
+
+
+async def _start_smtp_listeners(settings: Settings, runtime: wiring.Runtime
+                                ) -> tuple[asyncio.Server, asyncio.Server | None]:
+    """The public listener and, when smtp.submission_port is set, the submission one."""
+    limits = SessionLimits.from_settings(settings)
+    tls = _tls_context(settings)
+    if settings.smtp.submission_port is not None and tls is None:
+        raise ListenError("smtp.submission_port needs smtp.tls_cert_path and smtp.tls_key_path: "
+                          "logins are accepted only over TLS")
+    router, host = runtime.router, settings.smtp.host
+    common: dict[str, Any] = {"host": host, "hostname": settings.smtp_hostname,
+                              "max_message_size": settings.smtp.max_message_size, "tls_context": tls}
+    handler = IngressHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, limits=limits,
+                             mail_domain=settings.mail_domain, authenticate=runtime.authenticate,
+                             authserv_id=settings.smtp_hostname)
+    smtp = await _bind("SMTP", host, settings.smtp.port, "--smtp-port or smtp.port",
+                       start_smtp_server(handler, port=settings.smtp.port, **common))
+    if settings.smtp.submission_port is None:
+        return smtp, None
+    try:
+        users = SubmissionUsers(users_path(settings))
+        if not users.read():
+            log.warning("no submission users in %s; add one with `waypost submission passwd USER`", users.path)
+        submitting = SubmissionHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, users=users,
+                                       limits=limits, mail_domain=settings.mail_domain)
+        submission = await _bind("submission", host, settings.smtp.submission_port, "smtp.submission_port",
+                                 start_submission_server(submitting, port=settings.smtp.submission_port, **common))
+    except WaypostError:
+        smtp.close()
+        raise
+    return smtp, submission
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    cert, key = settings.smtp.tls_cert_path, settings.smtp.tls_key_path
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ListenError("set both smtp.tls_cert_path and smtp.tls_key_path to offer STARTTLS, or neither")
+    try:
+        return server_tls_context(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ListenError(f"cannot load the SMTP TLS certificate {cert} with key {key}: {err}") from err
+
+
+async def _bind(what: str, host: str, port: int, option: str,
+                starting: Coroutine[Any, Any, asyncio.Server]) -> asyncio.Server:
+    try:
+        return await starting
+    except OSError as err:
+        raise ListenError(f"cannot listen for {what} on {host}:{port}: {err.strerror}; "
+                          f"choose another port with {option}") from err
 
 
 async def _first_of(*awaitables) -> None:  # type: ignore[no-untyped-def]

@@ -1,50 +1,314 @@
 """SMTP ingress on aiosmtpd. The hooks do the minimum: refuse at RCPT what can be refused,
-store the raw bytes and queue a job, then answer 250 (invariant 1). Only this module knows
-SMTP reply codes."""
+store the raw bytes and queue a job, then answer 250 (invariant 1). Only this module (and
+``submission.py`` beside it) knows SMTP reply codes.
+
+Limits, each answered with its own code (RFC 5321 §4.5.3 names the limits; RFC 3463 the
+enhanced codes):
+
+============================  =====================================================  ==========
+limit (``SessionLimits``)     reply                                                   when
+============================  =====================================================  ==========
+recipients                    ``452 4.5.3 Too many recipients``                       RCPT
+message size (``SIZE``)       ``552 5.3.4 Message size exceeds fixed maximum ...``    MAIL, DATA
+line length                   ``500 5.5.2 Line too long ...``                         end of DATA
+header section octets         ``552 5.3.4 Header section too large ...``              end of DATA
+header field count            ``552 5.3.4 Too many header fields ...``                end of DATA
+command line (512, aiosmtpd)  ``500 Command line too long``                           command
+connections from one client   ``421 4.7.0 Too many connections from your address``    connect
+timeout                       ``421 4.4.2 <host> Timeout exceeded ...``               any time
+============================  =====================================================  ==========
+
+Line length gets ``500`` because RFC 5321 §4.5.3.1.9 gives "500 Line too long" for it, and
+``5.5.2`` because it is a violation of the data syntax (§4.5.3.1.6), which is the enhanced
+code IANA lists beside 500; ``5.3.4`` would say "too big", which the message may not be, and
+``5.5.6`` is the AUTH exchange line (RFC 4954). Limits on the data are answered after the
+final dot, as RFC 5321 §4.2.5 implies, never by cutting the client off mid-stream.
+
+The timeout bounds each wait for the client: from one command to the next, and during DATA
+each stretch in which fewer than ``DATA_PROGRESS_BYTES`` arrive. A client trickling a byte a
+second is cut off; a big message on a slow but working link is not (at the default 300 s a
+client must manage about 220 bytes a second). The timer stops while we store a message
+after the final dot: then the client is waiting on us.
+
+Clients are counted by address, IPv6 ones by their /64 (one host usually holds a whole /64);
+``trusted_networks`` (a front relay, the operator's own machines) are not limited.
+
+Never a relay: RCPT accepts only mailboxes of our own domain that an app serves, and refuses
+with 5.7.1 the syntaxes that name another host inside a local address: source routes (the
+final mailbox is what counts, RFC 5321 Appendix C), the %-hack, bang paths and quoted local
+parts holding "@". The public port offers no AUTH, so nothing can unlock anything there.
+
+Each stored message gets our ``Received:`` line (RFC 5321 §4.4) prepended; otherwise it is
+kept byte for byte. Its form::
+
+    Received: from <helo> ([<ip>])
+            by <hostname> (Waypost) with ESMTP[S][A]
+            for <rcpt>; <date>
+
+We do no reverse DNS lookup, so TCP-info is the address literal alone, which RFC 5321's
+grammar allows (``TCP-info = address-literal / ( Domain FWS address-literal )``); that is
+more honest than Postfix's ``unknown``. A HELO name that is not a domain or an address
+literal is left out of the header (``from [ip] ([ip])``) so a client cannot write header
+syntax into it; the message row keeps the HELO as given. ``for`` appears only with exactly
+one recipient, so no recipient learns of another. There is no ``id`` clause: the queue id is
+assigned inside ``Inbox.accept``, after the header must already be written.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import ipaddress
 import logging
+import re
 import socket
-from collections.abc import Callable
+import ssl
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from waypost.errors import StorageError
+from waypost.mail.auth import AuthVerdict
 from waypost.pipeline.inbox import ReceivedMail
+
+if TYPE_CHECKING:
+    from waypost.config import Settings
 
 log = logging.getLogger(__name__)
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 # RFC 5321 §4.5.3.1.8 requires room for at least 100 recipients; we need far fewer.
 MAX_RECIPIENTS = 100
+# during DATA, this much received pushes the timeout back by a whole period
+DATA_PROGRESS_BYTES = 64 * 1024
+
+RELAY_DENIED = "550 5.7.1 Relaying denied: we accept mail only for our own domain"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
+# local-part characters that route to another host: %-hack, UUCP bang path, quoted "@"
+_ROUTING_CHARACTERS = frozenset("%!@")
+_DOMAIN = re.compile(r"(?=.{1,253}\.?\Z)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+                     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?\Z")
+_ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """What one client may ask of a listener. Defaults match ``SmtpSettings``."""
+
+    max_recipients: int = MAX_RECIPIENTS
+    max_line_length: int = 10_000  # octets per line of message data, CRLF included
+    max_header_bytes: int = 256 * 1024  # the whole header section, line ends included
+    max_header_count: int = 1000
+    max_connections_per_ip: int = 20  # at once, per client (see client_key)
+    timeout: float = 300.0  # seconds; see the module docstring
+    unlimited_networks: tuple[Network, ...] = ()  # not subject to max_connections_per_ip
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionLimits:
+        smtp = settings.smtp
+        return cls(max_recipients=smtp.max_recipients, max_line_length=smtp.max_line_length,
+                   max_header_bytes=smtp.max_header_bytes, max_header_count=smtp.max_header_count,
+                   max_connections_per_ip=smtp.max_connections_per_ip, timeout=smtp.timeout,
+                   unlimited_networks=tuple(settings.trusted_networks))
+
+    def content_refusal(self, raw: bytes) -> str | None:
+        """The reply refusing ``raw`` (message data as received, dot-stuffing undone), or
+        None when it is within the line and header limits."""
+        if _long_line(self.max_line_length).search(raw):
+            return line_too_long(self.max_line_length)
+        header = header_section(raw, self.max_header_bytes)
+        if header is None:
+            return f"552 5.3.4 Header section too large: at most {self.max_header_bytes} octets"
+        if header_field_count(header) > self.max_header_count:
+            return f"552 5.3.4 Too many header fields: at most {self.max_header_count}"
+        return None
+
+
+def line_too_long(limit: int) -> str:
+    return f"500 5.5.2 Line too long: at most {limit} octets per line including CRLF (RFC 5321 4.5.3.1.6)"
+
+
+@lru_cache(maxsize=8)
+def _long_line(limit: int) -> re.Pattern[bytes]:
+    # a line start followed by limit-1 octets that are not a line end: with CRLF, over the
+    # limit. Anchoring at line starts keeps the scan linear in the message size.
+    return re.compile(rb"(?m)^[^\r\n]{%d}" % (limit - 1))
+
+
+def header_section(raw: bytes, limit: int) -> bytes | None:
+    """The header section (RFC 5322 §2.1) with its line ends, up to the empty line; the
+    whole message when there is no body; None when it runs past ``limit`` octets."""
+    if raw.startswith(b"\r\n"):
+        return b""
+    end = raw.find(b"\r\n\r\n", 0, limit + 2)
+    if end != -1:
+        return raw[:end + 2]
+    return raw if len(raw) <= limit else None
+
+
+def header_field_count(header: bytes) -> int:
+    """Fields, not lines: a line that starts with white space continues the field above."""
+    return sum(1 for line in header.split(b"\r\n") if line and line[:1] not in (b" ", b"\t"))
+
+
+def client_key(ip: str) -> str:
+    """Whom to count: the address, an IPv6 one by its /64, an IPv4-mapped one as IPv4."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _in_networks(ip: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class ConnectionCounter:
+    """Open connections per client on one listener. Used only on the listener's loop."""
+
+    def __init__(self, limit: int, unlimited: Iterable[Network] = ()) -> None:
+        self.limit = limit
+        self.unlimited = tuple(unlimited)
+        self._open: defaultdict[str, int] = defaultdict(int)
+
+    def enter(self, ip: str) -> bool:
+        key = client_key(ip)
+        if self._open[key] >= self.limit and not _in_networks(ip, self.unlimited):
+            return False
+        self._open[key] += 1
+        return True
+
+    def leave(self, ip: str) -> None:
+        key = client_key(ip)
+        self._open[key] -= 1
+        if self._open[key] <= 0:
+            del self._open[key]
+
+
+def received_header(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: str,
+                    recipients: Sequence[str], when: datetime) -> bytes:
+    """Our trace line (RFC 5321 §4.4), folded, with CRLF line ends; see the module docstring."""
+    literal = _address_literal(peer_ip) if peer_ip else None
+    if helo and (_DOMAIN.match(helo) or _ADDRESS_LITERAL.match(helo)):
+        origin = f"{helo} ({literal})" if literal else helo
+    else:
+        origin = f"{literal} ({literal})" if literal else "unknown"
+    lines = [f"Received: from {origin}", f"\tby {hostname} (Waypost) with {protocol}"]
+    one = recipients[0] if len(recipients) == 1 else None
+    if one is not None and not _CONTROL.search(one):
+        lines.append(f"\tfor <{one}>")
+    lines[-1] += f"; {email.utils.format_datetime(when)}"
+    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
+
+
+def _address_literal(ip: str) -> str:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return "[unknown]"
+    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
+
+
+def with_protocol(session: Session, envelope: Envelope, server: SMTP) -> str:
+    """The ``with`` keyword: RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA), RFC 6531 (UTF8SMTP…)."""
+    if not session.extended_smtp:
+        return "SMTP"
+    base = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
+    tls = "S" if server.transport is not None and server.transport.get_extra_info("sslcontext") else ""
+    return f"{base}{tls}{'A' if session.authenticated else ''}"
+
+
+def _routes_elsewhere(address: str) -> bool:
+    local = address.rpartition("@")[0]
+    return any(ch in _ROUTING_CHARACTERS for ch in local)
+
+
+# (raw message, peer IP, HELO, MAIL FROM) -> verdict, or None when not checked (trusted peer)
+Authenticate = Callable[[bytes, str | None, str | None, str | None], AuthVerdict | None]
 
 
 class IngressHandler:
+    """aiosmtpd hooks for the public port (MX): mail for our own domain only, no AUTH."""
+
+    offers_auth = False
+    ingress = "smtp"
+
     def __init__(self, accept: Callable[[ReceivedMail], str], accepts_recipient: Callable[[str], bool],
-                 is_local_domain: Callable[[str], bool]) -> None:
+                 is_local_domain: Callable[[str], bool], *, limits: SessionLimits | None = None,
+                 mail_domain: str | None = None, authenticate: Authenticate | None = None,
+                 authserv_id: str | None = None) -> None:
+        """``mail_domain``: where RFC 5321's bare ``<Postmaster>`` is delivered (§4.1.1.3).
+        ``authenticate``: SPF/DKIM/DMARC for a message (None for trusted networks); its verdict
+        is stored with the message and stamped on it as ``Authentication-Results``."""
         self.accept = accept
         self.accepts_recipient = accepts_recipient
         self.is_local_domain = is_local_domain
+        self.limits = limits or SessionLimits()
+        self.mail_domain = mail_domain
+        self.authenticate = authenticate
+        self.authserv_id = authserv_id or mail_domain or "localhost"
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to the hook once there is one
+        if self.offers_auth:
+            return responses
+        return [line for line in responses if not line.startswith("250-AUTH")]
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        if not self.is_local_domain(address):
-            return "550 5.7.1 Relaying denied: we accept mail only for our own domain"
+        if address.lower() == "postmaster" and self.mail_domain:
+            address = f"postmaster@{self.mail_domain}"
+        if _routes_elsewhere(address) or not self.is_local_domain(address):
+            return RELAY_DENIED
         if not self.accepts_recipient(address):
             return "550 5.1.1 No such mailbox here"
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or envelope.content
+        raw = envelope.original_content
         assert isinstance(raw, bytes)
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
-        mail = ReceivedMail(raw=raw, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
-                            peer_ip=peer, helo=session.host_name, ingress="smtp")
         loop = asyncio.get_running_loop()
+        refusal = await loop.run_in_executor(None, self.limits.content_refusal, raw)
+        if refusal is not None:
+            log.info("refused mail from %s (peer %s): %s", envelope.mail_from, peer, refusal)
+            return refusal
+        trace = received_header(helo=session.host_name, peer_ip=peer, hostname=server.hostname,
+                                protocol=with_protocol(session, envelope, server), recipients=envelope.rcpt_tos,
+                                when=datetime.now(UTC))
+        verdict = None
+        if self.authenticate is not None:
+            # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
+            verdict = await loop.run_in_executor(None, self.authenticate, raw, peer, session.host_name,
+                                                 envelope.mail_from)
+        if verdict is not None:  # ours on top; one that arrived with the message is never read (RFC 8601 §5)
+            trace = f"Authentication-Results: {verdict.to_header(self.authserv_id)}\r\n".encode() + trace
+        mail = ReceivedMail(raw=trace + raw, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
+                            peer_ip=peer, helo=session.host_name, ingress=self.ingress, extra=self.extra(session),
+                            auth=verdict)
         try:
             message_id = await loop.run_in_executor(None, self.accept, mail)
         except StorageError as err:
@@ -53,19 +317,159 @@ class IngressHandler:
         except Exception:
             log.exception("unexpected failure storing mail from %s", envelope.mail_from)
             return "451 4.3.0 Temporary failure, please try again later"
+        self.accepted(message_id, session, envelope)
         return f"250 2.0.0 OK: queued as {message_id}"
 
+    def extra(self, session: Session) -> dict[str, str]:
+        return {}
 
-async def start_smtp_server(handler: IngressHandler, *, host: str, port: int, hostname: str,
-                            max_message_size: int) -> asyncio.Server:
-    """Listen on host:port (0 picks a free port); the caller reads the bound address from
-    ``server.sockets``."""
-    def factory() -> SMTP:
-        return SMTP(handler, data_size_limit=max_message_size, hostname=hostname, ident="Waypost ESMTP",
-                    decode_data=False, enable_SMTPUTF8=True)
+    def accepted(self, message_id: str, session: Session, envelope: Envelope) -> None:
+        """Called once a message is stored; a place for subclasses to log."""
 
+
+class GuardedSMTP(SMTP):
+    """aiosmtpd's protocol with our limits: line length, connections per client, a timeout
+    that answers 421, DATA progress, and enhanced codes on aiosmtpd's own limit replies.
+
+    aiosmtpd exposes no hooks for these, so this class overrides a few of its internals
+    (``_timeout_cb``, ``_reset_timeout``, ``_call_handler_hook``); the tests pin each
+    behaviour, so an aiosmtpd upgrade that moves them fails loudly.
+    """
+
+    def __init__(self, handler: IngressHandler, *, connections: ConnectionCounter, **options: Any) -> None:
+        limits = handler.limits
+        # both read by SMTP.__init__; instance values, not aiosmtpd's shared class ones.
+        # +1: the wire line may carry the transparency dot (RFC 5321 §4.5.2);
+        # SessionLimits.content_refusal then checks the exact limit on the data itself
+        self.line_length_limit = limits.max_line_length + 1
+        self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit)
+        super().__init__(handler, timeout=limits.timeout, **options)
+        self._connections = connections
+        self._counted: str | None = None
+        self._refused = False
+        self._in_data = False
+        self._data_progress = 0
+        size = options.get("data_size_limit")
+        self._replies = {
+            "500 Line too long (see RFC5321 4.5.3.1.6)": line_too_long(limits.max_line_length),
+            "552 Error: Too much mail data": f"552 5.3.4 Message too big for system: at most {size} octets",
+            "552 Error: message size exceeds fixed maximum message size":
+                f"552 5.3.4 Message size exceeds fixed maximum message size of {size} octets",
+            "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+        }
+
+    # -- connections -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # called again after STARTTLS with the TLS transport; count only the first time
+        if self._original_transport is None and not self._admit(transport):
+            return
+        super().connection_made(transport)
+
+    def _admit(self, transport: asyncio.BaseTransport) -> bool:
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else ""
+        if self._connections.enter(ip):
+            self._counted = ip
+            return True
+        log.warning("refused a connection from %s: over %d at once", ip, self._connections.limit)
+        self._refused = True
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(TOO_MANY_CONNECTIONS.encode() + b"\r\n")
+        transport.close()
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted is not None:
+            self._connections.leave(self._counted)
+            self._counted = None
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+    # -- timeout -----------------------------------------------------------------------
+
+    def _timeout_cb(self) -> None:
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            log.info("%r timed out", self.session.peer if self.session else None)
+            transport.write(f"421 4.4.2 {self.hostname} Timeout exceeded, closing connection\r\n".encode())
+        super()._timeout_cb()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_data:
+            self._data_progress += len(data)
+            if self._data_progress >= DATA_PROGRESS_BYTES:
+                self._data_progress = 0
+                self._reset_timeout()
+        super().data_received(data)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data, self._data_progress = True, 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command != "DATA":  # other hooks may wait on the client (AUTH challenges)
+            return await super()._call_handler_hook(command, *args)
+        # after the final dot the client waits on us: storing is not its idleness
+        assert self._timeout_handle is not None
+        self._timeout_handle.cancel()
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        await super().push(self._replies.get(status, status) if isinstance(status, str) else status)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        handler = self.event_handler
+        if not getattr(handler, "offers_auth", False):
+            await self.push("502 5.5.1 AUTH is not offered on this port")
+            return
+        await super().smtp_AUTH(arg)
+
+
+def server_tls_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A server context presenting the certificate chain; raises OSError or ssl.SSLError."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+async def listen(factory: Callable[[], SMTP], *, host: str, port: int) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
     return await loop.create_server(factory, sock=sock)
+
+
+async def start_smtp_server(handler: IngressHandler, *, host: str, port: int, hostname: str,
+                            max_message_size: int, tls_context: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Listen on host:port (0 picks a free port); the caller reads the bound address from
+    ``server.sockets``. With ``tls_context`` STARTTLS is offered, never required: a
+    receiving MX must take mail from servers that cannot encrypt."""
+    connections = ConnectionCounter(handler.limits.max_connections_per_ip, handler.limits.unlimited_networks)
+
+    def factory() -> SMTP:
+        return GuardedSMTP(handler, connections=connections, data_size_limit=max_message_size,
+                           hostname=hostname, ident="Waypost ESMTP", decode_data=False, enable_SMTPUTF8=True,
+                           tls_context=tls_context, require_starttls=False,
+                           auth_exclude_mechanism=["PLAIN", "LOGIN"])
+
+    return await listen(factory, host=host, port=port)

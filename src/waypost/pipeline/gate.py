@@ -2,8 +2,22 @@
 
 Invariant 3 (no backscatter): a refused message gets no reply of any kind; the refusal and
 its reason are recorded by the caller. The gate sees a ``GateInput`` built from whichever
-ingress delivered the mail, so SES receipt verdicts and our own SMTP-time checks can feed the
-same decision (the sender-trust work adds those checks as further steps).
+ingress delivered the mail: our own SMTP-time SPF/DKIM/DMARC verdict or SES's receipt
+verdicts feed the same decision.
+
+Decision, for the apps only members may use (journeys):
+
+1. exactly one From address;
+2. that sender is allowlisted (address, ``+tag`` tolerant, or domain);
+3. the mail is authenticated for the From domain: DMARC pass (an aligned SPF or DKIM pass
+   under a published policy, whatever the policy says); for a domain without a DMARC record,
+   an aligned DKIM pass (``gate.require_dkim_without_dmarc``, default) or an aligned SPF
+   pass. SES spam or virus verdicts of FAIL refuse too. Mail from ``trusted_networks`` (local
+   submission) skips this step; mail that was never checked is refused;
+4. the sender has not left (unsubscribed or complained);
+5. the sender is within ``gate.sender_max_messages`` per ``gate.sender_window_minutes``.
+
+Apps anyone may write to (unsubscribe) need only step 1.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from waypost.mail.auth import AuthVerdict
 from waypost.pipeline.allowlist import Allowlist
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -21,7 +36,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Refusal(StrEnum):
     NO_FROM = "no-single-from-address"
     NOT_ALLOWLISTED = "sender-not-allowlisted"
+    NOT_AUTHENTICATED = "not-authenticated"
+    SPAM_OR_VIRUS = "spam-or-virus"
     UNSUBSCRIBED = "sender-unsubscribed"
+    RATE_LIMITED = "sender-rate-limited"
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,7 @@ class GateInput:
     from_address: str | None
     peer_ip: str | None
     ingress: str
+    auth: AuthVerdict | None = None
 
 
 @dataclass(frozen=True)
@@ -47,16 +66,23 @@ Check = Callable[[GateInput], Verdict | None]  # None: this check has nothing ag
 # why a sender has left (unsubscribed, complained), or None; such a sender is refused even
 # when their whole domain is allowlisted
 HasLeft = Callable[[str], str | None]
+# messages this sender had processed within the rate window
+RecentCount = Callable[[str], int]
 
 
 class Gate:
     def __init__(self, allowlist: Allowlist, trusted_networks: Sequence[Network],
-                 has_left: HasLeft | None = None) -> None:
+                 has_left: HasLeft | None = None, *, require_dkim_without_dmarc: bool = True,
+                 sender_limit: int | None = None, recent_count: RecentCount | None = None) -> None:
         self.allowlist = allowlist
         self.trusted_networks = tuple(trusted_networks)
         self.has_left = has_left
+        self.require_dkim_without_dmarc = require_dkim_without_dmarc
+        self.sender_limit = sender_limit
+        self.recent_count = recent_count
         self.checks: tuple[Check, ...] = (self._has_sender,)
-        self.member_checks: tuple[Check, ...] = (self._allowlisted, self._not_left)
+        self.member_checks: tuple[Check, ...] = (self._allowlisted, self._authenticated, self._not_left,
+                                                 self._within_rate)
 
     def decide(self, mail: GateInput, *, open_to_all: bool = False) -> Verdict:
         """``open_to_all``: the mail is for an app anyone may write to (unsubscribe), so the
@@ -81,6 +107,38 @@ class Gate:
     def _has_sender(mail: GateInput) -> Verdict | None:
         if mail.from_address is None:
             return Verdict.refuse(Refusal.NO_FROM, "the From header holds no single valid address")
+        return None
+
+    def _authenticated(self, mail: GateInput) -> Verdict | None:
+        if self.is_trusted(mail.peer_ip):
+            return None  # local submission (documented: trusted_networks is for that only)
+        auth = mail.auth
+        if auth is None:
+            return Verdict.refuse(Refusal.NOT_AUTHENTICATED, "the mail's authentication was never checked")
+        if "fail" in (auth.spam, auth.virus):
+            return Verdict.refuse(Refusal.SPAM_OR_VIRUS, f"SES verdicts: spam {auth.spam}, virus {auth.virus}")
+        summary = (f"spf={auth.spf} dkim={','.join(d.result for d in auth.dkim) or 'none'} dmarc={auth.dmarc} "
+                   f"for {auth.from_domain}")
+        if auth.dmarc_record_found or auth.dmarc != "none":
+            if auth.dmarc_pass:
+                return None
+            return Verdict.refuse(Refusal.NOT_AUTHENTICATED, f"DMARC did not pass ({summary})")
+        passed = auth.dkim_aligned_pass if self.require_dkim_without_dmarc else auth.aligned_pass
+        if passed:
+            return None
+        wanted = "an aligned DKIM pass" if self.require_dkim_without_dmarc else "an aligned SPF or DKIM pass"
+        return Verdict.refuse(Refusal.NOT_AUTHENTICATED,
+                              f"{auth.from_domain} publishes no DMARC record and the mail has no {wanted} ({summary})")
+
+    def _within_rate(self, mail: GateInput) -> Verdict | None:
+        assert mail.from_address is not None
+        if self.sender_limit is None or self.recent_count is None:
+            return None
+        count = self.recent_count(mail.from_address)
+        if count >= self.sender_limit:
+            return Verdict.refuse(Refusal.RATE_LIMITED,
+                                  f"{mail.from_address} sent {count} messages within the window "
+                                  f"(limit {self.sender_limit})")
         return None
 
     def _not_left(self, mail: GateInput) -> Verdict | None:

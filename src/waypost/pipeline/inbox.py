@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from waypost.errors import StorageError
+from waypost.mail.auth import AuthVerdict
 from waypost.store.blobs import BlobStore
 from waypost.store.models import inbound_messages, utcnow
 from waypost.store.queue import enqueue
@@ -31,6 +32,7 @@ class ReceivedMail:
     helo: str | None = None
     ingress: str = "smtp"
     extra: dict[str, str] = field(default_factory=dict)
+    auth: AuthVerdict | None = None  # SPF/DKIM/DMARC, checked by the ingress; None: not checked
 
 
 class Inbox:
@@ -59,6 +61,7 @@ class Inbox:
                         size=len(mail.raw),
                         ingress=mail.ingress,
                         status=QUEUED,
+                        auth=mail.auth.to_json() if mail.auth is not None else None,
                     )
                 )
                 enqueue(conn, INBOUND_JOB, {"message_id": message_id}, max_attempts=self.max_attempts)

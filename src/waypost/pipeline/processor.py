@@ -10,8 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost import failpoints
+from waypost.mail.auth import AuthVerdict
 from waypost.mail.parse import ParsedMessage, parse_message
-from waypost.pipeline.gate import Gate, GateInput
+from waypost.pipeline.gate import Gate, GateInput, Refusal
 from waypost.pipeline.inbox import QUEUED
 from waypost.pipeline.router import OPERATOR_MAILBOXES, InboundMail, Router
 from waypost.store.blobs import BlobStore
@@ -42,10 +43,22 @@ class InboundProcessor:
             message = parse_message(raw)
         routed = self.router.app_for(row.rcpt_tos)
         open_to_all = routed is not None and getattr(routed[0], "open_to_all", False)
-        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress), open_to_all=open_to_all)
+        auth = _verdict(row.auth)
+        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress, auth),
+                                   open_to_all=open_to_all)
         if not verdict.allowed:
             log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)
-            self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}")
+            notice = None
+            if verdict.reason == Refusal.RATE_LIMITED and routed is not None and message.from_address:
+                # an allowed, authenticated sender over the limit: one notice per window (the
+                # app's idempotency key holds it to one), never anything for other refusals
+                notify = getattr(routed[0], "rate_notice", None)
+                if notify is not None:
+                    sender = message.from_address
+
+                    def notice(conn: Connection) -> None:
+                        notify(conn, sender, message)
+            self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}", notice)
             return
         if routed is None:
             self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
@@ -101,6 +114,16 @@ def _record(conn: Connection, message_id: str, message: ParsedMessage | None, st
         values.update(from_address=message.from_address, subject=message.subject,
                       message_id_header=(message.message_id or "")[:998] or None)
     conn.execute(inbound_messages.update().where(inbound_messages.c.id == message_id).values(**values))
+
+
+def _verdict(data: dict | None) -> AuthVerdict | None:
+    if data is None:
+        return None
+    try:
+        return AuthVerdict.from_json(data)
+    except (ValueError, TypeError, KeyError):
+        log.warning("unreadable authentication verdict %r; treated as not checked", data)
+        return None
 
 
 def _operator_note(rcpt_tos: list[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
@@ -18,11 +18,13 @@ from waypost.apps.journeys.images import ImageError, ProcessedPhoto, is_supporte
 from waypost.apps.journeys.repository import NewPhoto
 from waypost.apps.journeys.timeline import PhotoTime, ZoneAt, resolve_time
 from waypost.config import JourneySettings
-from waypost.mail.parse import Attachment
+from waypost.mail.addresses import address_key
+from waypost.mail.parse import Attachment, ParsedMessage
 from waypost.outbound.compose import Composer, Draft
 from waypost.outbound.outbox import OutboundMessage, Outbox
 from waypost.pipeline.router import Commit, InboundMail
 from waypost.store.blobs import BlobStore
+from waypost.store.models import utcnow
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).with_name("templates")
@@ -55,7 +57,8 @@ class JourneysApp:
 
     def __init__(self, settings: JourneySettings, blobs: BlobStore, outbox: Outbox, composer: Composer,
                  base_url: str, envelope_sender: str, mail_domain: str, *, images: ImagePool | None = None,
-                 locate: Locate | None = None, zone_at: ZoneAt | None = None) -> None:
+                 locate: Locate | None = None, zone_at: ZoneAt | None = None,
+                 rate_window: timedelta = timedelta(hours=1)) -> None:
         self.settings = settings
         self.mailbox = settings.mailbox
         self.blobs = blobs
@@ -69,6 +72,7 @@ class JourneysApp:
         self.rules = route_rules(settings)
         self.locate = locate
         self.zone_at = zone_at
+        self.rate_window = rate_window
 
     def handle(self, mail: InboundMail) -> Commit:
         batch = self._read_photos(mail)
@@ -134,6 +138,23 @@ class JourneysApp:
         self.blobs.put(display_key, result.display)
         when = resolve_time(result.metadata, mail.message.date, self.zone_at)
         return _photo_row(attachment, digest, result.metadata, when, result.display_size, thumb_key, display_key)
+
+    def rate_notice(self, conn: Connection, sender: str, message: ParsedMessage) -> None:
+        """Tell an allowed, authenticated sender over the per-sender limit that this mail was
+        not processed: once per window, however many more arrive (the key holds it to one)."""
+        window = self.rate_window.total_seconds()
+        started = datetime.fromtimestamp(utcnow().timestamp() // window * window, UTC)
+        subject = f"Not processed: {message.subject}" if message.subject else "Your message was not processed"
+        draft = Draft(template="journeys/rate_limited", to=sender, subject=subject, stream=STREAM,
+                      context={"journeys_address": f"{self.mailbox}@{self.mail_domain}",
+                               "window_minutes": round(window / 60), "until": started + self.rate_window},
+                      in_reply_to=message.message_id, references=message.references)
+        composed = self.composer.compose(draft)
+        self.outbox.queue_message(conn, OutboundMessage(
+            idempotency_key=f"journeys-rate-{address_key(sender)}-{started:%Y%m%dT%H%M}", stream=STREAM,
+            recipient=sender, envelope_sender=self.envelope_sender, subject=composed.subject,
+            message_id=composed.message_id, raw=composed.raw,
+        ))
 
     def _queue_reply(self, conn: Connection, mail: InboundMail, template: str, context: dict,
                      journey: repository.JourneyRef | None) -> None:
