@@ -26,6 +26,7 @@ from waypost.config import Settings
 from waypost.keys import signing_keys
 from waypost.mail.addresses import address_key, first_mailbox
 from waypost.mail.auth import AuthVerdict, make_resolver, verify
+from waypost.mail.limits import MimeLimits
 from waypost.outbound import suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp
@@ -78,8 +79,11 @@ class Runtime:
         whose mail the gate accepts without (local submission)."""
         if self.processor.gate.is_trusted(peer_ip):
             return None
-        header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:MAX_HEADER_SCAN])
-        address = first_mailbox(str(header.get("From", "")) or None)
+        try:
+            header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:MAX_HEADER_SCAN])
+            address = first_mailbox(str(header.get("From", "")) or None)
+        except (RecursionError, ValueError, TypeError, LookupError):  # hostile From: no domain, DMARC fails
+            address = None
         return verify(raw, peer_ip=peer_ip, helo=helo, mail_from=mail_from,
                       from_domain=address.rsplit("@", 1)[1] if address else None, resolver=self.resolver())
 
@@ -155,7 +159,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         allowlist=allowlist,
         router=router,
         outbox=outbox,
-        processor=InboundProcessor(engine, blobs, queue, gate, router),
+        processor=InboundProcessor(engine, blobs, queue, gate, router, MimeLimits.from_settings(settings.mime)),
         journeys=JourneyReader(engine, rules=route_rules(settings.journeys), locate=places.lookup),
         images=images,
         unsubscriber=unsubscriber,

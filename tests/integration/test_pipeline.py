@@ -271,3 +271,21 @@ def _only_token(runtime: Any) -> str:
 def _photo_rows(runtime: Any) -> list[sa.Row]:
     with runtime.engine.connect() as conn:
         return conn.execute(sa.select(photos)).all()
+
+
+def test_what_the_reader_left_out_is_named_in_the_reply(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    message = photo_mail(shots=())
+    message.add_attachment(b"\x78\x9f\x3e\x22" + b"\x00" * 64, maintype="application", subtype="ms-tnef",
+                           filename="winmail.dat")
+    message.add_attachment(b"PK\x03\x04" + b"\x00" * 64, maintype="application", subtype="zip",
+                           filename="trip.zip")
+    deliver(runtime, message)
+    drain(runtime)
+
+    (reply,) = caught(runtime)
+    text = " ".join(reply.get_body(("plain",)).get_content().split())
+    assert "Left out:" in text
+    # file names are echoed with their dots neutralised (see compose.unlinked)
+    assert "winmail\u2024dat: Outlook's TNEF format is not read" in text
+    assert "trip\u2024zip: archives are not opened" in text

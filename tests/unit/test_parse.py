@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import time
+import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -13,7 +17,15 @@ import pytest
 
 from tests.conftest import corpus_dir
 from waypost.errors import PermanentError
-from waypost.mail.parse import MalformedMessage, ParsedMessage, parse_message
+from waypost.mail.addresses import first_mailbox
+from waypost.mail.parse import (
+    MalformedMessage,
+    MimeLimitExceeded,
+    MimeLimits,
+    ParsedMessage,
+    clean_filename,
+    parse_message,
+)
 
 JPEG_A = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"A" * 32 + b"\xff\xd9"
 JPEG_B = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"B" * 32 + b"\xff\xd9"
@@ -70,8 +82,48 @@ def test_non_ascii_headers_built_by_the_stdlib() -> None:
 
     assert b"=?utf-8?" in built.as_bytes()  # the stdlib really did encode them
     assert parsed.subject == "Grüße aus Österreich 🏔"
-    assert parsed.from_address == "jorg@xn--bcher-kva.example"
     assert parsed.from_header is not None and "Jörg Müller" in parsed.from_header
+    # the stdlib writes the domain as an encoded word too, which RFC 2047 §5 forbids in an
+    # address, and the DMARC check (which reads the header as sent) finds no domain in it
+    assert b"@=?utf-8?q?B=C3=BCcher?=.Example" in built.as_bytes()
+    assert parsed.from_address is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["=?utf-8?q?J=C3=B6rg_M=C3=BCller?= <jorg@xn--bcher-kva.example>", "Jörg Müller <jorg@bücher.example>"],
+    ids=["idna", "rfc6532"],
+)
+def test_international_domains(header: str) -> None:
+    parsed = parse_message(f"From: {header}\r\nSubject: x\r\n\r\nbody\r\n".encode())
+
+    assert parsed.from_address == "jorg@xn--bcher-kva.example"
+    assert parsed.from_header == "Jörg Müller <jorg@" + header.rsplit("@", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "alice@example.org)<bob@evil.example>",
+        "alice@example.org <bob@evil.example>",
+        "=?utf-8?q?alice=40example=2Eorg?=",  # an address made of an encoded word
+        "=?utf-8?q?=3Calice=40example=2Eorg=3E?=",
+        "alice@example.org\r\n\t<bob@evil.example>",
+        "alice@example.org; bob@evil.example",
+        "<bob@evil.example> alice@example.org",
+        '"Alice" <alice@example.org>bob@evil.example',
+        "alice@example.org[",
+        "\\bob@evil.example",
+    ],
+)
+def test_a_from_header_read_two_ways_gives_no_address(header: str) -> None:
+    # runtime.authenticate finds the DMARC domain with email.utils.getaddresses on the
+    # header as sent; the gate must never see an address in another domain than that one
+    raw = f"From: {header}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    legacy = first_mailbox(str(email.message_from_bytes(raw, policy=email.policy.compat32)["From"]))
+
+    assert parse_message(raw).from_address in (None, legacy)
+    assert parse_message(raw).from_address is None
 
 
 @pytest.mark.parametrize(
@@ -413,3 +465,476 @@ def test_zone_of_parsed_date_converts() -> None:
 def test_a_leading_byte_order_mark_is_ignored() -> None:
     parsed = parse_message(b"\xef\xbb\xbfFrom: ann@example.org\r\nSubject: hi\r\n\r\nbody\r\n")
     assert parsed.from_address == "ann@example.org" and parsed.subject == "hi"
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+def multipart(parts: list[bytes], *, headers: bytes = b"", boundary: bytes = b"b") -> bytes:
+    """A multipart/mixed message holding ``parts`` (each a part's raw headers and body)."""
+    lines = [b"From: ann@example.org", b"Subject: parts", b"MIME-Version: 1.0",
+             b'Content-Type: multipart/mixed; boundary="' + boundary + b'"']
+    head = b"\r\n".join(lines) + b"\r\n" + headers + b"\r\n"
+    body = b"".join(b"--" + boundary + b"\r\n" + part + b"\r\n" for part in parts)
+    return head + body + b"--" + boundary + b"--\r\n"
+
+
+def text_parts(count: int) -> bytes:
+    """A message with ``count`` MIME parts in all: the message itself and count - 1 text parts."""
+    return multipart([b"Content-Type: text/plain\r\n\r\npart %d" % i for i in range(count - 1)])
+
+
+def nested(depth: int) -> bytes:
+    """Multiparts nested so that the innermost text part sits ``depth`` levels down."""
+    body = b"Content-Type: text/plain\r\n\r\nthe bottom"
+    for level in range(depth - 1, 0, -1):
+        boundary = b"b%d" % level
+        body = (b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n--' + boundary + b"\r\n"
+                + body + b"\r\n--" + boundary + b"--")
+    return multipart([body], boundary=b"b0")
+
+
+def forwarded(depth: int) -> bytes:
+    """Messages forwarded as the whole body of messages (Content-Type: message/rfc822): each
+    is one level, the innermost ``depth`` levels down."""
+    inner = b"From: bob@example.org\r\nSubject: bottom\r\n\r\nthe bottom"
+    for _ in range(depth - 1):
+        inner = b"From: bob@example.org\r\nContent-Type: message/rfc822\r\n\r\n" + inner
+    return b"From: ann@example.org\r\nSubject: fwd\r\nContent-Type: message/rfc822\r\n\r\n" + inner
+
+
+def refused(raw: bytes, limits: MimeLimits | None = None) -> MimeLimitExceeded:
+    with pytest.raises(MimeLimitExceeded) as caught:
+        parse_message(raw, limits)
+    return caught.value
+
+
+def test_default_limits_are_the_settings_defaults() -> None:
+    from waypost.config import MimeSettings
+
+    assert MimeLimits() == MimeLimits.from_settings(MimeSettings())
+    custom = MimeSettings(max_parts=7, max_depth=3, max_header_bytes=4096, max_attachment_bytes=99,
+                          max_filename_length=20)
+    assert MimeLimits.from_settings(custom) == MimeLimits(max_parts=7, max_depth=3, max_header_bytes=4096,
+                                                          max_attachment_bytes=99, max_filename_length=20)
+
+
+def test_limit_refusals_are_malformed_messages() -> None:
+    assert issubclass(MimeLimitExceeded, MalformedMessage)
+
+
+@pytest.mark.parametrize("limit", [10, 200])
+def test_parts_just_under_the_limit_pass_and_one_more_is_refused(limit: int) -> None:
+    limits = MimeLimits(max_parts=limit)
+    parsed = parse_message(text_parts(limit), limits)
+    assert parsed.subject == "parts"
+
+    error = refused(text_parts(limit + 1), limits)
+    assert error.setting == "mime.max_parts"
+    assert f"more than {limit:,} MIME parts" in str(error) and f"the limit is {limit:,} (mime.max_parts)" in str(error)
+
+
+def test_a_100000_part_message_is_refused_at_part_201_without_building_the_rest() -> None:
+    raw = text_parts(100_000)  # 4.4 MB; the stdlib alone needs 20 s and 55 MB to build it all
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        error = refused(raw)
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert "reading stopped at part 201," in str(error) and "4.3 MiB" in str(error)
+    assert elapsed < 3, f"took {elapsed:.2f}s"
+    assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_part_limit_holds_for_a_message_read_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "many.eml"
+    path.write_bytes(text_parts(10_000))
+
+    with path.open("rb") as handle, pytest.raises(MimeLimitExceeded, match="part 201, in a message of 4"):
+        parse_message(handle)
+
+
+@pytest.mark.parametrize("build", [nested, forwarded], ids=["multipart", "message-rfc822"])
+def test_depth_just_under_the_limit_passes_and_one_more_is_refused(build: Callable[[int], bytes]) -> None:
+    limits = MimeLimits(max_depth=4)
+    assert parse_message(build(4), limits).from_address == "ann@example.org"
+
+    error = refused(build(5), limits)
+    assert error.setting == "mime.max_depth"
+    assert "nests MIME parts 5 levels deep" in str(error) and "the limit is 4 (mime.max_depth)" in str(error)
+
+
+def test_default_depth_limit_is_ten_levels() -> None:
+    parse_message(nested(10))
+    assert "11 levels deep" in str(refused(nested(11)))
+
+
+def header_section(size: int) -> bytes:
+    """A top-level header section of exactly ``size`` bytes (CRLF line ends, no blank line)."""
+    head = b"From: ann@example.org\r\nSubject: padded\r\n"
+    pad = size - len(head) - len(b"X-Pad: \r\n")
+    return head + b"X-Pad: " + b"p" * pad + b"\r\n"
+
+
+def test_header_section_just_under_the_limit_passes_and_one_byte_more_is_refused() -> None:
+    limits = MimeLimits(max_header_bytes=4096)
+    assert parse_message(header_section(4096) + b"\r\nbody\r\n", limits).subject == "padded"
+
+    error = refused(header_section(4097) + b"\r\nbody\r\n", limits)
+    assert error.setting == "mime.max_header_bytes"
+    assert "the message's header section has at least 4,097 bytes" in str(error)
+    assert "'X-Pad'" in str(error) and "the limit is 4 KiB (mime.max_header_bytes)" in str(error)
+
+
+def test_each_parts_header_section_has_the_limit() -> None:
+    limits = MimeLimits(max_header_bytes=2048)
+    fits = b"Content-Type: text/plain\r\nX-Pad: " + b"p" * 1900 + b"\r\n\r\nhi"
+    over = b"Content-Type: text/plain\r\nX-Pad: " + b"p" * 2100 + b"\r\n\r\nhi"
+
+    parse_message(multipart([fits, fits, fits]), limits)  # 3 x 1.9 KB: each section counts alone
+    assert "the header section of part 3" in str(refused(multipart([fits, over]), limits))
+
+
+def test_default_header_limit_is_256_kib() -> None:
+    parse_message(header_section(256 * 1024) + b"\r\nbody\r\n")
+    assert "256 KiB (mime.max_header_bytes)" in str(refused(header_section(256 * 1024 + 1) + b"\r\nbody\r\n"))
+
+
+def jpeg_part(name: str, size: int, content_type: str = "image/jpeg") -> bytes:
+    data = base64.encodebytes(b"\xff\xd8" + b"j" * (size - 4) + b"\xff\xd9")
+    return (f'Content-Type: {content_type}\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode() + data
+
+
+def test_attachments_past_the_decoded_total_are_left_out_and_named() -> None:
+    limits = MimeLimits(max_attachment_bytes=100)
+    raw = multipart([jpeg_part("a.jpg", 60), jpeg_part("b.jpg", 50), jpeg_part("c.jpg", 40),
+                     jpeg_part("d.jpg", 1)])
+
+    parsed = parse_message(raw, limits)
+
+    # a + c fill the 100 bytes exactly; b would pass them, d would too
+    assert [(a.position, a.filename, len(a.data)) for a in parsed.attachments] == [(0, "a.jpg", 60), (1, "c.jpg", 40)]
+    assert parsed.skipped == ("b.jpg: over the 100 bytes attachment total",
+                              "d.jpg: over the 100 bytes attachment total")
+
+
+def test_attachment_total_counts_decoded_bytes_and_names_unnamed_parts() -> None:
+    limits = MimeLimits(max_attachment_bytes=2 * 1024 * 1024)
+    unnamed = b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(
+        PNG + b"\x00" * 1024 * 1024)
+    raw = multipart([jpeg_part("big.jpg", 1024 * 1024 + 512), unnamed])
+
+    parsed = parse_message(raw, limits)
+
+    assert [a.filename for a in parsed.attachments] == ["big.jpg"]
+    assert parsed.skipped == ("an attachment (image/png): over the 2 MiB attachment total",)
+
+
+def test_one_mime_header_has_a_length_limit() -> None:
+    name = "x" * (4096 - len('image/jpeg; name=""'))
+    fits = f'Content-Type: image/jpeg; name="{name}"\r\n\r\n'.encode() + JPEG_A
+    over = f'Content-Type: image/jpeg; name="{name}y"\r\n\r\n'.encode() + JPEG_A
+
+    assert len(parse_message(multipart([fits])).attachments) == 1
+    error = refused(multipart([over]))
+    assert "'Content-Type' header of part 2 has 4,097 characters" in str(error)
+    assert "MimeLimits.max_mime_header_chars" in str(error)
+
+
+def test_hostile_mime_headers_cost_a_bounded_time() -> None:
+    # policy.default's header parser is quadratic on values like these: 40 parts of 4,000
+    # '"' once took the parser about half a minute; the per-message total stops it early
+    quotes = b"Content-Type: text/plain; a=" + b'"' * 3980 + b"\r\n\r\nx"
+    started = time.perf_counter()
+
+    error = refused(multipart([quotes] * 40))
+
+    assert "MimeLimits.max_mime_header_total" in str(error)
+    assert time.perf_counter() - started < 10
+
+
+def test_a_huge_from_header_is_refused_at_once() -> None:
+    # 100 KB of '"' in a From header kept the stdlib's address parser busy for minutes
+    raw = b"From: " + b'"' * 100_000 + b"\r\nSubject: x\r\n\r\nbody\r\n"
+    started = time.perf_counter()
+
+    error = refused(raw)
+
+    assert "'From' header of part 1 has 100,000 characters" in str(error)
+    assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Content-Type: multipart/mixed; boundary=b " + b"(" * 3000,  # RecursionError in the stdlib
+        b"Content-Type: multipart/mixed; boundary=b; x*=idna''%41",  # UnicodeError in the stdlib
+    ],
+    ids=["nested-comments", "idna-charset"],
+)
+def test_an_unreadable_mime_header_costs_the_header_not_the_message(header: bytes) -> None:
+    raw = b"From: ann@example.org\r\nSubject: hostile\r\n" + header + b"\r\n\r\n--b\r\n\r\nhi\r\n--b--\r\n"
+
+    parsed = parse_message(raw)
+
+    assert parsed.subject == "hostile" and "HeaderDefect" in parsed.defects
+    assert parsed.text.startswith("--b")  # no Content-Type left: the body is one text
+
+
+def test_an_unreadable_disposition_costs_the_file_name_only() -> None:
+    part = (b"Content-Type: image/jpeg\r\nContent-Disposition: attachment; filename*=idna''%41.jpg\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(JPEG_A))
+
+    [attachment] = parse_message(multipart([part])).attachments
+
+    assert (attachment.filename, attachment.data) == (None, JPEG_A)
+
+
+def test_many_groups_in_from_cost_the_address_not_the_message() -> None:
+    # email.utils.getaddresses recurses once per "group:" and raises RecursionError
+    parsed = parse_message(b"From: " + b"g:" * 1500 + b"\r\nSubject: groups\r\n\r\nbody\r\n")
+
+    assert (parsed.from_address, parsed.subject) == (None, "groups")
+
+
+# --- file names -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "clean"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\a.jpg", "a.jpg"),
+        ("C:a.jpg", "a.jpg"),
+        ("photos/2024/", "2024"),
+        ("..\\..\\", None),
+        ("\u202egpj.exe", "gpj.exe"),
+        ("IMG\u2066_1\u2069.jpg", "IMG_1.jpg"),
+        ("a\x01b\x7f\x00.jpg", "ab.jpg"),
+        ("tab\there\r\nnewline.jpg", "tab here newline.jpg"),
+        ("  my   photo  .jpg  ", "my photo .jpg"),
+        (".hidden.jpg", "hidden.jpg"),
+        ("...", None),
+        ("", None),
+        ("   ", None),
+        ("a..b...jpg", "a.b.jpg"),
+        ("photo.jpg.", "photo.jpg"),
+        ("Cafe\u0301.jpg", "Caf\u00e9.jpg"),  # NFC
+        ("=?utf-8?q?K=C3=B6ln.jpg?=", "Köln.jpg"),
+        ("=?utf-8?b?TcO8bmNoZW4uanBn?=", "München.jpg"),
+        ("=?utf-8?q?a?= =?utf-8?q?b.jpg?=", "ab.jpg"),  # the space between words is not text
+        ("=?x-unknown?q?abc?=.jpg", "abc.jpg"),
+        ("=?utf-8?b?!!!?=", None),  # broken base64 decodes to nothing
+        ("=?utf-8?q?caf=C3=A9?=.jpg", "café.jpg"),
+        ("=?utf-8?q?%2E%2E=2F=2E=2Fx.jpg?=", "x.jpg"),  # a path hidden in an encoded word
+        ("Gr\udcfc\udcdfe.jpg", "Gr\ufffd\ufffde.jpg"),  # raw latin-1 bytes kept as surrogates
+        ("Gr\udcc3\udcbc\udcc3\udc9fe.jpg", "Grüße.jpg"),  # raw UTF-8 kept as surrogates
+    ],
+)
+def test_clean_filename(name: str, clean: str | None) -> None:
+    assert clean_filename(name) == clean
+
+
+def test_long_names_are_cut_keeping_their_extension() -> None:
+    assert clean_filename("x" * 500 + ".jpeg") == "x" * 115 + ".jpeg"
+    assert clean_filename("x" * 500 + ".jpeg", 20) == "x" * 15 + ".jpeg"
+    assert clean_filename("y" * 500) == "y" * 120
+    assert clean_filename("z" * 200 + ".not an extension", 30) == "z" * 30
+    cut = clean_filename("ü" * 300 + ".heic")
+    assert cut is not None and len(cut) == 120 and cut.endswith(".heic")
+
+
+RFC2231_HOSTILE = b"""\
+From: ann@example.org
+Subject: names
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="b"
+
+--b
+Content-Type: application/octet-stream
+Content-Disposition: attachment; filename*=UTF-8''%E2%80%AEgpj.exe
+
+MZ
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename="../../etc/passwd"
+
+\xff\xd8x\xff\xd9
+--b
+Content-Type: image/jpeg; name="C:\\\\Users\\\\x\\\\a.jpg"
+
+\xff\xd8y\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename==?utf-8?q?K=C3=B6ln.jpg?=
+
+\xff\xd8z\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename*=x-foo''abc%FF.jpg
+
+\xff\xd8w\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename*=utf-8''%ZZ%E2.jpg
+
+\xff\xd8v\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename="Gr\xfc\xdfe \x01.jpg"
+
+\xff\xd8u\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename="=?utf-8?b?!!!?="
+
+\xff\xd8t\xff\xd9
+--b
+Content-Type: image/jpeg
+Content-Disposition: attachment; filename*0*=utf-8''long%20; filename*1=""" + b"n" * 300 + b""".jpg
+
+\xff\xd8s\xff\xd9
+--b--
+"""
+
+
+def test_hostile_file_names_in_a_message() -> None:
+    names = [a.filename for a in parse_message(RFC2231_HOSTILE, MimeLimits(max_filename_length=40)).attachments]
+
+    assert names == ["gpj.exe", "passwd", "a.jpg", "Köln.jpg", "abc\ufffd.jpg", "%ZZ\ufffd.jpg",
+                     "Gr\ufffd\ufffde .jpg", None, "long " + "n" * 31 + ".jpg"]
+    for name in filter(None, names):
+        assert name.isprintable() and len(name) <= 40
+        name.encode("utf-8")  # no surrogates left
+
+
+# --- archives and Outlook's TNEF ------------------------------------------------------------
+
+
+def test_tnef_from_outlook_becomes_a_note_not_an_attachment() -> None:
+    parsed = parse_message((corpus_dir() / "mime" / "mimekit_tnef_ukr.eml").read_bytes())
+
+    assert parsed.attachments == ()
+    assert parsed.notes == ("winmail.dat: Outlook's TNEF format is not read; send the photos as ordinary attachments",)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "filename", "note"),
+    [
+        ("application/ms-tnef", None, "winmail.dat: Outlook's TNEF"),
+        ("application/octet-stream", "WINMAIL.DAT", "WINMAIL.DAT: Outlook's TNEF"),
+        ("application/zip", "trip.zip", "trip.zip: archives are not opened"),
+        ("application/octet-stream", "photos.7z", "photos.7z: archives are not opened"),
+        ("application/x-rar-compressed", None, "application/x-rar-compressed: archives are not opened"),
+        ("application/gzip", "day1.tar.gz", "day1.tar.gz: archives are not opened"),
+        ("image/jpeg", "sneaky.zip", "sneaky.zip: archives are not opened"),
+    ],
+)
+def test_archives_and_tnef_are_not_opened(content_type: str, filename: str | None, note: str) -> None:
+    built = message()
+    maintype, subtype = content_type.split("/")
+    built.add_attachment(b"PK\x03\x04 whatever", maintype=maintype, subtype=subtype, filename=filename)
+    built.add_attachment(JPEG_A, maintype="image", subtype="jpeg", filename="kept.jpg")
+
+    parsed = parse(built)
+
+    assert [a.filename for a in parsed.attachments] == ["kept.jpg"]
+    assert len(parsed.notes) == 1 and parsed.notes[0].startswith(note)
+
+
+@pytest.mark.parametrize(
+    ("data", "note"),
+    [
+        (None, "Outlook's TNEF format is not read"),  # the corpus's bare winmail.dat
+        (b"PK\x03\x04\x14\x00rest of a zip", "archives are not opened"),
+        (b"\x1f\x8b\x08\x00gzip", "archives are not opened"),
+        (b"\x00" * 257 + b"ustar\x0000", "archives are not opened"),
+    ],
+    ids=["tnef", "zip", "gzip", "tar"],
+)
+def test_generic_files_are_recognised_by_their_first_bytes(data: bytes | None, note: str) -> None:
+    built = message()
+    data = data or (corpus_dir() / "mime" / "mimekit_winmail.dat").read_bytes()
+    built.add_attachment(data, maintype="application", subtype="octet-stream", filename="attachment.bin")
+
+    parsed = parse(built)
+
+    assert parsed.attachments == ()
+    assert len(parsed.notes) == 1 and parsed.notes[0].startswith(f"attachment.bin: {note}")
+
+
+def test_a_photo_is_never_sniffed() -> None:
+    built = message()
+    built.add_attachment(b"PK\x03\x04 not really a jpeg", maintype="image", subtype="jpeg", filename="a.jpg")
+
+    assert [a.filename for a in parse(built).attachments] == ["a.jpg"]
+
+
+def test_zipped_dmarc_report_from_the_corpus_is_a_note() -> None:
+    parsed = parse_message((corpus_dir() / "dmarc" / "rua" / "twilight.eml").read_bytes())
+
+    assert parsed.attachments == ()
+    assert parsed.notes == ("google.com!twlnet.com!1549756800!1549843199.zip: archives are not opened;"
+                            " attach the photos themselves",)
+
+
+# --- hostile and broken headers -------------------------------------------------------------
+
+
+def test_raw_non_utf8_headers_are_decoded_with_replacement() -> None:
+    raw = (b"From: J\xf6rg M\xfcller <jorg@example.org>\r\nSubject: Gr\xfc\xdfe aus Wien\r\n"
+           b"Message-ID: <caf\xe9@example.org>\r\n\r\nbody\r\n")
+
+    parsed = parse_message(raw)
+
+    assert parsed.from_address == "jorg@example.org"
+    assert parsed.subject == "Gr\ufffd\ufffde aus Wien"
+    assert parsed.from_header is not None and "\ufffd" in parsed.from_header
+    assert parsed.message_id is None  # a msg-id is ASCII (RFC 5322 §3.6.4)
+    for text in (parsed.subject, parsed.from_header):
+        text.encode("utf-8")
+
+
+def test_raw_utf8_headers_are_read_as_utf8() -> None:
+    parsed = parse_message("From: Jörg <jorg@example.org>\r\nSubject: Säying Hello\r\n\r\nbody\r\n".encode())
+
+    assert parsed.subject == "Säying Hello" and parsed.from_header == "Jörg <jorg@example.org>"
+
+
+@pytest.mark.parametrize(
+    ("header", "subject"),
+    [
+        ("=?x-unknown?q?abc?=", "abc"),
+        ("=?utf-8?b?!!!?=", ""),
+        ("=?utf-8?q?a=FF?=", "a\ufffd"),
+        ("=?utf-8?q?nul=00byte?= and\x01 bell\x07", "nulbyte and bell"),
+        ("=?utf-8?q?=E2=80=AEgpj.exe?=", "gpj.exe"),  # a bidi override in the subject
+        ("An encoded newline=?utf-8?q?=0A?=", "An encoded newline"),
+    ],
+)
+def test_hostile_subjects_never_raise(header: str, subject: str) -> None:
+    raw = f"From: ann@example.org\r\nSubject: {header}\r\n\r\nbody\r\n".encode()
+
+    assert parse_message(raw).subject == subject
+
+
+def test_a_long_subject_is_read_from_its_start_only() -> None:
+    words = " ".join(["=?utf-8?q?w=C3=B6rd?="] * 20_000)  # 420 KB, past the header limit unless cut
+    parsed = parse_message(f"From: ann@example.org\r\nSubject: {words}\r\n\r\nbody\r\n".encode(),
+                           MimeLimits(max_header_bytes=1024 * 1024))
+
+    assert parsed.subject == ("wörd" * 200)[:200]
+
+
+def test_references_keep_the_root_and_the_latest() -> None:
+    ids = [f"<{n}@example.org>" for n in range(500)]
+    raw = f"From: ann@example.org\r\nReferences: {' '.join(ids)}\r\n\r\nbody\r\n".encode()
+
+    references = parse_message(raw).references
+
+    assert len(references) == 100 and references[0] == ids[0] and references[1:] == tuple(ids[-99:])

@@ -117,6 +117,11 @@ class Gate:
             return Verdict.refuse(Refusal.NOT_AUTHENTICATED, "the mail's authentication was never checked")
         if "fail" in (auth.spam, auth.virus):
             return Verdict.refuse(Refusal.SPAM_OR_VIRUS, f"SES verdicts: spam {auth.spam}, virus {auth.virus}")
+        from_domain = mail.from_address.rsplit("@", 1)[1].lower() if mail.from_address else None
+        if auth.source == "smtp" and auth.from_domain != from_domain:
+            # the verdict was made for another reading of the From header than the one we act on
+            return Verdict.refuse(Refusal.NOT_AUTHENTICATED, f"the verdict is for {auth.from_domain}, the mail "
+                                                             f"is from {from_domain}")
         summary = (f"spf={auth.spf} dkim={','.join(d.result for d in auth.dkim) or 'none'} dmarc={auth.dmarc} "
                    f"for {auth.from_domain}")
         if auth.dmarc_record_found or auth.dmarc != "none":

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from waypost import failpoints
 from waypost.mail.auth import AuthVerdict
+from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.pipeline.gate import Gate, GateInput, Refusal
 from waypost.pipeline.inbox import QUEUED
@@ -26,7 +27,9 @@ PURGE_RAW_JOB = "purge-raw"
 
 
 class InboundProcessor:
-    def __init__(self, engine: Engine, blobs: BlobStore, queue: JobQueue, gate: Gate, router: Router) -> None:
+    def __init__(self, engine: Engine, blobs: BlobStore, queue: JobQueue, gate: Gate, router: Router,
+                 mime_limits: MimeLimits | None = None) -> None:
+        self.mime_limits = mime_limits
         self.engine = engine
         self.blobs = blobs
         self.queue = queue
@@ -40,7 +43,7 @@ class InboundProcessor:
             self._finish(job, None, None, "")
             return
         with self.blobs.open(row.blob_key) as raw:
-            message = parse_message(raw)
+            message = parse_message(raw, self.mime_limits)
         routed = self.router.app_for(row.rcpt_tos)
         open_to_all = routed is not None and getattr(routed[0], "open_to_all", False)
         auth = _verdict(row.auth)

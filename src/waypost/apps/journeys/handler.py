@@ -81,13 +81,15 @@ class JourneysApp:
             if repository.find_by_inbound(conn, mail.id) is not None:
                 return  # an earlier run of this job already committed
             message = mail.message
+            # what the reader left out (archives, TNEF, attachments over the size budget), said in the reply
+            notes = [*message.notes, *message.skipped]
             journey = repository.find_thread(
                 conn, sender=mail.sender, reply_token=self._reply_token(mail.recipient),
                 message_ids=[*message.references, *([message.in_reply_to] if message.in_reply_to else [])],
             )
             if not batch.photos:
-                self._queue_reply(conn, mail, "journeys/no_photos", {"ignored": batch.ignored, "journey": None},
-                                  journey)
+                self._queue_reply(conn, mail, "journeys/no_photos", {"ignored": batch.ignored, "journey": None,
+                                                                     "notes": notes}, journey)
                 return
             template = "journeys/journey_updated" if journey else "journeys/journey_ready"
             if journey is None:
@@ -98,7 +100,7 @@ class JourneysApp:
                                     message_id_header=message.message_id)
             view = repository.load_view(conn, journey.token, rules=self.rules, locate=self.locate)
             context = {"journey": view, "url": f"{self.base_url}/j/{journey.token}", "ignored": batch.ignored,
-                       "added": len(added), "repeated": len(batch.photos) - len(added)}
+                       "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
             self._queue_reply(conn, mail, template, context, journey)
 
         return commit
