@@ -94,7 +94,10 @@ class LiveServer:
 
 
 def drain_output(process: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
-    """Keep reading a child's output so it never blocks on a full pipe."""
+    """Keep reading a child's output so it never blocks on a full pipe (once per process:
+    a second call returns the running pump, which keeps filling its own list)."""
+    if process.pid in _pumps:
+        return _pumps[process.pid]
     def pump() -> None:
         assert process.stdout is not None
         for line in process.stdout:
@@ -138,24 +141,38 @@ def start_process(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]
 
 
 def read_addresses(process: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, int, str, list[str]]:
-    """Read the server's stdout until both `smtp:` and `http:` lines appeared."""
-    assert process.stdout is not None
+    """Wait (with a deadline) until the server's output showed both `smtp:` and `http:`.
+
+    The output is read by the process's pump thread from the start, so a server that hangs
+    before printing cannot block the test: at the deadline it gets SIGABRT, and with
+    PYTHONFAULTHANDLER set (server_env) it prints every thread's stack into the failure."""
     lines: list[str] = []
-    smtp = http = None
+    drain_output(process, lines)
+
+    def addresses() -> tuple[tuple[str, int], str] | None:
+        smtp = http = None
+        for line in list(lines):
+            if match := re.match(r"^smtp: (.+):(\d+)$", line.strip()):
+                smtp = (match.group(1).strip("[]"), int(match.group(2)))
+            elif match := re.match(r"^http: (\S+)$", line.strip()):
+                http = match.group(1)
+        return (smtp, http) if smtp and http else None
+
     deadline = time.monotonic() + timeout
-    while (smtp is None or http is None) and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if match := re.match(r"^smtp: (.+):(\d+)$", line.strip()):
-            smtp = (match.group(1).strip("[]"), int(match.group(2)))
-        elif match := re.match(r"^http: (\S+)$", line.strip()):
-            http = match.group(1)
-    if smtp is None or http is None:
-        process.kill()
+    while (found := addresses()) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    found = found or addresses()
+    if found is None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to the output
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        stop_process(process)
         pytest.fail("server did not report its addresses:\n" + "\n".join(lines))
-    return smtp[0], smtp[1], http, lines
+    (host, port), http = found
+    return host, port, http, lines
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -167,6 +184,7 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "WAYPOST_WORKER__RETRY_MAX_DELAY": "0.5",
         "WAYPOST_WORKER__POLL_INTERVAL": "0.05",
         "PYTHONUNBUFFERED": "1",
+        "PYTHONFAULTHANDLER": "1",
     })
     env.update(extra)
     return env

@@ -154,12 +154,11 @@ def test_demo_prints_journey_and_catcher_urls(tmp_path: Path) -> None:
     env.pop("WAYPOST_TRUSTED_NETWORKS")  # the demo sets it itself
     process = start_process(waypost_command("serve", "--demo", "--smtp-port", "0", "--http-port", "0"), env)
     try:
-        _, _, http_url, _ = read_addresses(process)
-        lines: list[str] = []
-        while not any(line.startswith("catcher: ") for line in lines):
-            line = process.stdout.readline()  # type: ignore[union-attr]
-            assert line, "server exited early:\n" + "\n".join(lines)
-            lines.append(line.strip())
+        _, _, http_url, lines = read_addresses(process)  # the pump goes on filling `lines`
+        wait_until(lambda: any(line.startswith("catcher: ") for line in lines) or process.poll() is not None,
+                   timeout=120, message="the demo's catcher line")
+        assert any(line.startswith("catcher: ") for line in lines), "server exited early:\n" + "\n".join(lines)
+        lines = [line.strip() for line in lines]
         journey_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("journey: "))
         catcher_url = next(line.split(" ", 1)[1] for line in lines if line.startswith("catcher: "))
         assert journey_url.startswith(http_url + "/j/") and catcher_url == http_url + "/outbox"
