@@ -88,8 +88,8 @@ def instrument(runtime: Any, meter: PhaseMeter) -> None:
     the processor calls and the pool the journeys app calls."""
     parse = processor.parse_message
 
-    def parse_and_mark(raw: Any) -> Any:
-        message = parse(raw)
+    def parse_and_mark(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        message = parse(raw, *args, **kwargs)
         meter.boundary("parse")
         return message
 
