@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -158,10 +159,10 @@ def read_addresses(process: subprocess.Popen[str], timeout: float = 60.0) -> tup
                 http = match.group(1)
         return (smtp, http) if smtp and http else None
 
-    deadline = time.monotonic() + timeout
-    while (found := addresses()) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    found = found or addresses()
+    with contextlib.suppress(pytest.fail.Exception):  # reported below, with the server's stacks
+        wait_until(lambda: addresses() is not None or process.poll() is not None, timeout=timeout,
+                   message="the server's smtp: and http: lines")
+    found = addresses()
     if found is None:
         if process.poll() is None:
             process.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack to the output
@@ -207,6 +208,15 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def dns() -> Iterator[Any]:
+    """A real DNS server on loopback (dnslib) whose records a test sets (tests/support/dns_server.py)."""
+    from tests.support.dns_server import LoopbackDns
+
+    with LoopbackDns() as server:
+        yield server
 
 
 @pytest.fixture

@@ -28,12 +28,6 @@ SELECTOR = "s1"
 
 
 @pytest.fixture
-def dns() -> Iterator[LoopbackDns]:
-    with LoopbackDns() as server:
-        yield server
-
-
-@pytest.fixture
 def signers(tmp_path: Path, dns: LoopbackDns) -> dict[str, DkimSigner]:
     """Keys for example.org (the sender) and attacker.test, published in the loopback DNS."""
     made = {}

@@ -25,12 +25,6 @@ SELECTOR = "wp2026"
 
 
 @pytest.fixture
-def dns() -> Iterator[LoopbackDns]:
-    with LoopbackDns() as server:
-        yield server
-
-
-@pytest.fixture
 def dkim_key(tmp_path: Path, dns: LoopbackDns) -> Path:
     key_file = tmp_path / "dkim.pem"
     dns.add_txt(f"{SELECTOR}._domainkey.waypost.test", generate_key(key_file, "rsa"))
