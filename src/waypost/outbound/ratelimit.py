@@ -119,11 +119,19 @@ class RateLimiter:
         conn.execute(send_minutes.update().where(send_minutes.c.minute == minute, send_minutes.c.count > 0)
                      .values(count=send_minutes.c.count - 1))
 
+    def _in_flight(self, now: datetime) -> sa.ColumnElement[bool]:
+        """Admitted and not finished (and not so old that its worker must have died)."""
+        return sa.and_(outbound_messages.c.state == "sending",
+                       outbound_messages.c.admitted_at > now - self.in_flight_limit)
+
+    def _recent(self, now: datetime) -> sa.ColumnElement[bool]:
+        """Finished sends still inside the rate window."""
+        return sa.and_(outbound_messages.c.window_at > now - self.window, outbound_messages.c.state != "sending")
+
     def _rate_wait(self, conn: Connection, now: datetime) -> float | None:
         table = outbound_messages
-        in_flight = conn.execute(sa.select(sa.func.count()).where(
-            table.c.state == "sending", table.c.admitted_at > now - self.in_flight_limit)).scalar_one()
-        recent = sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")
+        in_flight = conn.execute(sa.select(sa.func.count()).where(self._in_flight(now))).scalar_one()
+        recent = self._recent(now)
         done = conn.execute(sa.select(sa.func.count()).where(recent)).scalar_one()
         must_leave = in_flight + done - self.burst + 1
         if must_leave <= 0:
@@ -138,8 +146,7 @@ class RateLimiter:
         table = outbound_messages
         # admitted, not yet handed over: each may still use a place
         pending = conn.execute(sa.select(sa.func.count()).where(
-            table.c.state == "sending", table.c.handoff_at.is_(None),
-            table.c.admitted_at > now - self.in_flight_limit)).scalar_one()
+            self._in_flight(now), table.c.handoff_at.is_(None))).scalar_one()
         buckets = conn.execute(sa.select(send_minutes.c.minute, send_minutes.c.count)
                                .where(send_minutes.c.minute > now - DAY - MINUTE)
                                .order_by(send_minutes.c.minute)).all()
@@ -154,10 +161,8 @@ class RateLimiter:
 
     def used(self, conn: Connection, now: datetime) -> tuple[int, int]:
         """Messages in the current rate window (sent or in flight), and admissions in 24 hours."""
-        table = outbound_messages
-        window = conn.execute(sa.select(sa.func.count()).where(sa.or_(
-            sa.and_(table.c.state == "sending", table.c.admitted_at > now - self.in_flight_limit),
-            sa.and_(table.c.window_at > now - self.window, table.c.state != "sending")))).scalar_one()
+        window = conn.execute(sa.select(sa.func.count()).where(
+            sa.or_(self._in_flight(now), self._recent(now)))).scalar_one()
         day = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(send_minutes.c.count), 0))
                            .where(send_minutes.c.minute > now - DAY - MINUTE)).scalar_one()
         return int(window), int(day)
