@@ -1,0 +1,299 @@
+"""SNS envelope parsing, the string to sign, URL checks, and signature verification over the
+real fixtures of the shared corpus. Nothing here touches the network: certificates are
+pinned, and refused URLs are refused before any fetch (the loopback tests in
+tests/integration/test_sns.py prove that part with a server that counts connections)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import corpus_dir
+from waypost.feedback.sns import (
+    DEFAULT_CERT_HOST_PATTERN,
+    MAX_ENVELOPE_BYTES,
+    CertificateFetcher,
+    SnsEndpoint,
+    SnsRejected,
+    SnsVerifier,
+    parse_envelope,
+    string_to_sign,
+)
+
+TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
+
+
+def ses_file(name: str) -> Path:
+    return corpus_dir() / "ses" / name
+
+
+def rails_certificate() -> bytes:
+    return ses_file("rails_amazon_certificate.pem").read_bytes()
+
+
+def pinned_verifier(envelope: dict[str, Any], topics: list[str]) -> SnsVerifier:
+    """A verifier whose fetcher holds the Rails test certificate for the envelope's own URL."""
+    fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: rails_certificate()})
+    return SnsVerifier(fetcher, topics)
+
+
+def rejection(call: Any, *args: Any) -> str:
+    with pytest.raises(SnsRejected) as caught:
+        call(*args)
+    return caught.value.reason
+
+
+# --- the string to sign --------------------------------------------------------------------
+
+def test_string_to_sign_notification_without_subject() -> None:
+    envelope = {"Type": "Notification", "MessageId": "m-1", "TopicArn": TOPIC, "Message": "hello",
+                "Timestamp": "2026-03-01T10:00:00.000Z", "SignatureVersion": "2", "Signature": "c2ln",
+                "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/x.pem",
+                "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+                "MessageAttributes": {"a": {"Type": "String", "Value": "b"}}}
+
+    assert string_to_sign(envelope) == (
+        "Message\nhello\nMessageId\nm-1\nTimestamp\n2026-03-01T10:00:00.000Z\n"
+        f"TopicArn\n{TOPIC}\nType\nNotification\n")
+
+
+def test_string_to_sign_notification_with_subject_between_message_id_and_timestamp() -> None:
+    envelope = {"Type": "Notification", "MessageId": "m-1", "TopicArn": TOPIC, "Message": "hello",
+                "Subject": "Hi", "Timestamp": "t"}
+
+    assert string_to_sign(envelope) == (
+        f"Message\nhello\nMessageId\nm-1\nSubject\nHi\nTimestamp\nt\nTopicArn\n{TOPIC}\nType\nNotification\n")
+    # Lambda events carry "Subject": null when there was none: the same as absent
+    assert string_to_sign(envelope | {"Subject": None}) == string_to_sign(
+        {k: v for k, v in envelope.items() if k != "Subject"})
+
+
+@pytest.mark.parametrize("kind", ["SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_string_to_sign_confirmations(kind: str) -> None:
+    envelope = {"Type": kind, "MessageId": "m", "Token": "tok", "TopicArn": TOPIC, "Message": "msg",
+                "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
+                "Timestamp": "t", "Subject": "not signed for confirmations"}
+
+    assert string_to_sign(envelope) == (
+        "Message\nmsg\nMessageId\nm\n"
+        "SubscribeURL\nhttps://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription\n"
+        f"Timestamp\nt\nToken\ntok\nTopicArn\n{TOPIC}\nType\n{kind}\n")
+
+
+@pytest.mark.parametrize("kind", [None, "Bogus", "notification", ["Notification"]])
+def test_string_to_sign_refuses_other_types(kind: Any) -> None:
+    assert rejection(string_to_sign, {"Type": kind, "Message": "m"}) == "unsupported-type"
+
+
+def test_escaped_newline_in_the_message_is_signed_as_a_newline() -> None:
+    """REFERENCE-SES.md §2 step 1: JSON escapes are decoded before signing (Relay's capture
+    of a real SubscriptionConfirmation has "\\n" in its Message)."""
+    body = ses_file("relay_subscription_confirmation_invalid_sns_body.json").read_bytes()
+    envelope = parse_envelope(body)
+
+    assert b"\\nTo confirm" in body
+    assert "dev-relay-2022-04.\nTo confirm the subscription" in string_to_sign(envelope)
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+def test_lambda_key_spellings_are_renamed() -> None:
+    envelope = parse_envelope(ses_file("sns_ruby_lambda_message.json").read_bytes())
+
+    assert envelope["SigningCertURL"] == (
+        "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem")
+    assert envelope["UnsubscribeURL"].startswith("https://sns.us-east-2.amazonaws.com/?Action=Unsubscribe")
+    assert "SigningCertUrl" not in envelope and "UnsubscribeUrl" not in envelope
+    assert parse_envelope(json.dumps({"Type": "SubscriptionConfirmation", "SubscribeUrl": "u"}).encode()) == {
+        "Type": "SubscriptionConfirmation", "SubscribeURL": "u"}
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"Type=Notification", id="not-json"),
+    pytest.param(b'["Notification"]', id="array"),
+    pytest.param(b'"Notification"', id="string"),
+    pytest.param(b'{"Type": "Notification", "Message": "\xff"}', id="not-utf8"),
+    pytest.param(b'{"Type": "Notification", "Message": {"not": "a string"}}', id="message-object"),
+    pytest.param(b'{"Type": "Notification", "SignatureVersion": 1}', id="version-number"),
+    pytest.param(b'{"Type": "Notification", "Type": "SubscriptionConfirmation"}', id="duplicate-key"),
+    pytest.param(b'{"SigningCertUrl": "a", "SigningCertURL": "b"}', id="both-spellings"),
+    pytest.param(b'{"a":' * 60_000 + b"1" + b"}" * 60_000, id="deeply-nested"),
+])
+def test_parse_refuses_what_is_not_an_envelope(body: bytes) -> None:
+    assert rejection(parse_envelope, body) == "bad-json"
+
+
+def test_parse_refuses_oversized_bodies() -> None:
+    body = json.dumps({"Type": "Notification", "Message": "x" * MAX_ENVELOPE_BYTES}).encode()
+
+    assert rejection(parse_envelope, body) == "too-large"
+
+
+def test_parse_accepts_an_envelope_with_a_256_kb_message() -> None:
+    ses_like = json.dumps({"content": "\"quoted\" " * (256 * 1024 // 12)})  # quotes grow when escaped again
+
+    assert parse_envelope(json.dumps({"Type": "Notification", "Message": ses_like}).encode())["Message"] == ses_like
+
+
+# --- certificate URLs with the real host pattern -------------------------------------------
+
+@pytest.mark.parametrize("url", [
+    "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-a86cb10b4e1f29c941702d737128f7b6.pem",
+    "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-x.pem",
+    "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-x.pem",
+    "https://SNS.EU-WEST-1.AMAZONAWS.COM/SimpleNotificationService-x.pem",
+])
+def test_default_pattern_accepts_sns_hosts(url: str) -> None:
+    fetcher = CertificateFetcher(pinned={url: rails_certificate()})  # pinned: no fetch
+
+    assert fetcher.certificate(url).subject.rfc4514_string() == (
+        "CN=Ruby certificate,DC=ruby-lang,DC=org")
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example/x.pem",
+    "http://sns.eu-west-1.amazonaws.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com/x",
+    "https://sns.eu-west-1.amazonaws.com/x.pem/",
+    "https://sns.eu-west-1.amazonaws.com.evil.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com./x.pem",
+    "https://sns.eu-west-1.amazonaws.com@evil.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com:443@evil.com/x.pem",
+    "https://user@sns.eu-west-1.amazonaws.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com\\@evil.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com%2eevil.com/x.pem",
+    "https://evil.com#@sns.eu-west-1.amazonaws.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com:notaport/x.pem",
+    "https://sns.ab.amazonaws.com/x.pem",  # region part shorter than 3
+    "https://s3.amazonaws.com/x.pem",
+    "https://bucket.s3.amazonaws.com/sns.eu-west-1.amazonaws.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com\n.evil.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com\u3002evil.com/x.pem",
+    "//sns.eu-west-1.amazonaws.com/x.pem",
+    "file:///etc/ssl/certs/sns.pem",
+    "",
+])
+def test_default_pattern_refuses_other_urls(url: str) -> None:
+    assert rejection(CertificateFetcher().certificate, url) == "cert-url"
+
+
+def test_host_pattern_must_match_the_whole_host() -> None:
+    fetcher = CertificateFetcher(host_pattern=r"sns\.example")  # unanchored on purpose
+
+    assert rejection(fetcher.certificate, "https://sns.example.evil.com/x.pem") == "cert-url"
+    assert rejection(fetcher.certificate, "https://evil-sns.example/x.pem") == "cert-url"
+
+
+def test_subscribe_url_gets_the_same_host_check() -> None:
+    fetcher = CertificateFetcher()
+
+    assert rejection(fetcher.get_text, "https://169.254.169.254/latest/meta-data/") == "subscribe-url"
+    assert rejection(fetcher.get_text, "http://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription") == (
+        "subscribe-url")
+
+
+def test_pins_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match="pinned"):
+        CertificateFetcher(pinned={"https://evil.example/x.pem": rails_certificate()})
+    with pytest.raises(ValueError):
+        CertificateFetcher(pinned={"https://sns.eu-west-1.amazonaws.com/x.pem": b"not a certificate"})
+
+
+# --- verification over the corpus ----------------------------------------------------------
+
+def signed_rails_records() -> list[dict[str, Any]]:
+    with (corpus_dir() / "manifest.jsonl").open(encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in records if "signature_valid_with_test_cert" in r]
+
+
+def test_rails_fixtures_verify_as_the_manifest_says() -> None:
+    records = signed_rails_records()
+    assert len(records) >= 4, "the manifest lost its signed Rails fixtures"
+    outcomes = {}
+    for record in records:
+        envelope = parse_envelope((corpus_dir() / record["file"]).read_bytes())
+        verifier = pinned_verifier(envelope, [envelope["TopicArn"]])
+        try:
+            verifier.verify(envelope)
+            outcomes[record["file"]] = True
+        except SnsRejected as err:
+            assert err.reason == "bad-signature", f"{record['file']}: {err}"
+            outcomes[record["file"]] = False
+
+    assert outcomes == {r["file"]: r["signature_valid_with_test_cert"] for r in records}
+    assert True in outcomes.values() and False in outcomes.values()
+
+
+def test_rails_unrecognized_topic_is_not_allowed() -> None:
+    envelope = parse_envelope(ses_file("rails_amazon_unrecognized_topic_subscription_request.json").read_bytes())
+    verifier = pinned_verifier(envelope, ["arn:aws:sns:eu-west-1:111111111111:recognized-topic"])
+
+    assert rejection(verifier.verify, envelope) == "topic-not-allowed"
+
+
+def test_empty_allow_list_refuses_a_valid_signature() -> None:
+    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
+
+    assert rejection(pinned_verifier(envelope, []).verify, envelope) == "topic-not-allowed"
+
+
+@pytest.mark.parametrize("change", [
+    {"Token": "abc123"},
+    {"SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=other"},
+    {"Message": "You have chosen to subscribe."},
+    {"SignatureVersion": "2"},  # not signed itself, but it picks the hash: SHA256 over a SHA1 signature
+    {"Signature": "bm90IGEgc2lnbmF0dXJl"},
+    {"Signature": "not base64!"},
+])
+def test_rails_valid_fixture_tampered_is_refused(change: dict[str, str]) -> None:
+    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
+    verifier = pinned_verifier(envelope, [envelope["TopicArn"]])
+    verifier.verify(envelope)  # as found: valid
+
+    assert rejection(verifier.verify, envelope | change) == "bad-signature"
+
+
+@pytest.mark.parametrize("field", ["Signature", "SigningCertURL", "SignatureVersion", "Token", "MessageId"])
+def test_missing_fields_are_refused(field: str) -> None:
+    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
+    verifier = pinned_verifier(envelope, [envelope["TopicArn"]])
+
+    assert rejection(verifier.verify, {k: v for k, v in envelope.items() if k != field}) == "missing-field"
+
+
+# --- the AWS documentation examples --------------------------------------------------------
+
+def http_example(name: str) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a captured ``.http`` request (request line, headers, blank line, body)."""
+    head, _, body = ses_file(name).read_bytes().replace(b"\r\n", b"\n").partition(b"\n\n")
+    lines = head.decode("ascii").split("\n")[1:]
+    headers = dict(line.split(": ", 1) for line in lines)
+    return headers, body
+
+
+@pytest.mark.parametrize("name", ["sns_doc_notification.http", "sns_doc_unsubscribe_confirmation.http"])
+def test_documentation_examples_are_never_accepted(name: str) -> None:
+    headers, body = http_example(name)
+    envelope = parse_envelope(body)
+    # the doc's certificate is not in the corpus; pin a real certificate at its URL so the
+    # check reaches the signature without the network ("EXAMPLEw6JRN..." is no signature)
+    fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: rails_certificate()})
+    delivered: list[str] = []
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [headers["x-amz-sns-topic-arn"]]), fetcher,
+                           lambda message, _: delivered.append(message))
+
+    assert headers["x-amz-sns-message-type"] == envelope["Type"]
+    assert endpoint.handle(headers, body) == (403, "bad-signature")
+    assert delivered == []
+
+
+def test_rejection_carries_reason_and_detail() -> None:
+    err = SnsRejected("cert-url", "host not allowed")
+
+    assert (err.reason, err.detail, str(err)) == ("cert-url", "host not allowed", "cert-url: host not allowed")
+    assert DEFAULT_CERT_HOST_PATTERN == r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
