@@ -219,6 +219,25 @@ def dns() -> Iterator[Any]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on loopback, one per test module (tests/support/moto_server.py)."""
+    from tests.support.moto_server import running_moto_server
+
+    with running_moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh moto (every resource forgotten) that every boto3 client in the test talks to."""
+    from tests.support.moto_server import reset, use_fake_aws
+
+    reset(moto_endpoint)
+    use_fake_aws(monkeypatch, moto_endpoint)
+    return moto_endpoint
+
+
 @pytest.fixture
 def runtime(make_settings: Callable[..., Settings], database_url: str) -> Iterator[Any]:
     """A wired Runtime on the parametrized database (SQLite, then PostgreSQL)."""

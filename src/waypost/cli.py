@@ -68,6 +68,8 @@ def cli(log_level: str) -> None:
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
     # Alembic announces each of its plugins at INFO; the "Running upgrade" lines stay
     logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # flufl.bounce announces each of its detectors for every bounce it reads
+    logging.getLogger("flufl.bounce").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 @cli.command()
@@ -214,70 +216,6 @@ def dead_letters_retry(data_dir: Path, job_id: int) -> None:
     click.echo(f"job {job_id} queued again")
 
 
-@cli.group()
-def suppression() -> None:
-    """Addresses Waypost never sends to (bounced, complained, unsubscribed, or added by hand)."""
-
-
-@suppression.command("add")
-@data_dir_option
-@click.argument("address")
-@click.option("--reason", type=click.Choice(["MANUAL", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]), default="MANUAL",
-              show_default=True)
-@click.option("--note", help="Why (kept with the entry).")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Lift it after this many days.")
-@friendly_errors
-def suppression_add(data_dir: Path, address: str, reason: str, note: str | None, days: float | None) -> None:
-    """Stop all mail to ADDRESS."""
-    from datetime import timedelta
-
-    from waypost.outbound import suppression as suppressions
-    from waypost.store.models import utcnow
-
-    runtime = _runtime(data_dir)
-    expires = utcnow() + timedelta(days=days) if days else None
-    with runtime.engine.begin() as conn:
-        added = suppressions.add(conn, address, suppressions.Reason(reason), "cli", detail=note, expires_at=expires)
-    click.echo(f"{'suppressed' if added else 'already suppressed'}: {address}")
-
-
-@suppression.command("remove")
-@data_dir_option
-@click.argument("address")
-@friendly_errors
-def suppression_remove(data_dir: Path, address: str) -> None:
-    """Send to ADDRESS again."""
-    from waypost.outbound import suppression as suppressions
-
-    with _runtime(data_dir).engine.begin() as conn:
-        removed = suppressions.remove(conn, address)
-    if not removed:
-        raise click.ClickException(f"not suppressed: {address}")
-    click.echo(f"removed: {address}")
-
-
-@suppression.command("list")
-@data_dir_option
-@click.option("--limit", default=100, show_default=True)
-@click.option("--after", help="Continue after this address (the last one of the previous page).")
-@friendly_errors
-def suppression_list(data_dir: Path, limit: int, after: str | None) -> None:
-    """Show suppressed addresses in address order, LIMIT at a time."""
-    from waypost.outbound import suppression as suppressions
-
-    with _runtime(data_dir).engine.connect() as conn:
-        entries = suppressions.entries(conn, limit=limit, after=after.lower() if after else None)
-    for entry in entries:
-        until = f"  until {entry.expires_at:%Y-%m-%d %H:%M}Z" if entry.expires_at else ""
-        detail = f"  ({entry.detail})" if entry.detail else ""
-        click.echo(f"{entry.address}  {entry.reason:11} {entry.source:10} {entry.created_at:%Y-%m-%d %H:%M}Z"
-                   f"{until}{detail}")
-    if not entries:
-        click.echo("no suppressed addresses" if after is None else "no more")
-    elif len(entries) == limit:
-        click.echo(f"more: --after {entries[-1].address}")
-
-
 @cli.command()
 @data_dir_option
 @click.option("--stream", default=None, help="Pause only this stream (for example journeys); default: all sending.")
@@ -304,7 +242,7 @@ def resume(data_dir: Path, stream: str | None) -> None:
     from waypost.outbound import control
 
     with _runtime(data_dir).engine.begin() as conn:
-        lifted = control.resume(conn, stream or control.ALL)
+        lifted = control.resume(conn, stream or control.ALL, by="operator (cli)")
     if not lifted:
         raise click.ClickException(f"not paused: {stream or 'all sending'}")
     click.echo(f"resumed: {stream or 'all sending'}")
@@ -475,6 +413,10 @@ def submission_list(data_dir: Path) -> None:
         click.echo(name)
     if not names:
         click.echo(f"no submission users in {users.path}")
+
+
+# the deliverability commands (suppression, feedback, status) live in their own module
+from waypost import cli_deliverability  # noqa: E402,F401  (registers its commands on `cli`)
 
 
 def main() -> None:

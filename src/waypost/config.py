@@ -148,6 +148,77 @@ class SmarthostSettings(_Group):
     ca_path: Path | None = None  # trust these CAs for the smarthost's certificate; None: system store
 
 
+def _words(value: Any) -> Any:
+    """A comma/space separated string (environment variables) or a list (TOML)."""
+    if isinstance(value, str):
+        return tuple(part for part in value.replace(",", " ").split() if part)
+    return tuple(value)
+
+
+class FeedbackSettings(_Group):
+    # transient bounces: at most one counts per address and day, and each stops counting
+    # after soft_bounce_window_days; soft_bounce_limit of them still counting suppresses the
+    # address for soft_suppression_days. A delivery to the address clears its count.
+    soft_bounce_limit: int = Field(3, ge=1)
+    soft_bounce_window_days: float = Field(7.0, gt=0)
+    soft_suppression_days: float = Field(14.0, gt=0)
+    # ARF reports from mailbox providers' feedback loops go to <complaints_mailbox>@<mail_domain>
+    complaints_mailbox: str = "fbl"
+    keep_reports_days: float = Field(30.0, ge=0)  # raw bounce and complaint mail, then deleted
+    # SES feedback through SNS → SQS: the worker consumes this queue (raw delivery on or off)
+    sqs_queue_url: str | None = None
+    sqs_wait_seconds: int = Field(20, ge=0, le=20)  # long polling (SQS allows at most 20)
+    # SNS topics whose messages are accepted, by SQS and by POST /hooks/sns; empty: none
+    sns_topic_arns: Annotated[tuple[str, ...], NoDecode] = ()
+    # where SNS signing certificates may come from, and whom to trust for that download
+    sns_cert_host_pattern: str = r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
+    sns_cert_ca_path: Path | None = None  # None: the system's trust store
+    ses_sync_pause_seconds: float = Field(1.0, ge=0)  # between ListSuppressedDestinations pages (1 call/s)
+
+    @field_validator("sns_topic_arns", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        topics = _words(value)
+        for topic in topics:
+            if not str(topic).startswith("arn:aws") or str(topic).count(":") != 5:
+                raise ValueError(f"{topic!r} is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)")
+        return topics
+
+
+class GuardSettings(_Group):
+    """The reputation guard: SES reviews an account at 5 % bounces / 0.1 % complaints and may
+    pause it at 10 % / 0.5 % (REFERENCE-SES §4); Waypost warns and pauses itself earlier."""
+
+    bounce_warn: float = Field(0.05, gt=0, lt=1)
+    bounce_pause: float = Field(0.08, gt=0, lt=1)
+    complaint_warn: float = Field(0.001, gt=0, lt=1)
+    complaint_pause: float = Field(0.003, gt=0, lt=1)
+    last_sends: int = Field(1000, ge=10)  # the "last N sends" window, besides 24 hours and 7 days
+    min_sends: int = Field(50, ge=1)  # a window with fewer sends is shown but never acted on
+    # streams that only ever answer people who wrote in: a send to an address never seen
+    # inbound means something else is sending through us
+    known_recipients_only: Annotated[tuple[str, ...], NoDecode] = ("journeys",)
+    compromise_checks: bool = True  # the two checks below, made for every message at admission
+    spike_factor: float = Field(10.0, gt=1)  # sends in the last hour over this × the hourly mean of 7 days
+    spike_min_per_hour: int = Field(200, ge=1)  # ... and over this many: a spike pauses sending
+
+    @field_validator("known_recipients_only", mode="before")
+    @classmethod
+    def _streams(cls, value: Any) -> Any:
+        return _words(value)
+
+
+class AlarmSettings(_Group):
+    # the thresholds of AWS's reference design for an SES mail pipeline
+    dead_letters: int = Field(50, ge=0)  # more dead-lettered jobs than this
+    oldest_job_seconds: float = Field(180.0, gt=0)  # a due job has waited longer than this
+    stale_jobs: int = Field(180, ge=0)  # more due jobs older than stale_job_seconds than this
+    stale_job_seconds: float = Field(300.0, gt=0)
+    check_interval_seconds: float = Field(60.0, gt=0)
+    mail_operator: bool = True  # mail operator_email when an alarm fires (never users)
+    mail_interval_hours: float = Field(6.0, gt=0)  # at most one mail per alarm in this time
+
+
 # No key may end in "_file": WAYPOST_<KEY>_FILE names a secret file (see _FileSecretsSource).
 class DkimSettings(_Group):
     selector: str | None = None  # set selector and private_key_path to sign (SMTP mode)
@@ -196,6 +267,9 @@ class Settings(BaseSettings):
     smarthost: SmarthostSettings = SmarthostSettings()
     dkim: DkimSettings = DkimSettings()
     ses: SesSettings = SesSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    guard: GuardSettings = GuardSettings()
+    alarms: AlarmSettings = AlarmSettings()
     # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
     # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

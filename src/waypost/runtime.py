@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.policy
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from waypost.apps.feedback_mail import FeedbackMailApp
 from waypost.apps.journeys.build import describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
 from waypost.apps.journeys.handler import JourneysApp, route_rules
@@ -23,11 +25,13 @@ from waypost.apps.journeys.repository import JourneyReader
 from waypost.apps.journeys.zones import zone_at
 from waypost.apps.unsubscribe import UnsubscribeApp
 from waypost.config import Settings
+from waypost.feedback.intake import FeedbackIntake
+from waypost.feedback.policy import FeedbackPolicy
 from waypost.keys import signing_keys
 from waypost.mail.addresses import address_key, first_mailbox
 from waypost.mail.auth import AuthVerdict, make_resolver, verify
 from waypost.mail.limits import MimeLimits
-from waypost.outbound import suppression
+from waypost.outbound import control, suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp
 from waypost.outbound.ratelimit import Limits, RateLimiter
@@ -40,6 +44,11 @@ from waypost.pipeline.inbox import Inbox
 from waypost.pipeline.processor import InboundProcessor
 from waypost.pipeline.router import Router
 from waypost.pipeline.worker import Worker
+from waypost.reputation.alarms import AlarmMonitor
+from waypost.reputation.guard import ReputationGuard
+from waypost.reputation.notify import TEMPLATES as OPERATOR_TEMPLATES
+from waypost.reputation.notify import alarm_mailer
+from waypost.reputation.status import Snapshot, read_snapshot
 from waypost.store import migrate
 from waypost.store.blobs import LocalBlobStore
 from waypost.store.db import create_engine
@@ -62,6 +71,9 @@ class Runtime:
     images: ImagePool
     unsubscriber: Unsubscriber
     verp: Verp
+    guard: ReputationGuard
+    intake: FeedbackIntake
+    alarms: AlarmMonitor
     _resolver: Any = None
 
     def worker(self) -> Worker:
@@ -71,7 +83,36 @@ class Runtime:
         if ready is not None:
             ready()
         log.info("sending limits: %s", self.outbox.limiter.limits.describe())
-        return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval)
+        companions = []
+        if self.settings.feedback.sqs_queue_url:
+            companions.append(self.feedback_consumer().run)
+        return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval,
+                      periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check)],
+                      companions=companions)
+
+    def snapshot(self) -> Snapshot:
+        """The state `waypost status`, the alarms and /metrics all read."""
+        return read_snapshot(self.engine, self.outbox.limiter, self.guard,
+                             stale_after=timedelta(seconds=self.settings.alarms.stale_job_seconds))
+
+    def feedback_consumer(self):  # type: ignore[no-untyped-def]
+        """The SQS consumer of SES feedback (feedback.sqs_queue_url); boto3 is imported here only."""
+        import boto3
+        from botocore.config import Config
+
+        from waypost.feedback.sqs import SqsFeedbackConsumer
+
+        feedback = self.settings.feedback
+        # the queue's own region (its URL names it), which need not be SES's sending region
+        found = re.match(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com", feedback.sqs_queue_url or "")
+        client = boto3.session.Session().client(
+            "sqs", region_name=found.group(1) if found else self.settings.ses.region,
+            config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
+                          read_timeout=feedback.sqs_wait_seconds + 10))
+        return SqsFeedbackConsumer(
+            client, feedback.sqs_queue_url, self.intake.apply, topic_arns=feedback.sns_topic_arns,
+            keep_unreadable=lambda body, reason: self.intake.keep_unreadable(body, reason, "sqs"),
+            wait_seconds=feedback.sqs_wait_seconds)
 
     def authenticate(self, raw: bytes, peer_ip: str | None, helo: str | None,
                      mail_from: str | None) -> AuthVerdict | None:
@@ -98,7 +139,7 @@ class Runtime:
     @property
     def streams(self) -> tuple[str, ...]:
         """The kinds of mail Waypost sends (pause scopes besides "*")."""
-        return ("journeys",)
+        return STREAMS
 
     def close(self) -> None:
         close_sender = getattr(self.outbox.sender, "close", None)
@@ -109,6 +150,7 @@ class Runtime:
 
 
 log = logging.getLogger(__name__)
+STREAMS = ("journeys", control.OPERATOR_STREAM)
 _RESOLVER_LOCK = threading.Lock()
 MAX_HEADER_SCAN = 256 * 1024  # the From header is looked for in the header section only
 
@@ -131,11 +173,13 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     verp = Verp(outbound.bounce_mailbox, settings.bounce_domain, keys)
     limiter = RateLimiter(lambda: send_limits(settings, sender),
                           in_flight_limit=timedelta(seconds=worker.visibility_timeout))
+    guard = ReputationGuard(settings.guard, lambda: STREAMS)
     outbox = Outbox(engine, queue, sender, max_attempts=outbound.max_attempts, limiter=limiter, verp=verp,
-                    paused_recheck=outbound.paused_recheck_seconds)
+                    paused_recheck=outbound.paused_recheck_seconds, guard=guard)
     _ensure_send_lock(engine)
     tokens = UnsubscribeTokens(keys)
-    composer = Composer(settings, [JOURNEY_TEMPLATES], tokens, filters={"moment": describe_moment})
+    composer = Composer(settings, [JOURNEY_TEMPLATES, OPERATOR_TEMPLATES], tokens,
+                        filters={"moment": describe_moment})
     images = ImagePool(settings.journeys.image_workers or default_workers())
     places = default_index()
     journeys_app = JourneysApp(settings.journeys, blobs, outbox, composer, settings.public_base_url,
@@ -143,13 +187,27 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                                images=images, locate=places.lookup, zone_at=zone_at,
                                rate_window=timedelta(minutes=settings.gate.sender_window_minutes))
     allowlist = Allowlist(engine)
-    unsubscriber = Unsubscriber(tokens, hooks={journeys_app.name: Allowlist.forget})
-    router = Router(settings.mail_domain, [journeys_app, UnsubscribeApp(settings.outbound.unsubscribe_mailbox,
-                                                                        unsubscriber)])
+    leave_hooks = {journeys_app.name: Allowlist.forget}
+    unsubscriber = Unsubscriber(tokens, hooks=leave_hooks)
+    policy = FeedbackPolicy(settings.feedback, verp_outbound_id=verp.outbound_id, hooks=leave_hooks)
+    intake = FeedbackIntake(engine, policy, guard)
+    feedback = settings.feedback
+    router = Router(settings.mail_domain, [
+        journeys_app,
+        UnsubscribeApp(settings.outbound.unsubscribe_mailbox, unsubscriber),
+        FeedbackMailApp("bounces", outbound.bounce_mailbox, settings.bounce_domain, policy, guard,
+                        keep_days=feedback.keep_reports_days),
+        FeedbackMailApp("complaints", feedback.complaints_mailbox, None, policy, guard,
+                        keep_days=feedback.keep_reports_days),
+    ])
     gate = Gate(allowlist, settings.trusted_networks, has_left=_has_left(engine),
                 require_dkim_without_dmarc=settings.gate.require_dkim_without_dmarc,
                 sender_limit=settings.gate.sender_max_messages,
                 recent_count=_recent_count(engine, timedelta(minutes=settings.gate.sender_window_minutes)))
+    alarms = AlarmMonitor(engine, settings.alarms, lambda: read_snapshot(
+        engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds)),
+        alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
+                     interval_hours=settings.alarms.mail_interval_hours))
     return Runtime(
         settings=settings,
         engine=engine,
@@ -164,6 +222,9 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         images=images,
         unsubscriber=unsubscriber,
         verp=verp,
+        guard=guard,
+        intake=intake,
+        alarms=alarms,
     )
 
 

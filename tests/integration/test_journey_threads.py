@@ -146,7 +146,7 @@ def test_rerunning_a_thread_reply_changes_nothing(runtime: Any) -> None:
     replies = len(caught(runtime))
 
     # the same mail handled again (a crash after the commit, a retried dead letter): no new effects
-    app = runtime.router.apps["journeys"]
+    app = runtime.router.apps[("journeys", runtime.settings.mail_domain)]
     mail = InboundMail(id=mail_id, message=parse_message(second.as_bytes()), sender="ann@example.org",
                        recipient=str(ready["Reply-To"]), received_at=datetime.now(LISBON))
     with runtime.engine.begin() as conn:

@@ -35,7 +35,8 @@ def test_two_workers_share_one_rate_limit(make_settings: Callable[..., Any], dat
                                           tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     settings = make_settings(data_dir=data_dir, database={"url": database_url},
-                             outbound={"max_per_second": RATE, "max_per_day": 0})
+                             outbound={"max_per_second": RATE, "max_per_day": 0},
+                             guard={"compromise_checks": False})  # made-up recipients who never wrote in
     runtime = wiring.build(settings)
     total = RATE * 4
     with runtime.engine.begin() as conn:
@@ -44,7 +45,7 @@ def test_two_workers_share_one_rate_limit(make_settings: Callable[..., Any], dat
                 f"rate-{index}", "journeys", f"person{index}@example.org", "journeys@waypost.test", "s",
                 f"<rate-{index}@waypost.test>", b"Subject: s\r\n\r\nbody\r\n"))
     env = server_env(data_dir, WAYPOST_DATABASE__URL=database_url, WAYPOST_OUTBOUND__MAX_PER_SECOND=str(RATE),
-                     WAYPOST_OUTBOUND__MAX_PER_DAY="0")
+                     WAYPOST_OUTBOUND__MAX_PER_DAY="0", WAYPOST_GUARD__COMPROMISE_CHECKS="false")
     workers = [start_process(waypost_command("worker"), env) for _ in range(2)]
     try:
         def all_sent() -> bool:

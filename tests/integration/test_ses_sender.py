@@ -36,7 +36,7 @@ from botocore.exceptions import (
 from botocore.stub import Stubber
 
 from tests.conftest import wait_until
-from tests.support.moto_server import REGION, reset, running_moto_server, sent_raw_messages, use_fake_aws
+from tests.support.moto_server import REGION, sent_raw_messages
 from waypost.config import SesSettings
 from waypost.errors import PermanentError, TransientError
 from waypost.outbound.senders.base import DeliveryUnknownError, Envelope, SendingPausedError, ThrottledError
@@ -85,19 +85,6 @@ def reply_message(sender: str = FROM, to: str = ENVELOPE.recipient) -> bytes:
     msg.set_content("Your journey is ready: https://waypost.example.org/j/42\nDistance: 28 km — café stop.\n",
                     cte="quoted-printable")
     return msg.as_bytes()
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with running_moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    reset(moto_endpoint)
-    use_fake_aws(monkeypatch, moto_endpoint)
-    return moto_endpoint
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from tests.conftest import corpus_dir, wait_until
-from tests.support.moto_server import REGION, reset, running_moto_server, use_fake_aws
+from tests.support.moto_server import REGION
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind
 from waypost.feedback.sqs import SqsFeedbackConsumer
 
@@ -55,19 +55,6 @@ class Recorder:
             if not self.changed.wait_for(lambda: sum(map(len, self.applied)) >= count, timeout=timeout):
                 pytest.fail(f"timed out after {timeout}s waiting for {count} applied events; got {self.applied}")
             return [e for batch in self.applied for e in batch]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with running_moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    reset(moto_endpoint)
-    use_fake_aws(monkeypatch, moto_endpoint)
-    return moto_endpoint
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -58,6 +59,11 @@ SEND_JOB = "send"
 QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED = "queued", "sending", "sent", "failed", "suppressed", "paused"
 STATES = (QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED)
 FINAL = (SENT, FAILED, SUPPRESSED)
+
+
+class SendGuard(Protocol):
+    def check_send(self, conn: Connection, stream: str, recipient: str) -> tuple[str, str] | None:
+        """(scope, reason) to pause for before this message goes, or None."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,8 @@ class _Later:
 
 class Outbox:
     def __init__(self, engine: Engine, queue: JobQueue, sender: Sender, *, max_attempts: int,
-                 limiter: RateLimiter, verp: Verp | None = None, paused_recheck: float = 60.0) -> None:
+                 limiter: RateLimiter, verp: Verp | None = None, paused_recheck: float = 60.0,
+                 guard: SendGuard | None = None) -> None:
         self.engine = engine
         self.queue = queue
         self.sender = sender
@@ -182,6 +189,7 @@ class Outbox:
         self.limiter = limiter
         self.verp = verp
         self.paused_recheck = paused_recheck
+        self.guard = guard
         # this process knows no send can start before then (monotonic clock); the worker
         # leaves send jobs alone until it passes instead of claiming and deferring each one
         self._blocked_until = 0.0
@@ -334,6 +342,14 @@ class Outbox:
                              .values(state=PAUSED, last_error=f"sending paused ({pause.scope}): {pause.reason}"))
                 # parked, not polled: `resume` wakes paused jobs, so a long recheck costs nothing
                 return _Later(self.paused_recheck, f"paused: {pause.reason}", all_sends=False)
+            signal = self.guard.check_send(conn, row.stream, row.recipient) if self.guard else None
+            if signal is not None:
+                scope, reason = signal
+                if control.pause(conn, scope, reason, by="reputation-guard"):
+                    log.error("reputation guard paused %s: %s", scope, reason)
+                conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
+                             .values(state=PAUSED, last_error=f"sending paused ({scope}): {reason}"))
+                return _Later(self.paused_recheck, f"paused: {reason}", all_sends=False)
             entry = suppression.lookup(conn, row.recipient)
             if entry is not None:
                 detail = f"suppressed: {entry.reason} ({entry.source}{', ' + entry.detail if entry.detail else ''})"

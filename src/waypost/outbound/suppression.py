@@ -3,19 +3,27 @@ every send (invariant 4), whatever code queued the message.
 
 Addresses are compared case-insensitively (``suppression_key``) but exactly otherwise: a
 ``+tag`` address is its own recipient, as in SES's account-level list. An entry may expire.
+Every change is written to ``suppression_log`` with who made it and why.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from waypost.mail.addresses import normalise_address
-from waypost.store.models import suppressions, utcnow
+from waypost.mail.addresses import AddressError, normalise_address
+from waypost.store.models import suppression_log, suppressions, utcnow
+
+CSV_FIELDS = ("address", "reason", "source", "detail", "created_at", "expires_at")
+_IN_CHUNK = 500  # bound parameters per IN (...) list
 
 
 class Reason(StrEnum):
@@ -35,43 +43,205 @@ class Suppression:
     expires_at: datetime | None
 
 
+@dataclass(frozen=True)
+class NewEntry:
+    address: str
+    reason: Reason
+    source: str
+    detail: str | None = None
+    expires_at: datetime | None = None
+
+
+class SuppressionImportError(ValueError):
+    """A CSV file that cannot be imported; ``problems`` names each bad line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(f"{len(problems)} bad line(s), nothing imported:\n" + "\n".join(problems[:50]))
+        self.problems = list(problems)
+
+
 def suppression_key(address: str) -> str:
     return normalise_address(address).lower()
 
 
+def _in_force() -> sa.ColumnElement[bool]:
+    return sa.or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > utcnow())
+
+
+_LOOKUP = sa.select(suppressions).where(suppressions.c.address == sa.bindparam("key"))
+
+
 def lookup(conn: Connection, address: str) -> Suppression | None:
     """The entry in force for ``address``, or None (expired entries do not count)."""
-    row = conn.execute(sa.select(suppressions).where(
-        suppressions.c.address == suppression_key(address),
-        sa.or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > utcnow()),
-    )).first()
-    return None if row is None else _entry(row)
+    row = conn.execute(_LOOKUP, {"key": suppression_key(address)}).first()
+    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
+        return None
+    return _entry(row)
 
 
 def add(conn: Connection, address: str, reason: Reason, source: str, *, detail: str | None = None,
-        expires_at: datetime | None = None) -> bool:
+        expires_at: datetime | None = None, by: str | None = None) -> bool:
     """Suppress ``address``. An entry in force is kept as it is (its first reason stays, so an
     unsubscribe does not hide an earlier hard bounce); an expired one is replaced. True when
     the address was not suppressed before."""
+    return bool(add_many(conn, [NewEntry(address, Reason(reason), source, detail, expires_at)], by=by))
+
+
+def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = None) -> set[str]:
+    """Suppress many addresses in one go (feedback batches, imports); the same rule as ``add``.
+    Returns the keys that were newly suppressed."""
+    fresh: dict[str, NewEntry] = {}
+    for entry in entries:
+        fresh.setdefault(suppression_key(entry.address), entry)
+    if not fresh:
+        return set()
+    in_force = _keys_in_force(conn, list(fresh))
+    new = {key: entry for key, entry in fresh.items() if key not in in_force}
+    if not new:
+        return set()
+    now = utcnow()
+    for chunk in _chunks(list(new)):
+        conn.execute(suppressions.delete().where(suppressions.c.address.in_(chunk)))  # expired ones
+    conn.execute(suppressions.insert(), [
+        {"address": key, "reason": e.reason.value, "source": e.source[:64], "detail": e.detail, "created_at": now,
+         "expires_at": e.expires_at} for key, e in new.items()])
+    conn.execute(suppression_log.insert(), [
+        {"at": now, "action": "add", "address": key, "reason": e.reason.value, "by": (by or e.source)[:64],
+         "note": e.detail} for key, e in new.items()])
+    return set(new)
+
+
+def remove(conn: Connection, address: str, *, by: str = "operator", note: str | None = None) -> bool:
     key = suppression_key(address)
-    if lookup(conn, key) is not None:
+    row = conn.execute(_LOOKUP, {"key": key}).first()
+    if row is None:
         return False
     conn.execute(suppressions.delete().where(suppressions.c.address == key))
-    conn.execute(suppressions.insert().values(address=key, reason=Reason(reason).value, source=source[:64],
-                                              detail=detail, created_at=utcnow(), expires_at=expires_at))
+    conn.execute(suppression_log.insert().values(at=utcnow(), action="remove", address=key, reason=row.reason,
+                                                 by=by[:64], note=note))
     return True
 
 
-def remove(conn: Connection, address: str) -> bool:
-    return conn.execute(suppressions.delete().where(suppressions.c.address == suppression_key(address))).rowcount > 0
-
-
-def entries(conn: Connection, *, limit: int = 1000, after: str | None = None) -> list[Suppression]:
-    """Entries in address order, ``limit`` at a time after the address ``after`` (cursor)."""
+def entries(conn: Connection, *, limit: int = 1000, after: str | None = None, contains: str | None = None,
+            domain: str | None = None, reason: Reason | None = None) -> list[Suppression]:
+    """Entries in address order, ``limit`` at a time after the address ``after`` (a cursor that
+    stays correct while entries come and go), filtered by a part of the address, a domain
+    (subdomains not included) or a reason."""
     query = sa.select(suppressions).order_by(suppressions.c.address).limit(limit)
     if after is not None:
-        query = query.where(suppressions.c.address > after)
+        query = query.where(suppressions.c.address > after.lower())
+    if contains:
+        query = query.where(suppressions.c.address.contains(contains.lower(), autoescape=True))
+    if domain:
+        query = query.where(suppressions.c.address.endswith("@" + domain.lower().strip("@ "), autoescape=True))
+    if reason is not None:
+        query = query.where(suppressions.c.reason == Reason(reason).value)
     return [_entry(row) for row in conn.execute(query)]
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Entries in force by reason."""
+    rows = conn.execute(sa.select(suppressions.c.reason, sa.func.count()).where(_in_force())
+                        .group_by(suppressions.c.reason))
+    return {reason: int(count) for reason, count in rows}
+
+
+def history(conn: Connection, address: str | None = None, *, limit: int = 50) -> list[sa.Row]:
+    """The newest changes (to one address, or all), newest first."""
+    query = sa.select(suppression_log).order_by(suppression_log.c.id.desc()).limit(limit)
+    if address is not None:
+        query = query.where(suppression_log.c.address == suppression_key(address))
+    return list(conn.execute(query))
+
+
+# -- CSV ---------------------------------------------------------------------------------
+
+
+def write_csv(conn: Connection, out: TextIO, *, page: int = 5000) -> int:
+    """Every entry (expired ones too) as CSV with a header line; returns the count."""
+    writer = csv.writer(out)
+    writer.writerow(CSV_FIELDS)
+    written, after = 0, None
+    while True:
+        batch = entries(conn, limit=page, after=after)
+        for e in batch:
+            writer.writerow([e.address, e.reason.value, e.source, e.detail or "", _iso(e.created_at),
+                             _iso(e.expires_at)])
+        written += len(batch)
+        if len(batch) < page:
+            return written
+        after = batch[-1].address
+
+
+def read_csv(text: str | TextIO, *, source: str = "import") -> list[NewEntry]:
+    """Parse an export of ours, SES's (``EmailAddress,Reason``) or a plain list of addresses.
+    Raises ``SuppressionImportError`` listing every bad line, so a file imports whole or not
+    at all."""
+    handle = io.StringIO(text) if isinstance(text, str) else text
+    rows = list(csv.reader(handle))
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    columns = _columns(header)
+    body = rows[1:] if columns else rows
+    columns = columns or {"address": 0}
+    parsed, problems = [], []
+    for number, row in enumerate(body, start=2 if body is not rows else 1):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            parsed.append(_import_row(row, columns, source))
+        except ValueError as err:
+            problems.append(f"line {number}: {err}")
+    if problems:
+        raise SuppressionImportError(problems)
+    return parsed
+
+
+def _columns(header: list[str]) -> dict[str, int] | None:
+    names = {"address": ("address", "emailaddress", "email"), "reason": ("reason",), "source": ("source",),
+             "detail": ("detail", "note"), "expires_at": ("expires_at",)}
+    found = {field: header.index(alias) for field, aliases in names.items() for alias in aliases if alias in header}
+    return found if "address" in found else None
+
+
+def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntry:
+    def cell(name: str) -> str:
+        index = columns.get(name)
+        return row[index].strip() if index is not None and index < len(row) else ""
+
+    try:
+        address = normalise_address(cell("address"))
+    except AddressError as err:
+        raise ValueError(f"{cell('address')!r}: {err}") from None
+    reason_text = cell("reason").upper() or Reason.MANUAL.value
+    if reason_text not in Reason.__members__:
+        raise ValueError(f"reason {reason_text!r} is not one of {', '.join(Reason.__members__)}")
+    expires = cell("expires_at")
+    try:
+        expires_at = datetime.fromisoformat(expires) if expires else None
+    except ValueError:
+        raise ValueError(f"expires_at {expires!r} is not an ISO 8601 time") from None
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise ValueError(f"expires_at {expires!r} has no time zone (add Z or +00:00)")
+    return NewEntry(address, Reason(reason_text), cell("source") or source, cell("detail") or None, expires_at)
+
+
+def _keys_in_force(conn: Connection, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(keys):
+        found.update(conn.execute(sa.select(suppressions.c.address)
+                                  .where(suppressions.c.address.in_(chunk), _in_force())).scalars())
+    return found
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start:start + _IN_CHUNK]
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat().replace("+00:00", "Z") if moment else ""
 
 
 def _entry(row: sa.Row) -> Suppression:

@@ -85,9 +85,10 @@ class Gate:
                                                  self._within_rate)
 
     def decide(self, mail: GateInput, *, open_to_all: bool = False) -> Verdict:
-        """``open_to_all``: the mail is for an app anyone may write to (unsubscribe), so the
-        membership checks (allowlist, left) do not apply."""
-        checks = self.checks if open_to_all else (*self.checks, *self.member_checks)
+        """``open_to_all``: the mail is for an app anyone may write to (unsubscribe, bounces),
+        which authorises by what the mail carries (a token, a signed VERP address), so no
+        check applies: a bounce from the null sender may not even have a From."""
+        checks = () if open_to_all else (*self.checks, *self.member_checks)
         for check in checks:
             verdict = check(mail)
             if verdict is not None:

@@ -67,8 +67,8 @@ class InboundProcessor:
             self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
             return
         app, recipient = routed
-        assert message.from_address is not None
-        mail = InboundMail(row.id, message, message.from_address, recipient, row.received_at)
+        raw = self.blobs.get(row.blob_key) if getattr(app, "reads_raw", False) else None
+        mail = InboundMail(row.id, message, message.from_address or "", recipient, row.received_at, raw)
         commit = app.handle(mail)
         failpoints.hit("processor.before_commit")
         self._finish(job, message, PROCESSED, f"handled by {app.name}", commit, purge_after=app.raw_retention)

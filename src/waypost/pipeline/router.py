@@ -28,14 +28,17 @@ OPERATOR_MAILBOXES = ("postmaster", "abuse")
 class InboundMail:
     id: str
     message: ParsedMessage
-    sender: str
+    sender: str  # the From address ("" when an open app's mail has none, as bounces may)
     recipient: str
     received_at: datetime
+    raw: bytes | None = None  # the message as received, for apps that set ``reads_raw``
 
 
 class App(Protocol):
     name: str
     mailbox: str
+    # the domain the mailbox is on; None: mail_domain (the bounce app may sit on bounce_domain)
+    domain: str | None
     # how long the raw message is kept once processed; None keeps it (until retention rules)
     raw_retention: timedelta | None
     # True: anyone may write (unsubscribe, bounces); the allowlist does not apply
@@ -47,29 +50,32 @@ class App(Protocol):
 class Router:
     def __init__(self, mail_domain: str, apps: Iterable[App]) -> None:
         self.mail_domain = mail_domain
-        self.apps = {app.mailbox: app for app in apps}
+        self.apps = {(app.mailbox, getattr(app, "domain", None) or mail_domain): app for app in apps}
+        self.domains = {mail_domain} | {domain for _, domain in self.apps}
 
-    def mailbox_of(self, address: str) -> str | None:
-        """The local part (without +tag) when the address is on our domain, else None."""
+    def mailbox_of(self, address: str) -> tuple[str, str] | None:
+        """(local part without +tag, domain) when the address is on one of our domains, else None."""
         try:
             local, domain = normalise_address(address).rsplit("@", 1)
         except AddressError:
             return None
-        return local.split("+", 1)[0].lower() if domain == self.mail_domain else None
+        return (local.split("+", 1)[0].lower(), domain) if domain in self.domains else None
 
     def is_local_domain(self, address: str) -> bool:
         try:
-            return normalise_address(address).rsplit("@", 1)[1] == self.mail_domain
+            return normalise_address(address).rsplit("@", 1)[1] in self.domains
         except AddressError:
             return False
 
     def accepts(self, address: str) -> bool:
-        mailbox = self.mailbox_of(address)
-        return mailbox is not None and (mailbox in self.apps or mailbox in OPERATOR_MAILBOXES)
+        key = self.mailbox_of(address)
+        if key is None:
+            return False
+        return key in self.apps or (key[1] == self.mail_domain and key[0] in OPERATOR_MAILBOXES)
 
     def app_for(self, recipients: Iterable[str]) -> tuple[App, str] | None:
         for recipient in recipients:
-            mailbox = self.mailbox_of(recipient)
-            if mailbox in self.apps:
-                return self.apps[mailbox], recipient
+            key = self.mailbox_of(recipient)
+            if key in self.apps:
+                return self.apps[key], recipient
         return None

@@ -7,7 +7,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 from waypost.errors import PermanentError
 from waypost.outbound.outbox import SEND_JOB, Outbox
@@ -19,7 +20,14 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, processor: InboundProcessor, outbox: Outbox, *, poll_interval: float) -> None:
+    def __init__(self, queue: JobQueue, processor: InboundProcessor, outbox: Outbox, *, poll_interval: float,
+                 periodic: Sequence[tuple[float, Callable[[], object]]] = (),
+                 companions: Sequence[Callable[[threading.Event], None]] = ()) -> None:
+        """``periodic``: (seconds, task) run between jobs at that interval (the alarms);
+        ``companions``: loops run in their own threads until ``stop`` (the SQS consumer)."""
+        self.periodic = list(periodic)
+        self.companions = list(companions)
+        self._next_run = [0.0] * len(self.periodic)
         self.queue = queue
         self.processor = processor
         self.outbox = outbox
@@ -56,14 +64,34 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s started", self.owner)
-        while not stop.is_set():
+        threads = [threading.Thread(target=loop, args=(stop,), name=f"worker-{getattr(loop, '__qualname__', 'loop')}",
+                                    daemon=True) for loop in self.companions]
+        for thread in threads:
+            thread.start()
+        try:
+            while not stop.is_set():
+                self.run_periodic()
+                try:
+                    busy = self.run_once()
+                except Exception:  # the database itself failed; wait and try again
+                    log.exception("worker could not claim a job")
+                    busy = False
+                if not busy:
+                    stop.wait(self._idle_wait())
+        finally:
+            for thread in threads:
+                thread.join(timeout=30)
+
+    def run_periodic(self) -> None:
+        now = time.monotonic()
+        for index, (interval, task) in enumerate(self.periodic):
+            if now < self._next_run[index]:
+                continue
+            self._next_run[index] = now + interval
             try:
-                busy = self.run_once()
-            except Exception:  # the database itself failed; wait and try again
-                log.exception("worker could not claim a job")
-                busy = False
-            if not busy:
-                stop.wait(self._idle_wait())
+                task()
+            except Exception:  # a failing check must not stop the jobs
+                log.exception("periodic task %s failed", getattr(task, "__qualname__", task))
 
     def _idle_wait(self) -> float:
         """Sleep until the next job is due, at most ``poll_interval``: a send deferred by the

@@ -58,7 +58,7 @@ inbound_messages = sa.Table(
     # queued -> processed | refused | dead
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("reason", sa.Text, nullable=True),
-    sa.Column("from_address", sa.String(320), nullable=True),
+    sa.Column("from_address", sa.String(320), nullable=True, index=True),  # the guard: ever written to us?
     sa.Column("message_id_header", sa.String(998), nullable=True),
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("processed_at", UTCDateTime, nullable=True),
@@ -165,11 +165,12 @@ outbound_messages = sa.Table(
     sa.Column("recipient", sa.String(320), nullable=False, index=True),
     sa.Column("envelope_sender", sa.String(320), nullable=False),
     sa.Column("subject", sa.Text, nullable=False),
-    sa.Column("message_id_header", sa.String(998), nullable=False),
+    # indexed: a DSN or ARF report that quotes our Message-ID finds its row
+    sa.Column("message_id_header", sa.String(998), nullable=False, index=True),
     sa.Column("raw", sa.LargeBinary, nullable=False),
     # queued -> sending -> sent | failed; queued -> suppressed; queued <-> paused
     sa.Column("state", sa.String(16), nullable=False, index=True),
-    sa.Column("provider_message_id", sa.String(255), nullable=True),
+    sa.Column("provider_message_id", sa.String(255), nullable=True, index=True),  # SES feedback names it
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime, nullable=True),
@@ -224,4 +225,92 @@ send_locks = sa.Table(
     "send_locks",
     metadata,
     sa.Column("name", sa.String(32), primary_key=True),
+)
+
+# Every piece of delivery feedback applied (SES events, DSNs, ARF reports), one row per
+# recipient: the dedupe key drops repeats, ``counts_as`` feeds the reputation windows.
+feedback_events = sa.Table(
+    "feedback_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dedupe_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(24), nullable=False),  # feedback.events.Kind
+    sa.Column("source", sa.String(8), nullable=False),  # ses | dsn | arf
+    sa.Column("recipient", sa.String(320), nullable=True, index=True),
+    sa.Column("outbound_id", sa.Integer, nullable=True, index=True),  # our outbound row, when linked
+    sa.Column("stream", sa.String(32), nullable=True),
+    sa.Column("bounce_type", sa.String(16), nullable=True),
+    sa.Column("bounce_subtype", sa.String(32), nullable=True),
+    sa.Column("status", sa.String(16), nullable=True),
+    sa.Column("feedback_type", sa.String(32), nullable=True),
+    sa.Column("diagnostic", sa.Text, nullable=True),
+    # what the policy did: suppressed, scored, review, recorded, ignored
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    # bounce | complaint: counts toward the reputation rates; None: does not
+    sa.Column("counts_as", sa.String(16), nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("provider_message_id", sa.String(255), nullable=True),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Index("ix_feedback_events_counts_as_received_at", "counts_as", "received_at"),
+    sa.Index("ix_feedback_events_outcome_received_at", "outcome", "received_at"),
+)
+
+# Transient bounces per address: the score that suppresses an address that keeps bouncing softly.
+bounce_scores = sa.Table(
+    "bounce_scores",
+    metadata,
+    sa.Column("address", sa.String(320), primary_key=True),  # suppression_key()
+    sa.Column("score", sa.Integer, nullable=False),  # counted bounces still inside the window
+    sa.Column("bounces", sa.JSON, nullable=False),  # their times (ISO 8601, UTC), oldest first
+    sa.Column("last_at", UTCDateTime, nullable=False),
+)
+
+# Who changed the suppression list, when and why (the operator's audit trail).
+suppression_log = sa.Table(
+    "suppression_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),  # add | remove
+    sa.Column("address", sa.String(320), nullable=False, index=True),
+    sa.Column("reason", sa.String(16), nullable=True),
+    sa.Column("by", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+)
+
+# Every pause and resume, kept after the pause itself is lifted.
+pause_log = sa.Table(
+    "pause_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("scope", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),  # pause | resume
+    sa.Column("by", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+)
+
+# Alarm states, so a firing alarm is mailed once per interval and its recovery is noticed.
+alarm_states = sa.Table(
+    "alarm_states",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("firing", sa.Boolean, nullable=False),
+    sa.Column("since", UTCDateTime, nullable=False),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("mailed_at", UTCDateTime, nullable=True),
+)
+
+# Feedback that could not be read (an SQS body, an SNS message): kept for the operator.
+feedback_unreadable = sa.Table(
+    "feedback_unreadable",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # sqs | sns
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
 )

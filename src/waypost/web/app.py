@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import email.policy
-import hmac
-import ipaddress
 import json
 import re
 from email.parser import BytesHeaderParser, BytesParser
@@ -14,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 import xstatic.pkg.leaflet as xleaflet
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -21,8 +20,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from waypost.apps.journeys.build import describe_moment
+from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsVerifier
 from waypost.outbound.unsubscribe import InvalidToken
 from waypost.runtime import Runtime
+from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
 from waypost.web.sketch import route_sketch
 from waypost.web.views import download_name, journey_geojson, journey_gpx, journey_json
 
@@ -125,10 +126,7 @@ def create_app(runtime: Runtime) -> Starlette:
 
     def operator_only(request: Request) -> bool:
         admin = settings.web.admin_token
-        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if admin is not None and supplied and hmac.compare_digest(supplied, admin.get_secret_value()):
-            return True
-        return _is_loopback(request.client.host if request.client else None)
+        return operator_allowed(request, admin.get_secret_value() if admin is not None else None)
 
     async def outbox_list(request: Request) -> Response:
         if not operator_only(request):
@@ -160,7 +158,7 @@ def create_app(runtime: Runtime) -> Starlette:
             subscription = runtime.unsubscriber.tokens.read(request.path_params["token"])
         except InvalidToken:
             return page(request, "unsubscribe.html", {"state": "invalid"}, status=400, extra=private)
-        body = await _read_limited(request, ONE_CLICK_BODY_LIMIT)
+        body = await read_limited(request, ONE_CLICK_BODY_LIMIT)
         if body is None or not _is_one_click(body, request.headers.get("content-type", "")):
             return page(request, "unsubscribe.html", {"state": "bad-request", "address": subscription.address},
                         status=400, extra=private)
@@ -168,6 +166,22 @@ def create_app(runtime: Runtime) -> Starlette:
             runtime.unsubscriber.apply(conn, subscription, source="one-click")
         return page(request, "unsubscribe.html", {"state": "done", "address": subscription.address},
                     extra=private)
+
+    feedback = settings.feedback
+    fetcher = CertificateFetcher(feedback.sns_cert_ca_path, host_pattern=feedback.sns_cert_host_pattern)
+    sns = SnsEndpoint(SnsVerifier(fetcher, feedback.sns_topic_arns), fetcher,
+                      lambda message, _envelope: runtime.intake.apply_ses_message(message, "sns"))
+
+    async def sns_hook(request: Request) -> Response:
+        """SES feedback delivered by SNS over HTTPS: signature, certificate host and topic are
+        checked (403 otherwise); 500 when it could not be applied, so that SNS retries."""
+        body = await read_limited(request, SNS_BODY_LIMIT)
+        if body is None:
+            return PlainTextResponse("too large", status_code=413)
+        status, text = await run_in_threadpool(sns.handle, dict(request.headers), body)
+        if status == 403 and text in TRANSIENT_SNS_REFUSALS:
+            status = 503  # our fetch failed, not their message: SNS should try again later
+        return PlainTextResponse(text, status_code=status)
 
     routes = [
         Route("/", landing),
@@ -183,6 +197,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/u/{token}", unsubscribe_now, methods=["POST"]),
         Route("/outbox", outbox_list),
         Route("/outbox/{name}", outbox_message),
+        Route("/hooks/sns", sns_hook, methods=["POST"]),
+        *operator_routes(runtime),
         Mount("/static/leaflet", StaticFiles(directory=xleaflet.BASE_DIR), name="leaflet"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -193,16 +209,8 @@ def create_app(runtime: Runtime) -> Starlette:
 
 
 ONE_CLICK_BODY_LIMIT = 16 * 1024
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+SNS_BODY_LIMIT = 512 * 1024  # SNS messages are at most 256 KB, more once escaped in the envelope
+TRANSIENT_SNS_REFUSALS = ("cert-fetch", "subscribe-fetch")
 
 
 def _is_one_click(body: bytes, content_type: str) -> bool:
@@ -224,13 +232,6 @@ def _is_one_click(body: bytes, content_type: str) -> bool:
 def _script_safe(data: str) -> str:
     """JSON placed inside <script type="application/json">: no '</script>' can close it."""
     return data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _outbox_entries(directory: Path) -> list[dict[str, str]]:

@@ -1,0 +1,58 @@
+"""Bounce and complaint mail (plain-SMTP mode): DSNs (RFC 3464) coming back to the VERP
+envelope sender ``bounces+<id>-<mac>@<bounce domain>``, and ARF complaints (RFC 5965) from
+the feedback loops an operator signs up to, addressed to ``<complaints mailbox>@<mail domain>``.
+
+Anyone may write here, and nobody ever gets an answer (no backscatter). What a report may
+change is limited by the feedback policy: it acts only through an outbound row of ours that
+the report names (the signed VERP address, or our Message-ID quoted in it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy.engine import Connection
+
+from waypost.feedback.events import FeedbackFormatError
+from waypost.feedback.policy import FeedbackPolicy
+from waypost.feedback.reports import read_report
+from waypost.pipeline.router import Commit, InboundMail
+from waypost.reputation.guard import ReputationGuard
+
+log = logging.getLogger(__name__)
+
+
+class FeedbackMailApp:
+    open_to_all = True  # bounces come from mail servers, complaints from mailbox providers
+    reads_raw = True
+
+    def __init__(self, name: str, mailbox: str, domain: str | None, policy: FeedbackPolicy, guard: ReputationGuard,
+                 *, keep_days: float) -> None:
+        self.name = name
+        self.mailbox = mailbox
+        self.domain = domain
+        self.policy = policy
+        self.guard = guard
+        # a report quotes the message we sent, personal data: kept no longer than needed to check it
+        self.raw_retention = timedelta(days=keep_days)
+
+    def handle(self, mail: InboundMail) -> Commit:
+        try:
+            report = read_report(mail.raw or b"", verp_address=mail.recipient)
+        except FeedbackFormatError as err:
+            why = f"not a bounce or complaint report ({err}): nothing changed"
+
+            def nothing(conn: Connection) -> str:
+                return why
+
+            return nothing
+
+        def commit(conn: Connection) -> str:
+            applied = self.policy.apply(conn, list(report.events))
+            if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
+                self.guard.enforce(conn)
+            log.info("%s %s: %s", self.name, mail.id, applied)
+            return f"{report.summary}; {applied}"[:2000]
+
+        return commit

@@ -1,0 +1,53 @@
+"""Where feedback comes in: every path (the SQS consumer, the SNS endpoint, bounce mail, the
+`waypost feedback apply` command) hands its events here, and each batch is applied in one
+transaction together with the reputation guard's verdict on it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.engine import Engine
+
+from waypost.feedback.events import FeedbackEvent, FeedbackFormatError
+from waypost.feedback.policy import Applied, FeedbackPolicy
+from waypost.feedback.ses_events import parse_ses_notification
+from waypost.reputation.guard import ReputationGuard
+from waypost.store.models import feedback_unreadable, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_KEPT_BODY = 1024 * 1024  # an unreadable body is kept up to this many characters
+
+
+class FeedbackIntake:
+    def __init__(self, engine: Engine, policy: FeedbackPolicy, guard: ReputationGuard) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.guard = guard
+
+    def apply(self, events: Sequence[FeedbackEvent]) -> Applied:
+        """Apply one batch and let the guard judge the result, in one commit; raises on a
+        database error (the caller's transport then redelivers, and dedupe makes that safe)."""
+        with self.engine.begin() as conn:
+            applied = self.policy.apply(conn, events)
+            if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
+                self.guard.enforce(conn)
+        if applied.received:
+            log.info("feedback: %s", applied)
+        return applied
+
+    def apply_ses_message(self, message: str, source: str) -> Applied | None:
+        """An SES notification as SNS delivered it; an unreadable one is kept, not raised."""
+        try:
+            events = parse_ses_notification(message)
+        except FeedbackFormatError as err:
+            self.keep_unreadable(message, str(err), source)
+            return None
+        return self.apply(events)
+
+    def keep_unreadable(self, body: str, reason: str, source: str) -> None:
+        log.warning("unreadable feedback from %s kept for the operator: %s", source, reason)
+        with self.engine.begin() as conn:
+            conn.execute(feedback_unreadable.insert().values(received_at=utcnow(), source=source[:16],
+                                                             reason=reason[:2000], body=body[:MAX_KEPT_BODY]))

@@ -1,0 +1,353 @@
+"""What delivery feedback does: the one place that turns events into suppressions, review
+items and reputation counts. Batched: a whole SQS receive (or one bounce mail) is applied in
+the caller's transaction, with a handful of statements however many events it holds.
+
+| event | outcome |
+|---|---|
+| Permanent bounce (General, NoEmail, Suppressed) | suppressed (BOUNCE); counts toward the bounce rate |
+| Permanent / OnAccountSuppressionList | suppressed; not counted (SES did not send, REFERENCE-SES §1a) |
+| Transient bounce (General, MailboxFull) | scored: the limit-th within the window suppresses, for a time |
+| Transient / MessageTooLarge, ContentRejected, AttachmentRejected | recorded: the message was the problem |
+| Undetermined bounce (and DSN 5.7.x policy blocks) | review list; nothing suppressed |
+| complaint (abuse, fraud, virus, other, none) | suppressed (COMPLAINT), leave hook (journeys: off the allowlist) |
+| complaint not-spam | recorded; auth-failure (a DMARC failure report, RFC 6591): review |
+| complaint opt-out, SES subscription opt-out | suppressed (UNSUBSCRIBE), leave hook; not counted |
+| delivery | clears the address's transient-bounce score |
+| delay, reject, rendering failure | recorded (reject and rendering failure logged as errors) |
+| auto-reply, send, open, click | ignored (send/open/click are not stored) |
+
+Trust: SES events arrive signed (SNS) or through an IAM-protected queue and are taken as
+they are. A DSN or ARF report arrives by mail, where anyone can write anything, so it acts
+only through one of our outbound rows (its VERP address, or our Message-ID quoted in it) and
+then only on that row's recipient; an unlinked report goes to the review list. Mailbox
+simulator addresses are never suppressed or counted, as SES does not count them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from waypost.config import FeedbackSettings
+from waypost.feedback.events import BounceType, FeedbackEvent, Kind, Source
+from waypost.outbound import suppression
+from waypost.store.models import bounce_scores, feedback_events, outbound_messages, utcnow
+
+log = logging.getLogger(__name__)
+
+SUPPRESSED, SCORED, REVIEW, RECORDED, IGNORED = "suppressed", "scored", "review", "recorded", "ignored"
+NOT_STORED = (Kind.SEND, Kind.OPEN, Kind.CLICK)
+CONTENT_SUBTYPES = ("MessageTooLarge", "ContentRejected", "AttachmentRejected")
+NOT_COMPLAINTS = ("not-spam",)
+OPT_OUTS = ("opt-out", "unsubscribe")
+SIMULATOR_DOMAIN = "simulator.amazonses.com"
+ON_ACCOUNT_LIST = "OnAccountSuppressionList"
+_SEVERITY = {BounceType.PERMANENT: 3, BounceType.TRANSIENT: 2, BounceType.UNDETERMINED: 1}
+_IN_CHUNK = 500
+
+# the leave hooks of the streams (journeys: Allowlist.forget), run on complaints and opt-outs
+StreamHook = Callable[[Connection, str], None]
+VerpReader = Callable[[str], "int | None"]
+
+
+@dataclass
+class Applied:
+    """What one batch did."""
+
+    received: int = 0
+    duplicates: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    suppressed: set[str] = field(default_factory=set)  # newly suppressed addresses
+
+    def __str__(self) -> str:
+        parts = [f"{n} {o}" for o, n in sorted(self.outcomes.items())]
+        return f"{self.received} events ({self.duplicates} duplicates): {', '.join(parts) or 'nothing new'}"
+
+
+@dataclass(frozen=True)
+class _Link:
+    id: int
+    recipient: str
+    stream: str
+
+
+@dataclass
+class _Decision:
+    event: FeedbackEvent
+    outcome: str
+    link: _Link | None = None
+    note: str | None = None
+    counts_as: str | None = None
+    suppress: suppression.Reason | None = None
+    expires_at: datetime | None = None
+    leave: bool = False  # run the stream's leave hook
+
+    @property
+    def address(self) -> str | None:
+        return self.event.recipient
+
+
+class FeedbackPolicy:
+    def __init__(self, settings: FeedbackSettings, *, verp_outbound_id: VerpReader | None = None,
+                 hooks: dict[str, StreamHook] | None = None) -> None:
+        self.settings = settings
+        self.verp_outbound_id = verp_outbound_id
+        self.hooks = dict(hooks or {})
+
+    def apply(self, conn: Connection, events: Sequence[FeedbackEvent]) -> Applied:
+        """Apply ``events`` inside the caller's transaction. Idempotent: an event seen before
+        (same dedupe key) changes nothing, so a redelivered batch is harmless."""
+        applied = Applied(received=len(events))
+        fresh = self._fresh(conn, events, applied)
+        links = self._links(conn, fresh)
+        decisions = [self._decide(event, links) for event in self._per_row(fresh, links, applied)]
+        self._score_transients(conn, decisions)
+        self._clear_scores(conn, [d.address for d in decisions if d.event.kind == Kind.DELIVERY and d.address])
+        applied.suppressed = self._suppress(conn, decisions)
+        self._leave(conn, decisions)
+        self._store(conn, decisions)
+        applied.outcomes.update(d.outcome for d in decisions)
+        for d in decisions:
+            if d.event.kind in (Kind.REJECT, Kind.RENDERING_FAILURE):
+                log.error("%s for %s (%s): %s", d.event.kind, d.address, d.event.provider_message_id,
+                          d.event.diagnostic)
+        return applied
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _fresh(self, conn: Connection, events: Sequence[FeedbackEvent], applied: Applied) -> list[FeedbackEvent]:
+        """Events not seen before (in the database or earlier in this batch)."""
+        stored = [e for e in events if e.kind not in NOT_STORED]
+        if len(stored) < len(events):
+            applied.outcomes[IGNORED] += len(events) - len(stored)
+        keys = [e.dedupe_key for e in stored]
+        seen = set()
+        for chunk in _chunks(keys):
+            seen.update(conn.execute(sa.select(feedback_events.c.dedupe_key)
+                                     .where(feedback_events.c.dedupe_key.in_(chunk))).scalars())
+        fresh = []
+        for event, key in zip(stored, keys, strict=True):
+            if key in seen:
+                applied.duplicates += 1
+                continue
+            seen.add(key)
+            fresh.append(event)
+        return fresh
+
+    def _links(self, conn: Connection, events: list[FeedbackEvent]) -> dict[tuple[str, str], _Link]:
+        """Our outbound rows, by ("provider", id), ("header", Message-ID) and ("verp", address)."""
+        wanted: dict[str, set[str]] = {"provider": set(), "header": set()}
+        verp_ids: dict[str, int] = {}
+        for e in events:
+            if e.provider_message_id:
+                wanted["provider"].add(e.provider_message_id)
+            if e.message_id_header:
+                wanted["header"].update(_header_forms(e.message_id_header))
+            if e.verp_address and self.verp_outbound_id is not None:
+                number = self.verp_outbound_id(e.verp_address)
+                if number is not None:
+                    verp_ids[e.verp_address] = number
+        links: dict[tuple[str, str], _Link] = {}
+        columns = (outbound_messages.c.id, outbound_messages.c.recipient, outbound_messages.c.stream)
+        lookups = (("provider", outbound_messages.c.provider_message_id, wanted["provider"]),
+                   ("header", outbound_messages.c.message_id_header, wanted["header"]),
+                   ("id", outbound_messages.c.id, set(verp_ids.values())))
+        for kind, column, values in lookups:
+            for chunk in _chunks(list(values)):
+                for row in conn.execute(sa.select(*columns, column.label("key")).where(column.in_(chunk))):
+                    links[(kind, _norm_header(str(row.key)) if kind == "header" else str(row.key))] = \
+                        _Link(row.id, row.recipient, row.stream)
+        for address, number in verp_ids.items():
+            if ("id", str(number)) in links:
+                links[("verp", address)] = links[("id", str(number))]
+        return links
+
+    def _per_row(self, events: list[FeedbackEvent], links: dict[tuple[str, str], _Link],
+                 applied: Applied) -> Iterable[FeedbackEvent]:
+        """A mail-borne report acts once per outbound row, on that row's recipient: the event
+        naming our recipient, else the most severe one (a forwarded address bounced)."""
+        by_row: dict[int, list[FeedbackEvent]] = {}
+        for event in events:
+            link = _link_of(event, links)
+            if event.source == Source.SES or link is None or event.kind == Kind.AUTO_REPLY:
+                yield event
+                continue
+            by_row.setdefault(link.id, []).append(event)
+        for row_events in by_row.values():
+            link = _link_of(row_events[0], links)
+            assert link is not None
+            chosen = _choose(row_events, link.recipient)
+            for other in row_events:
+                if other is not chosen:
+                    applied.outcomes[IGNORED] += 1
+            yield chosen if chosen.recipient and chosen.recipient.lower() == link.recipient.lower() else \
+                replace(chosen, recipient=link.recipient)
+
+    def _decide(self, event: FeedbackEvent, links: dict[tuple[str, str], _Link]) -> _Decision:
+        link = _link_of(event, links)
+        decision = _Decision(event, RECORDED, link)
+        if event.source != Source.SES and link is None and event.kind != Kind.AUTO_REPLY:
+            decision.outcome, decision.note = REVIEW, "not linked to a message we sent: nothing changed"
+            return decision
+        if event.recipient and event.recipient.lower().endswith("@" + SIMULATOR_DOMAIN):
+            decision.note = "mailbox simulator: never suppressed or counted"
+            return decision
+        rule = _RULES.get(event.kind)
+        if rule is not None:
+            rule(self, decision)
+        if decision.suppress is not None and not event.recipient:
+            decision.outcome, decision.suppress, decision.note = REVIEW, None, "no recipient named"
+        return decision
+
+    def _bounce(self, d: _Decision) -> None:
+        e = d.event
+        if e.bounce_type == BounceType.PERMANENT:
+            d.outcome, d.suppress = SUPPRESSED, suppression.Reason.BOUNCE
+            d.counts_as = None if e.bounce_subtype == ON_ACCOUNT_LIST else "bounce"
+        elif e.bounce_type == BounceType.TRANSIENT and e.bounce_subtype in CONTENT_SUBTYPES:
+            d.note = "the message was refused, not the address"
+        elif e.bounce_type == BounceType.TRANSIENT:
+            d.outcome = SCORED
+        else:
+            d.outcome, d.note = REVIEW, "undetermined bounce: check the diagnostic"
+
+    def _complaint(self, d: _Decision) -> None:
+        kind = (d.event.feedback_type or "").lower()
+        if kind in NOT_COMPLAINTS:
+            d.note = "the recipient marked our mail as not spam"
+        elif kind == "auth-failure":
+            d.outcome, d.note = REVIEW, "authentication failure report (RFC 6591): check SPF, DKIM and DMARC"
+        elif kind in OPT_OUTS:
+            d.outcome, d.suppress, d.leave = SUPPRESSED, suppression.Reason.UNSUBSCRIBE, True
+        else:
+            d.outcome, d.suppress, d.leave = SUPPRESSED, suppression.Reason.COMPLAINT, True
+            d.counts_as = None if d.event.complaint_subtype == ON_ACCOUNT_LIST else "complaint"
+
+    def _subscription(self, d: _Decision) -> None:
+        if d.event.unsubscribe:
+            d.outcome, d.suppress, d.leave = SUPPRESSED, suppression.Reason.UNSUBSCRIBE, True
+
+    def _auto_reply(self, d: _Decision) -> None:
+        d.outcome, d.note = IGNORED, "auto-reply (RFC 3834): not a bounce"
+
+    def _score_transients(self, conn: Connection, decisions: list[_Decision]) -> None:
+        """A sliding window with a decaying score: one transient bounce counts per address and
+        day, a counted bounce stops counting once it is older than the window, and the
+        ``soft_bounce_limit``-th one still counting suppresses the address for a while."""
+        scored = [d for d in decisions if d.outcome == SCORED and d.address]
+        if not scored:
+            return
+        keys = sorted({suppression.suppression_key(d.address) for d in scored if d.address})
+        state: dict[str, list[datetime]] = {}
+        for chunk in _chunks(keys):
+            for row in conn.execute(sa.select(bounce_scores).where(bounce_scores.c.address.in_(chunk))):
+                state[row.address] = [datetime.fromisoformat(at) for at in row.bounces]
+        now, window, limit = utcnow(), timedelta(days=self.settings.soft_bounce_window_days), \
+            self.settings.soft_bounce_limit
+        for d in scored:
+            key = suppression.suppression_key(d.address or "")
+            recent = [at for at in state.get(key, []) if now - at < window]
+            if not recent or recent[-1].date() != now.date():
+                recent.append(now)
+            d.note = f"transient bounce {len(recent)} of {limit} within {self.settings.soft_bounce_window_days:g} days"
+            if len(recent) >= limit:
+                d.outcome, d.suppress = SUPPRESSED, suppression.Reason.BOUNCE
+                d.expires_at = now + timedelta(days=self.settings.soft_suppression_days)
+                recent = []
+            state[key] = recent
+        for chunk in _chunks(list(state)):
+            conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
+        kept = [{"address": key, "score": len(times), "bounces": [at.isoformat() for at in times],
+                 "last_at": times[-1]} for key, times in state.items() if times]
+        if kept:
+            conn.execute(bounce_scores.insert(), kept)
+
+    def _clear_scores(self, conn: Connection, addresses: list[str]) -> None:
+        keys = sorted({suppression.suppression_key(a) for a in addresses})
+        for chunk in _chunks(keys):
+            conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
+
+    def _suppress(self, conn: Connection, decisions: list[_Decision]) -> set[str]:
+        entries = [suppression.NewEntry(d.address, d.suppress, d.event.source.value, _detail(d), d.expires_at)
+                   for d in decisions if d.suppress is not None and d.address]
+        return suppression.add_many(conn, entries)
+
+    def _leave(self, conn: Connection, decisions: list[_Decision]) -> None:
+        for d in decisions:
+            if not d.leave or not d.address:
+                continue
+            stream = (d.link.stream if d.link else None) or d.event.stream
+            hooks = [self.hooks[stream]] if stream in self.hooks else list(self.hooks.values())
+            for hook in hooks:
+                hook(conn, d.address)
+
+    def _store(self, conn: Connection, decisions: list[_Decision]) -> None:
+        if not decisions:
+            return
+        now = utcnow()
+        conn.execute(feedback_events.insert(), [_row(d, now) for d in decisions])
+
+
+_RULES: dict[Kind, Callable[[FeedbackPolicy, _Decision], None]] = {
+    Kind.BOUNCE: FeedbackPolicy._bounce,
+    Kind.COMPLAINT: FeedbackPolicy._complaint,
+    Kind.SUBSCRIPTION: FeedbackPolicy._subscription,
+    Kind.AUTO_REPLY: FeedbackPolicy._auto_reply,
+}
+
+
+def _row(d: _Decision, now: datetime) -> dict[str, object]:
+    e = d.event
+    return {
+        "dedupe_key": e.dedupe_key, "kind": e.kind.value, "source": e.source.value,
+        "recipient": (e.recipient or None) and e.recipient[:320], "outbound_id": d.link.id if d.link else None,
+        "stream": (d.link.stream if d.link else None) or e.stream, "bounce_type": e.bounce_type,
+        "bounce_subtype": (e.bounce_subtype or None) and e.bounce_subtype[:32], "status": (e.status or "")[:16] or None,
+        "feedback_type": (e.feedback_type or None) and e.feedback_type[:32], "diagnostic": e.diagnostic,
+        "outcome": d.outcome, "note": d.note, "counts_as": d.counts_as, "occurred_at": e.occurred_at,
+        "received_at": now, "provider_message_id": (e.provider_message_id or None) and e.provider_message_id[:255],
+        "raw": e.raw,
+    }
+
+
+def _detail(d: _Decision) -> str:
+    e = d.event
+    what = "/".join(str(part) for part in (e.bounce_type, e.bounce_subtype) if part) or e.feedback_type or e.kind
+    parts = [str(what), e.status or "", (e.diagnostic or "")[:300], d.note or ""]
+    return " ".join(part for part in parts if part)[:1000]
+
+
+def _link_of(event: FeedbackEvent, links: dict[tuple[str, str], _Link]) -> _Link | None:
+    candidates = (("provider", event.provider_message_id), ("verp", event.verp_address),
+                  ("header", _norm_header(event.message_id_header) if event.message_id_header else None))
+    for kind, key in candidates:
+        if key and (kind, key) in links:
+            return links[(kind, key)]
+    return None
+
+
+def _choose(events: list[FeedbackEvent], recipient: str) -> FeedbackEvent:
+    named = [e for e in events if e.recipient and e.recipient.lower() == recipient.lower()]
+    pool = named or events
+    return max(pool, key=lambda e: (e.kind == Kind.BOUNCE, _SEVERITY.get(e.bounce_type, 0) if e.bounce_type else 0,
+                                    e.kind == Kind.COMPLAINT))
+
+
+def _norm_header(value: str) -> str:
+    return value.strip().strip("<>").strip()
+
+
+def _header_forms(value: str) -> set[str]:
+    bare = _norm_header(value)
+    return {bare, f"<{bare}>"} if bare else set()
+
+
+def _chunks(items: list) -> Iterable[list]:  # type: ignore[type-arg]
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start:start + _IN_CHUNK]

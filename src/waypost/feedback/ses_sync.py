@@ -1,0 +1,99 @@
+"""`waypost suppression sync-ses`: copy SES's account-level suppression list into ours.
+
+boto3 has no paginator for ``ListSuppressedDestinations`` (REFERENCE-SES §4), so this follows
+``NextToken`` itself, 1,000 entries a page, pausing between pages because SES throttles
+non-send calls at about one per second; a ``TooManyRequestsException`` waits and tries again.
+Each page is committed as it arrives, so an interrupted sync keeps what it copied and a rerun
+adds only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from waypost.config import Settings
+from waypost.errors import WaypostError
+from waypost.outbound import suppression
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+MAX_THROTTLED = 6
+_REASONS = {"BOUNCE": suppression.Reason.BOUNCE, "COMPLAINT": suppression.Reason.COMPLAINT}
+
+
+class SesSyncError(WaypostError):
+    """SES's list could not be read; what was copied before stays."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    pages: int
+    seen: int
+    added: int
+
+
+def sync_from_ses(engine: Engine, settings: Settings, *, dry_run: bool = False, client=None,  # type: ignore[no-untyped-def]
+                  progress: Callable[[int, int], None] | None = None,
+                  wait: Callable[[float], None] = time.sleep) -> SyncResult:
+    """Copy every entry; ``wait`` paces the pages and waits out throttling."""
+    client = client or _client(settings)
+    pause = settings.feedback.ses_sync_pause_seconds
+    pages = seen = added = 0
+    token: str | None = None
+    while True:
+        page = _page(client, token, pause, wait)
+        pages += 1
+        entries = [_entry(item) for item in page.get("SuppressedDestinationSummaries", [])]
+        seen += len(entries)
+        with engine.begin() as conn:
+            if dry_run:
+                added += sum(1 for e in entries if suppression.lookup(conn, e.address) is None)
+            else:
+                added += len(suppression.add_many(conn, entries, by="ses-sync"))
+        if progress is not None:
+            progress(pages, seen)
+        token = page.get("NextToken")
+        if not token:
+            return SyncResult(pages, seen, added)
+        wait(pause)
+
+
+def _page(client, token: str | None, pause: float, wait: Callable[[float], None]) -> dict:  # type: ignore[no-untyped-def]
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    request = {"PageSize": PAGE_SIZE, **({"NextToken": token} if token else {})}
+    for attempt in range(MAX_THROTTLED):
+        try:
+            return client.list_suppressed_destinations(**request)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code not in ("TooManyRequestsException", "Throttling") or attempt == MAX_THROTTLED - 1:
+                raise SesSyncError(f"SES ListSuppressedDestinations failed: {code}: {err}") from err
+            delay = max(pause, 1.0) * 2 ** attempt
+            log.info("SES throttled the suppression list read; waiting %.1fs", delay)
+            wait(delay)
+        except BotoCoreError as err:
+            raise SesSyncError(f"SES ListSuppressedDestinations failed: {err}") from err
+    raise AssertionError("unreachable")
+
+
+def _entry(item: dict) -> suppression.NewEntry:  # type: ignore[type-arg]
+    reason = _REASONS.get(str(item.get("Reason", "")).upper(), suppression.Reason.BOUNCE)
+    since = item.get("LastUpdateTime")
+    detail = f"on SES's account-level list ({item.get('Reason')}" + (f", since {since:%Y-%m-%d})" if since else ")")
+    return suppression.NewEntry(str(item["EmailAddress"]), reason, "ses-sync", detail)
+
+
+def _client(settings: Settings):  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "sesv2", region_name=settings.ses.region, endpoint_url=settings.ses.endpoint_url,
+        config=Config(retries={"total_max_attempts": 1}))
