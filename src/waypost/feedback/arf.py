@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 
-from waypost.feedback.dsn import (
+from waypost.feedback.mailparts import (
     Original,
     addresses_in,
     clean_address,

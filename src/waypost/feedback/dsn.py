@@ -41,47 +41,45 @@ under class 5; SES maps it to Transient/MailboxFull and so do we.
 
 Auto-replies (RFC 3834) are told apart in ``reports``, which turns the heuristics off for them.
 The helpers for reading mail (headers, part text, field blocks, addresses, dates, the enclosed
-original) are shared with ``arf`` and ``reports``.
+original) are in ``mailparts``, shared with ``arf`` and ``reports``.
 """
 
 from __future__ import annotations
 
-import binascii
 import logging
-import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.generator import BytesGenerator
+from datetime import datetime
 from email.message import Message
-from email.parser import HeaderParser
-from email.policy import compat32
-from email.utils import getaddresses, parsedate_to_datetime
-from io import BytesIO
 
 from flufl.bounce import all_failures
 
 from waypost.feedback.events import BounceType, Kind
-from waypost.mail.addresses import AddressError, normalise_address
+from waypost.feedback.mailparts import (
+    Original,
+    addresses_in,
+    clean_address,
+    field_blocks,
+    find_original,
+    header,
+    headers,
+    human_text,
+    iter_parts,
+    parse_date,
+    part_text,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 12  # MIME nesting we follow; deeper parts are not looked at
-MAX_PARTS = 500  # parts we look at in one report
 DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _ACTION_ALIASES = {"error": "failed", "deliverable": "delivered"}  # opensmtpd; Postfix address verification
-_ENCLOSED = frozenset({"message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers",
-                       "message/global-headers"})
 _STATUS_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})  # RFC 3464, RFC 6533
 _MESSAGE_FIELDS = frozenset({"reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date",
                              "original-envelope-id"})  # RFC 3464 §2.2
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient"})  # RFC 3464 §2.3
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
-_BAD_LOCAL = re.compile(r"[\s<>()\[\],;:\\\"]|^\.|\.$")
 _ADDRESS_TOKEN = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
-_UTF8_XTEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")  # RFC 6533 §3 utf-8-addr-xtext
 # RFC 3463 class.subject.detail; not part of a dotted quad or a version number
 _ENHANCED = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
 _REPLY_THEN_ENHANCED = re.compile(r"(?<![\w.-])[245]\d\d[\s'\"#:-]*([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
@@ -90,189 +88,6 @@ _MAILBOX_FULL = re.compile(
     r"mail ?box (?:is )?full|quota (?:exceeded|full)|over ?quota|exceed\w* (?:\w+ ){0,3}quota|(?:disk|storage|mailbox) "
     r"quota|insufficient (?:disk|storage|space)|not enough (?:disk |storage )?space|out of (?:disk |storage )?space|"
     r"mailbox size limit|storage (?:limit|full)", re.IGNORECASE)
-
-
-# --- reading mail: shared with arf -----------------------------------------------------------
-
-
-def clean_text(value: str) -> str:
-    """Undo the surrogate escapes ``compat32`` uses for 8-bit bytes; bad UTF-8 becomes U+FFFD."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def header(message: Message, name: str) -> str | None:
-    """The first ``name`` field, unfolded and stripped, or None when absent or empty."""
-    values = headers(message, name)
-    return values[0] if values else None
-
-
-def headers(message: Message, name: str) -> list[str]:
-    """Every non-empty ``name`` field in order, unfolded (raw values: 8-bit text kept)."""
-    values = (" ".join(clean_text(value).split()) for key, value in message.raw_items()
-              if key.lower() == name.lower() and isinstance(value, str))
-    return [value for value in values if value]
-
-
-def iter_parts(message: Message) -> Iterator[Message]:
-    """Parts depth-first, at most ``MAX_PARTS`` and ``MAX_DEPTH`` deep, without the parts of
-    an enclosed message (message/rfc822 ...): those belong to the original, not the report."""
-    stack: list[tuple[Message, int]] = [(message, 0)]
-    seen = 0
-    while stack and seen < MAX_PARTS:
-        part, depth = stack.pop()
-        seen += 1
-        yield part
-        payload = part.get_payload()
-        # message/* (enclosed mail, and delivery-status whose "parts" are field blocks) is a leaf
-        if isinstance(payload, list) and depth < MAX_DEPTH and part.get_content_maintype() != "message":
-            stack.extend((sub, depth + 1) for sub in reversed(payload) if isinstance(sub, Message))
-
-
-def part_text(part: Message) -> str:
-    """A part's content as text: decoded transfer encoding and charset, or for a part the
-    parser split into sub-messages (delivery-status blocks, message/*) those written back."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        buffer = BytesIO()
-        for sub in payload:
-            if isinstance(sub, Message):
-                BytesGenerator(buffer, mangle_from_=False, maxheaderlen=0).flatten(sub)
-                buffer.write(b"\n")
-        return _undo_transfer_encoding(part, buffer.getvalue()).decode("utf-8", "replace")
-    data = part.get_payload(decode=True)
-    if not isinstance(data, bytes):
-        return clean_text(payload) if isinstance(payload, str) else ""
-    try:
-        return data.decode(part.get_content_charset() or "utf-8", "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
-
-
-def _undo_transfer_encoding(part: Message, data: bytes) -> bytes:
-    """The parser reads message/* parts as mail even when encoded (RFC 6533 §6 allows base64
-    and quoted-printable for the global types; senders use it on others too): decode here."""
-    encoding = (header(part, "Content-Transfer-Encoding") or "").lower()
-    try:
-        if encoding == "base64":
-            return binascii.a2b_base64(data)
-        if encoding == "quoted-printable":
-            return quopri.decodestring(data)
-    except (binascii.Error, ValueError):
-        pass
-    return data
-
-
-def field_blocks(text: str) -> list[list[tuple[str, str]]]:
-    """Split ``Name: value`` text (RFC 3464 §2.1, RFC 5965 §3.1) into blank-line separated
-    blocks of (lower-cased name, unfolded value). Lines that are not fields are skipped."""
-    blocks: list[list[tuple[str, str]]] = []
-    block: list[tuple[str, list[str]]] = []
-
-    def close() -> None:
-        if block:
-            blocks.append([(name, " ".join(" ".join(chunks).split())) for name, chunks in block])
-            block.clear()
-
-    for line in text.splitlines():
-        if not line.strip():
-            close()
-        elif line[0] in " \t":
-            if block:
-                block[-1][1].append(line)
-        else:
-            name, colon, value = line.partition(":")
-            name = name.strip().lower()
-            if colon and name and not any(ch.isspace() for ch in name):
-                block.append((name, [value]))
-    close()
-    return blocks
-
-
-def clean_address(value: str | None) -> str | None:
-    """``local@domain`` with the domain lower-cased (IDNA), the local part as given; None for
-    anything that is not plausibly a mailbox. Strips an address-type prefix (``rfc822;``,
-    ``utf-8;`` with RFC 6533 ``\\x{..}`` escapes decoded), angle brackets and comments."""
-    if not value:
-        return None
-    kind, semicolon, rest = value.partition(";")
-    if semicolon and re.fullmatch(r"\s*[A-Za-z0-9-]+\s*", kind):
-        value = _UTF8_XTEXT.sub(_unescape, rest) if kind.strip().lower() == "utf-8" else rest
-    try:
-        address = normalise_address(value.strip())
-    except (AddressError, ValueError, IndexError):
-        return None
-    local, domain = address.rsplit("@", 1)
-    if len(local) > 64 or _BAD_LOCAL.search(local) or not _DOMAIN.match(domain):
-        return None
-    return address
-
-
-def _unescape(match: re.Match[str]) -> str:
-    code = int(match.group(1), 16)
-    return "\ufffd" if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF else chr(code)
-
-
-def addresses_in(value: str | None) -> list[str]:
-    """The valid addresses of an address-list field (To, Cc, ...)."""
-    if not value:
-        return []
-    found = (clean_address(address) for _, address in getaddresses([value]))
-    return [address for address in found if address]
-
-
-def parse_date(value: str | None) -> datetime | None:
-    """An RFC 5322 date as aware UTC; a date without zone counts as UTC; None if unreadable."""
-    if not value:
-        return None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class Original:
-    """The message a report is about, as far as it came back (RFC 3464 §2, RFC 5965 §2)."""
-
-    message_id: str | None
-    return_path: str | None
-    to: tuple[str, ...] = ()
-
-
-def find_original(message: Message, text: str = "") -> Original | None:
-    """The enclosed original: a message/rfc822 (or header-only) part; failing that, a header
-    block quoted inline in ``text`` (non-standard bounces quote the original after the notice)."""
-    for part in iter_parts(message):
-        if part is not message and part.get_content_type() in _ENCLOSED:
-            payload = part.get_payload()
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                inner = payload[0]
-            else:
-                inner = HeaderParser(policy=compat32).parsestr(part_text(part), headersonly=True)
-            return Original(header(inner, "Message-ID"), clean_address(header(inner, "Return-Path")),
-                            tuple(addresses_in(", ".join(headers(inner, "To")))))
-    quoted_id = re.search(r"^[ \t>]*Message-Id[ \t]*:[ \t]*(\S[^\r\n]*)", text, re.IGNORECASE | re.MULTILINE)
-    if quoted_id is None:
-        return None
-    quoted_path = re.search(r"^[ \t>]*Return-Path[ \t]*:[ \t]*(\S[^\r\n]*)", text, re.IGNORECASE | re.MULTILINE)
-    return Original(quoted_id.group(1).strip(), clean_address(quoted_path.group(1)) if quoted_path else None)
-
-
-def human_text(message: Message, limit: int = 1 << 20) -> str:
-    """The text parts of the report itself (not of an enclosed message), joined, cut at ``limit``."""
-    chunks, size = [], 0
-    for part in iter_parts(message):
-        if part.get_content_maintype() == "text" and part.get_content_type() != "text/rfc822-headers":
-            chunk = part_text(part)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= limit:
-                break
-    return "\n".join(chunks)[:limit]
-
-
-# --- classification --------------------------------------------------------------------------
 
 
 def action_word(action: str | None) -> str | None:

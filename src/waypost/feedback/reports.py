@@ -26,16 +26,9 @@ from email.message import Message
 from email.policy import compat32
 
 from waypost.feedback.arf import ArfReport, read_arf
-from waypost.feedback.dsn import (
-    DsnReport,
-    addresses_in,
-    header,
-    human_text,
-    iter_parts,
-    parse_date,
-    read_dsn,
-)
+from waypost.feedback.dsn import DsnReport, read_dsn
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Kind, Source
+from waypost.feedback.mailparts import addresses_in, header, human_text, iter_parts, parse_date
 
 log = logging.getLogger(__name__)
 
