@@ -175,7 +175,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                           in_flight_limit=timedelta(seconds=worker.visibility_timeout))
     guard = ReputationGuard(settings.guard, lambda: STREAMS)
     outbox = Outbox(engine, queue, sender, max_attempts=outbound.max_attempts, limiter=limiter, verp=verp,
-                    paused_recheck=outbound.paused_recheck_seconds, guard=guard)
+                    paused_recheck=outbound.paused_recheck_seconds, guard=guard,
+                    on_refused=lambda row, err: intake.recipient_refused(row, err))
     _ensure_send_lock(engine)
     tokens = UnsubscribeTokens(keys)
     composer = Composer(settings, [JOURNEY_TEMPLATES, OPERATOR_TEMPLATES], tokens,

@@ -19,7 +19,8 @@ from tests.support.dns_server import LoopbackDns, dkim_dnsfunc
 from tests.support.smtp_capture import SmtpCapture, self_signed_cert, server_tls_context
 from waypost import runtime as wiring
 from waypost.mail.dkim_sign import generate_key
-from waypost.store.models import jobs, outbound_messages
+from waypost.outbound import suppression
+from waypost.store.models import feedback_events, jobs, outbound_messages
 
 SELECTOR = "wp2026"
 
@@ -110,6 +111,13 @@ def test_a_permanent_refusal_fails_the_reply_with_the_servers_words(smtp_runtime
     assert inbound(runtime, message_id).status == "processed"
     (row,) = outbound_rows(runtime)
     assert row.state == "failed" and "550 5.1.1" in row.last_error and row.handoff_at is None
+    # no DSN will come for a refusal at RCPT: it is feedback of its own
+    with runtime.engine.connect() as conn:
+        entry = suppression.lookup(conn, "ann@example.org")
+        (event,) = conn.execute(sa.select(feedback_events)).all()
+    assert entry is not None and entry.reason == suppression.Reason.BOUNCE and entry.source == "smtp"
+    assert (event.bounce_type, event.bounce_subtype, event.status, event.outbound_id) == (
+        "Permanent", "NoEmail", "5.1.1", row.id)
 
 
 def test_a_worker_killed_after_the_servers_250_never_delivers_twice(make_settings: Callable[..., Any],

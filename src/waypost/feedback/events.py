@@ -38,6 +38,7 @@ class Source(StrEnum):
     SES = "ses"
     DSN = "dsn"
     ARF = "arf"
+    SMTP = "smtp"  # our smarthost refused the recipient at RCPT: no DSN will come
 
 
 @dataclass(frozen=True)

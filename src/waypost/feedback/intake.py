@@ -7,11 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from waypost.feedback.events import FeedbackEvent, FeedbackFormatError
+from waypost.feedback.dsn import classify, effective_status
+from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Source
 from waypost.feedback.policy import Applied, FeedbackPolicy
 from waypost.feedback.ses_events import parse_ses_notification
+from waypost.outbound.senders.base import RecipientRefusedError
 from waypost.reputation.guard import ReputationGuard
 from waypost.store.models import feedback_unreadable, utcnow
 
@@ -45,6 +48,19 @@ class FeedbackIntake:
             self.keep_unreadable(message, str(err), source)
             return None
         return self.apply(events)
+
+    def recipient_refused(self, row: sa.Row, err: RecipientRefusedError) -> None:
+        """Our smarthost refused a recipient at RCPT (no DSN will follow): a bounce like any other."""
+        status = effective_status(None, err.reply)
+        kind, bounce_type, subtype = classify(status, "failed", err.reply, permanent_hint=True)
+        event = FeedbackEvent(kind, Source.SMTP, row.recipient, utcnow(), verp_address=row.envelope_sender,
+                              message_id_header=row.message_id_header, feedback_id=f"rcpt-{row.id}",
+                              bounce_type=bounce_type, bounce_subtype=subtype, action="failed", status=status,
+                              diagnostic=f"smtp; {err.code} {err.reply}", raw=str(err))
+        try:
+            self.apply([event])
+        except Exception:  # the message's own outcome is recorded; the suppression can wait for a DSN
+            log.exception("could not apply the refusal of %s", row.recipient)
 
     def keep_unreadable(self, body: str, reason: str, source: str) -> None:
         log.warning("unreadable feedback from %s kept for the operator: %s", source, reason)

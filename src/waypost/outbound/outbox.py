@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -45,6 +45,7 @@ from waypost.outbound.ratelimit import RateLimiter
 from waypost.outbound.senders.base import (
     DeliveryUnknownError,
     Envelope,
+    RecipientRefusedError,
     Sender,
     SendingPausedError,
     ThrottledError,
@@ -181,7 +182,8 @@ class _Later:
 class Outbox:
     def __init__(self, engine: Engine, queue: JobQueue, sender: Sender, *, max_attempts: int,
                  limiter: RateLimiter, verp: Verp | None = None, paused_recheck: float = 60.0,
-                 guard: SendGuard | None = None) -> None:
+                 guard: SendGuard | None = None,
+                 on_refused: Callable[[sa.Row, RecipientRefusedError], None] | None = None) -> None:
         self.engine = engine
         self.queue = queue
         self.sender = sender
@@ -190,6 +192,7 @@ class Outbox:
         self.verp = verp
         self.paused_recheck = paused_recheck
         self.guard = guard
+        self.on_refused = on_refused  # a recipient refused at RCPT: the feedback policy hears of it
         # this process knows no send can start before then (monotonic clock); the worker
         # leaves send jobs alone until it passes instead of claiming and deferring each one
         self._blocked_until = 0.0
@@ -288,6 +291,8 @@ class Outbox:
         except PermanentError as err:
             self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False,
                          window_at=handed_over_at, fence=admitted_at)
+            if isinstance(err, RecipientRefusedError) and self.on_refused is not None:
+                self.on_refused(row, err)
             raise
         except TransientError as err:
             self._refund(handed_over_at)

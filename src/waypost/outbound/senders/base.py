@@ -49,6 +49,16 @@ class ThrottledError(TransientError):
         self.retry_after = retry_after
 
 
+class RecipientRefusedError(PermanentError):
+    """The receiving side refused this recipient for good (5xx at RCPT): feedback about the
+    address, applied like a bounce."""
+
+    def __init__(self, message: str, *, code: int, reply: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reply = reply
+
+
 class SendingPausedError(PermanentError):
     """The provider paused sending for the whole account or configuration set."""
 

@@ -25,6 +25,7 @@ from waypost.outbound.senders.base import (
     DeliveryUnknownError,
     Envelope,
     Handoff,
+    RecipientRefusedError,
     SendingPausedError,
     ThrottledError,
 )
@@ -205,6 +206,8 @@ def _refused(stage: str, code: int, reply: bytes | str) -> WaypostError:
     if code in _THROTTLE_CODES and _THROTTLE_TEXT.search(text):
         retry_after = QUOTA_RETRY_AFTER if _QUOTA_TEXT.search(text) else RATE_RETRY_AFTER
         return ThrottledError(message, retry_after=retry_after)
+    if 500 <= code < 600 and stage == "RCPT TO":
+        return RecipientRefusedError(message, code=code, reply=text)
     if 500 <= code < 600:
         return PermanentError(message)
     return TransientError(message)
