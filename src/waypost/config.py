@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -206,6 +206,13 @@ class GuardSettings(_Group):
     @classmethod
     def _streams(cls, value: Any) -> Any:
         return _words(value)
+
+    @model_validator(mode="after")
+    def _warn_before_pause(self) -> GuardSettings:
+        for what in ("bounce", "complaint"):
+            if getattr(self, f"{what}_warn") > getattr(self, f"{what}_pause"):
+                raise ValueError(f"{what}_warn must not be above {what}_pause: the warning comes first")
+        return self
 
 
 class AlarmSettings(_Group):

@@ -374,3 +374,22 @@ def test_mail_to_the_bounce_address_that_is_no_report_changes_nothing(build: Any
     assert outcomes[message_id][0] == "processed" and "unknown" in outcomes[message_id][1]
     assert outcomes[empty_id][0] == "processed"
     assert events(runtime) == [] and entry(runtime, "ivy@example.org") is None
+
+
+def test_the_worker_checks_alarms_on_its_own_and_survives_a_failing_check(build: Any) -> None:
+    runtime = build(alarms={"dead_letters": 0, "mail_operator": False})
+    worker = runtime.worker()
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("a check that fails")
+
+    worker.every(3600.0, broken)
+    worker.run_periodic()
+    worker.run_periodic()  # within the interval: nothing runs again
+
+    assert calls == ["broken"]
+    with runtime.engine.connect() as conn:
+        names = {r.name for r in conn.execute(sa.select(alarm_states))}
+    assert {"dead_letters", "oldest_job", "stale_jobs", "sending_paused"} <= names

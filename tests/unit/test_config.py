@@ -438,3 +438,25 @@ def test_dns_nameservers_are_parsed_and_refused_by_name(data_dir: Path) -> None:
     assert settings.dns_nameservers == ("127.0.0.1:5353", "[::1]:53", "[::1]:54")
     message = config_error(data_dir=data_dir, dns_nameservers="ns1.example.org")
     assert "dns_nameservers" in message and "not an IP address" in message
+
+
+def test_feedback_topics_come_as_a_list_or_a_comma_separated_variable(data_dir: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    (data_dir / "waypost.toml").write_text('[feedback]\nsns_topic_arns = ["arn:aws:sns:eu-west-1:111122223333:a"]\n')
+    assert load_settings(data_dir).feedback.sns_topic_arns == ("arn:aws:sns:eu-west-1:111122223333:a",)
+    monkeypatch.setenv("WAYPOST_FEEDBACK__SNS_TOPIC_ARNS",
+                       "arn:aws:sns:eu-west-1:111122223333:a, arn:aws:sns:eu-west-1:111122223333:b")
+    assert len(load_settings(data_dir).feedback.sns_topic_arns) == 2
+    monkeypatch.setenv("WAYPOST_FEEDBACK__SNS_TOPIC_ARNS", "ses-feedback")
+    with pytest.raises(ConfigError, match="feedback.sns_topic_arns.*not a topic ARN"):
+        load_settings(data_dir)
+
+
+@pytest.mark.parametrize("guard, message", [
+    ({"bounce_warn": 0.09, "bounce_pause": 0.08}, "bounce_warn must not be above bounce_pause"),
+    ({"complaint_warn": 0.01}, "complaint_warn must not be above complaint_pause"),
+    ({"bounce_pause": 1.5}, "guard.bounce_pause"),
+])
+def test_guard_thresholds_must_make_sense(data_dir: Path, guard: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(data_dir, guard=guard)

@@ -25,9 +25,11 @@ class Worker:
                  companions: Sequence[Callable[[threading.Event], None]] = ()) -> None:
         """``periodic``: (seconds, task) run between jobs at that interval (the alarms);
         ``companions``: loops run in their own threads until ``stop`` (the SQS consumer)."""
-        self.periodic = list(periodic)
+        self.periodic: list[tuple[float, Callable[[], object]]] = []
+        self._next_run: list[float] = []
+        for interval, task in periodic:
+            self.every(interval, task)
         self.companions = list(companions)
-        self._next_run = [0.0] * len(self.periodic)
         self.queue = queue
         self.processor = processor
         self.outbox = outbox
@@ -81,6 +83,11 @@ class Worker:
         finally:
             for thread in threads:
                 thread.join(timeout=30)
+
+    def every(self, interval: float, task: Callable[[], object]) -> None:
+        """Run ``task`` between jobs, first at the next chance, then every ``interval`` seconds."""
+        self.periodic.append((interval, task))
+        self._next_run.append(0.0)
 
     def run_periodic(self) -> None:
         now = time.monotonic()
