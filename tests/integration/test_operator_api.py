@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from waypost import runtime as wiring
 from waypost.outbound import suppression
+from waypost.store.models import inbound_messages, utcnow
 from waypost.web.app import create_app
 
 TOKEN = "the-admin-token-0123456789"
@@ -113,6 +114,11 @@ def test_metrics_expose_queues_rates_suppressions_and_alarms(api: Any) -> None:
     runtime, client = api()
     with runtime.engine.begin() as conn:
         suppression.add(conn, "ann@example.org", suppression.Reason.BOUNCE, "test")
+        for n, reason in enumerate(["sender-not-allowlisted: eve@example.net", "sender-not-allowlisted: x@y.example",
+                                    "not-authenticated: dmarc=fail"]):
+            conn.execute(inbound_messages.insert().values(
+                id=f"m{n}", received_at=utcnow(), rcpt_tos=["journeys@waypost.test"], blob_key="k", size=1,
+                ingress="smtp", status="refused", reason=reason))
 
     text = client.get("/metrics").text
 
@@ -120,3 +126,5 @@ def test_metrics_expose_queues_rates_suppressions_and_alarms(api: Any) -> None:
     assert 'waypost_alarm_firing{alarm="dead_letters"} 0.0' in text
     assert 'waypost_reputation_rate{judged="false",metric="bounce",stream="all",window="24 hours"} 0.0' in text
     assert "waypost_jobs_due 0.0" in text
+    assert 'waypost_inbound_messages_24h{reason="sender-not-allowlisted",status="refused"} 2.0' in text
+    assert 'waypost_inbound_messages_24h{reason="not-authenticated",status="refused"} 1.0' in text

@@ -56,6 +56,11 @@ class SnapshotCollector(Collector):
         for kind, count in sorted(snap.feedback_last_day.items()):
             feedback.add_metric([kind], count)
         yield feedback
+        inbound = GaugeMetricFamily("waypost_inbound_messages_24h", "Inbound mail in 24 hours by status, "
+                                    "refusals by reason", labels=["status", "reason"])
+        for (status, reason), count in sorted(snap.inbound_last_day.items()):
+            inbound.add_metric([status, reason], count)
+        yield inbound
         yield GaugeMetricFamily("waypost_feedback_review", "Feedback waiting for review (7 days)", value=snap.review)
         firing = GaugeMetricFamily("waypost_alarm_firing", "1 while the alarm fires", labels=["alarm"])
         value = GaugeMetricFamily("waypost_alarm_value", "The value each alarm compares", labels=["alarm"])

@@ -13,7 +13,14 @@ from sqlalchemy.engine import Connection, Engine
 from waypost.outbound import control, suppression
 from waypost.outbound.ratelimit import Limits, RateLimiter
 from waypost.reputation.guard import Assessment, ReputationGuard
-from waypost.store.models import feedback_events, feedback_unreadable, jobs, outbound_messages, utcnow
+from waypost.store.models import (
+    feedback_events,
+    feedback_unreadable,
+    inbound_messages,
+    jobs,
+    outbound_messages,
+    utcnow,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Snapshot:
     review: int  # feedback waiting for a look (last 7 days)
     unreadable: int  # unreadable feedback kept (last 24 hours)
     feedback_last_day: dict[str, int]  # applied events by kind, last 24 hours
+    inbound_last_day: dict[tuple[str, str], int]  # (status, refusal code or "") → messages, last 24 hours
 
 
 def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, *,
@@ -63,6 +71,7 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
                 sa.select(feedback_events.c.kind, sa.func.count())
                 .where(feedback_events.c.received_at > now - timedelta(days=1))
                 .group_by(feedback_events.c.kind)).all()),
+            inbound_last_day=_inbound(conn, now - timedelta(days=1)),
         )
 
 
@@ -80,6 +89,18 @@ def _queue(conn: Connection, now: datetime, stale_after: timedelta) -> QueueStat
         oldest_due_seconds=(now - oldest).total_seconds() if oldest is not None else None,
         stale=_count(conn, jobs, *due, jobs.c.run_after <= now - stale_after),
     )
+
+
+def _inbound(conn: Connection, since: datetime) -> dict[tuple[str, str], int]:
+    """Inbound mail by outcome; refusals by their reason code (the text before the colon)."""
+    counts: dict[tuple[str, str], int] = {}
+    rows = conn.execute(sa.select(inbound_messages.c.status, inbound_messages.c.reason, sa.func.count())
+                        .where(inbound_messages.c.received_at > since)
+                        .group_by(inbound_messages.c.status, inbound_messages.c.reason))
+    for status, reason, count in rows:
+        code = (reason or "").split(":", 1)[0][:40] if status == "refused" else ""
+        counts[(status, code)] = counts.get((status, code), 0) + int(count)
+    return counts
 
 
 def _outbound(conn: Connection) -> dict[str, int]:

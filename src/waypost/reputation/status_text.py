@@ -23,6 +23,10 @@ def render_status(snap: Snapshot, alarms: list[Alarm], guard: GuardSettings, *, 
         yield f"  {kind:10} {states}"
     oldest = f", oldest waiting {q.oldest_due_seconds:.0f}s" if q.oldest_due_seconds is not None else ""
     yield f"  due now    {q.due}{oldest}; dead letters {q.dead}"
+    received = sum(n for n in snap.inbound_last_day.values())
+    refused = ", ".join(f"{code} {n}" for (status, code), n in sorted(snap.inbound_last_day.items())
+                        if status == "refused")
+    yield f"  inbound    {received} in 24 hours" + (f"; refused: {refused}" if refused else "")
     yield ""
     yield f"sending      via {transport}"
     for pause in snap.pauses:
