@@ -54,8 +54,16 @@ def _format_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def say(line: str) -> None:
+    """One line to standard output in one write: `print` writes the text and the newline
+    separately, and on a shared pipe a log line from another thread can land between them,
+    which breaks anything reading the `smtp:` and `http:` lines."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, str, str], None] | None = None,
-                out: Callable[[str], None] = print) -> None:
+                out: Callable[[str], None] = say) -> None:
     http_sock = bind_http(settings.http.host, settings.http.port)
     http_port = http_sock.getsockname()[1]
     http_url = f"http://{_format_host(settings.http.host)}:{http_port}"
