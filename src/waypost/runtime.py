@@ -208,7 +208,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     alarms = AlarmMonitor(engine, settings.alarms, lambda: read_snapshot(
         engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds)),
         alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
-                     interval_hours=settings.alarms.mail_interval_hours))
+                     interval_hours=settings.alarms.mail_interval_hours),
+        judge=guard.enforce)
     return Runtime(
         settings=settings,
         engine=engine,

@@ -36,7 +36,7 @@ def build(make_settings: Callable[..., Any], database_url: str) -> Iterator[Call
     built: list[Any] = []
 
     def make(sender: Any = None, **overrides: Any) -> Any:
-        overrides.setdefault("guard", {"compromise_checks": False})
+        overrides["guard"] = {"compromise_checks": False, "check_seconds": 0, **overrides.get("guard", {})}
         runtime = wiring.build(make_settings(database={"url": database_url}, **overrides), sender=sender or Recorder())
         built.append(runtime)
         return runtime
@@ -393,3 +393,20 @@ def test_the_worker_checks_alarms_on_its_own_and_survives_a_failing_check(build:
     with runtime.engine.connect() as conn:
         names = {r.name for r in conn.execute(sa.select(alarm_states))}
     assert {"dead_letters", "oldest_job", "stale_jobs", "sending_paused"} <= names
+
+
+def test_a_busy_feedback_path_leaves_judging_to_the_next_alarm_check(build: Any) -> None:
+    runtime = build(guard={"min_sends": 10, "complaint_pause": 0.05, "check_seconds": 3600},
+                    alarms={"mail_operator": False})
+    runtime.intake.apply([ses_bounce("early@example.org")])  # judged now: too few sends to act on
+    for n in range(10):
+        send(runtime, f"q{n}@example.org", f"k-q{n}")
+
+    runtime.intake.apply([ses_complaint("q0@example.org")])
+    with runtime.engine.connect() as conn:
+        assert control.paused(conn, "journeys") is None  # judged less than an hour ago: not yet
+    runtime.alarms.check()
+
+    with runtime.engine.connect() as conn:
+        pause = control.paused(conn, "journeys")
+    assert pause is not None and pause.paused_by == guard_module.GUARD

@@ -51,7 +51,7 @@ class FeedbackMailApp:
         def commit(conn: Connection) -> str:
             applied = self.policy.apply(conn, list(report.events))
             if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
-                self.guard.enforce(conn)
+                self.guard.enforce_if_due(conn)
             log.info("%s %s: %s", self.name, mail.id, applied)
             return f"{report.summary}; {applied}"[:2000]
 

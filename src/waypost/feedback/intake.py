@@ -35,7 +35,7 @@ class FeedbackIntake:
         with self.engine.begin() as conn:
             applied = self.policy.apply(conn, events)
             if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
-                self.guard.enforce(conn)
+                self.guard.enforce_if_due(conn)
         if applied.received:
             log.info("feedback: %s", applied)
         return applied

@@ -69,13 +69,19 @@ Notify = Callable[[Connection, Alarm, datetime], None]
 
 class AlarmMonitor:
     def __init__(self, engine: Engine, settings: AlarmSettings, read: Callable[[], Snapshot],
-                 notify: Notify | None = None) -> None:
+                 notify: Notify | None = None, judge: Callable[[Connection], object] | None = None) -> None:
+        """``judge``: the reputation guard's enforce, run first, so a pause the feedback path
+        left for later is never more than one check away."""
+        self.judge = judge
         self.engine = engine
         self.settings = settings
         self.read = read
         self.notify = notify if settings.mail_operator else None
 
     def check(self) -> list[Alarm]:
+        if self.judge is not None:
+            with self.engine.begin() as conn:
+                self.judge(conn)
         alarms = evaluate(self.read(), self.settings)
         now = utcnow()
         with self.engine.begin() as conn:

@@ -85,6 +85,7 @@ class ReputationGuard:
         self.streams = streams
         self._spike_checked = 0.0
         self._spike: str | None = None
+        self._judged = float("-inf")
         self._lock = threading.Lock()
 
     # -- rates -----------------------------------------------------------------------------
@@ -97,6 +98,16 @@ class ReputationGuard:
             windows.extend(self._windows(conn, now, stream, since))
         findings = tuple(f for w in windows if w.judged for f in self._judge(w))
         return Assessment(tuple(windows), findings)
+
+    def enforce_if_due(self, conn: Connection) -> Assessment | None:
+        """``enforce`` unless this process judged less than ``check_seconds`` ago: counting the
+        windows after every batch of a busy feedback queue would cost more than the batch. What
+        is skipped is judged at the next batch or the next alarm check, within a minute."""
+        with self._lock:
+            if time.monotonic() - self._judged < self.settings.check_seconds:
+                return None
+            self._judged = time.monotonic()
+        return self.enforce(conn)
 
     def enforce(self, conn: Connection) -> Assessment:
         """Assess and pause what crossed a pause threshold (inside the caller's transaction)."""
