@@ -247,3 +247,70 @@ def runtime(make_settings: Callable[..., Settings], database_url: str) -> Iterat
                                        trusted_networks=["127.0.0.0/8"]))
     yield built
     built.close()
+
+
+# --- a real browser: Debian's Chromium driven by Playwright ------------------------------------
+
+CHROMIUM = Path(os.environ.get("WAYPOST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = ROOT / "artifacts" / "screenshots"  # git-ignored; CI keeps them as test artifacts
+PHONE = {"width": 390, "height": 844}  # the journey page is phone-first
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (`scripts/test` installs Debian's package when it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package "
+                    "(scripts/test does when run as root) or set WAYPOST_CHROMIUM")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@dataclass
+class BrowserPage:
+    page: Any
+    blocked: list[str]  # requests to anywhere but loopback, refused (tiles, CDNs, ...)
+    transferred: dict[str, int]  # URL → bytes received (encoded, as on the wire)
+
+
+@pytest.fixture
+def browser_page(browser: Any) -> Iterator[BrowserPage]:
+    """A phone-sized page that may reach loopback only: every other request is aborted and
+    recorded, so a test sees what a page would have fetched from the internet."""
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    blocked: list[str] = []
+    transferred: dict[str, int] = {}
+
+    def only_loopback(route: Any) -> None:
+        host = re.sub(r"^\[|\]$", "", route.request.url.split("/")[2].rsplit(":", 1)[0]) \
+            if "://" in route.request.url else ""
+        if host in ("127.0.0.1", "localhost", "::1") or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    def measure(response: Any) -> None:
+        try:
+            sizes = response.request.sizes()
+        except Exception:  # a response that never finished (an aborted request)
+            return
+        transferred[response.url] = sizes["responseBodySize"] + sizes["responseHeadersSize"]
+
+    context.route("**/*", only_loopback)
+    page = context.new_page()
+    page.on("response", measure)
+    yield BrowserPage(page, blocked, transferred)
+    context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot under artifacts/screenshots (kept by CI, ignored by git)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

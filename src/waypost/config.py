@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,7 @@ class JourneySettings(_Group):
     thumbnail_px: int = Field(512, ge=64, le=4096)
     display_px: int = Field(1600, ge=256, le=8192)
     mailbox: str = "journeys"  # local part people write to
+    link_days: float = Field(0, ge=0)  # share links expire this long after the journey starts; 0: never
     keep_originals_days: float = Field(0, ge=0)  # 0: raw mail and its originals go once processed
     image_workers: int = Field(0, ge=0, le=64)  # processes decoding photos; 0: one per CPU, at most 4
     stop_radius_m: float = Field(300, gt=0, le=100_000)
@@ -107,8 +109,30 @@ class JourneySettings(_Group):
 
 class WebSettings(_Group):
     admin_token: SecretStr | None = None
+    # the console's password, as a scrypt hash written by `waypost admin passwd`
+    # (None: <data_dir>/admin-password)
+    admin_password_path: Path | None = None
+    admin_remote: bool = False  # False: /admin answers loopback clients only
+    admin_session_minutes: float = Field(720.0, gt=0)  # a console login lasts this long
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     tile_attribution: str = "&copy; OpenStreetMap contributors"
+
+
+class LegalSettings(_Group):
+    """What /privacy and /terms say about who runs the service and under which law; the rest
+    (data kept, retention, processors) comes from the running configuration itself."""
+
+    postal_address: str | None = None  # where the operator can be reached by post
+    jurisdiction: str | None = None  # the law the terms fall under, e.g. "England and Wales"
+    effective_date: date = date(2026, 11, 23)  # when the current text took effect
+    changes: Annotated[tuple[str, ...], NoDecode] = ()  # "2026-11-23: first version", newest first
+
+    @field_validator("changes", mode="before")
+    @classmethod
+    def _changes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(";") if part.strip())
+        return tuple(value)
 
 
 class OutboundSettings(_Group):
@@ -195,6 +219,8 @@ class GuardSettings(_Group):
     complaint_pause: float = Field(0.003, gt=0, lt=1)
     last_sends: int = Field(1000, ge=10)  # the "last N sends" window, besides 24 hours and 7 days
     min_sends: int = Field(50, ge=1)  # a window with fewer sends is shown but never acted on
+    # feedback batches are judged at most this often per process (the alarm check judges too)
+    check_seconds: float = Field(5.0, ge=0)
     # streams that only ever answer people who wrote in: a send to an address never seen
     # inbound means something else is sending through us
     known_recipients_only: Annotated[tuple[str, ...], NoDecode] = ("journeys",)
@@ -277,6 +303,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     guard: GuardSettings = GuardSettings()
     alarms: AlarmSettings = AlarmSettings()
+    legal: LegalSettings = LegalSettings()
     # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
     # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -380,6 +407,10 @@ class Settings(BaseSettings):
     @property
     def unsubscribe_address(self) -> str:
         return f"{self.outbound.unsubscribe_mailbox}@{self.mail_domain}"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.web.admin_password_path or self.data_dir / "admin-password"
 
     @property
     def outbox_dir(self) -> Path:

@@ -113,6 +113,9 @@ journeys = sa.Table(
     sa.Column("reply_token", sa.String(64), nullable=True, unique=True, index=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # the share link stops working once revoked, or after it expires (rotating it replaces token)
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
 )
 
 # Every mail of a journey's thread, inbound and ours, by its Message-ID header, so a reply
@@ -313,4 +316,17 @@ feedback_unreadable = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),  # sqs | sns
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
+)
+
+# Who did what through the console, who viewed which share link, and failed logins.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(64), nullable=False),  # admin, token, cli, anonymous
+    sa.Column("action", sa.String(48), nullable=False, index=True),  # e.g. allowlist.add, journey.view, login.failed
+    sa.Column("target", sa.String(320), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
 )

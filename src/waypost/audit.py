@@ -1,0 +1,45 @@
+"""The audit log: every console action, every view of a share link, every failed login.
+
+Written inside the transaction of the action it records, so an action and its record commit
+together. Entries are never changed or deleted by the application.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from waypost.store.models import audit_log, utcnow
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: str | None
+    ip: str | None
+
+
+def record(conn: Connection, action: str, *, actor: str, target: str | None = None, detail: str | None = None,
+           ip: str | None = None) -> None:
+    conn.execute(audit_log.insert().values(at=utcnow(), actor=actor[:64], action=action[:48],
+                                           target=target[:320] if target else None,
+                                           detail=detail[:4000] if detail else None, ip=ip[:64] if ip else None))
+
+
+def entries(conn: Connection, *, limit: int = 100, before: int | None = None,
+            action: str | None = None) -> list[AuditEntry]:
+    """Newest first, ``limit`` at a time before the entry id ``before`` (a cursor); ``action``
+    keeps those whose action starts with it (``allowlist`` matches ``allowlist.add``)."""
+    query = sa.select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(audit_log.c.id < before)
+    if action:
+        query = query.where(audit_log.c.action.startswith(action, autoescape=True))
+    return [AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail, r.ip) for r in conn.execute(query)]
