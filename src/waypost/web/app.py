@@ -23,6 +23,8 @@ from waypost.apps.journeys.build import describe_moment
 from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsVerifier
 from waypost.outbound.unsubscribe import InvalidToken
 from waypost.runtime import Runtime
+from waypost.web.admin import admin_routes
+from waypost.web.legal import legal_routes
 from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
 from waypost.web.sketch import route_sketch
 from waypost.web.views import download_name, journey_geojson, journey_gpx, journey_json
@@ -61,15 +63,6 @@ def create_app(runtime: Runtime) -> Starlette:
 
     def not_found(request: Request) -> Response:
         return page(request, "not_found.html", {}, status=404, extra=private)
-
-    async def landing(request: Request) -> Response:
-        return page(request, "landing.html", {})
-
-    async def privacy(request: Request) -> Response:
-        return page(request, "privacy.html", {})
-
-    async def terms(request: Request) -> Response:
-        return page(request, "terms.html", {})
 
     async def healthz(request: Request) -> Response:
         with runtime.engine.connect() as conn:
@@ -184,9 +177,8 @@ def create_app(runtime: Runtime) -> Starlette:
         return PlainTextResponse(text, status_code=status)
 
     routes = [
-        Route("/", landing),
-        Route("/privacy", privacy),
-        Route("/terms", terms),
+        *legal_routes(runtime, page),
+        *admin_routes(runtime),
         Route("/healthz", healthz),
         Route("/j/{token}.json", journey_data),
         Route("/j/{token}.geojson", journey_geo),
