@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -58,18 +57,15 @@ def _runtime(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="waypost")
-@click.option("--log-level", default="INFO", show_default=True,
+@click.option("--log-level", default="INFO", show_default=True, envvar="WAYPOST_LOG_LEVEL",
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def cli(log_level: str) -> None:
+@click.option("--log-format", default="text", show_default=True, envvar="WAYPOST_LOG_FORMAT",
+              type=click.Choice(["text", "json"]), help="json: one JSON object per line (structlog).")
+def cli(log_level: str, log_format: str) -> None:
     """Waypost: email photos in, a journey on a map back."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # aiosmtpd logs every SMTP command at INFO; keep its warnings only
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
-    # Alembic announces each of its plugins at INFO; the "Running upgrade" lines stay
-    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLogger().level))
-    # flufl.bounce announces each of its detectors for every bounce it reads
-    logging.getLogger("flufl.bounce").setLevel(max(logging.WARNING, logging.getLogger().level))
+    from waypost import logs
+
+    logs.configure(log_level, log_format)
 
 
 @cli.command()
