@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import string
+from email.utils import parseaddr
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from waypost.errors import PermanentError
 from waypost.mail.addresses import (
@@ -176,3 +181,15 @@ def test_parse_entry(text: str, entry: tuple[str, str]) -> None:
 def test_parse_entry_refuses(text: str) -> None:
     with pytest.raises(AddressError):
         parse_entry(text)
+
+
+_LOCAL = st.text(alphabet=string.ascii_letters + string.digits + "._%+=-", min_size=1, max_size=20)
+_LABEL = st.text(alphabet=string.ascii_letters + string.digits + "-", min_size=1, max_size=12)
+
+
+@given(local=_LOCAL, labels=st.lists(_LABEL, min_size=2, max_size=4), padding=st.sampled_from(["", " ", "\t"]))
+def test_the_plain_address_fast_path_agrees_with_the_full_parse(local: str, labels: list[str], padding: str) -> None:
+    address = f"{padding}{local}@{'.'.join(labels)}{padding}"
+    _, bare = parseaddr(address.strip())
+    slow_local, slow_domain = bare.rsplit("@", 1)
+    assert normalise_address(address) == f"{slow_local}@{normalise_domain(slow_domain)}"

@@ -188,6 +188,9 @@ outbound_messages = sa.Table(
     sa.Column("window_at", UTCDateTime, nullable=True, index=True),
     # sent, but the transport's answer was lost (crash or dropped connection after handoff)
     sa.Column("unconfirmed", sa.Boolean, nullable=False, server_default=sa.false()),
+    # covers the reputation guard's send counts: without it SQLite walks past every row's raw
+    # bytes to read the state, and a guard run grows with the size of the messages
+    sa.Index("ix_outbound_messages_state_window_at", "state", "window_at", "stream"),
 )
 
 # Addresses nothing is sent to (checked inside the outbox before every send).
@@ -256,7 +259,8 @@ feedback_events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("provider_message_id", sa.String(255), nullable=True),
     sa.Column("raw", sa.Text, nullable=False),
-    sa.Index("ix_feedback_events_counts_as_received_at", "counts_as", "received_at"),
+    # covers the reputation guard's counts (per window, per stream) without reading the rows
+    sa.Index("ix_feedback_events_counts_as_received_at", "counts_as", "received_at", "stream"),
     sa.Index("ix_feedback_events_outcome_received_at", "outcome", "received_at"),
 )
 

@@ -24,6 +24,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_outbound_messages_message_id_header"), "outbound_messages",
                     ["message_id_header"], unique=False)
     op.create_index(op.f("ix_inbound_messages_from_address"), "inbound_messages", ["from_address"], unique=False)
+    op.create_index("ix_outbound_messages_state_window_at", "outbound_messages", ["state", "window_at", "stream"])
     op.create_table(
         "feedback_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -48,7 +49,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_feedback_events")),
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_feedback_events_dedupe_key")),
     )
-    op.create_index("ix_feedback_events_counts_as_received_at", "feedback_events", ["counts_as", "received_at"])
+    op.create_index("ix_feedback_events_counts_as_received_at", "feedback_events",
+                    ["counts_as", "received_at", "stream"])
     op.create_index("ix_feedback_events_outcome_received_at", "feedback_events", ["outcome", "received_at"])
     op.create_index(op.f("ix_feedback_events_recipient"), "feedback_events", ["recipient"])
     op.create_index(op.f("ix_feedback_events_outbound_id"), "feedback_events", ["outbound_id"])
@@ -111,3 +113,4 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_outbound_messages_provider_message_id"), table_name="outbound_messages")
     op.drop_index(op.f("ix_outbound_messages_message_id_header"), table_name="outbound_messages")
     op.drop_index(op.f("ix_inbound_messages_from_address"), table_name="inbound_messages")
+    op.drop_index("ix_outbound_messages_state_window_at", table_name="outbound_messages")
