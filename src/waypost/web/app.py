@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import email.policy
+import hashlib
 import json
 import re
 from email.parser import BytesHeaderParser, BytesParser
+from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,12 +15,16 @@ import sqlalchemy as sa
 import xstatic.pkg.leaflet as xleaflet
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import Scope
 
+from waypost import audit
 from waypost.apps.journeys.build import describe_moment
 from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsVerifier
 from waypost.outbound.unsubscribe import InvalidToken
@@ -26,8 +32,19 @@ from waypost.runtime import Runtime
 from waypost.web.admin import admin_routes
 from waypost.web.legal import legal_routes
 from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
+from waypost.web.preview import preview_png
 from waypost.web.sketch import route_sketch
-from waypost.web.views import download_name, journey_geojson, journey_gpx, journey_json
+from waypost.web.views import (
+    describe_clock,
+    describe_dates,
+    download_name,
+    journey_figures,
+    journey_geojson,
+    journey_gpx,
+    journey_json,
+    journey_summary,
+    timeline_days,
+)
 
 HERE = Path(__file__).parent
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -52,6 +69,8 @@ def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["moment"] = describe_moment
+    templates.env.filters["clock"] = describe_clock
+    templates.env.globals["asset"] = asset_url
     headers = _security_headers(settings.web.tile_url)
     private = {**headers, "X-Robots-Tag": "noindex, nofollow", "Cache-Control": "private, no-store"}
 
@@ -69,22 +88,42 @@ def create_app(runtime: Runtime) -> Starlette:
             conn.execute(sa.text("SELECT 1"))
         return JSONResponse({"status": "ok"})
 
-    async def journey_page(request: Request) -> Response:
+    # The journey routes are plain functions: Starlette runs them in its thread pool, so their
+    # database reads and the preview drawing never hold up the event loop.
+    def journey_page(request: Request) -> Response:
+        shared = runtime.journeys.shared(token) if TOKEN.match(token := request.path_params["token"]) else None
+        if shared is None:
+            return not_found(request)
+        view = shared.view
+        data = json.dumps({**journey_json(view), "tiles": {"url": settings.web.tile_url,
+                                                             "attribution": settings.web.tile_attribution}})
+        page_url = f"{settings.public_base_url.rstrip('/')}/j/{view.token}"
+        context = {"journey": view, "sketch": route_sketch(view), "data": _script_safe(data),
+                   "days": timeline_days(view), "figures": journey_figures(view), "dates": describe_dates(view),
+                   "summary": journey_summary(view), "extras": shared.extras, "expires_at": shared.expires_at,
+                   "page_url": page_url}
+        response = page(request, "journey.html", context, extra=private)
+        if request.method == "GET":  # a HEAD shows nobody anything
+            with runtime.engine.begin() as conn:
+                audit.record(conn, "journey.view", actor="visitor", target=str(shared.id),
+                             ip=request.client.host if request.client else None)
+        return response
+
+    def journey_preview(request: Request) -> Response:
         view = _journey(request)
         if view is None:
             return not_found(request)
-        data = json.dumps({**journey_json(view), "tiles": {"url": settings.web.tile_url,
-                                                             "attribution": settings.web.tile_attribution}})
-        context = {"journey": view, "sketch": route_sketch(view), "data": _script_safe(data)}
-        return page(request, "journey.html", context, extra=private)
+        # private: a shared cache must not keep what only the link's holders may see
+        return Response(preview_png(view), media_type="image/png",
+                        headers={**private, "Cache-Control": "private, max-age=3600"})
 
-    async def journey_data(request: Request) -> Response:
+    def journey_data(request: Request) -> Response:
         view = _journey(request)
         if view is None:
             return JSONResponse({"error": "not found"}, status_code=404, headers=private)
         return JSONResponse(journey_json(view), headers=private)
 
-    async def journey_geo(request: Request) -> Response:
+    def journey_geo(request: Request) -> Response:
         view = _journey(request)
         if view is None:
             return JSONResponse({"error": "not found"}, status_code=404, headers=private)
@@ -92,7 +131,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return JSONResponse(journey_geojson(view), media_type="application/geo+json",
                             headers={**private, "Content-Disposition": disposition})
 
-    async def journey_track(request: Request) -> Response:
+    def journey_track(request: Request) -> Response:
         view = _journey(request)
         if view is None:
             return PlainTextResponse("not found", status_code=404, headers=private)
@@ -100,7 +139,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return Response(journey_gpx(view), media_type="application/gpx+xml",
                         headers={**private, "Content-Disposition": disposition})
 
-    async def photo(request: Request) -> Response:
+    def photo(request: Request) -> Response:
         token, public_id, size = (request.path_params[k] for k in ("token", "photo", "size"))
         if not TOKEN.match(token) or size not in ("thumb", "display"):
             return not_found(request)
@@ -184,6 +223,7 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/j/{token}.geojson", journey_geo),
         Route("/j/{token}.gpx", journey_track),
         Route("/j/{token}/photos/{photo}/{size}.jpg", photo),
+        Route("/j/{token}/preview.png", journey_preview),
         Route("/j/{token}", journey_page),
         Route("/u/{token}", unsubscribe_page, methods=["GET", "HEAD"]),
         Route("/u/{token}", unsubscribe_now, methods=["POST"]),
@@ -191,13 +231,51 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/outbox/{name}", outbox_message),
         Route("/hooks/sns", sns_hook, methods=["POST"]),
         *operator_routes(runtime),
-        Mount("/static/leaflet", StaticFiles(directory=xleaflet.BASE_DIR), name="leaflet"),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Mount("/static/leaflet", VersionedStatic(directory=LEAFLET_DIR), name="leaflet"),
+        Mount("/static", VersionedStatic(directory=STATIC_DIR), name="static"),
     ]
     async def missing(request: Request, _exc: Exception) -> Response:
         return not_found(request)
 
-    return Starlette(routes=routes, exception_handlers={404: missing})
+    # Leaflet alone is 147 KB; gzipped, the whole journey page stays well inside 150 KB.
+    # JPEG and PNG are left as they are (GZipMiddleware skips them).
+    return Starlette(routes=routes, exception_handlers={404: missing},
+                     middleware=[Middleware(GZipMiddleware, minimum_size=500)])
+
+
+STATIC_DIR = HERE / "static"
+LEAFLET_DIR = Path(xleaflet.BASE_DIR)
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@cache
+def _fingerprint(path: Path, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _static_file(name: str) -> Path:
+    return LEAFLET_DIR / name.removeprefix("leaflet/") if name.startswith("leaflet/") else STATIC_DIR / name
+
+
+def asset_url(name: str) -> str:
+    """``/static/<name>?v=<hash of its content>``: a URL that changes whenever the file does,
+    so browsers may keep it for a year (see VersionedStatic)."""
+    path = _static_file(name)
+    return f"/static/{name}?v={_fingerprint(path, path.stat().st_mtime_ns)}"
+
+
+class VersionedStatic(StaticFiles):
+    """Static files that may be cached for a year when asked for by ``asset_url`` (the ``v``
+    matches the content); under any other URL the browser revalidates (ETag) every time."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            version = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v")
+            file = Path(str(self.directory), path)  # found: super() answered 200 or 304
+            fresh = bool(version) and version[0] == _fingerprint(file, file.stat().st_mtime_ns)
+            response.headers["Cache-Control"] = IMMUTABLE if fresh else "no-cache"
+        return response
 
 
 ONE_CLICK_BODY_LIMIT = 16 * 1024

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -211,3 +213,121 @@ def download_name(title: str, extension: str) -> str:
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_title).strip("-").lower()[:60] or "journey"
     return f"{slug}.{extension}"
+
+
+# --- the journey page: its timeline, its figures, its one-line summary -------------------------
+
+
+@dataclass(frozen=True)
+class TimelineDay:
+    """Photos of one local calendar day, in time order; ``date`` None for "Time unknown"."""
+
+    date: date | None
+    places: tuple[str, ...]  # names of the stops of that day's photos, in order
+    photos: tuple[JourneyPhoto, ...]
+
+    @property
+    def heading(self) -> str:
+        return describe_day(self.date) if self.date else "Time unknown"
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: str  # "1,642 km"
+    label: str  # "travelled"
+    note: str | None = None  # "1,565 km flown"
+
+
+def describe_day(day: date) -> str:
+    """'Sat 13 Jul 2024' (English, whatever the server's locale)."""
+    return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def describe_clock(moment: datetime | None) -> str:
+    """'09:04 (UTC+01:00)': the local clock time and its offset, the day being said above it."""
+    if moment is None:
+        return "time unknown"
+    offset = moment.strftime("%z")
+    zone = "zone unknown" if not offset else "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{moment:%H:%M} ({zone})"
+
+
+def timeline_days(view: JourneyView) -> list[TimelineDay]:
+    """The photos by local day, in journey order. Consecutive photos of the same local date
+    share a day; a date can come twice when the traveller crossed the date line. Photos
+    without a time come last, under "Time unknown"."""
+    names = {stop.number: stop.place.name for stop in view.stops if stop.place is not None}
+    runs: list[tuple[date | None, list[JourneyPhoto]]] = []
+    untimed: list[JourneyPhoto] = []
+    for photo in view.photos:
+        local = photo.local_taken_at
+        if local is None:
+            untimed.append(photo)
+        elif runs and runs[-1][0] == local.date():
+            runs[-1][1].append(photo)
+        else:
+            runs.append((local.date(), [photo]))
+    if untimed:
+        runs.append((None, untimed))
+    return [TimelineDay(day, _distinct(names.get(p.stop) for p in group), tuple(group)) for day, group in runs]
+
+
+def describe_dates(view: JourneyView) -> str | None:
+    """'13 Jul 2024', '13 – 15 Jul 2024', '28 Jun – 2 Jul 2024' or '30 Dec 2023 – 2 Jan 2024'."""
+    if view.start is None or view.end is None:
+        return None
+    first, last = view.start.date(), view.end.date()
+    if first == last:
+        return describe_day(first)
+    end = f"{last.day} {_MONTHS[last.month - 1]} {last.year}"
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{first.day} – {end}"
+    if first.year == last.year:
+        return f"{first.day} {_MONTHS[first.month - 1]} – {end}"
+    return f"{first.day} {_MONTHS[first.month - 1]} {first.year} – {end}"
+
+
+def describe_km(km: float) -> str:
+    return f"{km:.1f} km" if km < 10 else f"{km:,.0f} km"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{word}{'s' if count != 1 else ''}"
+
+
+def journey_figures(view: JourneyView) -> list[Figure]:
+    """The totals line: distance, days, places, photos (those there is something to say about)."""
+    totals = view.totals
+    figures = []
+    if view.legs:
+        flown = f"{describe_km(totals.flown_km)} flown" if totals.flown_km else None
+        figures.append(Figure(describe_km(totals.distance_km), "travelled", flown))
+    if totals.days:
+        figures.append(Figure(str(totals.days), _plural(totals.days, "day")))
+    if totals.places:
+        figures.append(Figure(str(len(totals.places)), _plural(len(totals.places), "place")))
+    figures.append(Figure(str(totals.photos), _plural(totals.photos, "photo")))
+    return figures
+
+
+def journey_summary(view: JourneyView) -> str:
+    """One line for link previews: '3 photos · 12.4 km · 1 day · Lisbon, Sintra'."""
+    totals = view.totals
+    parts = [f"{totals.photos} {_plural(totals.photos, 'photo')}"]
+    if view.legs:
+        parts.append(describe_km(totals.distance_km))
+    if totals.days:
+        parts.append(f"{totals.days} {_plural(totals.days, 'day')}")
+    names = _distinct(stop.place.name for stop in view.stops if stop.place is not None)
+    if names:
+        more = len(names) - 3
+        parts.append(", ".join(names[:3]) + (f" and {more} more" if more > 0 else ""))
+    return " · ".join(parts)
+
+
+def _distinct(items: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -94,7 +94,8 @@ class JourneysApp:
             template = "journeys/journey_updated" if journey else "journeys/journey_ready"
             if journey is None:
                 journey = repository.create_journey(conn, title=message.subject or "Your journey",
-                                                    owner=mail.sender, source_message_id=mail.id)
+                                                    owner=mail.sender, source_message_id=mail.id,
+                                                    link_days=self.settings.link_days)
             added = repository.add_photos(conn, journey.id, batch.photos)
             repository.link_message(conn, journey.id, direction="in", inbound_message_id=mail.id,
                                     message_id_header=message.message_id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost.apps.journeys.build import JourneyView, Locate, PhotoPoint, RouteRules, build_view
+from waypost.errors import WaypostError
 from waypost.mail.addresses import AddressError, address_key
 from waypost.store.models import journey_messages, journeys, photos, utcnow
 
@@ -55,13 +57,21 @@ class NewPhoto:
     problem: str | None
 
 
-def create_journey(conn: Connection, *, title: str, owner: str, source_message_id: str) -> JourneyRef:
+class JourneyNotFound(WaypostError, LookupError):
+    """No journey has the id given."""
+
+
+def create_journey(conn: Connection, *, title: str, owner: str, source_message_id: str,
+                   link_days: float = 0) -> JourneyRef:
+    """A new journey with fresh secrets; its share link expires ``link_days`` after now (the
+    journey's start), or never when ``link_days`` is 0."""
     now = utcnow()
     token, reply_token = new_token(), new_reply_token()
     result = conn.execute(
         journeys.insert().values(
             token=token, reply_token=reply_token, title=title, owner_address=owner,
             source_message_id=source_message_id, created_at=now, updated_at=now,
+            expires_at=now + timedelta(days=link_days) if link_days > 0 else None,
         )
     )
     return JourneyRef(int(result.inserted_primary_key[0]), token, reply_token, owner, title)
@@ -140,8 +150,114 @@ def _same_person(a: str, b: str) -> bool:
         return False
 
 
+# --- the share link's lifecycle (the console calls these; later, mail commands too) --------------
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    """Journeys whose share link works: not revoked, not past its expiry."""
+    return sa.and_(journeys.c.revoked_at.is_(None),
+                   sa.or_(journeys.c.expires_at.is_(None), journeys.c.expires_at > now))
+
+
+def _update(conn: Connection, journey_id: int, **values: object) -> None:
+    found = conn.execute(journeys.update().where(journeys.c.id == journey_id).values(**values)).rowcount
+    if not found:
+        raise JourneyNotFound(f"no journey with id {journey_id}")
+
+
+def revoke(conn: Connection, journey_id: int) -> None:
+    """The share link stops working now (every /j/ route answers 404); a journey already
+    revoked keeps its first revocation time. Raises JourneyNotFound."""
+    revoked = conn.execute(journeys.update().where(journeys.c.id == journey_id, journeys.c.revoked_at.is_(None))
+                           .values(revoked_at=utcnow())).rowcount
+    if not revoked and conn.execute(sa.select(journeys.c.id).where(journeys.c.id == journey_id)).first() is None:
+        raise JourneyNotFound(f"no journey with id {journey_id}")
+
+
+def rotate(conn: Connection, journey_id: int) -> str:
+    """A new share token; the old one stops working at once. Rotating also lifts a revocation
+    (the owner wants a working link again); the expiry stays as it was. Raises JourneyNotFound."""
+    token = new_token()
+    _update(conn, journey_id, token=token, revoked_at=None)
+    return token
+
+
+def set_expiry(conn: Connection, journey_id: int, expires_at: datetime | None) -> None:
+    """The link works until ``expires_at`` (aware), or for ever with None. Raises JourneyNotFound."""
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise ValueError("expires_at must be timezone-aware")
+    _update(conn, journey_id, expires_at=expires_at)
+
+
+@dataclass(frozen=True)
+class JourneySummary:
+    """One line of the console's list of journeys."""
+
+    id: int
+    token: str
+    title: str
+    owner: str
+    created: datetime
+    photos: int
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+    def state(self, now: datetime | None = None) -> str:
+        """``revoked``, ``expired`` or ``live``: whether the share link works at ``now``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
+            return "expired"
+        return "live"
+
+
+def list_journeys(conn: Connection, *, limit: int = 50, after_id: int | None = None,
+                  owner: str | None = None) -> list[JourneySummary]:
+    """Newest first, at most ``limit``; a page continues after the journey ``after_id`` (the
+    last id of the previous page). ``owner`` keeps one sender's journeys (case-insensitive)."""
+    count = (sa.select(sa.func.count()).select_from(photos)
+             .where(photos.c.journey_id == journeys.c.id).scalar_subquery())
+    query = (sa.select(journeys.c.id, journeys.c.token, journeys.c.title, journeys.c.owner_address,
+                       journeys.c.created_at, count.label("photo_count"), journeys.c.revoked_at,
+                       journeys.c.expires_at)
+             .order_by(journeys.c.id.desc()).limit(limit))
+    if after_id is not None:
+        query = query.where(journeys.c.id < after_id)
+    if owner:
+        query = query.where(sa.func.lower(journeys.c.owner_address) == owner.strip().lower())
+    return [JourneySummary(r.id, r.token, r.title, r.owner_address, r.created_at, r.photo_count,
+                           r.revoked_at, r.expires_at) for r in conn.execute(query)]
+
+
+@dataclass(frozen=True)
+class PhotoExtras:
+    """What the page shows of a photo beyond the journey view: its camera (EXIF make and
+    model, untrusted text) and whether it has images to show at all."""
+
+    camera: str | None
+    has_image: bool
+
+
+@dataclass(frozen=True)
+class SharedJourney:
+    """A journey as its share link shows it."""
+
+    id: int
+    view: JourneyView
+    extras: dict[str, PhotoExtras]  # by photo public id
+    expires_at: datetime | None
+
+
+def _camera(make: str | None, model: str | None) -> str | None:
+    make, model = (make or "").strip(), (model or "").strip()
+    if make and model.lower().startswith(make.lower()):
+        make = ""  # "Canon" + "Canon EOS R6": the model already names the maker
+    return " ".join(part for part in (make, model) if part) or None
+
+
 class JourneyReader:
-    """Read side used by the web and by replies."""
+    """Read side used by the web and by replies. Only live share links are read: a revoked or
+    expired journey is as unknown as a wrong token."""
 
     def __init__(self, engine: Engine, *, rules: RouteRules | None = None, locate: Locate | None = None) -> None:
         self.engine = engine
@@ -150,7 +266,18 @@ class JourneyReader:
 
     def view(self, token: str) -> JourneyView | None:
         with self.engine.connect() as conn:
-            return load_view(conn, token, rules=self.rules, locate=self.locate)
+            return load_view(conn, token, rules=self.rules, locate=self.locate, live=True)
+
+    def shared(self, token: str) -> SharedJourney | None:
+        """The journey with what its page needs besides the view; None unless the link is live."""
+        with self.engine.connect() as conn:
+            journey = _journey_row(conn, token, live=True)
+            if journey is None:
+                return None
+            rows = conn.execute(sa.select(photos).where(photos.c.journey_id == journey.id)).all()
+        extras = {r.public_id: PhotoExtras(_camera(r.make, r.model), r.thumb_key is not None) for r in rows}
+        view = _build(journey, rows, rules=self.rules, locate=self.locate)
+        return SharedJourney(journey.id, view, extras, journey.expires_at)
 
     def photo_blob_key(self, token: str, public_id: str, size: str) -> str | None:
         column = photos.c.thumb_key if size == "thumb" else photos.c.display_key
@@ -158,16 +285,27 @@ class JourneyReader:
             return conn.execute(
                 sa.select(column)
                 .select_from(photos.join(journeys, photos.c.journey_id == journeys.c.id))
-                .where(journeys.c.token == token, photos.c.public_id == public_id)
+                .where(journeys.c.token == token, photos.c.public_id == public_id, _live(utcnow()))
             ).scalar()
 
 
+def _journey_row(conn: Connection, token: str, *, live: bool) -> sa.Row | None:
+    query = sa.select(journeys).where(journeys.c.token == token)
+    return conn.execute(query.where(_live(utcnow())) if live else query).first()
+
+
 def load_view(conn: Connection, token: str, *, rules: RouteRules | None = None,
-              locate: Locate | None = None) -> JourneyView | None:
-    journey = conn.execute(sa.select(journeys).where(journeys.c.token == token)).first()
+              locate: Locate | None = None, live: bool = False) -> JourneyView | None:
+    """The journey behind ``token``; with ``live``, None when its link is revoked or expired
+    (the reply to the owner's own mail reads it either way)."""
+    journey = _journey_row(conn, token, live=live)
     if journey is None:
         return None
     rows = conn.execute(sa.select(photos).where(photos.c.journey_id == journey.id)).all()
+    return _build(journey, rows, rules=rules, locate=locate)
+
+
+def _build(journey: sa.Row, rows: list[sa.Row], *, rules: RouteRules | None, locate: Locate | None) -> JourneyView:
     points = [
         PhotoPoint(
             public_id=r.public_id, filename=r.filename, mail_position=r.mail_position, taken_at=r.taken_at,

@@ -1,53 +1,213 @@
-// Draws the journey on a Leaflet map. The route and stops are vector layers, so they show
-// even when no tile loads; the server-drawn SVG stays in place when this script cannot run.
+// The journey page's script: a Leaflet map of the route, and a photo viewer.
+// Without it the page still works: the server-drawn SVG shows the route, and each thumbnail
+// is a plain link to its image. Text from the journey (title, file names, camera names,
+// place names) only ever reaches the page through textContent or attributes, never as HTML.
 (function () {
   "use strict";
-  var holder = document.getElementById("map");
   var source = document.getElementById("journey-data");
-  if (!holder || !source || typeof L === "undefined") { return; }
+  if (!source) { return; }
   var journey = JSON.parse(source.textContent);
+  var byId = {};
+  journey.photos.forEach(function (photo) { byId[photo.id] = photo; });
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function plural(count, word) { return count + " " + word + (count === 1 ? "" : "s"); }
+
+  // --- the viewer: a thumbnail opens its display image over the page -----------------------
+
+  var openers = Array.prototype.slice.call(document.querySelectorAll(".timeline a.thumb"));
+  var order = openers.map(function (link) { return link.closest("[data-photo]").getAttribute("data-photo"); });
+  var viewer = null;
+  var current = -1;
+  var returnFocus = null;
+
+  function caption(index) {
+    var item = openers[index].closest("[data-photo]");
+    var parts = [];
+    item.querySelectorAll(".meta .when, .meta .name, .meta .camera").forEach(function (node) {
+      parts.push(node.textContent.trim());
+    });
+    return parts.join(" · ");
+  }
+
+  function buildViewer() {
+    var root = element("div", "viewer");
+    root.setAttribute("role", "dialog");
+    root.setAttribute("aria-modal", "true");
+    root.setAttribute("aria-label", "Photo viewer");
+    root.hidden = true;
+    var figure = element("figure", "viewer-figure");
+    var image = element("img", "viewer-image");
+    image.alt = "";
+    var text = element("figcaption", "viewer-caption");
+    figure.appendChild(image);
+    figure.appendChild(text);
+    var close = element("button", "viewer-close", "\u00d7");
+    var prev = element("button", "viewer-prev", "\u2039");
+    var next = element("button", "viewer-next", "\u203a");
+    [[close, "Close"], [prev, "Previous photo"], [next, "Next photo"]].forEach(function (pair) {
+      pair[0].type = "button";
+      pair[0].setAttribute("aria-label", pair[1]);
+      root.appendChild(pair[0]);
+    });
+    root.insertBefore(figure, root.firstChild);
+    close.addEventListener("click", hide);
+    prev.addEventListener("click", function () { show(current - 1); });
+    next.addEventListener("click", function () { show(current + 1); });
+    root.addEventListener("click", function (event) {
+      if (event.target === root || event.target === figure) { hide(); }
+    });
+    image.addEventListener("load", function () { root.classList.remove("loading"); });
+    image.addEventListener("error", function () { root.classList.remove("loading"); });
+    var touchX = null;
+    root.addEventListener("touchstart", function (event) { touchX = event.touches[0].clientX; }, { passive: true });
+    root.addEventListener("touchend", function (event) {
+      if (touchX === null) { return; }
+      var moved = event.changedTouches[0].clientX - touchX;
+      touchX = null;
+      if (Math.abs(moved) > 50) { show(current + (moved < 0 ? 1 : -1)); }
+    });
+    document.body.appendChild(root);
+    return { root: root, image: image, text: text, close: close, prev: prev, next: next };
+  }
+
+  function show(index) {
+    if (index < 0 || index >= openers.length) { return; }
+    viewer = viewer || buildViewer();
+    current = index;
+    var link = openers[index];
+    viewer.root.classList.add("loading");
+    viewer.image.src = link.href;
+    viewer.image.alt = link.querySelector("img") ? link.querySelector("img").alt : "";
+    viewer.text.textContent = caption(index) + "  (" + (index + 1) + " of " + openers.length + ")";
+    viewer.prev.disabled = index === 0;
+    viewer.next.disabled = index === openers.length - 1;
+    if (viewer.root.hidden) {
+      returnFocus = document.activeElement;
+      viewer.root.hidden = false;
+      document.documentElement.classList.add("viewer-open");
+      viewer.close.focus();
+    }
+    [index - 1, index + 1].forEach(function (near) {  // the neighbours load while this one is looked at
+      if (near >= 0 && near < openers.length) { new Image().src = openers[near].href; }
+    });
+  }
+
+  function hide() {
+    if (!viewer || viewer.root.hidden) { return; }
+    viewer.root.hidden = true;
+    viewer.image.removeAttribute("src");
+    document.documentElement.classList.remove("viewer-open");
+    if (returnFocus && returnFocus.focus) { returnFocus.focus(); }
+  }
+
+  // a plain click opens the viewer; a click asking for a new tab or window keeps the link's way
+  function openFrom(event, link) {
+    if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey
+        || event.altKey) { return; }
+    var index = order.indexOf(link.closest("[data-photo]").getAttribute("data-photo"));
+    if (index < 0) { return; }
+    event.preventDefault();
+    show(index);
+  }
+
+  openers.forEach(function (link) {
+    link.addEventListener("click", function (event) { openFrom(event, link); });
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (!viewer || viewer.root.hidden) { return; }
+    if (event.key === "Escape") { hide(); event.preventDefault(); }
+    else if (event.key === "ArrowLeft") { show(current - 1); event.preventDefault(); }
+    else if (event.key === "ArrowRight") { show(current + 1); event.preventDefault(); }
+    else if (event.key === "Tab") {  // keep focus inside the dialog
+      var buttons = [viewer.close, viewer.prev, viewer.next].filter(function (b) { return !b.disabled; });
+      var at = buttons.indexOf(document.activeElement);
+      buttons[(at + (event.shiftKey ? buttons.length - 1 : 1)) % buttons.length].focus();
+      event.preventDefault();
+    }
+  });
+
+  // --- the map: route and markers are vector layers, so they show even when no tile loads ---
+
+  var holder = document.getElementById("map");
   var mapped = journey.photos.filter(function (p) { return p.position; });
-  if (!mapped.length) { return; }
+  if (!holder || typeof L === "undefined" || !mapped.length) { return; }
 
   var sketch = document.getElementById("route-sketch");
   if (sketch) { sketch.remove(); }
-  var map = L.map(holder, { scrollWheelZoom: false, worldCopyJump: true });
-  L.tileLayer(journey.tiles.url, { attribution: journey.tiles.attribution, maxZoom: 19 }).addTo(map);
+  var map = L.map(holder, { scrollWheelZoom: false, worldCopyJump: true, zoomSnap: 0.5 });
+  var tiles = L.tileLayer(journey.tiles.url, { attribution: journey.tiles.attribution, maxZoom: 19 });
+  tiles.once("tileerror", function () { holder.classList.add("tiles-failed"); });
+  tiles.addTo(map);
 
   var bounds = L.latLngBounds([]);
   journey.legs.forEach(function (leg) {
     var style = leg.mode === "flight"
-      ? { color: "#8a4f7d", weight: 3, opacity: 0.9, dashArray: "8 8" }
-      : { color: "#1f6f78", weight: 5, opacity: 0.9 };
+      ? { color: "#8a4f7d", weight: 3, opacity: 0.9, dashArray: "8 8", className: "route-flight" }
+      : { color: "#1f6f78", weight: 5, opacity: 0.9, className: "route-ground" };
     var line = L.polyline(leg.path, style).addTo(map);
     line.getLatLngs().forEach(function (point) { bounds.extend(point); });
   });
 
   function popup(photo) {
-    var figure = document.createElement("a");
-    figure.href = photo.display_url;
-    var image = document.createElement("img");
+    var box = element("div", "popup");
+    var link = element("a", "popup-photo");
+    link.href = photo.display_url;
+    box.setAttribute("data-photo", photo.id);
+    var image = element("img");
     image.src = photo.thumbnail_url;
     image.width = 160;
-    image.alt = photo.filename || "photo";
-    figure.appendChild(image);
-    return figure;
+    image.alt = photo.filename || "Photo " + photo.number;
+    link.appendChild(image);
+    link.addEventListener("click", function (event) { openFrom(event, link); });  // Leaflet stops bubbling
+    box.appendChild(link);
+    box.appendChild(element("div", "popup-caption", (photo.filename || "Photo " + photo.number)
+      + (photo.issue ? " (" + photo.issue + ")" : "")));
+    return box;
   }
 
   mapped.forEach(function (photo) {
-    var kind = "route-number " + photo.placement;
     var marker = L.marker(photo.position, {
-      icon: L.divIcon({ className: kind, html: String(photo.number), iconSize: [22, 22] }),
-      title: (photo.filename || "photo " + photo.number) + (photo.issue ? " (" + photo.issue + ")" : "")
+      icon: L.divIcon({ className: "route-number " + photo.placement, html: String(photo.number), iconSize: [24, 24] }),
+      title: (photo.filename || "Photo " + photo.number) + (photo.issue ? " (" + photo.issue + ")" : ""),
+      keyboard: true
     }).addTo(map);
     marker.bindPopup(popup(photo));
     bounds.extend(photo.position);
   });
 
+  var stops = {};
   journey.stops.forEach(function (stop) {
-    L.circleMarker([stop.latitude, stop.longitude], { radius: 10, color: "#c2561a", weight: 2, fillOpacity: 0.15 })
-      .bindTooltip(stop.label + " · " + stop.photo_count + (stop.photo_count === 1 ? " photo" : " photos"))
+    var label = element("span", null, stop.label + " \u00b7 " + plural(stop.photo_count, "photo"));
+    stops[stop.number] = stop;
+    L.circleMarker([stop.latitude, stop.longitude],
+      { radius: 12, color: "#c2561a", weight: 2, fillOpacity: 0.15, className: "route-stop" })
+      .bindTooltip(label)
       .addTo(map);
   });
   map.fitBounds(bounds, { padding: [24, 24], maxZoom: 15 });
+
+  // a stop in the list shows itself on the map
+  document.querySelectorAll(".stops a.stop[data-stops]").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      var area = L.latLngBounds([]);
+      link.getAttribute("data-stops").split(" ").forEach(function (number) {
+        var stop = stops[number];
+        if (!stop) { return; }
+        stop.photos.forEach(function (id) { if (byId[id] && byId[id].position) { area.extend(byId[id].position); } });
+        area.extend([stop.latitude, stop.longitude]);
+      });
+      if (!area.isValid()) { return; }
+      event.preventDefault();
+      holder.scrollIntoView({ behavior: "smooth", block: "start" });
+      map.flyToBounds(area, { padding: [40, 40], maxZoom: 16, duration: 0.8 });
+    });
+  });
 })();
