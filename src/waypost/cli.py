@@ -412,7 +412,7 @@ def submission_list(data_dir: Path) -> None:
 
 
 # the deliverability commands (suppression, feedback, status) live in their own module
-from waypost import cli_deliverability  # noqa: E402,F401  (registers its commands on `cli`)
+from waypost import cli_admin, cli_deliverability  # noqa: E402,F401  (they register their commands on `cli`)
 
 
 def main() -> None:
