@@ -114,13 +114,20 @@ _pumps: dict[int, threading.Thread] = {}
 
 
 def stop_process(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
+    """Stop with ``sig``; a process still running after 20 s gets SIGABRT first (with
+    PYTHONFAULTHANDLER, from server_env, it prints every thread's stack into its output, which
+    the caller can show), then SIGKILL."""
     if process.poll() is None:
         process.send_signal(sig)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            process.send_signal(signal.SIGABRT)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     pump = _pumps.pop(process.pid, None)
     if pump is not None:
         # the pipe reaches end of file once every process holding it has gone (image

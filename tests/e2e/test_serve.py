@@ -141,7 +141,8 @@ def test_worker_killed_mid_job_replies_exactly_once(tmp_path: Path, live_server:
         wait_until(lambda: [r for r in rows(database_url, outbound_messages) if r.state == "sent"], timeout=30,
                    message="the restarted worker to finish the job")
     finally:
-        assert stop_process(successor) == 0
+        stopped = stop_process(successor)
+        assert stopped == 0, "the worker did not stop on SIGTERM:\n" + "\n".join(output[-120:])
     assert replies_before == (1 if failpoint == "outbox.after_send" else 0)
     assert len(caught(data_dir)) == 1, "exactly one reply"
     assert len(rows(database_url, journeys)) == 1
