@@ -33,8 +33,8 @@ from waypost.ingress.submission import (
     SubmissionHandler,
     SubmissionUsers,
     start_submission_server,
-    verify_password,
 )
+from waypost.passwords import verify_password
 from waypost.pipeline.inbox import ReceivedMail
 from waypost.store.models import inbound_messages
 

@@ -33,12 +33,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import re
-import secrets
 import ssl
 import tempfile
 import time
@@ -59,6 +56,7 @@ from waypost.ingress.smtp import (
     client_key,
     listen,
 )
+from waypost.passwords import decoy_hash, hash_password, verify_password
 from waypost.pipeline.inbox import ReceivedMail
 
 if TYPE_CHECKING:
@@ -67,9 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 USERS_FILE_NAME = "submission-users"
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SALT_BYTES, KEY_BYTES = 16, 32
-SCRYPT_MAXMEM = 64 * 1024 * 1024  # refuses absurd cost parameters in a tampered file
 MIN_PASSWORD_LENGTH = 12
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60.0
@@ -93,35 +88,6 @@ def check_user_name(user: str) -> str:
     if not _USER.match(user):
         raise UsersFileError(f"{user!r}: a user name is 1-64 printable characters without ':' or spaces")
     return user
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(SALT_BYTES)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=KEY_BYTES,
-                         maxmem=SCRYPT_MAXMEM)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True when ``password`` matches ``stored``; False for a mismatch or a malformed hash."""
-    try:
-        scheme, n, r, p, salt, key = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(key, validate=True)
-        derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True), n=int(n),
-                                 r=int(r), p=int(p), dklen=len(expected), maxmem=SCRYPT_MAXMEM)
-    except (ValueError, binascii.Error):
-        return False
-    return hmac.compare_digest(derived, expected)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-# verified against when the user is unknown, so the answer takes as long as for a known one
-_DECOY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 @dataclass
@@ -150,7 +116,7 @@ class SubmissionUsers:
 
     def verify(self, user: str, password: str) -> bool:
         stored = self.read().get(user)
-        matched = verify_password(password, stored or _DECOY_HASH)
+        matched = verify_password(password, stored or decoy_hash())  # an unknown user takes as long
         return stored is not None and matched
 
     def set_password(self, user: str, password: str) -> bool:

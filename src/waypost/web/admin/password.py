@@ -4,8 +4,7 @@ Format (one line, like the submission users file without the user name)::
 
     scrypt$n$r$p$salt_b64$hash_b64
 
-``n``, ``r``, ``p`` are hashlib.scrypt's cost parameters (we write n=2**14, r=8, p=1), the
-salt is 16 random bytes and the hash the 32-byte derived key, both standard base64. The file
+(``waypost.passwords``, shared with the submission users file). The file
 is replaced atomically (temporary file, fsync, rename, directory fsync) with mode 0600 and
 read afresh at every login, so a new password applies without a restart. Nothing here
 imports the web framework: the CLI uses this module on its own.
@@ -13,48 +12,21 @@ imports the web framework: the CLI uses this module on its own.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import functools
-import hashlib
-import hmac
 import os
-import secrets
 import tempfile
 from pathlib import Path
 
 from waypost.errors import WaypostError
+from waypost.passwords import decoy_hash, hash_password, verify_password
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-SALT_BYTES, KEY_BYTES = 16, 32
-SCRYPT_MAXMEM = 64 * 1024 * 1024  # refuses absurd cost parameters in a tampered file
+__all__ = ["PasswordFileError", "decoy_hash", "read_hash", "verify_password", "write_password"]
+
 MIN_PASSWORD_LENGTH = 12
 
 
 class PasswordFileError(WaypostError):
     """The password file cannot be written, or the password is unusable."""
-
-
-def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(SALT_BYTES)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=KEY_BYTES,
-                         maxmem=SCRYPT_MAXMEM)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True when ``password`` matches ``stored``; False for a mismatch or a malformed hash."""
-    try:
-        scheme, n, r, p, salt, key = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(key, validate=True)
-        derived = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt, validate=True), n=int(n),
-                                 r=int(r), p=int(p), dklen=len(expected), maxmem=SCRYPT_MAXMEM)
-    except (ValueError, binascii.Error):
-        return False
-    return hmac.compare_digest(derived, expected)
 
 
 def read_hash(path: Path) -> str | None:
@@ -88,13 +60,3 @@ def write_password(path: Path, password: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-@functools.cache
-def decoy_hash() -> str:
-    """Checked against when no password is set, so a refusal takes as long as a real check."""
-    return hash_password(secrets.token_urlsafe(16))
