@@ -5,6 +5,7 @@ the pause switches."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -410,3 +411,31 @@ def test_a_busy_feedback_path_leaves_judging_to_the_next_alarm_check(build: Any)
     with runtime.engine.connect() as conn:
         pause = control.paused(conn, "journeys")
     assert pause is not None and pause.paused_by == guard_module.GUARD
+
+
+def test_workers_checking_alarms_at_once_neither_collide_nor_mail_twice(build: Any) -> None:
+    runtime = build(operator_email="ops@example.net", alarms={"dead_letters": 0})
+    with runtime.engine.begin() as conn:
+        conn.execute(jobs.insert().values(kind="inbound", payload={"message_id": "x"}, state="dead", attempts=5,
+                                          max_attempts=5, run_after=utcnow(), created_at=utcnow(),
+                                          updated_at=utcnow(), last_error="boom"))
+    start = threading.Barrier(3)
+    failures: list[BaseException] = []
+
+    def check() -> None:
+        start.wait(timeout=30)
+        try:
+            runtime.alarms.check()
+        except BaseException as err:  # reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=check) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    with runtime.engine.connect() as conn:
+        mails = conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.stream == "operator")).scalar()
+    assert mails == 1

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from waypost.config import AlarmSettings
 from waypost.reputation.status import Snapshot
+from waypost.store.db import is_postgres
 from waypost.store.models import alarm_states, utcnow
 
 log = logging.getLogger(__name__)
@@ -85,27 +87,35 @@ class AlarmMonitor:
         alarms = evaluate(self.read(), self.settings)
         now = utcnow()
         with self.engine.begin() as conn:
-            states = {row.name: row for row in conn.execute(sa.select(alarm_states))}
+            states = self._lock_states(conn, [alarm.name for alarm in alarms], now)
             for alarm in alarms:
-                self._record(conn, alarm, states.get(alarm.name), now)
+                self._record(conn, alarm, states[alarm.name], now)
         return alarms
 
-    def _record(self, conn: Connection, alarm: Alarm, before: sa.Row | None, now: datetime) -> None:
-        changed = before is None or before.firing != alarm.firing
+    @staticmethod
+    def _lock_states(conn: Connection, names: list[str], now: datetime) -> dict[str, sa.Row]:
+        """Every worker checks the alarms: the rows are created if missing and then locked
+        (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises already), so two workers neither
+        collide on the first insert nor both mail the operator about the same alarm."""
+        insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(alarm_states)
+        conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
+                     [{"name": name, "firing": False, "since": now} for name in names])
+        query = sa.select(alarm_states).where(alarm_states.c.name.in_(names)).order_by(alarm_states.c.name)
+        return {row.name: row for row in conn.execute(query.with_for_update() if is_postgres(conn) else query)}
+
+    def _record(self, conn: Connection, alarm: Alarm, before: sa.Row, now: datetime) -> None:
+        changed = before.firing != alarm.firing
         if changed and alarm.firing:
             log.error("ALARM %s: %s (%s)", alarm.name, alarm.detail, alarm.advice)
-        elif changed and before is not None:
+        elif changed:
             log.info("alarm %s cleared", alarm.name)
         since = now if changed else before.since
-        mailed = None if changed else before.mailed_at
+        mailed = before.mailed_at  # kept across changes: a flapping alarm still mails once per interval
         due = mailed is None or now - mailed >= timedelta(hours=self.settings.mail_interval_hours)
         if alarm.firing and self.notify is not None and due:
             self.notify(conn, alarm, since)
             mailed = now
         values = {"firing": alarm.firing, "since": since, "value": float(alarm.value), "detail": alarm.detail[:2000],
                   "mailed_at": mailed}
-        if before is None:
-            conn.execute(alarm_states.insert().values(name=alarm.name, **values))
-        else:
-            conn.execute(alarm_states.update().where(alarm_states.c.name == alarm.name).values(**values))
+        conn.execute(alarm_states.update().where(alarm_states.c.name == alarm.name).values(**values))
 
