@@ -38,19 +38,24 @@ class Allowlist:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, text: str, note: str | None = None) -> bool:
+    def add(self, text: str, note: str | None = None, *, conn: Connection | None = None) -> bool:
         """Add an entry; False when it was already there. Allowing an address again also
-        lifts its unsubscribe: adding someone back is how they return after leaving."""
+        lifts its unsubscribe: adding someone back is how they return after leaving. With
+        ``conn`` it runs in the caller's transaction (the console audits in the same one)."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.add(text, note, conn=own)
         kind, value = parse_entry(text)
         if kind == "address":
             local, domain = value.rsplit("@", 1)
-            with self.engine.begin() as conn:
-                conn.execute(suppressions.delete().where(
-                    suppressions.c.reason == "UNSUBSCRIBE",
-                    sa.or_(suppressions.c.address == suppression_key(text), suppressions.c.address == value,
-                           suppressions.c.address.like(f"{_like(local)}+%@{_like(domain)}", escape="\\"))))
+            conn.execute(suppressions.delete().where(
+                suppressions.c.reason == "UNSUBSCRIBE",
+                sa.or_(suppressions.c.address == suppression_key(text), suppressions.c.address == value,
+                       suppressions.c.address.like(f"{_like(local)}+%@{_like(domain)}", escape="\\"))))
+        if conn.execute(sa.select(allowlist.c.id).where(allowlist.c.value == value)).first() is not None:
+            return False
         try:
-            with self.engine.begin() as conn:
+            with conn.begin_nested():  # a concurrent add of the same entry must not undo the caller's work
                 conn.execute(allowlist.insert().values(kind=kind, value=value, added_at=utcnow(), note=note))
         except IntegrityError:
             return False
@@ -63,10 +68,12 @@ class Allowlist:
         return conn.execute(allowlist.delete().where(allowlist.c.kind == "address",
                                                      allowlist.c.value == address_key(address))).rowcount > 0
 
-    def remove(self, text: str) -> bool:
+    def remove(self, text: str, *, conn: Connection | None = None) -> bool:
         _, value = parse_entry(text)
-        with self.engine.begin() as conn:
-            return conn.execute(allowlist.delete().where(allowlist.c.value == value)).rowcount > 0
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.remove(text, conn=own)
+        return conn.execute(allowlist.delete().where(allowlist.c.value == value)).rowcount > 0
 
     def entries(self) -> list[AllowlistEntry]:
         with self.engine.connect() as conn:

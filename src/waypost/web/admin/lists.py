@@ -27,11 +27,11 @@ def allowlist_routes(console: Console) -> list[Route]:
         text, note = call.form.text("entry", 320), call.form.text("note")
         try:
             value = parse_entry(text)[1]
-            added = allowlist.add(text, note or None)  # its own transaction: it also lifts an unsubscribe
         except AddressError as err:
             return console.problem(call, f"Not an address or a domain: {err}")
-        if added:
-            with console.engine.begin() as conn:
+        with console.engine.begin() as conn:  # the change and its audit entry commit together
+            added = allowlist.add(text, note or None, conn=conn)
+            if added:
                 console.audit(conn, call, "allowlist.add", value, note or None)
         return console.redirect("/admin/allowlist", "added" if added else "already")
 
@@ -39,11 +39,11 @@ def allowlist_routes(console: Console) -> list[Route]:
         text = call.form.text("entry", 320)
         try:
             value = parse_entry(text)[1]
-            removed = allowlist.remove(text)
         except AddressError as err:
             return console.problem(call, f"Not an address or a domain: {err}")
-        if removed:
-            with console.engine.begin() as conn:
+        with console.engine.begin() as conn:
+            removed = allowlist.remove(text, conn=conn)
+            if removed:
                 console.audit(conn, call, "allowlist.remove", value)
         return console.redirect("/admin/allowlist", "removed" if removed else "not-found")
 
