@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from PIL import Image
 from starlette.testclient import TestClient
 
-from tests.integration.test_pipeline import SHOTS, deliver, drain, photo_mail
+from tests.integration.test_pipeline import SHOTS, caught, deliver, drain, photo_mail
 from waypost import audit
 from waypost import runtime as wiring
 from waypost.apps.journeys import repository
@@ -265,3 +265,20 @@ def test_pages_and_scripts_are_gzipped_and_static_files_cached_when_versioned(si
     # the HTML is small once compressed: the body the client saw was decompressed from the wire
     assert len(gzip.compress(page.content)) < 20_000
 
+
+
+def test_a_reply_to_a_journey_whose_link_was_revoked_carries_no_link(site: Any) -> None:
+    journey = only_journey(site.runtime)
+    with site.engine.begin() as conn:
+        repository.revoke(conn, journey.id)
+    (first_reply,) = caught(site.runtime)
+    more = photo_mail(subject="More of Lisbon", shots=SHOTS[:1])
+    more["In-Reply-To"] = first_reply["Message-ID"]
+    deliver(site.runtime, more)
+    drain(site.runtime)
+
+    (reply,) = [m for m in caught(site.runtime) if m["Message-ID"] != first_reply["Message-ID"]]
+    text = reply.get_body(("plain",)).get_content()
+    assert f"/j/{journey.token}" not in reply.as_string()
+    assert "has been turned off" in " ".join(text.split())
+    assert f"/j/{journey.token}" in first_reply.get_body(("plain",)).get_content()

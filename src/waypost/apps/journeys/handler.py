@@ -100,7 +100,9 @@ class JourneysApp:
             repository.link_message(conn, journey.id, direction="in", inbound_message_id=mail.id,
                                     message_id_header=message.message_id)
             view = repository.load_view(conn, journey.token, rules=self.rules, locate=self.locate)
-            context = {"journey": view, "url": f"{self.base_url}/j/{journey.token}", "ignored": batch.ignored,
+            # a link the operator turned off (or that expired) is not handed out again by a reply
+            url = f"{self.base_url}/j/{journey.token}" if repository.link_is_live(conn, journey.id) else None
+            context = {"journey": view, "url": url, "ignored": batch.ignored,
                        "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
             self._queue_reply(conn, mail, template, context, journey)
 

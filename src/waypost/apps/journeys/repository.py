@@ -159,6 +159,12 @@ def _live(now: datetime) -> sa.ColumnElement[bool]:
                    sa.or_(journeys.c.expires_at.is_(None), journeys.c.expires_at > now))
 
 
+def link_is_live(conn: Connection, journey_id: int) -> bool:
+    """Does the journey's share link work now (not revoked, not expired)?"""
+    return conn.execute(sa.select(journeys.c.id).where(journeys.c.id == journey_id, _live(utcnow()))).first() \
+        is not None
+
+
 def _update(conn: Connection, journey_id: int, **values: object) -> None:
     found = conn.execute(journeys.update().where(journeys.c.id == journey_id).values(**values)).rowcount
     if not found:
