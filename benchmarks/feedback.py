@@ -43,8 +43,9 @@ from outbox import (
     fresh_database,
     machine_facts,
     postgres_problem,
+    print_header,
+    spread,
 )
-from photos import source_fingerprint
 from process_tree import CpuWatch
 
 from waypost import runtime
@@ -513,17 +514,17 @@ def bench_lookup(report: Report, mode: Mode, scratch: Path) -> None:
             for engine in engines.values():
                 engine.dispose()
         size_mb = Path(sa.engine.make_url(big_url).database or "").stat().st_size / 1e6
-    spread = {name: _spread(values) for name, values in samples.items()}
+    figures = {name: spread(values) for name, values in samples.items()}
     labels = {"lookup-big": f"suppression.lookup, {mode.entries:,} entries",
               "lookup-small": f"suppression.lookup, {BASELINE_ENTRIES:,} entries (baseline)",
               "raw-big": f"floor: sqlite3 cursor, {mode.entries:,} entries",
               "raw-small": f"floor: sqlite3 cursor, {BASELINE_ENTRIES:,} entries",
               "key": "of which suppression_key() (normalising)"}
-    big, small, raw = spread["lookup-big"], spread["lookup-small"], spread["raw-big"]
+    big, small, raw = figures["lookup-big"], figures["lookup-small"], figures["raw-big"]
     lines = [f"{mode.lookups:,} lookups per contender, half hits, half misses, random order, on one open"
              f" connection (as the outbox's admission does); filled {mode.entries:,} entries in {fill['big']:.1f} s"
              f" ({mode.entries / fill['big']:,.0f} rows/s, file {size_mb:.0f} MB)",
-             *(f"{label:52} median {spread[name]['median']:7.1f} us   p99 {spread[name]['p99']:7.1f} us"
+             *(f"{label:52} median {figures[name]['median']:7.1f} us   p99 {figures[name]['p99']:7.1f} us"
                for name, label in labels.items()),
              f"{f'lookup, {mode.entries:,} / {BASELINE_ENTRIES:,} entries':52} median"
              f" {big['median'] / small['median']:7.2f}x    p99 {big['p99'] / small['p99']:6.2f}x"
@@ -531,7 +532,7 @@ def bench_lookup(report: Report, mode: Mode, scratch: Path) -> None:
              f"{f'lookup / sqlite3 floor, {mode.entries:,} entries':52} median"
              f" {big['median'] / raw['median']:7.2f}x    p99 {big['p99'] / raw['p99']:6.2f}x"]
     report.section(f"2. Suppression check latency, SQLite, {mode.entries:,} entries", {
-        "entries": mode.entries, "fill_seconds": fill["big"], "file_mb": size_mb, "spread_us": spread}, lines,
+        "entries": mode.entries, "fill_seconds": fill["big"], "file_mb": size_mb, "spread_us": figures}, lines,
         watch, started)
     median = big["median"]
     verdict = "PASS" if median <= TARGET_LOOKUP_US else "FAIL" if median > mode.lookup_ceiling_us else "WARN"
@@ -571,23 +572,6 @@ def _lookup_rounds(engines: dict[str, sa.Engine], probes: dict[str, list[tuple[s
     return samples
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"median": statistics.median(ordered), "p99": ordered[int(len(ordered) * 0.99)], "max": ordered[-1],
-            "count": len(ordered)}
-
-
-# -- report ----------------------------------------------------------------------------------
-
-def print_header(report: Report) -> None:
-    facts = report.machine
-    print(f"Waypost feedback benchmarks ({report.mode})")
-    print(f"  CPUs: {facts['cpu_count']}   load average: {' '.join(f'{load:.2f}' for load in facts['load_average'])}")
-    print(f"  Python {facts['python']}   SQLAlchemy {facts['sqlalchemy']}   SQLite {facts['sqlite']}"
-          f"   PostgreSQL {facts['postgres']}")
-    print(f"  waypost: {facts['waypost_revision']} (sources {facts['waypost_sources']})")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -598,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     postgres = postgres_problem()
     kinds = ["sqlite"] if postgres else ["sqlite", "postgres"]
     report = Report(mode.name, machine_facts(postgres))
-    print_header(report)
+    print_header(report, "feedback")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="waypost-bench-") as scratch:
         for kind in kinds:
@@ -606,17 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_lookup(report, mode, Path(scratch))
     if postgres:
         report.checks.append(Check("PostgreSQL: feedback throughput", "--", f"({postgres})", "SKIP"))
-    print(f"\nSummary  [{time.perf_counter() - began:.0f} s in all]")
-    for check in report.checks:
-        print(check.line())
-    if source_fingerprint() != report.machine["waypost_sources"]:
-        print("\nWARNING: waypost's sources changed during this run; its figures mix code versions. Run it again.")
-    if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    failed = [check.name for check in report.checks if check.verdict == "FAIL"]
-    if failed:
-        print(f"\nFAILED (below the {mode.name} run's limit): {'; '.join(failed)}")
-    return 1 if failed else 0
+    return report.finish(args.json, f"below the {mode.name} run's limit", time.perf_counter() - began)
 
 
 if __name__ == "__main__":

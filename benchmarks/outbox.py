@@ -99,6 +99,20 @@ class Report:
         return {"mode": self.mode, "machine": self.machine, "sections": self.sections,
                 "checks": [asdict(check) for check in self.checks]}
 
+    def finish(self, json_path: Path | None, failure: str, seconds: float | None = None) -> int:
+        """Print the summary (and write the JSON); the exit status: 1 when a check FAILed."""
+        print("\nSummary" + (f"  [{seconds:.0f} s in all]" if seconds is not None else ""))
+        for check in self.checks:
+            print(check.line())
+        if source_fingerprint() != self.machine["waypost_sources"]:
+            print("\nWARNING: waypost's sources changed during this run; its figures mix code versions. Run it again.")
+        if json_path:
+            json_path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        failed = [check.name for check in self.checks if check.verdict == "FAIL"]
+        if failed:
+            print(f"\nFAILED ({failure}): {'; '.join(failed)}")
+        return 1 if failed else 0
+
 
 class NoopSender:
     """Delivers nothing: calls ``handoff()`` and records the send call's wall-clock time, the
@@ -378,7 +392,7 @@ def _rate_figures(mode: Mode, started: float, logs: list[Path], rows: Sequence[s
         "sent_in_run": sum(started <= moment < ends for moment, _ in series["send call"]), "sent_total": len(keys),
         "sent_twice": len(keys) - len(set(keys)), "rows_sent": sum(row.state == SENT for row in rows),
         "busiest_second": {name: _busiest(events, started, admitted) for name, events in series.items()},
-        "admitted_at_to_ms": {name: _spread([(moment - admitted[key]) * 1000 for moment, key in series[name]])
+        "admitted_at_to_ms": {name: spread([(moment - admitted[key]) * 1000 for moment, key in series[name]])
                               for name in ("send call", "after handoff")},
         "workers": [json.loads(log.with_suffix(".json").read_text()) for log in logs],
     }
@@ -394,9 +408,10 @@ def _busiest(events: Sequence[tuple[float, str]], started: float, admitted: dict
             "longest_after_admission_ms": max(delays, default=0.0) * 1000}
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
     ordered = sorted(values) or [math.nan]
-    return {"median": statistics.median(ordered), "p99": ordered[int(len(ordered) * 0.99)], "max": ordered[-1]}
+    return {"median": statistics.median(ordered), "p99": ordered[int(len(ordered) * 0.99)], "max": ordered[-1],
+            "count": len(values)}
 
 
 def _rate_lines(figures: dict[str, Any], queued: int) -> list[str]:
@@ -448,9 +463,9 @@ def _postgres_version() -> str:
         engine.dispose()
 
 
-def print_header(report: Report) -> None:
+def print_header(report: Report, what: str = "outbox") -> None:
     facts = report.machine
-    print(f"Waypost outbox benchmarks ({report.mode})")
+    print(f"Waypost {what} benchmarks ({report.mode})")
     print(f"  CPUs: {facts['cpu_count']}   load average: {' '.join(f'{load:.2f}' for load in facts['load_average'])}")
     print(f"  Python {facts['python']}   SQLAlchemy {facts['sqlalchemy']}   SQLite {facts['sqlite']}"
           f"   PostgreSQL {facts['postgres']}")
@@ -474,17 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_rate(report, mode, kind, Path(scratch))
     if postgres:
         report.checks.append(Check("PostgreSQL: throughput and rate", "--", f"({postgres})", "SKIP"))
-    print("\nSummary")
-    for check in report.checks:
-        print(check.line())
-    if source_fingerprint() != report.machine["waypost_sources"]:
-        print("\nWARNING: waypost's sources changed during this run; its figures mix code versions. Run it again.")
-    if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    failed = [check.name for check in report.checks if check.verdict == "FAIL"]
-    if failed:
-        print(f"\nFAILED (a correctness limit was broken): {'; '.join(failed)}")
-    return 1 if failed else 0
+    return report.finish(args.json, "a correctness limit was broken")
 
 
 if __name__ == "__main__":
