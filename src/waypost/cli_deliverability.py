@@ -172,11 +172,12 @@ def feedback_list(data_dir: Path, kind: str | None, outcome: str | None, address
     from waypost.store.models import feedback_events as table
 
     query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
-    for column, value in ((table.c.kind, kind), (table.c.outcome, outcome),
-                          (table.c.recipient, address.lower() if address else None)):
-        if value:
-            query = query.where(sa.func.lower(column) == value.lower() if column is table.c.recipient
-                                else column == value)
+    if kind:
+        query = query.where(table.c.kind == kind)
+    if outcome:
+        query = query.where(table.c.outcome == outcome)
+    if address:
+        query = query.where(sa.func.lower(table.c.recipient) == address.lower())
     with _runtime(data_dir).engine.connect() as conn:
         rows = conn.execute(query).all()
     for row in rows:

@@ -74,6 +74,8 @@ class Runtime:
     guard: ReputationGuard
     intake: FeedbackIntake
     alarms: AlarmMonitor
+    # the state `waypost status`, the alarms and /metrics all read
+    snapshot: Callable[[], Snapshot]
     _resolver: Any = None
 
     def worker(self) -> Worker:
@@ -89,11 +91,6 @@ class Runtime:
         return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval,
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check)],
                       companions=companions)
-
-    def snapshot(self) -> Snapshot:
-        """The state `waypost status`, the alarms and /metrics all read."""
-        return read_snapshot(self.engine, self.outbox.limiter, self.guard,
-                             stale_after=timedelta(seconds=self.settings.alarms.stale_job_seconds))
 
     def feedback_consumer(self):  # type: ignore[no-untyped-def]
         """The SQS consumer of SES feedback (feedback.sqs_queue_url); boto3 is imported here only."""
@@ -205,11 +202,13 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                 require_dkim_without_dmarc=settings.gate.require_dkim_without_dmarc,
                 sender_limit=settings.gate.sender_max_messages,
                 recent_count=_recent_count(engine, timedelta(minutes=settings.gate.sender_window_minutes)))
-    alarms = AlarmMonitor(engine, settings.alarms, lambda: read_snapshot(
-        engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds)),
-        alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
-                     interval_hours=settings.alarms.mail_interval_hours),
-        judge=guard.enforce)
+
+    def snapshot() -> Snapshot:
+        return read_snapshot(engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds))
+
+    mailer = alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
+                          interval_hours=settings.alarms.mail_interval_hours)
+    alarms = AlarmMonitor(engine, settings.alarms, snapshot, mailer, judge=guard.enforce)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -227,6 +226,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         guard=guard,
         intake=intake,
         alarms=alarms,
+        snapshot=snapshot,
     )
 
 
