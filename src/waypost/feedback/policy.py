@@ -37,6 +37,8 @@ from sqlalchemy.engine import Connection
 from waypost.config import FeedbackSettings
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind, Source
 from waypost.outbound import suppression
+from waypost.outbound.unsubscribe import StreamHook  # the leave hooks, run on complaints and opt-outs
+from waypost.store.db import in_chunks
 from waypost.store.models import bounce_scores, feedback_events, outbound_messages, utcnow
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,7 @@ OPT_OUTS = ("opt-out", "unsubscribe")
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
 ON_ACCOUNT_LIST = "OnAccountSuppressionList"
 _SEVERITY = {BounceType.PERMANENT: 3, BounceType.TRANSIENT: 2, BounceType.UNDETERMINED: 1}
-_IN_CHUNK = 500
 
-# the leave hooks of the streams (journeys: Allowlist.forget), run on complaints and opt-outs
-StreamHook = Callable[[Connection, str], None]
 VerpReader = Callable[[str], "int | None"]
 
 
@@ -128,7 +127,7 @@ class FeedbackPolicy:
             applied.outcomes[IGNORED] += len(events) - len(stored)
         keys = [e.dedupe_key for e in stored]
         seen = set()
-        for chunk in _chunks(keys):
+        for chunk in in_chunks(keys):
             seen.update(conn.execute(sa.select(feedback_events.c.dedupe_key)
                                      .where(feedback_events.c.dedupe_key.in_(chunk))).scalars())
         fresh = []
@@ -159,7 +158,7 @@ class FeedbackPolicy:
                    ("header", outbound_messages.c.message_id_header, wanted["header"]),
                    ("id", outbound_messages.c.id, set(verp_ids.values())))
         for kind, column, values in lookups:
-            for chunk in _chunks(list(values)):
+            for chunk in in_chunks(list(values)):
                 for row in conn.execute(sa.select(*columns, column.label("key")).where(column.in_(chunk))):
                     links[(kind, _norm_header(str(row.key)) if kind == "header" else str(row.key))] = \
                         _Link(row.id, row.recipient, row.stream)
@@ -245,7 +244,7 @@ class FeedbackPolicy:
             return
         keys = sorted({suppression.suppression_key(d.address) for d in scored if d.address})
         state: dict[str, list[datetime]] = {}
-        for chunk in _chunks(keys):
+        for chunk in in_chunks(keys):
             for row in conn.execute(sa.select(bounce_scores).where(bounce_scores.c.address.in_(chunk))):
                 state[row.address] = [datetime.fromisoformat(at) for at in row.bounces]
         now, window, limit = utcnow(), timedelta(days=self.settings.soft_bounce_window_days), \
@@ -261,7 +260,7 @@ class FeedbackPolicy:
                 d.expires_at = now + timedelta(days=self.settings.soft_suppression_days)
                 recent = []
             state[key] = recent
-        for chunk in _chunks(list(state)):
+        for chunk in in_chunks(list(state)):
             conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
         kept = [{"address": key, "score": len(times), "bounces": [at.isoformat() for at in times],
                  "last_at": times[-1]} for key, times in state.items() if times]
@@ -270,7 +269,7 @@ class FeedbackPolicy:
 
     def _clear_scores(self, conn: Connection, addresses: list[str]) -> None:
         keys = sorted({suppression.suppression_key(a) for a in addresses})
-        for chunk in _chunks(keys):
+        for chunk in in_chunks(keys):
             conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
 
     def _suppress(self, conn: Connection, decisions: list[_Decision]) -> set[str]:
@@ -347,7 +346,3 @@ def _header_forms(value: str) -> set[str]:
     bare = _norm_header(value)
     return {bare, f"<{bare}>"} if bare else set()
 
-
-def _chunks(items: list) -> Iterable[list]:  # type: ignore[type-arg]
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start:start + _IN_CHUNK]

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from waypost.mail.addresses import AddressError, normalise_address
+from waypost.store.db import in_chunks
 from waypost.store.models import suppression_log, suppressions, utcnow
 
 CSV_FIELDS = ("address", "reason", "source", "detail", "created_at", "expires_at")
-_IN_CHUNK = 500  # bound parameters per IN (...) list
 
 
 class Reason(StrEnum):
@@ -100,7 +100,7 @@ def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = 
     if not new:
         return set()
     now = utcnow()
-    for chunk in _chunks(list(new)):
+    for chunk in in_chunks(list(new)):
         conn.execute(suppressions.delete().where(suppressions.c.address.in_(chunk)))  # expired ones
     conn.execute(suppressions.insert(), [
         {"address": key, "reason": e.reason.value, "source": e.source[:64], "detail": e.detail, "created_at": now,
@@ -229,15 +229,11 @@ def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntr
 
 def _keys_in_force(conn: Connection, keys: list[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(keys):
+    for chunk in in_chunks(keys):
         found.update(conn.execute(sa.select(suppressions.c.address)
                                   .where(suppressions.c.address.in_(chunk), _in_force())).scalars())
     return found
 
-
-def _chunks(items: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start:start + _IN_CHUNK]
 
 
 def _iso(moment: datetime | None) -> str:

@@ -3,7 +3,6 @@ Prometheus metrics, so the three never disagree."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -74,8 +73,6 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
             inbound_last_day=_inbound(conn, now - timedelta(days=1)),
         )
 
-
-SnapshotReader = Callable[[], Snapshot]
 
 
 def _queue(conn: Connection, now: datetime, stale_after: timedelta) -> QueueState:

@@ -8,13 +8,16 @@ row locks would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+T = TypeVar("T")
 
 
 def create_engine(url: str) -> Engine:
@@ -51,3 +54,12 @@ def _sqlite_engine(url: str) -> Engine:
 def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
+
+
+IN_CHUNK = 500  # values per IN (...) list: well under every driver's bound-parameter limit
+
+
+def in_chunks(items: Sequence[T]) -> Iterator[list[T]]:
+    """``items`` in slices small enough for one ``IN (...)`` each."""
+    for start in range(0, len(items), IN_CHUNK):
+        yield list(items[start:start + IN_CHUNK])
