@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from waypost import __version__
-from waypost.config import DEFAULT_DATA_DIR, ConfigError, Settings, load_settings
-from waypost.errors import WaypostError
+from waypost import DEFAULT_DATA_DIR, __version__
+from waypost.errors import ConfigError, WaypostError
+
+if TYPE_CHECKING:  # the settings module (pydantic) loads only in commands that read settings
+    from sqlalchemy.engine import Engine
+
+    from waypost.config import Settings
 
 DEMO_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
 
@@ -32,6 +35,8 @@ def data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def settings_from(data_dir: Path, **overrides: Any) -> Settings:
+    from waypost.config import load_settings
+
     try:
         return load_settings(data_dir, **overrides)
     except ConfigError as err:
@@ -55,6 +60,25 @@ def _runtime(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
     return runtime.build(settings_from(data_dir, **overrides))
 
 
+def _database(data_dir: Path) -> Engine:
+    """The database alone, migrated: for commands that only read or write rows, without
+    loading the whole service (the journey engine, the senders, the web face)."""
+    from waypost.store import migrate
+    from waypost.store.db import create_engine
+
+    settings = settings_from(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url)
+    migrate.upgrade(engine)
+    return engine
+
+
+def _allowlist(data_dir: Path) -> Any:
+    from waypost.pipeline.allowlist import Allowlist
+
+    return Allowlist(_database(data_dir))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="waypost")
 @click.option("--log-level", default="INFO", show_default=True, envvar="WAYPOST_LOG_LEVEL",
@@ -76,6 +100,8 @@ def cli(log_level: str, log_format: str) -> None:
 @friendly_errors
 def serve(data_dir: Path, smtp_port: int | None, http_port: int | None, demo: bool) -> None:
     """Run the SMTP listener, the web server and a worker in one process."""
+    import asyncio
+
     from waypost.server import serve as run_server
 
     settings = settings_from(data_dir)
@@ -150,7 +176,7 @@ def allowlist() -> None:
 @friendly_errors
 def allowlist_add(data_dir: Path, entry: str, note: str | None) -> None:
     """Allow ENTRY (an address, or a domain for everyone at it)."""
-    added = _runtime(data_dir).allowlist.add(entry, note=note)
+    added = _allowlist(data_dir).add(entry, note=note)
     click.echo(f"{'added' if added else 'already allowed'}: {entry}")
 
 
@@ -160,7 +186,7 @@ def allowlist_add(data_dir: Path, entry: str, note: str | None) -> None:
 @friendly_errors
 def allowlist_remove(data_dir: Path, entry: str) -> None:
     """Stop allowing ENTRY."""
-    if not _runtime(data_dir).allowlist.remove(entry):
+    if not _allowlist(data_dir).remove(entry):
         raise click.ClickException(f"not on the allowlist: {entry}")
     click.echo(f"removed: {entry}")
 
@@ -170,7 +196,7 @@ def allowlist_remove(data_dir: Path, entry: str) -> None:
 @friendly_errors
 def allowlist_list(data_dir: Path) -> None:
     """Show every allowed address and domain."""
-    entries = _runtime(data_dir).allowlist.entries()
+    entries = _allowlist(data_dir).entries()
     for entry in entries:
         note = f"  ({entry.note})" if entry.note else ""
         click.echo(f"{entry.kind:8} {entry.value}  added {entry.added_at:%Y-%m-%d %H:%M}Z{note}")
@@ -346,12 +372,8 @@ def db() -> None:
 def db_upgrade(data_dir: Path) -> None:
     """Apply pending schema migrations (also done at every start)."""
     from waypost.store import migrate
-    from waypost.store.db import create_engine
 
-    settings = settings_from(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.database_url)
-    migrate.upgrade(engine)
+    engine = _database(data_dir)
     click.echo(f"database at revision {migrate.current_revision(engine)} (head {migrate.head_revision()})")
     engine.dispose()
 

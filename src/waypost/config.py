@@ -25,17 +25,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from waypost import DEFAULT_DATA_DIR
+from waypost.errors import ConfigError
 from waypost.mail.addresses import AddressError, is_noreply_style, normalise_address
 
 ENV_PREFIX = "WAYPOST_"
 CONFIG_FILE_NAME = "waypost.toml"
-DEFAULT_DATA_DIR = "data"
 SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES receiving limit, also our SMTP SIZE default
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. Deliberately outside ``WaypostError``: nothing
-    that handles processing errors may swallow it."""
 
 
 class _Group(BaseModel):

@@ -2,6 +2,11 @@
 outside it on purpose, so no handler of processing errors can swallow them."""
 
 
+class ConfigError(Exception):
+    """The configuration cannot be used. Deliberately outside ``WaypostError``: nothing
+    that handles processing errors may swallow it."""
+
+
 class WaypostError(Exception):
     """Root of every error Waypost raises while processing mail or serving requests."""
 

@@ -15,7 +15,7 @@ import sys
 import structlog
 
 # loggers that talk too much at INFO for an operator
-QUIET = ("mail.log", "alembic.runtime.plugins", "flufl.bounce")
+QUIET = ("mail.log", "alembic", "flufl.bounce")
 # attributes every LogRecord has; anything else on a record came from ``extra=``
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

@@ -32,7 +32,7 @@ import dns.nameserver
 import dns.resolver
 from publicsuffixlist import PublicSuffixList
 
-from waypost.config import ConfigError
+from waypost.errors import ConfigError
 
 with warnings.catch_warnings():
     # pyspf 2.0.14 has invalid escape sequences in docstrings: Python warns when it compiles them

@@ -19,7 +19,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from waypost.config import ConfigError
+from waypost.errors import ConfigError
 from waypost.mail.addresses import AddressError, normalise_domain
 
 if TYPE_CHECKING:

@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from waypost.config import ConfigError
-from waypost.errors import PermanentError, TransientError, WaypostError
+from waypost.errors import ConfigError, PermanentError, TransientError, WaypostError
 from waypost.mail.dkim_sign import DkimSigner, to_crlf
 from waypost.outbound.senders.base import (
     DeliveryUnknownError,
