@@ -173,6 +173,20 @@ def test_demo_prints_journey_and_catcher_urls(tmp_path: Path) -> None:
         code = stop_process(process)
     assert code == 0, "a clean stop on SIGTERM"
 
+    # a restart on the same data directory shows the journey it has instead of mailing another
+    again = start_process(waypost_command("serve", "--demo", "--smtp-port", "0", "--http-port", "0"), env)
+    try:
+        _, _, http_url, lines = read_addresses(again)
+        wait_until(lambda: any(line.startswith("catcher: ") for line in lines) or again.poll() is not None,
+                   timeout=60, message="the restarted demo's catcher line")
+        notice = [line for line in lines if line.startswith("demo: ")]
+        assert notice and "already holds journeys" in notice[0] and "not mailed again" in notice[0], lines
+        token = journey_url.rsplit("/j/", 1)[1]
+        assert f"journey: {http_url}/j/{token}" in lines
+        assert len(list((data_dir / "outbox").glob("*.eml"))) == 1, "one demo reply, not one per start"
+    finally:
+        assert stop_process(again) == 0
+
 
 def test_cli_allowlist_and_help(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -192,6 +206,20 @@ def test_cli_allowlist_and_help(tmp_path: Path) -> None:
         assert shown.returncode == 0 and "Usage:" in shown.stdout, command
     upgraded = cli(data_dir, "db", "upgrade")
     assert upgraded.returncode == 0 and f"at revision {migrate.head_revision()}" in upgraded.stdout
+
+
+def test_cli_commands_are_quiet_on_success(tmp_path: Path) -> None:
+    """A command says what it was asked for and nothing else: the first one on a new data
+    directory reports the schema it created in one line, later ones print no log at all."""
+    data_dir = tmp_path / "data"
+    first = cli(data_dir, "allowlist", "add", "ann@example.org")
+    assert first.returncode == 0 and first.stdout == "added: ann@example.org\n"
+    assert first.stderr.count("\n") == 1 and "database schema upgraded from empty to" in first.stderr
+    assert "alembic" not in first.stderr.lower()
+    for args in (("allowlist", "list"), ("db", "upgrade"), ("outbox", "status"), ("status",)):
+        again = cli(data_dir, *args)
+        assert again.returncode == 0 and again.stdout, args
+        assert again.stderr == "", (args, again.stderr)
 
 
 def test_bad_configuration_fails_at_start_naming_the_key(tmp_path: Path) -> None:
