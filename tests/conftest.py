@@ -26,12 +26,66 @@ POSTGRES_URL = os.environ.get("WAYPOST_TEST_POSTGRES", "postgresql+psycopg://pos
 T = TypeVar("T")
 
 
+# --- the shared corpus ---------------------------------------------------------------------------
+# Real-world samples written by others (bounces, SES notifications, camera photos, ...) live beside
+# the repository in ../shared/corpus, or wherever WAYPOST_CORPUS says. Tests that read it carry the
+# `corpus` marker. Without the corpus they are left out (deselected, never skipped) with one line
+# at the start and one at the end of the run saying how many and how to include them; under CI
+# (CI=true) a missing corpus stops the run before any test. A test that reads the corpus without
+# the marker fails when it is missing, so a forgotten marker cannot pass quietly.
+
+CORPUS = Path(os.environ.get("WAYPOST_CORPUS") or ROOT.parent / "shared" / "corpus")
+_LEFT_OUT = pytest.StashKey[int]()
+
+
+def corpus_present() -> bool:
+    return (CORPUS / "manifest.jsonl").is_file()
+
+
 def corpus_dir() -> Path:
-    """The shared corpus; a missing folder fails the tests that need it, never skips them."""
-    path = Path(os.environ.get("WAYPOST_CORPUS", ROOT.parent / "shared" / "corpus"))
-    if not (path / "manifest.jsonl").is_file():
-        pytest.fail(f"corpus not found at {path} (set WAYPOST_CORPUS); corpus tests must not pass without it")
-    return path
+    """The shared corpus; its absence fails the calling test, never skips it."""
+    if not corpus_present():
+        pytest.fail(f"corpus not found at {CORPUS} (set WAYPOST_CORPUS); a test that reads it needs "
+                    "@pytest.mark.corpus, and must not pass without it")
+    return CORPUS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("CI", "").lower() == "true" and not corpus_present():
+        raise pytest.UsageError(f"CI=true but the shared corpus is not at {CORPUS} (manifest.jsonl missing): "
+                                "CI must run the corpus tests; place the corpus there or set WAYPOST_CORPUS")
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected, so the count is of tests that would have run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if corpus_present():
+        return
+    left_out = [item for item in items if item.get_closest_marker("corpus")]
+    if left_out:
+        items[:] = [item for item in items if not item.get_closest_marker("corpus")]
+        config.hook.pytest_deselected(items=left_out)
+    config.stash[_LEFT_OUT] = len(left_out)
+
+
+def _corpus_notice(config: pytest.Config) -> str | None:
+    count = config.stash.get(_LEFT_OUT, 0)
+    if not count:
+        return None
+    return (f"CORPUS MISSING: {count} tests that read the shared corpus are left out (not found at {CORPUS}); "
+            "set WAYPOST_CORPUS=/path/to/corpus to include them")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    notice = _corpus_notice(session.config)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if notice and reporter is not None:
+        reporter.write_line(notice, yellow=True, bold=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    notice = _corpus_notice(config)
+    if notice:
+        terminalreporter.write_line(notice, yellow=True, bold=True)
 
 
 def wait_until(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.05,
