@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -43,7 +44,7 @@ def bind_http(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as err:
         sock.close()
-        raise ListenError(f"cannot listen for HTTP on {host}:{port}: {err.strerror}; "
+        raise ListenError(f"cannot listen for HTTP on {host}:{port}: {_why_not(err)}; "
                           "choose another port with --http-port or http.port") from err
     sock.listen(128)
     sock.setblocking(False)
@@ -171,8 +172,15 @@ async def _bind(what: str, host: str, port: int, option: str,
     try:
         return await starting
     except OSError as err:
-        raise ListenError(f"cannot listen for {what} on {host}:{port}: {err.strerror}; "
+        raise ListenError(f"cannot listen for {what} on {host}:{port}: {_why_not(err)}; "
                           f"choose another port with {option}") from err
+
+
+def _why_not(err: OSError) -> str:
+    reasons = {errno.EADDRINUSE: "another program is using that port",
+               errno.EADDRNOTAVAIL: "that address is not one of this machine's",
+               errno.EACCES: "ports below 1024 need privileges"}
+    return f"{reasons[err.errno]} ({err.strerror})" if err.errno in reasons else str(err.strerror or err)
 
 
 async def _first_of(*awaitables) -> None:  # type: ignore[no-untyped-def]

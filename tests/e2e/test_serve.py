@@ -244,5 +244,5 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         for flag, other in (("--smtp-port", "--http-port"), ("--http-port", "--smtp-port")):
             result = cli(tmp_path / "data", "serve", flag, port, other, "0")
             assert result.returncode == 1, result.stderr
-            assert f"127.0.0.1:{port}" in result.stderr and "Address already in use" in result.stderr
+            assert f"127.0.0.1:{port}" in result.stderr and "another program is using that port" in result.stderr
             assert "Traceback" not in result.stderr

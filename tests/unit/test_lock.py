@@ -81,7 +81,7 @@ def test_every_dependency_is_pinned_within_its_range(lock: str) -> None:
 def test_nothing_is_pinned_for_a_dependency_that_was_dropped(lock: str) -> None:
     asked = {canonicalize_name(r.name) for r in LOCKS[lock]}
     stale = [p.name for p in read_lock(lock) if p.direct and p.name not in asked]
-    assert not stale, f"requirements/{lock} still pins {stale} for pyproject.toml, which no longer asks: run scripts/lock"
+    assert not stale, f"requirements/{lock} pins {stale} for pyproject.toml, which no longer asks: run scripts/lock"
 
 
 @pytest.mark.parametrize("lock", LOCKS)

@@ -249,7 +249,11 @@ def _socket_timeout(smtp: smtplib.SMTP, seconds: float) -> Iterator[None]:
 
 
 def _describe(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    if isinstance(err, ssl.SSLCertVerificationError):
+        # said in our words, so an operator (and a test) need not read OpenSSL's
+        return f"the smarthost's TLS certificate was not accepted (untrusted, or issued to another name) ({detail})"
+    return detail
 
 
 def _close_quietly(smtp: smtplib.SMTP) -> None:
