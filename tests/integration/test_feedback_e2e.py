@@ -1,6 +1,9 @@
 """The feedback loop end to end in SES mode, against moto in server mode (real HTTP on
 loopback): a message goes out through SES v2, SES's notification comes back through SNS → SQS,
-the consumer applies it, and the next send obeys it. The pause is lifted with the real CLI."""
+the consumer applies it, and the next send obeys it. The pause is lifted with the real CLI.
+
+SES's notifications are generated (tests/support/ses_samples.py), and, when the shared corpus
+is present, also made from its real samples: every test runs with each ``template``."""
 
 from __future__ import annotations
 
@@ -15,12 +18,30 @@ import pytest
 
 from tests.conftest import corpus_dir, waypost_command
 from tests.integration.test_outbox import rows, run_jobs
+from tests.support import ses_samples
 from tests.support.moto_server import REGION
 from waypost import runtime as wiring
 from waypost.outbound import control, suppression
 from waypost.outbound.outbox import OutboundMessage
 
 DOMAIN = "waypost.test"
+CORPUS_TEMPLATES = {"bounce": "relay_bounce_notification_from_simulator_ses_body.json",
+                    "complaint": "relay_complaint_notification_from_simulator_ses_body.json"}
+GENERATED_TEMPLATES: dict[str, Callable[[], dict[str, Any]]] = {
+    "bounce": lambda: ses_samples.bounce([ses_samples.dsn_recipient("someone@example.org")], subtype="NoEmail"),
+    "complaint": lambda: ses_samples.complaint(["someone@example.org"]),
+}
+
+
+@pytest.fixture(params=["generated", pytest.param("corpus", marks=pytest.mark.corpus)])
+def template(request: pytest.FixtureRequest) -> Callable[[str], dict[str, Any]]:
+    """``template("bounce")`` / ``template("complaint")``: an SES identity notification to adapt."""
+    def load(kind: str) -> dict[str, Any]:
+        if request.param == "corpus":
+            return dict(json.loads((corpus_dir() / "ses" / CORPUS_TEMPLATES[kind]).read_text()))
+        return GENERATED_TEMPLATES[kind]()
+
+    return load
 
 
 @pytest.fixture
@@ -67,9 +88,9 @@ def send(runtime: Any, recipient: str, key: str) -> Any:
     return next(row for row in rows(runtime) if row.idempotency_key == key)
 
 
-def notify(ses_world: dict[str, str], template: str, message_id: str, recipient: str, **changes: Any) -> None:
-    """Publish a real SES notification (from the corpus) about our message to the topic."""
-    body = json.loads((corpus_dir() / "ses" / template).read_text())
+def notify(ses_world: dict[str, str], body: dict[str, Any], message_id: str, recipient: str,
+           **changes: Any) -> None:
+    """Publish an SES notification (``body``, adapted) about our message to the topic."""
     body["mail"]["messageId"] = message_id
     body["mail"]["destination"] = [recipient]
     for part, field in (("bounce", "bouncedRecipients"), ("complaint", "complainedRecipients")):
@@ -80,13 +101,13 @@ def notify(ses_world: dict[str, str], template: str, message_id: str, recipient:
     boto3.client("sns", region_name=REGION).publish(TopicArn=ses_world["topic"], Message=json.dumps(body))
 
 
-def test_a_permanent_bounce_via_sqs_suppresses_the_next_send(ses_runtime: Any, ses_world: dict[str, str]) -> None:
+def test_a_permanent_bounce_via_sqs_suppresses_the_next_send(ses_runtime: Any, ses_world: dict[str, str],
+                                                             template: Callable[[str], Any]) -> None:
     runtime = ses_runtime()
     first = send(runtime, "ann@example.net", "reply-1")
     assert first.state == "sent" and first.provider_message_id
 
-    notify(ses_world, "relay_bounce_notification_from_simulator_ses_body.json", first.provider_message_id,
-           "ann@example.net")
+    notify(ses_world, template("bounce"), first.provider_message_id, "ann@example.net")
     handled = runtime.feedback_consumer().poll_once()
 
     assert handled == 1
@@ -101,13 +122,13 @@ def test_a_permanent_bounce_via_sqs_suppresses_the_next_send(ses_runtime: Any, s
     assert "Messages" not in again
 
 
-def test_a_complaint_via_sqs_takes_the_sender_off_the_allowlist(ses_runtime: Any, ses_world: dict[str, str]) -> None:
+def test_a_complaint_via_sqs_takes_the_sender_off_the_allowlist(ses_runtime: Any, ses_world: dict[str, str],
+                                                                template: Callable[[str], Any]) -> None:
     runtime = ses_runtime()
     runtime.allowlist.add("bob@example.net")
     sent = send(runtime, "bob@example.net", "reply-bob")
 
-    notify(ses_world, "relay_complaint_notification_from_simulator_ses_body.json", sent.provider_message_id,
-           "bob@example.net")
+    notify(ses_world, template("complaint"), sent.provider_message_id, "bob@example.net")
     runtime.feedback_consumer().poll_once()
 
     assert not runtime.allowlist.allows("bob@example.net")
@@ -117,12 +138,11 @@ def test_a_complaint_via_sqs_takes_the_sender_off_the_allowlist(ses_runtime: Any
 
 
 def test_crossing_the_complaint_threshold_pauses_and_waypost_resume_resumes(
-        ses_runtime: Any, ses_world: dict[str, str], database_url: str) -> None:
+        ses_runtime: Any, ses_world: dict[str, str], database_url: str, template: Callable[[str], Any]) -> None:
     runtime = ses_runtime(min_sends=2, complaint_pause=0.2)
     sent = [send(runtime, f"c{n}@example.net", f"reply-c{n}") for n in range(2)]
 
-    notify(ses_world, "relay_complaint_notification_from_simulator_ses_body.json", sent[0].provider_message_id,
-           "c0@example.net")
+    notify(ses_world, template("complaint"), sent[0].provider_message_id, "c0@example.net")
     runtime.feedback_consumer().poll_once()
     held = send(runtime, "c9@example.net", "reply-c9")
 

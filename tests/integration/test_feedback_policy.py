@@ -1,6 +1,7 @@
 """The feedback policy, the reputation guard and the alarms against a real database (SQLite
 and PostgreSQL): what each kind of feedback does to the suppression list, the allowlist and
-the pause switches."""
+the pause switches. Tests taking ``source`` read SES JSON generated in code
+(tests/support/ses_samples.py), and the shared corpus's real samples when it is present."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from tests.conftest import corpus_dir
 from tests.integration.test_outbox import Recorder, rows, run_jobs
+from tests.support import ses_samples
 from waypost import runtime as wiring
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind, Source
 from waypost.feedback.ses_events import parse_ses_notification
@@ -30,6 +32,13 @@ from waypost.store.models import (
     outbound_messages,
     utcnow,
 )
+
+SOURCES = ["generated", pytest.param("corpus", marks=pytest.mark.corpus)]
+
+
+def ses_record(source: str, corpus_name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """An SES record: built in code, or read from the corpus."""
+    return dict(json.loads((corpus_dir() / "ses" / corpus_name).read_text())) if source == "corpus" else build()
 
 
 @pytest.fixture
@@ -94,9 +103,11 @@ def test_a_permanent_bounce_suppresses_once_and_a_repeat_changes_nothing(build: 
     assert row.counts_as == "bounce" and row.outcome == "suppressed"
 
 
-def test_the_same_bounce_as_notification_and_as_event_is_applied_once(build: Any) -> None:
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_same_bounce_as_notification_and_as_event_is_applied_once(build: Any, source: str) -> None:
     runtime = build()
-    body = json.loads((corpus_dir() / "ses" / "relay_bounce_event_example_ses_body.json").read_text())
+    body = ses_record(source, "relay_bounce_event_example_ses_body.json", lambda: ses_samples.as_event(
+        ses_samples.bounce([ses_samples.dsn_recipient("ann@example.org"), "bob@example.org"], subtype="NoEmail")))
     as_notification = {"notificationType" if k == "eventType" else k: v for k, v in body.items()}
 
     runtime.intake.apply(parse_ses_notification(body))
@@ -104,13 +115,14 @@ def test_the_same_bounce_as_notification_and_as_event_is_applied_once(build: Any
 
     assert repeat.duplicates == len(repeat_events := parse_ses_notification(body)) and repeat_events
     assert len(events(runtime)) == len(repeat_events)
-    assert entry(runtime, repeat_events[0].recipient) is not None
+    assert all(entry(runtime, e.recipient) is not None for e in repeat_events)  # every recipient, once
 
 
-def test_simulator_addresses_and_on_account_list_bounces_are_not_counted(build: Any) -> None:
+@pytest.mark.parametrize("source", SOURCES)
+def test_simulator_addresses_and_on_account_list_bounces_are_not_counted(build: Any, source: str) -> None:
     runtime = build()
-    simulated = json.loads((corpus_dir() / "ses" / "relay_bounce_notification_from_simulator_ses_body.json")
-                           .read_text())
+    simulated = ses_record(source, "relay_bounce_notification_from_simulator_ses_body.json",
+                           lambda: ses_samples.bounce([ses_samples.dsn_recipient("bounce@simulator.amazonses.com")]))
 
     runtime.intake.apply(parse_ses_notification(simulated))
     runtime.intake.apply([ses_bounce("bob@example.org", subtype="OnAccountSuppressionList", feedback_id="fb-2")])

@@ -2,7 +2,8 @@
 
 SNS envelopes are made by moto itself: the queue is subscribed to SNS topics (raw delivery
 off) and the SES JSON is published there, as SES would; a raw-delivery body and garbage are
-sent to the queue directly.
+sent to the queue directly. The SES JSON is generated (tests/support/ses_samples.py) and,
+when the shared corpus is present, also taken from it: tests taking ``reports`` run on both.
 """
 
 from __future__ import annotations
@@ -11,22 +12,46 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 
 from tests.conftest import corpus_dir, wait_until
+from tests.support import ses_samples
 from tests.support.moto_server import REGION
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind
 from waypost.feedback.sqs import SqsFeedbackConsumer
 
 BOUNCE_SAMPLE = "relay_bounce_notification_from_simulator_ses_body.json"
 DELIVERY_SAMPLE = "relay_delivery_notification_success_from_simulator_ses_body.json"
+RECEIVED_SAMPLE = "relay_received_notification_action_example_ses_body.json"
 
 
 def sample(name: str) -> str:
     return (corpus_dir() / "ses" / name).read_text()
+
+
+@dataclass(frozen=True)
+class Reports:
+    """SES JSON bodies the tests put on the queue."""
+
+    bounce: str  # a permanent bounce for one recipient
+    bounce_recipient: str
+    delivery: str
+    received: str  # an inbound receipt notification: no feedback
+
+
+@pytest.fixture(params=["generated", pytest.param("corpus", marks=pytest.mark.corpus)])
+def reports(request: pytest.FixtureRequest) -> Reports:
+    if request.param == "corpus":
+        return Reports(sample(BOUNCE_SAMPLE), "bounce@simulator.amazonses.com", sample(DELIVERY_SAMPLE),
+                       sample(RECEIVED_SAMPLE))
+    bounce = ses_samples.bounce([ses_samples.dsn_recipient("gone@example.org")], subtype="NoEmail")
+    return Reports(ses_samples.text(bounce), "gone@example.org",
+                   ses_samples.text(ses_samples.delivery(["dora@example.org"])),
+                   ses_samples.text(ses_samples.received()))
 
 
 class Recorder:
@@ -103,11 +128,12 @@ def consumer(sqs: Any, queue_url: str, recorder: Recorder, **options: Any) -> Sq
     return SqsFeedbackConsumer(sqs, queue_url, recorder.apply, keep_unreadable=recorder.keep_unreadable, **options)
 
 
-def test_one_batch_applied_once_unreadables_kept_and_everything_deleted(sqs: Any, sns: Any) -> None:
+def test_one_batch_applied_once_unreadables_kept_and_everything_deleted(sqs: Any, sns: Any,
+                                                                        reports: Reports) -> None:
     queue_url = make_queue(sqs)
     allowed = subscribed_topic(sns, sqs, queue_url, "ses-feedback")
     foreign = subscribed_topic(sns, sqs, queue_url, "someone-else")
-    bounce = sample(BOUNCE_SAMPLE)
+    bounce = reports.bounce
     sqs.send_message(QueueUrl=queue_url, MessageBody=bounce)  # (a) raw delivery
     sns.publish(TopicArn=allowed, Message=bounce)  # (b) the same in an envelope
     sqs.send_message(QueueUrl=queue_url, MessageBody="not json at all")  # (c)
@@ -119,7 +145,7 @@ def test_one_batch_applied_once_unreadables_kept_and_everything_deleted(sqs: Any
     assert handled == 4
     [events] = recorder.applied  # one apply for the whole batch
     assert [(e.kind, e.recipient, e.bounce_type) for e in events] == [
-        (Kind.BOUNCE, "bounce@simulator.amazonses.com", BounceType.PERMANENT)] * 2
+        (Kind.BOUNCE, reports.bounce_recipient, BounceType.PERMANENT)] * 2
     assert len({e.dedupe_key for e in events}) == 1  # the same report twice: the applier dedupes
     assert all(e.raw == bounce for e in events)
     reasons = sorted(reason for _, reason in recorder.kept)
@@ -132,10 +158,10 @@ def test_one_batch_applied_once_unreadables_kept_and_everything_deleted(sqs: Any
     assert queued(sqs, queue_url) == 0
 
 
-def test_nothing_is_deleted_when_apply_fails(sqs: Any) -> None:
+def test_nothing_is_deleted_when_apply_fails(sqs: Any, reports: Reports) -> None:
     queue_url = make_queue(sqs, visibility_timeout=0)  # redelivered at once
     sent = {sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
-            for body in (sample(BOUNCE_SAMPLE), sample(DELIVERY_SAMPLE), "garbage")}
+            for body in (reports.bounce, reports.delivery, "garbage")}
     recorder = Recorder(fail_applies=1)
     feedback = consumer(sqs, queue_url, recorder)
 
@@ -150,9 +176,9 @@ def test_nothing_is_deleted_when_apply_fails(sqs: Any) -> None:
     assert queued(sqs, queue_url) == 0
 
 
-def test_an_unreadable_message_stays_when_it_cannot_be_kept(sqs: Any) -> None:
+def test_an_unreadable_message_stays_when_it_cannot_be_kept(sqs: Any, reports: Reports) -> None:
     queue_url = make_queue(sqs, visibility_timeout=0)
-    sqs.send_message(QueueUrl=queue_url, MessageBody=sample(BOUNCE_SAMPLE))
+    sqs.send_message(QueueUrl=queue_url, MessageBody=reports.bounce)
     garbage_id = sqs.send_message(QueueUrl=queue_url, MessageBody="garbage")["MessageId"]
     recorder = Recorder()
 
@@ -192,10 +218,10 @@ class FailingDeletes:
 
 @pytest.mark.parametrize(("failures", "left"), [(1, 0), (2, 1)])
 def test_failed_deletes_are_retried_once_then_left_to_come_back(
-        sqs: Any, failures: int, left: int, caplog: pytest.LogCaptureFixture) -> None:
+        sqs: Any, failures: int, left: int, caplog: pytest.LogCaptureFixture, reports: Reports) -> None:
     queue_url = make_queue(sqs, visibility_timeout=0)
-    sqs.send_message(QueueUrl=queue_url, MessageBody=sample(BOUNCE_SAMPLE))
-    sqs.send_message(QueueUrl=queue_url, MessageBody=sample(DELIVERY_SAMPLE))
+    sqs.send_message(QueueUrl=queue_url, MessageBody=reports.bounce)
+    sqs.send_message(QueueUrl=queue_url, MessageBody=reports.delivery)
     client = FailingDeletes(sqs, failures)
     recorder = Recorder()
 
@@ -210,9 +236,9 @@ def test_failed_deletes_are_retried_once_then_left_to_come_back(
         assert f"could not delete SQS message {message['MessageId']} (InternalError: try again)" in caplog.text
 
 
-def test_received_notifications_are_deleted_without_an_apply(sqs: Any) -> None:
+def test_received_notifications_are_deleted_without_an_apply(sqs: Any, reports: Reports) -> None:
     queue_url = make_queue(sqs)
-    sqs.send_message(QueueUrl=queue_url, MessageBody=sample("relay_received_notification_action_example_ses_body.json"))
+    sqs.send_message(QueueUrl=queue_url, MessageBody=reports.received)
     recorder = Recorder()
     feedback = consumer(sqs, queue_url, recorder)
 
@@ -223,7 +249,7 @@ def test_received_notifications_are_deleted_without_an_apply(sqs: Any) -> None:
     assert queued(sqs, queue_url) == 0
 
 
-def test_run_processes_messages_while_running_and_stops_promptly(sqs: Any) -> None:
+def test_run_processes_messages_while_running_and_stops_promptly(sqs: Any, reports: Reports) -> None:
     queue_url = make_queue(sqs)
     recorder = Recorder()
     feedback = consumer(sqs, queue_url, recorder, wait_seconds=1)
@@ -231,9 +257,9 @@ def test_run_processes_messages_while_running_and_stops_promptly(sqs: Any) -> No
     thread = threading.Thread(target=feedback.run, args=(stop,), name="sqs-feedback", daemon=True)
     thread.start()
     try:
-        sqs.send_message(QueueUrl=queue_url, MessageBody=sample(BOUNCE_SAMPLE))
+        sqs.send_message(QueueUrl=queue_url, MessageBody=reports.bounce)
         assert [e.kind for e in recorder.wait_for(1)] == [Kind.BOUNCE]
-        sqs.send_message(QueueUrl=queue_url, MessageBody=sample(DELIVERY_SAMPLE))
+        sqs.send_message(QueueUrl=queue_url, MessageBody=reports.delivery)
         assert [e.kind for e in recorder.wait_for(2)] == [Kind.BOUNCE, Kind.DELIVERY]
         wait_until(lambda: queued(sqs, queue_url) == 0, message="the queue to be empty")
     finally:
@@ -244,13 +270,14 @@ def test_run_processes_messages_while_running_and_stops_promptly(sqs: Any) -> No
     assert time.monotonic() - stopped_at < 5  # one long poll of 1 s, plus slack
 
 
-def test_run_backs_off_after_a_failure_and_tries_again(sqs: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_run_backs_off_after_a_failure_and_tries_again(sqs: Any, caplog: pytest.LogCaptureFixture,
+                                                       reports: Reports) -> None:
     queue_url = make_queue(sqs, visibility_timeout=0)
     recorder = Recorder(fail_applies=2)
     feedback = consumer(sqs, queue_url, recorder, wait_seconds=1)
     feedback.BACKOFF_START = 0.05
     stop = threading.Event()
-    sqs.send_message(QueueUrl=queue_url, MessageBody=sample(BOUNCE_SAMPLE))
+    sqs.send_message(QueueUrl=queue_url, MessageBody=reports.bounce)
     thread = threading.Thread(target=feedback.run, args=(stop,), name="sqs-feedback", daemon=True)
     with caplog.at_level("ERROR", logger="waypost.feedback.sqs"):
         thread.start()
@@ -288,3 +315,26 @@ def test_batch_and_wait_limits_are_checked(sqs: Any) -> None:
         consumer(sqs, "q", recorder, batch=11)
     with pytest.raises(ValueError, match="wait_seconds"):
         consumer(sqs, "q", recorder, wait_seconds=21)
+
+
+def test_one_report_as_raw_notification_and_wrapped_event_record_gives_one_key_per_recipient(
+        sqs: Any, sns: Any) -> None:
+    queue_url = make_queue(sqs)
+    topic = subscribed_topic(sns, sqs, queue_url, "ses-events")
+    notification = ses_samples.bounce([ses_samples.dsn_recipient("ann@example.org"),
+                                       ses_samples.dsn_recipient("bob@example.org", "5.2.1")])
+    sqs.send_message(QueueUrl=queue_url, MessageBody=ses_samples.text(notification))  # raw delivery
+    sns.publish(TopicArn=topic, Message=ses_samples.text(ses_samples.as_event(notification)))  # in an envelope
+    recorder = Recorder()
+
+    assert consumer(sqs, queue_url, recorder, topic_arns=[topic]).poll_once() == 2
+
+    [events] = recorder.applied
+    assert sorted((e.recipient, e.status) for e in events) == [
+        ("ann@example.org", "5.1.1"), ("ann@example.org", "5.1.1"), ("bob@example.org", "5.2.1"),
+        ("bob@example.org", "5.2.1")]
+    keys = {(e.recipient, e.dedupe_key) for e in events}
+    # each recipient's two events share a key (the applier dedupes them); the recipients' keys differ
+    assert sorted(recipient for recipient, _ in keys) == ["ann@example.org", "bob@example.org"]
+    assert len({key for _, key in keys}) == 2
+    assert recorder.kept == [] and queued(sqs, queue_url) == 0

@@ -1,8 +1,11 @@
-"""SES notification and event JSON → FeedbackEvents, table-driven over the shared corpus.
+"""SES notification and event JSON → FeedbackEvents, table-driven over the shared corpus and
+over records generated in code (tests/support/ses_samples.py).
 
-The table below is the expectation per corpus file; where the corpus MANIFEST states the
+The first table is the expectation per corpus file; where the corpus MANIFEST states the
 type, recipients, bounce type or feedback type, the table is checked against it too, so
-a table typo cannot agree with a parser bug.
+a table typo cannot agree with a parser bug. The second table covers every type again on
+generated records, so a clone without the corpus still checks each one. Tests that build
+on a sample take ``source``: the generated record, and (marked corpus) the real one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import copy
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import corpus_dir
+from tests.support import ses_samples as samples
 from waypost.feedback.events import BounceType, FeedbackEvent, FeedbackFormatError, Kind, Source
 from waypost.feedback.ses_events import parse_ses_notification, unwrap_queue_body
 
 SIM = "simulator.amazonses.com"
 SES_SAMPLE = re.compile(r"^ses/(relay_.*_(ses|sns)_body|sisimai_json-amazonses-\d+)\.json$")
+# a test taking `source` runs on a generated record, and on the corpus sample when the corpus is there
+SOURCES = ["generated", pytest.param("corpus", marks=pytest.mark.corpus)]
 
 
 @dataclass(frozen=True)
@@ -131,10 +138,35 @@ def events_of(name: str) -> list[FeedbackEvent]:
     return parse_ses_notification(text)
 
 
+def base(source: str, corpus_name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The record a test starts from: built in code, or read from the corpus."""
+    return json.loads(read_sample(corpus_name)) if source == "corpus" else build()
+
+
+def check_events(events: list[FeedbackEvent], expect: Expect, ses_text: str) -> None:
+    """``events`` are what ``expect`` says, read from the SES JSON ``ses_text``."""
+    if expect.kind is None:
+        assert events == []
+        return
+    assert [e.recipient for e in events] == list(expect.recipients)
+    raw = json.loads(ses_text)
+    for event in events:
+        assert (event.kind, event.source) == (expect.kind, Source.SES)
+        assert (event.bounce_type, event.bounce_subtype) == (expect.bounce_type, expect.bounce_subtype)
+        assert event.feedback_type == expect.feedback_type
+        assert event.provider_message_id == raw["mail"]["messageId"]
+        assert event.raw == ses_text
+        assert event.occurred_at is None or event.occurred_at.tzinfo is UTC
+        for attribute, value in expect.fields:
+            assert getattr(event, attribute) == value, attribute
+
+
+@pytest.mark.corpus
 def test_table_covers_every_ses_sample_of_the_manifest() -> None:
     assert set(manifest()) == set(EXPECTED)
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_table_agrees_with_the_manifest(name: str) -> None:
     desc, expect = manifest()[name], EXPECTED[name]
@@ -147,6 +179,7 @@ def test_table_agrees_with_the_manifest(name: str) -> None:
         assert expect.feedback_type == (None if match.group(1) == "None" else match.group(1))
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_corpus_sample(name: str) -> None:
     expect = EXPECTED[name]
@@ -155,32 +188,156 @@ def test_corpus_sample(name: str) -> None:
             unwrap_queue_body(read_sample(name))
         return
 
-    events = events_of(name)
+    check_events(events_of(name), expect, read_sample(name))
 
-    if expect.kind is None:
-        assert events == []
+
+# --- the same types on generated records ------------------------------------------------------
+
+SENT_AT = datetime(2026, 2, 14, 8, 30, 5, 120000, tzinfo=UTC)  # samples.MAIL_SENT_AT
+REPORTED_AT = datetime(2026, 2, 14, 8, 30, 9, 400000, tzinfo=UTC)  # samples.REPORTED_AT
+ANN, BOB, CAROL = "ann@example.org", "bob@example.org", "carol@example.net"
+DIAGNOSTIC = "smtp; 550 5.1.1 <ann@example.org>: Recipient address rejected"
+FULL = "smtp; 452 4.2.2 <ann@example.org>: Mailbox full"
+TEMPLATE_ERROR = "JourneyReady: Attribute 'journey_url' is not present in the rendering data."
+SES_FEEDBACK_ID = "0102019a3c5d8000-fb000001-000000"
+
+GENERATED: dict[str, tuple[Callable[[], str], Expect]] = {
+    "bounce-permanent-with-dsn": (
+        lambda: samples.text(samples.bounce([samples.dsn_recipient(ANN, "5.1.1", DIAGNOSTIC)], subtype="NoEmail",
+                                            header_id="<r-7f3a@waypost.test>")),
+        Expect("Bounce", Kind.BOUNCE, (ANN,), BounceType.PERMANENT, "NoEmail",
+               fields=(("status", "5.1.1"), ("action", "failed"), ("diagnostic", DIAGNOSTIC),
+                       ("feedback_id", SES_FEEDBACK_ID), ("occurred_at", REPORTED_AT),
+                       ("message_id_header", "<r-7f3a@waypost.test>"), ("stream", None)))),
+    "bounce-three-recipients": (
+        lambda: samples.text(samples.bounce([samples.dsn_recipient(ANN), samples.dsn_recipient(BOB, "5.2.1"), CAROL],
+                                            feedback_id="fb-three")),
+        Expect("Bounce", Kind.BOUNCE, (ANN, BOB, CAROL), BounceType.PERMANENT, "General",
+               fields=(("feedback_id", "fb-three"),))),
+    "bounce-ooto-from-simulator": (
+        # an auto-reply, as SES reports it: a soft bounce without DSN fields
+        lambda: samples.text(samples.bounce([f"ooto@{SIM}"], bounce_type="Transient")),
+        Expect("Bounce", Kind.BOUNCE, (f"ooto@{SIM}",), BounceType.TRANSIENT, "General",
+               fields=(("status", None), ("action", None), ("diagnostic", None)))),
+    "bounce-suppressed-event-with-stream-tag": (
+        lambda: samples.text(samples.as_event(samples.bounce(
+            [samples.dsn_recipient(f"suppressionlist@{SIM}")], subtype="Suppressed",
+            tags={"stream": ["journeys"]}))),
+        Expect("Bounce", Kind.BOUNCE, (f"suppressionlist@{SIM}",), BounceType.PERMANENT, "Suppressed",
+               fields=(("stream", "journeys"), ("status", "5.1.1")))),
+    "bounce-echoing-the-ses-id-as-message-id": (
+        # as the documentation examples do: SES's own id in commonHeaders is not our Message-ID
+        lambda: samples.text(samples.bounce(header_id=samples.MESSAGE_ID)),
+        Expect("Bounce", Kind.BOUNCE, (ANN,), BounceType.PERMANENT, "General",
+               fields=(("message_id_header", None),))),
+    "bounce-undetermined": (
+        lambda: samples.text(samples.bounce(bounce_type="Undetermined", subtype="Undetermined")),
+        Expect("Bounce", Kind.BOUNCE, (ANN,), BounceType.UNDETERMINED, "Undetermined")),
+    "complaint-abuse": (
+        lambda: samples.text(samples.complaint([BOB])),
+        Expect("Complaint", Kind.COMPLAINT, (BOB,), feedback_type="abuse",
+               fields=(("complaint_subtype", None), ("occurred_at", REPORTED_AT)))),
+    "complaint-without-feedback-one-of-three": (
+        # three destinations, one complainant: only the complainant is reported
+        lambda: samples.text(samples.complaint([CAROL], feedback_type=None, destination=[ANN, BOB, CAROL],
+                                               header_id="waypost-custom-id")),
+        Expect("Complaint", Kind.COMPLAINT, (CAROL,), feedback_type=None,
+               fields=(("message_id_header", "waypost-custom-id"),))),
+    "complaint-on-account-suppression-list-event": (
+        lambda: samples.text(samples.as_event(samples.complaint(feedback_type=None,
+                                                                subtype="OnAccountSuppressionList"))),
+        Expect("Complaint", Kind.COMPLAINT, (ANN,), fields=(("complaint_subtype", "OnAccountSuppressionList"),))),
+    "delivery": (
+        lambda: samples.text(samples.delivery([f"success@{SIM}"])),
+        Expect("Delivery", Kind.DELIVERY, (f"success@{SIM}",),
+               fields=(("diagnostic", "250 2.0.0 OK queued as 4Tq9"), ("occurred_at", REPORTED_AT)))),
+    "delivery-event-two-recipients": (
+        lambda: samples.text(samples.as_event(samples.delivery([ANN, BOB]))),
+        Expect("Delivery", Kind.DELIVERY, (ANN, BOB))),
+    "delivery-delay": (
+        lambda: samples.text(samples.delivery_delay(
+            [{"emailAddress": ANN, "status": "4.2.2", "diagnosticCode": FULL}])),
+        Expect("DeliveryDelay", Kind.DELAY, (ANN,), bounce_subtype="MailboxFull",
+               fields=(("status", "4.2.2"), ("diagnostic", FULL), ("occurred_at", REPORTED_AT)))),
+    "send": (
+        lambda: samples.text(samples.send([ANN])),
+        Expect("Send", Kind.SEND, (ANN,), fields=(("occurred_at", SENT_AT), ("diagnostic", None)))),
+    "reject": (
+        lambda: samples.text(samples.reject([BOB])),
+        Expect("Reject", Kind.REJECT, (BOB,), fields=(("diagnostic", "Bad content"), ("occurred_at", SENT_AT)))),
+    "rendering-failure": (
+        lambda: samples.text(samples.rendering_failure([ANN])),
+        Expect("Rendering Failure", Kind.RENDERING_FAILURE, (ANN,),
+               fields=(("diagnostic", TEMPLATE_ERROR), ("occurred_at", SENT_AT)))),
+    "open": (
+        lambda: samples.text(samples.opened([ANN])),
+        Expect("Open", Kind.OPEN, (ANN,), fields=(("occurred_at", REPORTED_AT),))),
+    "click": (
+        lambda: samples.text(samples.clicked([ANN])),
+        Expect("Click", Kind.CLICK, (ANN,), fields=(("occurred_at", REPORTED_AT),))),
+    "subscription-unsubscribe-all": (
+        lambda: samples.text(samples.subscription([ANN], unsubscribe_all=True)),
+        Expect("Subscription", Kind.SUBSCRIPTION, (ANN,), fields=(("unsubscribe", True),))),
+    "subscription-one-topic-opted-out": (
+        lambda: samples.text(samples.subscription([ANN], statuses={"journeys": "OptOut", "news": "OptIn"})),
+        Expect("Subscription", Kind.SUBSCRIPTION, (ANN,), fields=(("unsubscribe", True),))),
+    "subscription-still-opted-in": (
+        lambda: samples.text(samples.subscription([ANN], statuses={"journeys": "OptIn"})),
+        Expect("Subscription", Kind.SUBSCRIPTION, (ANN,), fields=(("unsubscribe", False),))),
+    "received": (lambda: samples.text(samples.received()), Expect("Received", None)),
+    "received-in-an-envelope": (lambda: samples.wrapped(samples.received()), Expect("Received", None, envelope=True)),
+    "bounce-in-an-envelope": (
+        lambda: samples.wrapped(samples.bounce([samples.dsn_recipient(ANN)]), subject="Amazon SES Notification"),
+        Expect("Bounce", Kind.BOUNCE, (ANN,), BounceType.PERMANENT, "General", envelope=True,
+               fields=(("status", "5.1.1"),))),
+    "subscription-confirmation-on-a-queue": (
+        samples.confirmation_body,
+        Expect("SubscriptionConfirmation", None, envelope=True, unwrap_error="SubscriptionConfirmation")),
+}
+
+
+def ses_type_of(text: str) -> str:
+    document = json.loads(text)
+    return str(document.get("eventType", document.get("notificationType", document.get("Type"))))
+
+
+def test_generated_table_covers_every_ses_type() -> None:
+    assert {expect.ses_type for _, expect in GENERATED.values()} == {
+        "Bounce", "Complaint", "Delivery", "DeliveryDelay", "Send", "Reject", "Rendering Failure", "Open", "Click",
+        "Subscription", "Received", "SubscriptionConfirmation"}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_sample(name: str) -> None:
+    build, expect = GENERATED[name]
+    body = build()
+    if expect.unwrap_error:
+        with pytest.raises(FeedbackFormatError, match=expect.unwrap_error):
+            unwrap_queue_body(body)
         return
-    assert [e.recipient for e in events] == list(expect.recipients)
-    raw = json.loads(read_sample(name))
-    for event in events:
-        assert (event.kind, event.source) == (expect.kind, Source.SES)
-        assert (event.bounce_type, event.bounce_subtype) == (expect.bounce_type, expect.bounce_subtype)
-        assert event.feedback_type == expect.feedback_type
-        assert event.provider_message_id == raw["mail"]["messageId"]
-        assert event.raw == read_sample(name)
-        assert event.occurred_at is None or event.occurred_at.tzinfo is UTC
-        for attribute, value in expect.fields:
-            assert getattr(event, attribute) == value, attribute
+    ses_text, topic = unwrap_queue_body(body)
+    assert (ses_text == body) is not expect.envelope
+    assert topic == (samples.TOPIC if expect.envelope else None)
+    assert ses_type_of(ses_text) == expect.ses_type
+
+    check_events(parse_ses_notification(ses_text), expect, ses_text)
 
 
 # --- the same report by both mechanisms, several recipients, unknown keys --------------------
 
 
-@pytest.mark.parametrize("name", ["relay_bounce_notification_from_simulator_ses_body.json",
-                                  "relay_complaint_notification_from_simulator_ses_body.json",
-                                  "relay_delivery_notification_success_from_simulator_ses_body.json"])
-def test_notification_and_event_record_of_one_report_share_dedupe_keys(name: str) -> None:
-    notification = json.loads(read_sample(name))
+SIMULATOR_REPORTS = {  # the simulator's three identity notifications, and how to build them
+    "relay_bounce_notification_from_simulator_ses_body.json": lambda: samples.bounce([f"bounce@{SIM}"]),
+    "relay_complaint_notification_from_simulator_ses_body.json": lambda: samples.complaint([f"complaint@{SIM}"]),
+    "relay_delivery_notification_success_from_simulator_ses_body.json": lambda: samples.delivery([f"success@{SIM}"]),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("name", sorted(SIMULATOR_REPORTS))
+def test_notification_and_event_record_of_one_report_share_dedupe_keys(name: str, source: str) -> None:
+    notification = base(source, name, SIMULATOR_REPORTS[name])
+    assert "notificationType" in notification and "eventType" not in notification
     record = {("eventType" if k == "notificationType" else k): v for k, v in notification.items()}
     record["mail"] = {**record["mail"], "tags": {"ses:configuration-set": ["waypost"]}}
 
@@ -191,8 +348,14 @@ def test_notification_and_event_record_of_one_report_share_dedupe_keys(name: str
     assert as_notification.dedupe_key == as_record.dedupe_key
 
 
-def test_a_bounce_for_three_recipients_gives_three_events() -> None:
-    record = json.loads(read_sample("relay_bounce_event_example_ses_body.json"))
+def bounce_event(source: str) -> dict[str, Any]:
+    return base(source, "relay_bounce_event_example_ses_body.json",
+                lambda: samples.as_event(samples.bounce([samples.dsn_recipient("ann@example.org")])))
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_bounce_for_three_recipients_gives_three_events(source: str) -> None:
+    record = bounce_event(source)
     record["bounce"]["bouncedRecipients"] = [
         {"emailAddress": "ann@example.org", "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1"},
         {"emailAddress": "bob@example.org", "action": "failed", "status": "5.2.1"},
@@ -210,8 +373,9 @@ def test_a_bounce_for_three_recipients_gives_three_events() -> None:
     assert {e.feedback_id for e in events} == {record["bounce"]["feedbackId"]}
 
 
-def test_unknown_keys_anywhere_are_ignored() -> None:
-    text = read_sample("relay_bounce_event_example_ses_body.json")
+@pytest.mark.parametrize("source", SOURCES)
+def test_unknown_keys_anywhere_are_ignored(source: str) -> None:
+    text = json.dumps(bounce_event(source))
     record = json.loads(text)
     record["futureTopLevel"] = {"x": [1, 2]}
     record["mail"]["futureMailField"] = "y"
@@ -225,8 +389,13 @@ def test_unknown_keys_anywhere_are_ignored() -> None:
     assert extended == FeedbackEvent(**{**plain.__dict__, "raw": extended.raw})
 
 
-def test_a_dict_is_kept_as_compact_json() -> None:
-    record = json.loads(read_sample("relay_send_event_example_ses_body.json"))
+def send_event(source: str) -> dict[str, Any]:
+    return base(source, "relay_send_event_example_ses_body.json", samples.send)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_dict_is_kept_as_compact_json(source: str) -> None:
+    record = send_event(source)
 
     [event] = parse_ses_notification(record)
 
@@ -294,8 +463,10 @@ def test_unknown_bounce_type_is_undetermined_and_keeps_its_subtype() -> None:
     assert (event.bounce_type, event.bounce_subtype) == (BounceType.UNDETERMINED, "Odd")
 
 
-def test_complaint_feedback_type_is_lower_cased() -> None:
-    record = json.loads(read_sample("relay_complaint_event_example_ses_body.json"))
+@pytest.mark.parametrize("source", SOURCES)
+def test_complaint_feedback_type_is_lower_cased(source: str) -> None:
+    record = base(source, "relay_complaint_event_example_ses_body.json",
+                  lambda: samples.as_event(samples.complaint()))
     record["complaint"].update(complaintFeedbackType="Not-Spam", complaintSubType="OnAccountSuppressionList")
 
     [event] = parse_ses_notification(record)
@@ -303,14 +474,16 @@ def test_complaint_feedback_type_is_lower_cased() -> None:
     assert (event.feedback_type, event.complaint_subtype) == ("not-spam", "OnAccountSuppressionList")
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize(("unsubscribe_all", "statuses", "expected"), [
     (True, [], True),
     (False, ["OptIn", "OptOut"], True),
     (False, ["OptIn"], False),
     (None, None, False),
 ])
-def test_subscription_opt_out(unsubscribe_all: bool | None, statuses: list[str] | None, expected: bool) -> None:
-    record = json.loads(read_sample("relay_subscription_event_example_ses_body.json"))
+def test_subscription_opt_out(unsubscribe_all: bool | None, statuses: list[str] | None, expected: bool,
+                              source: str) -> None:
+    record = base(source, "relay_subscription_event_example_ses_body.json", samples.subscription)
     topics = None if statuses is None else [{"topicName": f"t{i}", "subscriptionStatus": s}
                                             for i, s in enumerate(statuses)]
     record["subscription"]["newTopicPreferences"] = {"unsubscribeAll": unsubscribe_all,
@@ -321,8 +494,9 @@ def test_subscription_opt_out(unsubscribe_all: bool | None, statuses: list[str] 
     assert event.unsubscribe is expected
 
 
-def test_per_destination_events_for_several_destinations_with_display_names() -> None:
-    record = json.loads(read_sample("relay_send_event_example_ses_body.json"))
+@pytest.mark.parametrize("source", SOURCES)
+def test_per_destination_events_for_several_destinations_with_display_names(source: str) -> None:
+    record = send_event(source)
     record["mail"]["destination"] = ["Ann <ann@example.org>", "bob@example.org"]
 
     events = parse_ses_notification(record)
@@ -339,14 +513,16 @@ def test_a_bounce_naming_no_recipient_still_gives_one_event() -> None:
     assert (event.kind, event.recipient, event.feedback_id) == (Kind.BOUNCE, None, "fb-1")
 
 
-def test_click_event() -> None:
-    record = json.loads(read_sample("relay_open_event_example_ses_body.json"))
+@pytest.mark.parametrize("source", SOURCES)
+def test_click_event(source: str) -> None:
+    record = base(source, "relay_open_event_example_ses_body.json", samples.opened)
     record["eventType"] = "Click"
     record["click"] = {**record.pop("open"), "link": "https://example.org/x", "linkTags": {}}
 
     [event] = parse_ses_notification(record)
 
-    assert (event.kind, event.recipient) == (Kind.CLICK, "recipient@example.com")
+    assert (event.kind, event.recipient) == (Kind.CLICK, record["mail"]["destination"][0])
+    assert event.occurred_at == datetime.fromisoformat(record["click"]["timestamp"])
 
 
 @pytest.mark.parametrize("ses_type", ["Received", "SomethingNew"])
@@ -401,18 +577,31 @@ def test_odd_shapes_give_events_or_a_format_error_never_a_crash(ses_type: str, s
         assert isinstance(event.dedupe_key, str)
 
 
+@pytest.mark.corpus
 def test_odd_shapes_inside_real_samples_never_crash() -> None:
     """Every string, list and object of every sample replaced in turn by other JSON types."""
     for name, expect in EXPECTED.items():
-        if expect.envelope:
-            continue
-        original = json.loads(read_sample(name))
-        for path in _paths(original):
-            for replacement in (None, 3, "x", [], {}, [None], {"emailAddress": 1}):
-                record = copy.deepcopy(original)
-                _set(record, path, replacement)
-                with contextlib.suppress(FeedbackFormatError):
-                    parse_ses_notification(record)
+        if not expect.envelope:
+            _never_crash(json.loads(read_sample(name)))
+
+
+def test_odd_shapes_inside_generated_samples_never_crash() -> None:
+    """The same on every generated record."""
+    checked = [build() for build, expect in GENERATED.values() if not expect.envelope]
+    for text in checked:
+        _never_crash(json.loads(text))
+    assert len(checked) >= 15
+
+
+def _never_crash(original: dict[str, Any]) -> None:
+    """Each replacement gives events or a FeedbackFormatError; any other exception fails."""
+    for path in _paths(original):
+        for replacement in (None, 3, "x", [], {}, [None], {"emailAddress": 1}):
+            record = copy.deepcopy(original)
+            _set(record, path, replacement)
+            with contextlib.suppress(FeedbackFormatError):
+                for event in parse_ses_notification(record):
+                    assert event.recipient is None or isinstance(event.recipient, str)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -432,6 +621,7 @@ def _set(document: Any, path: tuple[Any, ...], value: Any) -> None:
 # --- SQS bodies -------------------------------------------------------------------------------
 
 
+@pytest.mark.corpus
 def test_unwrap_an_sns_envelope() -> None:
     body = read_sample("relay_single_recipient_email_sns_body.json")
 
@@ -441,20 +631,37 @@ def test_unwrap_an_sns_envelope() -> None:
     assert topic == "arn:aws:sns:us-east-1:168781634622:ses-inbound-grelay"
 
 
-def test_unwrap_a_raw_delivery_body_returns_it_unchanged() -> None:
-    body = read_sample("relay_bounce_event_example_ses_body.json")
+def test_unwrap_a_generated_envelope_gives_the_ses_json_and_its_topic() -> None:
+    ses_text = samples.text(samples.bounce([samples.dsn_recipient("ann@example.org")]))
+    body = samples.wrapped(ses_text, "arn:aws:sns:eu-west-1:210987654321:other-name")
+
+    message, topic = unwrap_queue_body(body)
+
+    assert (message, topic) == (ses_text, "arn:aws:sns:eu-west-1:210987654321:other-name")
+    [wrapped] = parse_ses_notification(message)
+    [raw] = parse_ses_notification(ses_text)
+    assert wrapped == raw and wrapped.raw == ses_text  # wrapped or raw delivery: the same event
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_unwrap_a_raw_delivery_body_returns_it_unchanged(source: str) -> None:
+    body = json.dumps(bounce_event(source), indent=1)
 
     assert unwrap_queue_body(body) == (body, None)
 
 
-@pytest.mark.parametrize("name", ["rails_amazon_valid_signature.json",
-                                  "relay_subscription_confirmation_invalid_sns_body.json"])
+@pytest.mark.parametrize("name", [
+    "generated",
+    pytest.param("rails_amazon_valid_signature.json", marks=pytest.mark.corpus),
+    pytest.param("relay_subscription_confirmation_invalid_sns_body.json", marks=pytest.mark.corpus),
+])
 def test_a_subscription_confirmation_on_a_queue_is_explained(name: str) -> None:
+    body = samples.confirmation_body() if name == "generated" else read_sample(name)
     with pytest.raises(FeedbackFormatError) as caught:
-        unwrap_queue_body(read_sample(name))
+        unwrap_queue_body(body)
 
     text = str(caught.value)
-    assert "SubscriptionConfirmation" in text and json.loads(read_sample(name))["TopicArn"] in text
+    assert "SubscriptionConfirmation" in text and json.loads(body)["TopicArn"] in text
     assert "SNS confirms subscriptions of SQS queues itself" in text and "unexpected" in text
 
 

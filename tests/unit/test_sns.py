@@ -1,17 +1,23 @@
-"""SNS envelope parsing, the string to sign, URL checks, and signature verification over the
-real fixtures of the shared corpus. Nothing here touches the network: certificates are
-pinned, and refused URLs are refused before any fetch (the loopback tests in
-tests/integration/test_sns.py prove that part with a server that counts connections)."""
+"""SNS envelope parsing, the string to sign, URL checks, and signature verification over
+envelopes signed here with a generated key (tests/support/sns_signing.py) and, when the
+corpus is present, over the real fixtures of the shared corpus. Nothing here touches the
+network: certificates are pinned, and refused URLs are refused before any fetch (the
+loopback tests in tests/integration/test_sns.py prove that part with a server that counts
+connections). Tests taking ``source`` run on both: "generated" always, the corpus's
+"rails" fixtures only when the corpus is there (marked corpus)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from tests.conftest import corpus_dir
+from tests.support.sns_signing import SnsPki, confirmation, make_pki, notification, sign_envelope
 from waypost.feedback.sns import (
     DEFAULT_CERT_HOST_PATTERN,
     MAX_ENVELOPE_BYTES,
@@ -24,6 +30,19 @@ from waypost.feedback.sns import (
 )
 
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
+CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-5f0c1e2d3a4b.pem"
+SUBSCRIBE_URL = f"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token=2336412f"
+SOURCES = ["generated", pytest.param("rails", marks=pytest.mark.corpus)]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
+    return make_pki(tmp_path_factory.mktemp("sns-pki"))
+
+
+@pytest.fixture(scope="module")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
+    return make_pki(tmp_path_factory.mktemp("rogue-pki"), name="Someone else's CA")
 
 
 def ses_file(name: str) -> Path:
@@ -34,10 +53,41 @@ def rails_certificate() -> bytes:
     return ses_file("rails_amazon_certificate.pem").read_bytes()
 
 
-def pinned_verifier(envelope: dict[str, Any], topics: list[str]) -> SnsVerifier:
-    """A verifier whose fetcher holds the Rails test certificate for the envelope's own URL."""
-    fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: rails_certificate()})
+def pinned_verifier(envelope: dict[str, Any], topics: list[str], pem: bytes | None = None) -> SnsVerifier:
+    """A verifier whose fetcher holds ``pem`` (default: the Rails test certificate) for the
+    envelope's own URL."""
+    fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: pem or rails_certificate()})
     return SnsVerifier(fetcher, topics)
+
+
+def received(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope as the endpoint gets it: JSON bytes, parsed again."""
+    return parse_envelope(json.dumps(envelope).encode())
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A validly signed envelope and the certificate that verifies it."""
+
+    envelope: dict[str, Any]
+    pem: bytes
+
+    def verifier(self, topics: list[str] | None = None) -> SnsVerifier:
+        return pinned_verifier(self.envelope, [self.envelope["TopicArn"]] if topics is None else topics, self.pem)
+
+
+@pytest.fixture(params=SOURCES)
+def signed_confirmation(request: pytest.FixtureRequest, pki: SnsPki) -> Signed:
+    """A SubscriptionConfirmation signed with version 1: ours, or the Rails fixture."""
+    if request.param == "rails":
+        return Signed(parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes()), rails_certificate())
+    envelope = sign_envelope(confirmation(TOPIC, SUBSCRIBE_URL), pki.signing_key, cert_url=CERT_URL, version="1")
+    return Signed(received(envelope), pki.signing_pem)
+
+
+@pytest.fixture(params=SOURCES)
+def signing_pem(request: pytest.FixtureRequest, pki: SnsPki) -> bytes:
+    return rails_certificate() if request.param == "rails" else pki.signing_pem
 
 
 def rejection(call: Any, *args: Any) -> str:
@@ -88,6 +138,7 @@ def test_string_to_sign_refuses_other_types(kind: Any) -> None:
     assert rejection(string_to_sign, {"Type": kind, "Message": "m"}) == "unsupported-type"
 
 
+@pytest.mark.corpus
 def test_escaped_newline_in_the_message_is_signed_as_a_newline() -> None:
     """REFERENCE-SES.md §2 step 1: JSON escapes are decoded before signing (Relay's capture
     of a real SubscriptionConfirmation has "\\n" in its Message)."""
@@ -98,8 +149,31 @@ def test_escaped_newline_in_the_message_is_signed_as_a_newline() -> None:
     assert "dev-relay-2022-04.\nTo confirm the subscription" in string_to_sign(envelope)
 
 
+def test_generated_escaped_newline_is_signed_and_verified_as_a_newline(pki: SnsPki) -> None:
+    message = f"You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the URL."
+    envelope = sign_envelope(confirmation(TOPIC, SUBSCRIBE_URL) | {"Message": message}, pki.signing_key,
+                             cert_url=CERT_URL, version="1")
+    body = json.dumps(envelope).encode()
+
+    parsed = parse_envelope(body)
+
+    assert b"ses-feedback.\\nTo confirm" in body  # the JSON carries the escape, not the newline
+    assert "ses-feedback.\nTo confirm the subscription" in string_to_sign(parsed)
+    pinned_verifier(parsed, [TOPIC], pki.signing_pem).verify(parsed)
+
+
+def test_a_signature_over_the_escaped_text_is_refused(pki: SnsPki) -> None:
+    """Whoever signs the two characters backslash-n signed other text than SNS delivers."""
+    message = "first line\nsecond line"
+    escaped = sign_envelope(notification(TOPIC, message.replace("\n", "\\n")), pki.signing_key, cert_url=CERT_URL)
+    delivered = received(escaped | {"Message": message})
+
+    assert rejection(pinned_verifier(delivered, [TOPIC], pki.signing_pem).verify, delivered) == "bad-signature"
+
+
 # --- parsing -------------------------------------------------------------------------------
 
+@pytest.mark.corpus
 def test_lambda_key_spellings_are_renamed() -> None:
     envelope = parse_envelope(ses_file("sns_ruby_lambda_message.json").read_bytes())
 
@@ -109,6 +183,20 @@ def test_lambda_key_spellings_are_renamed() -> None:
     assert "SigningCertUrl" not in envelope and "UnsubscribeUrl" not in envelope
     assert parse_envelope(json.dumps({"Type": "SubscriptionConfirmation", "SubscribeUrl": "u"}).encode()) == {
         "Type": "SubscriptionConfirmation", "SubscribeURL": "u"}
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_generated_lambda_key_spellings_are_renamed_and_still_verify(pki: SnsPki, version: str) -> None:
+    envelope = sign_envelope(notification(TOPIC, "Hello from a Lambda event"), pki.signing_key, cert_url=CERT_URL,
+                             version=version)
+    lambda_style = {{"SigningCertURL": "SigningCertUrl", "UnsubscribeURL": "UnsubscribeUrl"}.get(k, k): v
+                    for k, v in envelope.items()}
+    assert "SigningCertURL" not in lambda_style and "SigningCertUrl" in lambda_style
+
+    parsed = received(lambda_style)
+
+    assert parsed == envelope
+    pinned_verifier(parsed, [TOPIC], pki.signing_pem).verify(parsed)
 
 
 @pytest.mark.parametrize("body", [
@@ -147,11 +235,18 @@ def test_parse_accepts_an_envelope_with_a_256_kb_message() -> None:
     "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-x.pem",
     "https://SNS.EU-WEST-1.AMAZONAWS.COM/SimpleNotificationService-x.pem",
 ])
-def test_default_pattern_accepts_sns_hosts(url: str) -> None:
-    fetcher = CertificateFetcher(pinned={url: rails_certificate()})  # pinned: no fetch
+def test_default_pattern_accepts_sns_hosts(url: str, signing_pem: bytes) -> None:
+    fetcher = CertificateFetcher(pinned={url: signing_pem})  # pinned: no fetch
 
-    assert fetcher.certificate(url).subject.rfc4514_string() == (
-        "CN=Ruby certificate,DC=ruby-lang,DC=org")
+    assert fetcher.certificate(url) == x509.load_pem_x509_certificate(signing_pem)
+
+
+@pytest.mark.corpus
+def test_the_rails_certificate_is_the_one_pinned() -> None:
+    url = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem"
+    fetcher = CertificateFetcher(pinned={url: rails_certificate()})
+
+    assert fetcher.certificate(url).subject.rfc4514_string() == "CN=Ruby certificate,DC=ruby-lang,DC=org"
 
 
 @pytest.mark.parametrize("url", [
@@ -196,9 +291,9 @@ def test_subscribe_url_gets_the_same_host_check() -> None:
         "subscribe-url")
 
 
-def test_pins_are_checked_at_construction() -> None:
+def test_pins_are_checked_at_construction(signing_pem: bytes) -> None:
     with pytest.raises(ValueError, match="pinned"):
-        CertificateFetcher(pinned={"https://evil.example/x.pem": rails_certificate()})
+        CertificateFetcher(pinned={"https://evil.example/x.pem": signing_pem})
     with pytest.raises(ValueError):
         CertificateFetcher(pinned={"https://sns.eu-west-1.amazonaws.com/x.pem": b"not a certificate"})
 
@@ -211,6 +306,7 @@ def signed_rails_records() -> list[dict[str, Any]]:
     return [r for r in records if "signature_valid_with_test_cert" in r]
 
 
+@pytest.mark.corpus
 def test_rails_fixtures_verify_as_the_manifest_says() -> None:
     records = signed_rails_records()
     assert len(records) >= 4, "the manifest lost its signed Rails fixtures"
@@ -229,6 +325,41 @@ def test_rails_fixtures_verify_as_the_manifest_says() -> None:
     assert True in outcomes.values() and False in outcomes.values()
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("envelope", [
+    pytest.param(notification(TOPIC), id="notification"),
+    pytest.param(notification(TOPIC, subject="Amazon SES Email Event Notification"), id="notification-subject"),
+    pytest.param(confirmation(TOPIC, SUBSCRIBE_URL), id="subscription-confirmation"),
+    pytest.param(confirmation(TOPIC, SUBSCRIBE_URL, kind="UnsubscribeConfirmation"), id="unsubscribe-confirmation"),
+])
+def test_generated_envelopes_verify(pki: SnsPki, envelope: dict[str, Any], version: str) -> None:
+    signed = received(sign_envelope(envelope, pki.signing_key, cert_url=CERT_URL, version=version))
+
+    pinned_verifier(signed, [TOPIC], pki.signing_pem).verify(signed)  # raises when refused
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_an_envelope_signed_by_another_key_is_refused(pki: SnsPki, rogue_pki: SnsPki, version: str) -> None:
+    forged = received(sign_envelope(notification(TOPIC), rogue_pki.signing_key, cert_url=CERT_URL, version=version))
+
+    assert rejection(pinned_verifier(forged, [TOPIC], pki.signing_pem).verify, forged) == "bad-signature"
+
+
+def test_a_version_2_signature_relabelled_as_version_1_is_refused(pki: SnsPki) -> None:
+    signed = received(sign_envelope(notification(TOPIC), pki.signing_key, cert_url=CERT_URL, version="2"))
+    verifier = pinned_verifier(signed, [TOPIC], pki.signing_pem)
+    verifier.verify(signed)
+
+    assert rejection(verifier.verify, signed | {"SignatureVersion": "1"}) == "bad-signature"
+
+
+def test_unrecognized_topic_is_not_allowed(signed_confirmation: Signed) -> None:
+    verifier = signed_confirmation.verifier(["arn:aws:sns:eu-west-1:111111111111:recognized-topic"])
+
+    assert rejection(verifier.verify, signed_confirmation.envelope) == "topic-not-allowed"
+
+
+@pytest.mark.corpus
 def test_rails_unrecognized_topic_is_not_allowed() -> None:
     envelope = parse_envelope(ses_file("rails_amazon_unrecognized_topic_subscription_request.json").read_bytes())
     verifier = pinned_verifier(envelope, ["arn:aws:sns:eu-west-1:111111111111:recognized-topic"])
@@ -236,10 +367,10 @@ def test_rails_unrecognized_topic_is_not_allowed() -> None:
     assert rejection(verifier.verify, envelope) == "topic-not-allowed"
 
 
-def test_empty_allow_list_refuses_a_valid_signature() -> None:
-    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
+def test_empty_allow_list_refuses_a_valid_signature(signed_confirmation: Signed) -> None:
+    signed_confirmation.verifier().verify(signed_confirmation.envelope)  # valid for its own topic
 
-    assert rejection(pinned_verifier(envelope, []).verify, envelope) == "topic-not-allowed"
+    assert rejection(signed_confirmation.verifier([]).verify, signed_confirmation.envelope) == "topic-not-allowed"
 
 
 @pytest.mark.parametrize("change", [
@@ -250,20 +381,31 @@ def test_empty_allow_list_refuses_a_valid_signature() -> None:
     {"Signature": "bm90IGEgc2lnbmF0dXJl"},
     {"Signature": "not base64!"},
 ])
-def test_rails_valid_fixture_tampered_is_refused(change: dict[str, str]) -> None:
-    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
-    verifier = pinned_verifier(envelope, [envelope["TopicArn"]])
+def test_valid_confirmation_tampered_is_refused(signed_confirmation: Signed, change: dict[str, str]) -> None:
+    envelope = signed_confirmation.envelope
+    verifier = signed_confirmation.verifier()
     verifier.verify(envelope)  # as found: valid
+    assert any(envelope.get(key) != value for key, value in change.items())  # a change indeed
 
     assert rejection(verifier.verify, envelope | change) == "bad-signature"
 
 
-@pytest.mark.parametrize("field", ["Signature", "SigningCertURL", "SignatureVersion", "Token", "MessageId"])
-def test_missing_fields_are_refused(field: str) -> None:
-    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
-    verifier = pinned_verifier(envelope, [envelope["TopicArn"]])
+@pytest.mark.parametrize("field", ["Signature", "SigningCertURL", "SignatureVersion", "Token", "MessageId",
+                                   "SubscribeURL", "Timestamp", "Message"])
+def test_missing_fields_are_refused(signed_confirmation: Signed, field: str) -> None:
+    envelope = signed_confirmation.envelope
+    verifier = signed_confirmation.verifier()
+    assert field in envelope
 
     assert rejection(verifier.verify, {k: v for k, v in envelope.items() if k != field}) == "missing-field"
+
+
+@pytest.mark.parametrize("field", ["MessageId", "Message", "Timestamp", "Signature"])
+def test_missing_fields_of_a_notification_are_refused(pki: SnsPki, field: str) -> None:
+    signed = received(sign_envelope(notification(TOPIC), pki.signing_key, cert_url=CERT_URL))
+    verifier = pinned_verifier(signed, [TOPIC], pki.signing_pem)
+
+    assert rejection(verifier.verify, {k: v for k, v in signed.items() if k != field}) == "missing-field"
 
 
 # --- the AWS documentation examples --------------------------------------------------------
@@ -276,6 +418,7 @@ def http_example(name: str) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("name", ["sns_doc_notification.http", "sns_doc_unsubscribe_confirmation.http"])
 def test_documentation_examples_are_never_accepted(name: str) -> None:
     headers, body = http_example(name)
@@ -290,6 +433,50 @@ def test_documentation_examples_are_never_accepted(name: str) -> None:
     assert headers["x-amz-sns-message-type"] == envelope["Type"]
     assert endpoint.handle(headers, body) == (403, "bad-signature")
     assert delivered == []
+
+
+DOC_TOPIC = "arn:aws:sns:us-west-2:123456789012:ExampleTopic"
+DOC_CERT_URL = "https://sns.us-west-2.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
+
+
+def documentation_style(kind: str) -> tuple[dict[str, str], bytes]:
+    """An HTTP POST shaped like the examples in AWS's SNS documentation: plausible headers and
+    fields, a placeholder where the signature goes."""
+    if kind == "Notification":
+        envelope = notification(DOC_TOPIC, "Hello world!", subject="My First Message")
+    else:
+        envelope = confirmation(DOC_TOPIC, "https://sns.us-west-2.amazonaws.com/?Action=ConfirmSubscription",
+                                kind=kind)
+    envelope |= {"SignatureVersion": "1", "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0Q",
+                 "SigningCertURL": DOC_CERT_URL}
+    headers = {"x-amz-sns-message-type": kind, "x-amz-sns-message-id": envelope["MessageId"],
+               "x-amz-sns-topic-arn": DOC_TOPIC, "Content-Type": "text/plain; charset=UTF-8",
+               "User-Agent": "Amazon Simple Notification Service Agent"}
+    return headers, json.dumps(envelope, indent=2).encode()
+
+
+@pytest.mark.parametrize("kind", ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_documentation_style_examples_are_never_accepted(pki: SnsPki, kind: str) -> None:
+    headers, body = documentation_style(kind)
+    # a real certificate pinned at the example's URL: the check reaches the signature
+    fetcher = CertificateFetcher(pinned={DOC_CERT_URL: pki.signing_pem})
+    delivered: list[str] = []
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC]), fetcher, lambda message, _: delivered.append(message))
+
+    assert endpoint.handle(headers, body) == (403, "bad-signature")
+    assert delivered == []
+
+
+def test_the_same_example_signed_for_real_is_accepted(pki: SnsPki) -> None:
+    """The counter-check: only the placeholder signature made the example fail."""
+    headers, body = documentation_style("Notification")
+    resigned = sign_envelope(json.loads(body), pki.signing_key, cert_url=DOC_CERT_URL, version="1")
+    fetcher = CertificateFetcher(pinned={DOC_CERT_URL: pki.signing_pem})
+    delivered: list[str] = []
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC]), fetcher, lambda message, _: delivered.append(message))
+
+    assert endpoint.handle(headers, json.dumps(resigned).encode()) == (200, "ok")
+    assert delivered == ["Hello world!"]
 
 
 def test_rejection_carries_reason_and_detail() -> None:
