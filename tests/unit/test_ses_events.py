@@ -684,3 +684,21 @@ def test_a_dict_that_is_not_json_data_is_a_format_error() -> None:
 
     with pytest.raises(FeedbackFormatError, match="not JSON data"):
         parse_ses_notification(record)
+
+
+@pytest.mark.parametrize("build, section", [
+    (lambda: samples.subscription(statuses={"journeys": "OptOut"}), "subscription"),
+    (samples.opened, "open"),
+    (samples.clicked, "click"),
+])
+def test_a_later_event_of_a_repeatable_kind_is_not_taken_for_a_copy(build: Callable[[], dict[str, Any]],
+                                                                    section: str) -> None:
+    """Subscription, open and click events carry no feedback id: an opt-out that follows an opt-in
+    for the same message, or a second click, must get a key of its own or the policy drops it."""
+    first = build()
+    later = copy.deepcopy(first)
+    later[section]["timestamp"] = "2026-02-14T09:12:40.000Z"
+    (one,), (other,) = parse_ses_notification(first), parse_ses_notification(later)
+    assert (one.provider_message_id, one.recipient) == (other.provider_message_id, other.recipient)
+    assert one.dedupe_key != other.dedupe_key
+    assert parse_ses_notification(copy.deepcopy(first))[0].dedupe_key == one.dedupe_key  # a true copy still is

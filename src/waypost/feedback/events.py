@@ -72,9 +72,14 @@ class FeedbackEvent:
         notifications and event publishing both report the same bounce (REFERENCE-SES §1b)."""
         message = self.provider_message_id or self.message_id_header or self.verp_address or ""
         parts = (self.kind.value, message, self.feedback_id or "", (self.recipient or "").lower())
-        if not self.feedback_id and self.kind in (Kind.DELIVERY, Kind.DELAY, Kind.SEND):
+        # events that happen more than once for one message and carry no feedback id of their own:
+        # a second delay, a later opt-out after an opt-in, a second open or click is news, not a copy
+        if not self.feedback_id and self.kind in _REPEATABLE:
             parts += (self.occurred_at.isoformat() if self.occurred_at else "",)
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+_REPEATABLE = frozenset({Kind.DELIVERY, Kind.DELAY, Kind.SEND, Kind.SUBSCRIPTION, Kind.OPEN, Kind.CLICK})
 
 
 class FeedbackFormatError(ValueError):
