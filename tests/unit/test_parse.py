@@ -1,4 +1,8 @@
-"""Inbound MIME into ParsedMessage: built messages, hand-written bytes, and the corpus."""
+"""Inbound MIME into ParsedMessage: built messages, hand-written bytes, and the corpus.
+
+The tests that read the shared corpus carry the ``corpus`` marker and are left out where it
+is missing (tests/conftest.py); each behaviour they check is also checked on messages made
+in code (tests/support/mime_samples.py), so a fresh clone still covers it."""
 
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import corpus_dir
+from tests.support import mime_samples
 from waypost.errors import PermanentError
 from waypost.mail.addresses import first_mailbox
 from waypost.mail.parse import (
@@ -389,6 +396,16 @@ def corpus_messages() -> list[Path]:
     return sorted(files)
 
 
+def assert_sane(parsed: ParsedMessage) -> None:
+    """What every parse gives, whatever the message: a short subject, an aware date, the
+    attachments numbered in order and none of them empty."""
+    assert isinstance(parsed.subject, str) and len(parsed.subject) <= 200
+    assert parsed.date is None or parsed.date.tzinfo is not None
+    assert [a.position for a in parsed.attachments] == list(range(len(parsed.attachments)))
+    assert all(a.data for a in parsed.attachments)
+
+
+@pytest.mark.corpus
 def test_corpus_replay_raises_nothing_but_malformed() -> None:
     files = corpus_messages()
     problems: list[str] = []
@@ -402,35 +419,91 @@ def test_corpus_replay_raises_nothing_but_malformed() -> None:
             problems.append(f"{path.name}: {type(err).__name__}: {err}")
             continue
         parsed_count += 1
-        assert isinstance(parsed.subject, str) and len(parsed.subject) <= 200
-        assert parsed.date is None or parsed.date.tzinfo is not None
-        assert [a.position for a in parsed.attachments] == list(range(len(parsed.attachments)))
-        assert all(a.data for a in parsed.attachments)
+        assert_sane(parsed)
 
     assert not problems, "\n".join(problems)
     assert len(files) > 50, f"only {len(files)} corpus files seen"
     assert parsed_count > 50, f"only {parsed_count} corpus files parsed"
 
 
+GENERATED = mime_samples.generated_messages()
+
+
+@pytest.mark.parametrize("raw", GENERATED.values(), ids=GENERATED.keys())
+def test_generated_replay_parses_every_message(raw: bytes) -> None:
+    # the corpus replay's contract on messages made in code, every one of them readable
+    assert_sane(parse_message(raw))
+
+
+def mutated(raw: bytes, edits: list[tuple[str, int, int]]) -> bytes:
+    """``raw`` after each (operation, position, span) edit: flip a byte, delete or double a
+    run of bytes, or cut the message there."""
+    damaged = bytearray(raw)
+    for operation, at, span in edits:
+        at %= len(damaged) + 1
+        if operation == "flip" and at < len(damaged):
+            damaged[at] ^= 0xA5
+        elif operation == "delete":
+            del damaged[at:at + span]
+        elif operation == "double":
+            damaged[at:at] = damaged[at:at + span]
+        elif operation == "cut":
+            del damaged[at:]
+    return bytes(damaged)
+
+
+_EDIT = st.tuples(st.sampled_from(["flip", "delete", "double", "cut"]), st.integers(0, 400_000), st.integers(1, 80))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(GENERATED)), edits=st.lists(_EDIT, min_size=1, max_size=6))
+def test_damaged_generated_messages_raise_nothing_but_malformed(name: str, edits: list[tuple[str, int, int]]) -> None:
+    try:
+        parsed = parse_message(mutated(GENERATED[name], edits))
+    except MalformedMessage:
+        return
+    assert_sane(parsed)
+
+
+def assert_chunked_reading_is_one_shot(raw: bytes, path: Path) -> None:
+    """parse_message feeds the parser in 64 KB chunks (bytes or a file); the result must be
+    what email.message_from_bytes makes of the whole message at once."""
+    whole = email.message_from_bytes(raw.removeprefix(b"\xef\xbb\xbf"), policy=email.policy.default)
+    from_bytes = parse_message(raw)
+    with path.open("rb") as handle:
+        from_file = parse_message(handle)
+    assert from_bytes == from_file, path.name
+    expected = [part.get_payload(decode=True) for part in whole.walk()
+                if not part.is_multipart() and isinstance(part.get_payload(decode=True), bytes)]
+    assert all(any(a.data == data for data in expected) for a in from_bytes.attachments), path.name
+
+
+@pytest.mark.corpus
 def test_chunked_reading_gives_what_the_one_shot_parser_gives() -> None:
-    # parse_message feeds the parser in 64 KB chunks (bytes or a file); the result must be
-    # what email.message_from_bytes makes of the whole message at once
     compared = 0
     for path in corpus_messages():
         raw = path.read_bytes()
-        whole = email.message_from_bytes(raw.removeprefix(b"\xef\xbb\xbf"), policy=email.policy.default)
         try:
-            from_bytes = parse_message(raw)
+            parse_message(raw)
         except MalformedMessage:
             continue
-        with path.open("rb") as handle:
-            from_file = parse_message(handle)
-        assert from_bytes == from_file, path.name
-        expected = [part.get_payload(decode=True) for part in whole.walk()
-                    if not part.is_multipart() and isinstance(part.get_payload(decode=True), bytes)]
-        assert all(any(a.data == data for data in expected) for a in from_bytes.attachments), path.name
+        assert_chunked_reading_is_one_shot(raw, path)
         compared += 1
     assert compared > 50
+
+
+@pytest.mark.parametrize("raw", GENERATED.values(), ids=GENERATED.keys())
+def test_chunked_reading_of_generated_messages_gives_what_the_one_shot_parser_gives(
+    raw: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "message.eml"
+    path.write_bytes(raw)
+    assert_chunked_reading_is_one_shot(raw, path)
+
+
+def test_generated_messages_cross_the_chunk_edges() -> None:
+    # the chunked-reading cases above only test chunking when messages span several chunks
+    assert sum(len(raw) > 64 * 1024 for raw in GENERATED.values()) >= 2
 
 
 def test_chunk_boundaries_inside_lines_and_crlf_pairs() -> None:
@@ -447,11 +520,22 @@ def test_chunk_boundaries_inside_lines_and_crlf_pairs() -> None:
         assert parsed.attachments[0].data == payload and parsed.subject == "big"
 
 
+@pytest.mark.corpus
 def test_corpus_inline_image_sample() -> None:
     # relay_inline_image_incoming.eml carries an inline image; losing it would lose a photo
     parsed = parse_message((corpus_dir() / "mime" / "relay_inline_image_incoming.eml").read_bytes())
 
     assert any(a.content_type.startswith("image/") for a in parsed.attachments)
+
+
+def test_inline_image_referenced_by_content_id_is_an_attachment() -> None:
+    # the corpus sample's shape: related(alternative(text, html), image/png inline with a Content-ID)
+    parsed = parse_message(mime_samples.inline_image_message())
+
+    assert [(a.position, a.filename, a.content_type, a.data) for a in parsed.attachments] == [
+        (0, "view.png", "image/png", mime_samples.PNG_1X1),
+    ]
+    assert parsed.text.startswith("Here is the view:")
 
 
 def test_zone_of_parsed_date_converts() -> None:
@@ -816,11 +900,32 @@ def test_hostile_file_names_in_a_message() -> None:
 # --- archives and Outlook's TNEF ------------------------------------------------------------
 
 
+TNEF_NOTE = "winmail.dat: Outlook's TNEF format is not read; send the photos as ordinary attachments"
+
+
+@pytest.mark.corpus
 def test_tnef_from_outlook_becomes_a_note_not_an_attachment() -> None:
     parsed = parse_message((corpus_dir() / "mime" / "mimekit_tnef_ukr.eml").read_bytes())
 
     assert parsed.attachments == ()
-    assert parsed.notes == ("winmail.dat: Outlook's TNEF format is not read; send the photos as ordinary attachments",)
+    assert parsed.notes == (TNEF_NOTE,)
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_generated_tnef_from_outlook_becomes_a_note_not_an_attachment(line_end: bytes) -> None:
+    raw = mime_samples.outlook_tnef_message().replace(b"\r\n", line_end)
+
+    parsed = parse_message(raw)
+
+    assert parsed.attachments == ()
+    assert parsed.notes == (TNEF_NOTE,)
+    assert parsed.subject == "day 6" and parsed.text.startswith("шостий")
+
+
+def test_the_generated_tnef_stream_opens_with_the_tnef_signature() -> None:
+    stream = mime_samples.tnef_stream()
+    assert stream[:4] == bytes([0x78, 0x9F, 0x3E, 0x22])  # 0x223E9F78, little-endian
+    assert stream[6:11] == bytes([0x01, 0x06, 0x90, 0x08, 0x00])  # attTnefVersion, message level
 
 
 @pytest.mark.parametrize(
@@ -850,12 +955,13 @@ def test_archives_and_tnef_are_not_opened(content_type: str, filename: str | Non
 @pytest.mark.parametrize(
     ("data", "note"),
     [
-        (None, "Outlook's TNEF format is not read"),  # the corpus's bare winmail.dat
+        pytest.param(None, "Outlook's TNEF format is not read", marks=pytest.mark.corpus),  # the corpus's winmail.dat
+        (mime_samples.tnef_stream(), "Outlook's TNEF format is not read"),
         (b"PK\x03\x04\x14\x00rest of a zip", "archives are not opened"),
         (b"\x1f\x8b\x08\x00gzip", "archives are not opened"),
         (b"\x00" * 257 + b"ustar\x0000", "archives are not opened"),
     ],
-    ids=["tnef", "zip", "gzip", "tar"],
+    ids=["corpus tnef", "tnef", "zip", "gzip", "tar"],
 )
 def test_generic_files_are_recognised_by_their_first_bytes(data: bytes | None, note: str) -> None:
     built = message()
@@ -875,12 +981,23 @@ def test_a_photo_is_never_sniffed() -> None:
     assert [a.filename for a in parse(built).attachments] == ["a.jpg"]
 
 
+@pytest.mark.corpus
 def test_zipped_dmarc_report_from_the_corpus_is_a_note() -> None:
     parsed = parse_message((corpus_dir() / "dmarc" / "rua" / "twilight.eml").read_bytes())
 
     assert parsed.attachments == ()
     assert parsed.notes == ("google.com!twlnet.com!1549756800!1549843199.zip: archives are not opened;"
                             " attach the photos themselves",)
+
+
+@pytest.mark.parametrize("kind", ["zip", "gzip"])
+def test_compressed_dmarc_report_is_a_note(kind: str) -> None:
+    raw, name = mime_samples.dmarc_report_message(kind)
+
+    parsed = parse_message(raw)
+
+    assert parsed.attachments == ()
+    assert parsed.notes == (f"{name}: archives are not opened; attach the photos themselves",)
 
 
 # --- hostile and broken headers -------------------------------------------------------------

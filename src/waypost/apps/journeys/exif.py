@@ -35,6 +35,8 @@ _CAPTURE_TIMES = (
     (_Base.DateTimeDigitized, _Base.SubsecTimeDigitized, _Base.OffsetTimeDigitized),
     (_Base.DateTime, _Base.SubsecTime, _Base.OffsetTime),
 )
+# What is read from the main directory (IFD0); the camera tags may sit in either.
+_MAIN_TAGS = (_Base.Make, _Base.Model, _Base.Orientation, *(tag for tags in _CAPTURE_TIMES for tag in tags))
 _DATE_TIME = re.compile(r"(\d{4})[:-](\d\d)[:-](\d\d)[ T](\d\d):(\d\d):(\d\d)")
 _DATE = re.compile(r"(\d{4})[:-](\d\d)[:-](\d\d)")
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
@@ -112,9 +114,10 @@ class _ExifReader:
 
     def __init__(self, image: Image.Image) -> None:
         self.problems: list[str] = []
-        self.main = self._directory(lambda: image.getexif(), "EXIF")
-        self.camera = self._sub_directory(ExifTags.IFD.Exif, "EXIF sub-IFD")
-        self.gps = self._sub_directory(ExifTags.IFD.GPSInfo, "GPS IFD")
+        exif = self._directory(lambda: image.getexif(), "EXIF")
+        self.camera = self._sub_directory(exif, ExifTags.IFD.Exif, "EXIF sub-IFD")
+        self.gps = self._sub_directory(exif, ExifTags.IFD.GPSInfo, "GPS IFD")
+        self.main = self._main_values(exif)
 
     def _directory(self, load: Callable[[], Any], name: str) -> Any:
         # Pillow's parsers raise a wide range of errors on malformed directories (and
@@ -126,10 +129,29 @@ class _ExifReader:
             self.problems.append(f"{name} unreadable: {err}")
             return {}
 
-    def _sub_directory(self, tag: int, name: str) -> dict[int, Any]:
-        if not isinstance(self.main, Image.Exif):
+    def _sub_directory(self, exif: Any, tag: int, name: str) -> dict[int, Any]:
+        if not isinstance(exif, Image.Exif):
             return {}
-        return self._directory(lambda: self.main.get_ifd(tag), name)
+        return self._directory(lambda: exif.get_ifd(tag), name)
+
+    def _main_values(self, exif: Any) -> dict[int, Any]:
+        """The main directory's tags that are read here, each decoded on its own.
+
+        Pillow reads the main directory's entries when the file is opened but decodes a
+        value only when it is first asked for (the sub-directories are decoded whole, in
+        ``_sub_directory``). A value stored with the wrong type or count then fails (or
+        warns, an error where warnings are errors) at that moment: it costs that tag alone.
+        """
+        values: dict[int, Any] = {}
+        for tag in _MAIN_TAGS:
+            try:
+                value = exif.get(tag)
+            except Exception as err:  # noqa: BLE001 - as in _directory, for one value
+                self.problems.append(f"{_tag_name(tag)} unreadable: {err}")
+                continue
+            if value is not None:
+                values[tag] = value
+        return values
 
     def text(self, tag: int) -> str | None:
         """An ASCII tag as text, cut at the first NUL (C strings) and stripped of padding."""

@@ -98,6 +98,14 @@ class ImageError(PermanentError):
     """The attachment is not an image Waypost can safely decode; retrying cannot help."""
 
 
+DAMAGED_MEDIA = "HEIF/AVIF file is truncated, corrupt or in a codec Waypost cannot decode"
+"""The reason for every HEIF or AVIF file libheif or libavif fails on. Whether a damaged file
+fails while opening or only while decoding differs between library versions (libheif 1.23
+opens a HEIC cut in half and fails on its pixels), so the reason does not: the library's own
+words, when it has any, follow after a colon."""
+_MEDIA_FORMATS = frozenset({"HEIF", "AVIF"})
+
+
 @dataclass(frozen=True)
 class ProcessedPhoto:
     """A photo ready to publish: metadata from the original, two metadata-free JPEGs."""
@@ -176,9 +184,11 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError(f"image is too large to process: {err}") from err
     except UnidentifiedImageError as err:
         if _is_media_file(data):
-            raise ImageError("HEIF/AVIF file is truncated, corrupt or in a codec Waypost cannot decode") from err
+            raise ImageError(DAMAGED_MEDIA) from err
         raise ImageError("not a JPEG, PNG, WebP, TIFF, HEIF or AVIF image") from err
     except (*_DECODER_ERRORS, Warning) as err:
+        if _is_media_file(data):
+            raise ImageError(f"{DAMAGED_MEDIA}: {err}") from err
         # Pillow reads a JPEG's EXIF while opening it and warns about corrupt EXIF;
         # where the application turns warnings into errors, that ends up here.
         raise ImageError(f"image header is corrupt: {err}") from err
@@ -239,6 +249,8 @@ def _decode_upright(image: Image.Image, display_px: int) -> Image.Image:
     try:
         rgb = _to_srgb(_reduced(image, display_px))
     except (*_DECODER_ERRORS, Warning) as err:
+        if image.format in _MEDIA_FORMATS:
+            raise ImageError(f"{DAMAGED_MEDIA}: {err}") from err
         raise ImageError(f"image data is truncated or corrupt: {err}") from err
     transpose = _UPRIGHT.get(_orientation_left(image))
     return rgb if transpose is None else rgb.transpose(transpose)
