@@ -1,8 +1,10 @@
 """Every file of the shared corpus through the real pipeline: inbox, worker, gate, router,
-journeys app, outbox. Messages go in as they are; photos and other files go in as the
-attachment of a generated mail. Each must end in exactly one recorded outcome (processed,
-refused with its reason, or dead with its reason and its raw bytes kept), and no job may
-fail with anything but a MalformedMessage (a "crash")."""
+journeys app, outbox; and a set of files generated in code (tests/support/replay_samples.py)
+the same way, so a clone without the corpus replays each kind and outcome too. Messages go
+in as they are; photos and other files go in as the attachment of a generated mail. Each must
+end in exactly one recorded outcome (processed, refused with its reason, or dead with its
+reason and its raw bytes kept), and no job may fail with anything but a MalformedMessage (a
+"crash")."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import corpus_dir, wait_until
+from tests.support.replay_samples import generated_files
 from waypost.apps.journeys.images import is_supported_image
 from waypost.mail.parse import MalformedMessage, parse_message
 from waypost.pipeline.inbox import ReceivedMail
@@ -64,13 +67,20 @@ def cases() -> Iterator[Case]:
     root = corpus_dir()
     for number, record in enumerate(manifest()):
         path = root / record["file"]
-        data = path.read_bytes()
-        if path.suffix in MESSAGE_SUFFIXES:
-            yield Case(f"{record['category']} (message)", record, data)
-        elif record["category"] == "exif":
-            yield Case("exif (photo in a mail)", record, wrapped(path, data, number))
-        else:
-            yield Case(f"{record['category']} ({path.suffix} in a mail)", record, wrapped(path, data, number))
+        yield case_for(record, path, path.read_bytes(), number)
+
+
+def generated_cases() -> list[Case]:
+    return [case_for(made.record(), Path(made.file), made.data, number)
+            for number, made in enumerate(generated_files())]
+
+
+def case_for(record: dict[str, Any], path: Path, data: bytes, number: int) -> Case:
+    if path.suffix in MESSAGE_SUFFIXES:
+        return Case(f"{record['category']} (message)", record, data)
+    if record["category"] == "exif":
+        return Case("exif (photo in a mail)", record, wrapped(path, data, number))
+    return Case(f"{record['category']} ({path.suffix} in a mail)", record, wrapped(path, data, number))
 
 
 def wrapped(path: Path, data: bytes, number: int) -> bytes:
@@ -170,42 +180,69 @@ def check_expectations(case: Case, row: sa.Row, parsed_sender: str | None, repla
         replay.problems.append(f"{name}: TNEF or an archive, but no note says it was not opened")
 
 
-@pytest.mark.timeout(600)
-def test_every_corpus_file_ends_in_one_recorded_outcome(runtime: Any, caplog: pytest.LogCaptureFixture) -> None:
+def replay(runtime: Any, cases: list[Case], caplog: pytest.LogCaptureFixture) -> tuple[Replay, dict[str, Case]]:
+    """Every case through the pipeline, each from an allowlisted sender where it has one;
+    the replay's table and problems, and each case by its inbound message id."""
     caplog.set_level(logging.WARNING, logger="waypost")
-    all_cases = list(cases())
-    assert len(all_cases) == len(manifest()) >= 190, "the manifest lists fewer files than expected"
-    senders = {sender for case in all_cases if (sender := sender_of(case.raw))}
+    senders = {sender for case in cases if (sender := sender_of(case.raw))}
     for sender in senders:
         runtime.allowlist.add(sender)
     journeys = f"{runtime.settings.journeys.mailbox}@{runtime.settings.mail_domain}"
     accepted = {
         runtime.inbox.accept(ReceivedMail(raw=case.raw, mail_from="corpus@example.org", rcpt_tos=(journeys,),
                                           peer_ip="127.0.0.1")): case
-        for case in all_cases
+        for case in cases
     }
 
     drain(runtime)
 
-    replay = Replay()
+    result = Replay()
     recorded = rows(runtime)
     sent = replies(runtime)
     for message_id, case in accepted.items():
         row = recorded[message_id]
-        check_outcome(case, row, runtime, replay)
-        check_expectations(case, row, sender_of(case.raw), replay)
-        replay.outcomes[case.kind]["notes"] += bool(notes_of(case.raw))
+        check_outcome(case, row, runtime, result)
+        check_expectations(case, row, sender_of(case.raw), result)
+        result.outcomes[case.kind]["notes"] += bool(notes_of(case.raw))
         if row.status == "processed" and sent[f"journeys-reply-{message_id}"] != 1:
-            replay.problems.append(f"{case.record['file']}: processed ({row.reason}) with "
+            result.problems.append(f"{case.record['file']}: processed ({row.reason}) with "
                                    f"{sent[f'journeys-reply-{message_id}']} replies, not 1")
-    check_photos(accepted.values(), runtime, replay)
+    check_photos(accepted.values(), runtime, result)
     crashes = [r.getMessage() for r in caplog.records if r.name.startswith("waypost.pipeline.worker")
                and not any(f"dead-lettered: {kind}:" in r.getMessage() for kind in INTENDED_DEATHS)]
-    print("\ncorpus replay on", runtime.engine.dialect.name, "\n" + replay.table())
-
+    print(f"\nreplay of {len(cases)} files on", runtime.engine.dialect.name, "\n" + result.table())
     assert not crashes, "jobs failed:\n" + "\n".join(crashes[:20])
-    assert not replay.problems, replay.table() + "\n\n" + "\n".join(replay.problems)
-    assert sum(counts["processed"] for counts in replay.outcomes.values()) > 150
+    assert not result.problems, result.table() + "\n\n" + "\n".join(result.problems)
+    return result, accepted
+
+
+@pytest.mark.corpus
+@pytest.mark.timeout(600)
+def test_every_corpus_file_ends_in_one_recorded_outcome(runtime: Any, caplog: pytest.LogCaptureFixture) -> None:
+    all_cases = list(cases())
+    assert len(all_cases) == len(manifest()) >= 190, "the manifest lists fewer files than expected"
+    result, _ = replay(runtime, all_cases, caplog)
+    assert sum(counts["processed"] for counts in result.outcomes.values()) > 150
+
+
+def test_every_generated_file_ends_in_its_recorded_outcome(runtime: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The same replay over files made in code (tests/support/replay_samples.py), one or more
+    for each kind and outcome the corpus replay's table tells apart: each must end in the
+    outcome its record names, and the table must show every outcome and a note."""
+    result, accepted = replay(runtime, generated_cases(), caplog)
+    recorded = rows(runtime)
+    wrong = []
+    for message_id, case in accepted.items():
+        row, expected, reason = recorded[message_id], case.record["expected"], case.record["reason"]
+        if row.status != expected or not (row.reason or "").startswith(reason):
+            wrong.append(f"{case.record['file']}: {row.status} ({row.reason}); expected {expected} ({reason}...)")
+    assert not wrong, result.table() + "\n\n" + "\n".join(wrong)
+    totals = Counter[str]()
+    for counts in result.outcomes.values():
+        totals.update(counts)
+    assert all(totals[outcome] for outcome in (*OUTCOMES, "notes")), result.table()
+    assert {kind.split(" (")[1] for kind in result.outcomes} >= {"message)", "photo in a mail)", ".zip in a mail)"}
+    assert {kind.split(" (")[0] for kind in result.outcomes} >= {"dsn", "arf", "mime", "exif", "ses"}
 
 
 def check_photos(all_cases: Any, runtime: Any, replay: Replay) -> None:

@@ -1,4 +1,7 @@
-"""Fuzzing the way in: generated MIME structures and byte mutations of corpus messages.
+"""Fuzzing the way in: generated MIME structures and byte mutations of seed messages. The
+seeds are the shared corpus's messages (tests marked ``corpus``, left out without it) and,
+always, messages made in code: the ``message()`` strategy's and the generated report and
+replay samples (tests/support), so the mutation fuzzing runs on a fresh clone too.
 
 Properties: ``parse_message`` raises nothing but ``MalformedMessage`` (a message built
 well never even that); what it returns is safe to store and show; each case finishes within
@@ -14,6 +17,7 @@ import base64
 import binascii
 import email
 import email.policy
+import functools
 import logging
 import quopri
 import tracemalloc
@@ -29,6 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import corpus_dir, wait_until
+from tests.support.replay_samples import generated_files
+from tests.support.report_samples import SAMPLES
 from waypost.apps.journeys.samples import Shot, make_photo
 from waypost.config import Settings
 from waypost.mail.addresses import domain_of, first_mailbox
@@ -203,7 +209,7 @@ def message(draw: st.DrawFn, depth: int = 0) -> bytes:
     return raw.replace(b"\r\n", b"\n") if draw(st.booleans()) else raw  # both line ends occur
 
 
-# --- mutated corpus messages ----------------------------------------------------------------
+# --- mutated seed messages ------------------------------------------------------------------
 
 
 def corpus_messages() -> list[bytes]:
@@ -214,6 +220,27 @@ def corpus_messages() -> list[bytes]:
     return found
 
 
+@functools.cache
+def generated_messages() -> tuple[bytes, ...]:
+    """Well-formed and broken mail made in code: DSNs, non-standard bounces, feedback reports,
+    auto-replies, and the replay's messages (photo, TNEF, no sender, too many parts, ...)."""
+    found = [sample.raw for sample in SAMPLES]
+    found += [made.data for made in generated_files() if made.file.endswith((".eml", ".txt", ".http"))]
+    assert len(found) > 30, f"only {len(found)} generated messages"
+    return tuple(found)
+
+
+# seeds: the corpus when it is there; generated messages always
+SEEDS = [pytest.param("generated", id="generated"), pytest.param("corpus", id="corpus", marks=pytest.mark.corpus)]
+
+
+def seed_messages(request: pytest.FixtureRequest, seeds: str) -> st.SearchStrategy[bytes]:
+    """What ``mutated`` starts from: a corpus message, or a generated one (fixed or drawn)."""
+    if seeds == "corpus":
+        return st.sampled_from(request.getfixturevalue("corpus"))
+    return st.one_of(st.sampled_from(generated_messages()), message())
+
+
 INTERESTING = [b"\r\n", b"\r\n\r\n", b"\n", b"--", b"\x00", b"\xff\xfe", b'"', b"(", b";", b"=?utf-8?b?", b"?=",
                b"%E2%80%AE", b"Content-Type: multipart/mixed; boundary=x\r\n", b"\r\n--x\r\n", b"\r\n--x--\r\n",
                b"Content-Transfer-Encoding: base64\r\n", b"begin 644 f\r\n", b"=\r\n", b"filename*=utf-8''%",
@@ -221,8 +248,8 @@ INTERESTING = [b"\r\n", b"\r\n\r\n", b"\n", b"--", b"\x00", b"\xff\xfe", b'"', b
 
 
 @st.composite
-def mutated(draw: st.DrawFn, messages: list[bytes]) -> bytes:
-    raw = bytearray(draw(st.sampled_from(messages)))
+def mutated(draw: st.DrawFn, seeds: st.SearchStrategy[bytes]) -> bytes:
+    raw = bytearray(draw(seeds))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["flip", "insert", "delete", "duplicate", "lines"]))
         at = draw(st.integers(0, len(raw)))
@@ -342,18 +369,18 @@ def test_generated_messages_parse_safely(request: pytest.FixtureRequest, scale: 
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_mutated_corpus_messages_parse_or_are_malformed(request: pytest.FixtureRequest, scale: int,
-                                                         corpus: list[bytes]) -> None:
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_mutated_messages_parse_or_are_malformed(request: pytest.FixtureRequest, seeds: str, scale: int) -> None:
     examples, cases = scaled(request, 800), Counter[str]()
 
     @settings(max_examples=examples, **PARSE_SETTINGS)  # type: ignore[arg-type]
-    @given(raw=mutated(corpus))
+    @given(raw=mutated(seed_messages(request, seeds)))
     def check(raw: bytes) -> None:
         cases["run"] += 1
         cases["parsed" if parse_or_malformed(raw) is not None else "malformed"] += 1
 
     check()
-    report("mutated corpus messages", cases)
+    report(f"mutated {seeds} messages", cases)
     assert cases["run"] >= examples and cases["parsed"] > examples // 2
 
 
@@ -362,13 +389,14 @@ def report(what: str, cases: Counter[str]) -> None:
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_parsing_memory_stays_bounded(request: pytest.FixtureRequest, scale: int, corpus: list[bytes]) -> None:
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_parsing_memory_stays_bounded(request: pytest.FixtureRequest, seeds: str, scale: int) -> None:
     # the inputs are at most 70 KB; what the parser holds is a few times that, never tens of MB
     bound = 24 * 1024 * 1024
     examples, peaks = scaled(request, 120), list[int]()
 
     @settings(max_examples=examples, **PARSE_SETTINGS)  # type: ignore[arg-type]
-    @given(raw=st.one_of(message(), mutated(corpus)))
+    @given(raw=st.one_of(message(), mutated(seed_messages(request, seeds))))
     def check(raw: bytes) -> None:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
@@ -451,15 +479,16 @@ def run_through(runtime: Any, raw: bytes, failed: FailedJobs) -> str:
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_pipeline_records_one_outcome_for_any_message(request: pytest.FixtureRequest, scale: int,
-                                                      fuzz_runtime: Any, corpus: list[bytes]) -> None:
+@pytest.mark.parametrize("seeds", SEEDS)
+def test_pipeline_records_one_outcome_for_any_message(request: pytest.FixtureRequest, seeds: str, scale: int,
+                                                      fuzz_runtime: Any) -> None:
     failed, examples, outcomes = FailedJobs(), scaled(request, 200), Counter[str]()
     for name in ("waypost.pipeline", "waypost.outbound", "waypost.apps"):
         logging.getLogger(name).addHandler(failed)
 
     @settings(max_examples=examples, deadline=5000,  # type: ignore[arg-type]
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(raw=st.one_of(message(), mutated(corpus)))
+    @given(raw=st.one_of(message(), mutated(seed_messages(request, seeds))))
     def check(raw: bytes) -> None:
         failed.failures.clear()
         outcomes[run_through(fuzz_runtime, raw, failed)] += 1
