@@ -42,7 +42,7 @@ from waypost import runtime
 from waypost.config import load_settings
 from waypost.outbound.outbox import SENT, OutboundMessage
 from waypost.outbound.ratelimit import DEFAULT_MARGIN
-from waypost.outbound.senders.base import Envelope, Handoff
+from waypost.outbound.senders.base import BaseSender, Envelope, Handoff
 from waypost.store.models import outbound_messages
 from waypost.store.queue import enqueue
 
@@ -114,7 +114,7 @@ class Report:
         return 1 if failed else 0
 
 
-class NoopSender:
+class NoopSender(BaseSender):
     """Delivers nothing: calls ``handoff()`` and records the send call's wall-clock time, the
     time after the handoff committed (when a real transport's bytes would leave) and the key;
     to ``log`` too, one line each, when given."""

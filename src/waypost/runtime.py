@@ -35,7 +35,7 @@ from waypost.outbound import control, suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp
 from waypost.outbound.ratelimit import Limits, RateLimiter
-from waypost.outbound.senders.base import Envelope, Handoff, Sender
+from waypost.outbound.senders.base import BaseSender, Envelope, Handoff, Sender, SendLimits
 from waypost.outbound.senders.catcher import CatcherSender
 from waypost.outbound.unsubscribe import Unsubscriber, UnsubscribeTokens
 from waypost.pipeline.allowlist import Allowlist
@@ -81,14 +81,13 @@ class Runtime:
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
         will send stops at start on a bad configuration instead of at its first message."""
-        ready = getattr(self.outbox.sender, "ready", None)
-        if ready is not None:
-            ready()
+        self.outbox.sender.ready()
         log.info("sending limits: %s", self.outbox.limiter.limits.describe())
         companions = []
         if self.settings.feedback.sqs_queue_url:
             companions.append(self.feedback_consumer().run)
-        return Worker(self.queue, self.processor, self.outbox, poll_interval=self.settings.worker.poll_interval,
+        return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds()],
+                      poll_interval=self.settings.worker.poll_interval,
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check)],
                       companions=companions)
 
@@ -139,9 +138,7 @@ class Runtime:
         return STREAMS
 
     def close(self) -> None:
-        close_sender = getattr(self.outbox.sender, "close", None)
-        if close_sender is not None:
-            close_sender()
+        self.outbox.sender.close()
         self.images.close()
         self.engine.dispose()
 
@@ -230,7 +227,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     )
 
 
-class LazySender:
+class LazySender(BaseSender):
     """The configured transport, built on first use: commands that never send (`waypost
     pause`, `suppression add`) must work even while the transport cannot be set up, which is
     when an operator needs them most. `serve` and `worker` build it at start (``ready``) so a
@@ -242,28 +239,31 @@ class LazySender:
         self._sender: Sender | None = None
         self._lock = threading.Lock()
 
-    def ready(self) -> Sender:
+    def _built(self) -> Sender:
         with self._lock:
             if self._sender is None:
                 self._sender = self._factory()
+                self._sender.ready()
             return self._sender
 
-    @property
+    def ready(self) -> None:
+        self._built()
+
+    @property  # type: ignore[override]  # known once the transport is built
     def confirms(self) -> bool:
-        return bool(getattr(self.ready(), "confirms", False))
+        return self._built().confirms
 
     def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
-        return self.ready().send(envelope, raw, handoff)
+        return self._built().send(envelope, raw, handoff)
 
     def confirm(self, envelope: Envelope) -> str | None:
-        return self.ready().confirm(envelope)
+        return self._built().confirm(envelope)
 
-    def account_limits(self):  # type: ignore[no-untyped-def]
-        account_limits = getattr(self.ready(), "account_limits", None)
-        return account_limits() if account_limits is not None else None
+    def account_limits(self) -> SendLimits | None:
+        return self._built().account_limits()
 
     def close(self) -> None:
-        if self._sender is not None and hasattr(self._sender, "close"):
+        if self._sender is not None:
             self._sender.close()
 
 
@@ -291,10 +291,9 @@ def send_limits(settings: Settings, sender: Sender) -> Limits:
     explicitly in the configuration still caps them)."""
     outbound = settings.outbound
     configured = Limits(outbound.max_per_second, outbound.max_per_day or None)
-    account_limits = getattr(sender, "account_limits", None)
-    if not outbound.limits_from_provider or account_limits is None or outbound.transport != "ses":
+    if not outbound.limits_from_provider or outbound.transport != "ses":
         return configured
-    account = account_limits()
+    account = sender.account_limits()
     if account is None or account.max_per_second <= 0:
         log.warning("could not read the sending limits from %s; using %s", sender.name, configured.describe())
         return configured

@@ -16,6 +16,7 @@ from waypost.errors import PermanentError, TransientError
 from waypost.outbound import control, suppression
 from waypost.outbound.outbox import OutboundMessage, Verp
 from waypost.outbound.senders.base import (
+    BaseSender,
     DeliveryUnknownError,
     Envelope,
     Handoff,
@@ -27,7 +28,7 @@ from waypost.store.models import jobs, outbound_messages, utcnow
 
 
 @dataclass
-class Recorder:
+class Recorder(BaseSender):
     """A Sender that records what it was handed; ``script`` holds exceptions to raise, one per
     call, before (``before=True``) or after handing over."""
 
@@ -46,9 +47,6 @@ class Recorder:
             raise outcome  # handed over, then the answer was lost
         self.delivered.append(envelope)
         return f"id-{len(self.delivered)}"
-
-    def confirm(self, envelope: Envelope) -> str | None:
-        return None
 
 
 @pytest.fixture

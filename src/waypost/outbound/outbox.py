@@ -52,7 +52,7 @@ from waypost.outbound.senders.base import (
 )
 from waypost.store.db import is_postgres
 from waypost.store.models import outbound_messages, send_locks, utcnow
-from waypost.store.queue import Job, JobQueue, enqueue
+from waypost.store.queue import Job, JobKind, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,12 @@ class Outbox:
         """Seconds before this process may start another send (0: now)."""
         return max(0.0, self._blocked_until - time.monotonic())
 
+    def job_kinds(self) -> list[JobKind]:
+        """The send job, held back while the rate, the quota or a pause says wait."""
+        return [JobKind(SEND_JOB, self.deliver,
+                        lambda job, why: self.record_failure(job.payload["outbound_id"], why, final=True),
+                        held_back=self.blocked_for)]
+
     def deliver(self, job: Job) -> None:
         """Run one send job. Raises TransientError or PermanentError for the worker to retry or
         dead-letter; every other outcome is recorded here."""
@@ -318,7 +324,7 @@ class Outbox:
         envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
                             row.message_id_header)
         provider_id = self.sender.confirm(envelope)
-        if provider_id is None and getattr(self.sender, "confirms", False):
+        if provider_id is None and self.sender.confirms:
             # the transport can tell, and it never got the message: sending again is safe
             self._requeue(row.id, "interrupted before the transport stored the message", utcnow(), None)
             self.deliver(job)

@@ -70,9 +70,59 @@ class DeliveryUnknownError(PermanentError):
 Handoff = Callable[[], None]
 
 
+@dataclass(frozen=True)
+class SendLimits:
+    """What the provider's account may send; the outbox's rate limiter and quota take these."""
+
+    max_per_second: float
+    max_per_day: int | None  # None: unlimited (SES reports -1)
+    sent_last_24h: int | None
+    production_access: bool | None  # False: sandbox; None: not known (the v1 API cannot tell)
+    source: str  # the API that answered, for logs and the readiness report
+
+
 class Sender(Protocol):
+    """The port every transport fills (``BaseSender`` gives the optional parts' defaults)."""
+
     name: str
+    # True when ``confirm`` knows for sure: None from it then means "never arrived", so the
+    # outbox may send again after a crash; otherwise None means "unknown"
+    confirms: bool
 
     def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str: ...
 
     def confirm(self, envelope: Envelope) -> str | None: ...
+
+    def account_limits(self) -> SendLimits | None:
+        """The provider account's sending limits, or None where the transport has none to tell."""
+        ...
+
+    def ready(self) -> None:
+        """Set the transport up now (``serve`` and ``worker`` call it at start), so a bad
+        configuration stops the process at once; raises ``ConfigError``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BaseSender:
+    """Defaults for the optional parts of the Sender port; an adapter overrides what its
+    transport can do and implements ``send``."""
+
+    name = "sender"
+    confirms = False
+
+    def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
+        raise NotImplementedError
+
+    def confirm(self, envelope: Envelope) -> str | None:
+        return None
+
+    def account_limits(self) -> SendLimits | None:
+        return None
+
+    def ready(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from waypost.errors import TransientError
-from waypost.outbound.senders.base import Envelope, Handoff
+from waypost.outbound.senders.base import BaseSender, Envelope, Handoff
 from waypost.store.blobs import write_atomically
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -20,7 +20,7 @@ def catcher_file_name(idempotency_key: str) -> str:
     return _UNSAFE.sub("_", idempotency_key) + ".eml"
 
 
-class CatcherSender:
+class CatcherSender(BaseSender):
     name = "catcher"
     confirms = True  # confirm() knows for sure: the file is there or it is not
 

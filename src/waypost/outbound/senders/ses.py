@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -39,10 +38,12 @@ from botocore.parsers import ResponseParserError
 from waypost.config import SesSettings
 from waypost.errors import PermanentError, TransientError, WaypostError
 from waypost.outbound.senders.base import (
+    BaseSender,
     DeliveryUnknownError,
     Envelope,
     Handoff,
     SendingPausedError,
+    SendLimits,
     ThrottledError,
 )
 
@@ -64,18 +65,7 @@ _UNVERIFIED = re.compile(r"not verified|did not have authority", re.IGNORECASE)
 _ADDRESS = re.compile(r"[A-Za-z0-9._%+=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
-@dataclass(frozen=True)
-class SendLimits:
-    """What the SES account may send; the outbox's rate limiter and quota take these."""
-
-    max_per_second: float
-    max_per_day: int | None  # None: unlimited (SES reports -1)
-    sent_last_24h: int | None
-    production_access: bool | None  # False: sandbox; None: not known (the v1 API cannot tell)
-    source: str  # the API that answered, for logs and the readiness report
-
-
-class SesSender:
+class SesSender(BaseSender):
     """Sends through SES v2 ``SendEmail`` with raw content; see ``senders.base`` for the contract."""
 
     name = "ses"

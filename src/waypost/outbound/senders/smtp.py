@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from waypost.errors import ConfigError, PermanentError, TransientError, WaypostError
 from waypost.mail.dkim_sign import DkimSigner, to_crlf
 from waypost.outbound.senders.base import (
+    BaseSender,
     DeliveryUnknownError,
     Envelope,
     Handoff,
@@ -50,7 +51,7 @@ QUOTA_RETRY_AFTER = 60.0  # a quota frees up as the rolling window moves; check 
 _ENHANCED_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\s+")
 
 
-class SmtpSender:
+class SmtpSender(BaseSender):
     """Delivers each message to one smarthost over a fresh connection.
 
     Never sends in plain text unless ``security == "none"``; with ``"starttls"`` a server
