@@ -17,13 +17,13 @@ from sqlalchemy.engine import Connection
 from waypost.feedback.events import FeedbackFormatError
 from waypost.feedback.policy import FeedbackPolicy
 from waypost.feedback.reports import read_report
-from waypost.pipeline.router import Commit, InboundMail
+from waypost.pipeline.router import BaseApp, Commit, InboundMail
 from waypost.reputation.guard import ReputationGuard
 
 log = logging.getLogger(__name__)
 
 
-class FeedbackMailApp:
+class FeedbackMailApp(BaseApp):
     open_to_all = True  # bounces come from mail servers, complaints from mailbox providers
     reads_raw = True
 

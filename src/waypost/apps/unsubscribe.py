@@ -15,12 +15,12 @@ from datetime import timedelta
 from sqlalchemy.engine import Connection
 
 from waypost.outbound.unsubscribe import Unsubscriber
-from waypost.pipeline.router import Commit, InboundMail
+from waypost.pipeline.router import BaseApp, Commit, InboundMail
 
 log = logging.getLogger(__name__)
 
 
-class UnsubscribeApp:
+class UnsubscribeApp(BaseApp):
     name = "unsubscribe"
     open_to_all = True  # the gate's allowlist does not apply: people leaving need not be allowed in
     # kept: a request without a token is for the operator to read (retention rules come later)

@@ -14,11 +14,11 @@ from waypost.mail.auth import AuthVerdict
 from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.pipeline.gate import Gate, GateInput, Refusal
-from waypost.pipeline.inbox import QUEUED
-from waypost.pipeline.router import OPERATOR_MAILBOXES, InboundMail, Router
+from waypost.pipeline.inbox import INBOUND_JOB, QUEUED
+from waypost.pipeline.router import OPERATOR_MAILBOXES, Commit, InboundMail, Router
 from waypost.store.blobs import BlobStore
 from waypost.store.models import inbound_messages, utcnow
-from waypost.store.queue import Job, JobQueue, enqueue
+from waypost.store.queue import Job, JobKind, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +45,39 @@ class InboundProcessor:
         with self.blobs.open(row.blob_key) as raw:
             message = parse_message(raw, self.mime_limits)
         routed = self.router.app_for(row.rcpt_tos)
-        open_to_all = routed is not None and getattr(routed[0], "open_to_all", False)
+        open_to_all = routed is not None and routed[0].open_to_all
         auth = _verdict(row.auth)
         verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress, auth),
                                    open_to_all=open_to_all)
         if not verdict.allowed:
             log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)
-            notice = None
+            notice: Commit | None = None
             if verdict.reason == Refusal.RATE_LIMITED and routed is not None and message.from_address:
                 # an allowed, authenticated sender over the limit: one notice per window (the
                 # app's idempotency key holds it to one), never anything for other refusals
-                notify = getattr(routed[0], "rate_notice", None)
-                if notify is not None:
-                    sender = message.from_address
+                app, sender = routed[0], message.from_address
 
-                    def notice(conn: Connection) -> None:
-                        notify(conn, sender, message)
+                def notice(conn: Connection) -> None:
+                    app.rate_notice(conn, sender, message)
             self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}", notice)
             return
         if routed is None:
             self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
             return
         app, recipient = routed
-        raw = self.blobs.get(row.blob_key) if getattr(app, "reads_raw", False) else None
+        raw = self.blobs.get(row.blob_key) if app.reads_raw else None
         mail = InboundMail(row.id, message, message.from_address or "", recipient, row.received_at, raw)
         commit = app.handle(mail)
         failpoints.hit("processor.before_commit")
         self._finish(job, message, PROCESSED, f"handled by {app.name}", commit, purge_after=app.raw_retention)
+
+    def job_kinds(self) -> list[JobKind]:
+        """The jobs this processor runs: inbound mail, and the deletion of raw messages."""
+        return [
+            JobKind(INBOUND_JOB, self.process, lambda job, why: self.mark_dead(job.payload["message_id"], why)),
+            JobKind(PURGE_RAW_JOB, self.purge_raw, lambda job, why: log.error(
+                "could not delete raw message %s: %s", job.payload["message_id"], why)),
+        ]
 
     def purge_raw(self, job: Job) -> None:
         """Delete a processed message's raw bytes (the original attachments with them)."""
@@ -95,7 +101,7 @@ class InboundProcessor:
             )
 
     def _finish(self, job: Job, message: ParsedMessage | None, status: str | None, reason: str,
-                commit=None, purge_after: timedelta | None = None) -> None:  # type: ignore[no-untyped-def]
+                commit: Commit | None = None, purge_after: timedelta | None = None) -> None:
         with self.engine.begin() as conn:
             if commit is not None:
                 reason = commit(conn) or reason

@@ -35,6 +35,8 @@ class InboundMail:
 
 
 class App(Protocol):
+    """The port every app fills (``BaseApp`` gives the defaults)."""
+
     name: str
     mailbox: str
     # the domain the mailbox is on; None: mail_domain (the bounce app may sit on bounce_domain)
@@ -43,14 +45,42 @@ class App(Protocol):
     raw_retention: timedelta | None
     # True: anyone may write (unsubscribe, bounces); the allowlist does not apply
     open_to_all: bool
+    # True: ``InboundMail.raw`` carries the message as received (reports quote it whole)
+    reads_raw: bool
 
-    def handle(self, mail: InboundMail) -> Commit: ...
+    def handle(self, mail: InboundMail) -> Commit:
+        """The slow work, outside any transaction; the returned ``Commit`` runs in the one that
+        records the message as processed. Raises ``PermanentError`` for mail it can never handle."""
+        ...
+
+    def rate_notice(self, conn: Connection, sender: str, message: ParsedMessage) -> None:
+        """Tell an allowed, authenticated sender over the gate's rate limit that their mail
+        waits, once per window (runs in the refusal's transaction); or nothing."""
+        ...
+
+
+class BaseApp:
+    """Defaults for the optional parts of the App port: a mailbox on mail_domain, for allowed
+    senders only, raw message kept, no notice when a sender is over the rate."""
+
+    name: str
+    mailbox: str
+    domain: str | None = None
+    raw_retention: timedelta | None = None
+    open_to_all = False
+    reads_raw = False
+
+    def handle(self, mail: InboundMail) -> Commit:
+        raise NotImplementedError
+
+    def rate_notice(self, conn: Connection, sender: str, message: ParsedMessage) -> None:
+        return None
 
 
 class Router:
     def __init__(self, mail_domain: str, apps: Iterable[App]) -> None:
         self.mail_domain = mail_domain
-        self.apps = {(app.mailbox, getattr(app, "domain", None) or mail_domain): app for app in apps}
+        self.apps = {(app.mailbox, app.domain or mail_domain): app for app in apps}
         self.domains = {mail_domain} | {domain for _, domain in self.apps}
 
     def mailbox_of(self, address: str) -> tuple[str, str] | None:

@@ -22,7 +22,7 @@ from waypost.mail.addresses import address_key
 from waypost.mail.parse import Attachment, ParsedMessage
 from waypost.outbound.compose import Composer, Draft
 from waypost.outbound.outbox import OutboundMessage, Outbox
-from waypost.pipeline.router import Commit, InboundMail
+from waypost.pipeline.router import BaseApp, Commit, InboundMail
 from waypost.store.blobs import BlobStore
 from waypost.store.models import utcnow
 
@@ -48,7 +48,7 @@ def route_rules(settings: JourneySettings) -> RouteRules:
     )
 
 
-class JourneysApp:
+class JourneysApp(BaseApp):
     """Photos mailed to the journeys address become a journey; a reply in its thread (or to
     its reply address) adds to it. Every mail that reaches this app gets one reply."""
 
