@@ -11,48 +11,35 @@ import time
 from collections.abc import Callable, Sequence
 
 from waypost.errors import PermanentError
-from waypost.outbound.outbox import SEND_JOB, Outbox
-from waypost.pipeline.inbox import INBOUND_JOB
-from waypost.pipeline.processor import PURGE_RAW_JOB, InboundProcessor
-from waypost.store.queue import Job, JobQueue
+from waypost.store.queue import Job, JobKind, JobQueue
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, queue: JobQueue, processor: InboundProcessor, outbox: Outbox, *, poll_interval: float,
+    def __init__(self, queue: JobQueue, kinds: Sequence[JobKind], *, poll_interval: float,
                  periodic: Sequence[tuple[float, Callable[[], object]]] = (),
                  companions: Sequence[Callable[[threading.Event], None]] = ()) -> None:
-        """``periodic``: (seconds, task) run between jobs at that interval (the alarms);
-        ``companions``: loops run in their own threads until ``stop`` (the SQS consumer)."""
+        """``kinds``: the jobs this worker runs, as their owners declare them (the wiring
+        collects them); ``periodic``: (seconds, task) run between jobs at that interval (the
+        alarms); ``companions``: loops run in their own threads until ``stop`` (the SQS consumer)."""
         self.periodic: list[tuple[float, Callable[[], object]]] = []
         self._next_run: list[float] = []
         for interval, task in periodic:
             self.every(interval, task)
         self.companions = list(companions)
         self.queue = queue
-        self.processor = processor
-        self.outbox = outbox
+        self.kinds = list(kinds)
         self.poll_interval = poll_interval
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        self.handlers: dict[str, Callable[[Job], None]] = {
-            INBOUND_JOB: processor.process,
-            SEND_JOB: outbox.deliver,
-            PURGE_RAW_JOB: processor.purge_raw,
-        }
-        self.on_dead: dict[str, Callable[[Job, str], None]] = {
-            INBOUND_JOB: lambda job, why: processor.mark_dead(job.payload["message_id"], why),
-            SEND_JOB: lambda job, why: outbox.record_failure(job.payload["outbound_id"], why, final=True),
-            PURGE_RAW_JOB: lambda job, why: log.error("could not delete raw message %s: %s",
-                                                      job.payload["message_id"], why),
-        }
+        self.handlers: dict[str, Callable[[Job], None]] = {kind.name: kind.run for kind in self.kinds}
+        self.on_dead: dict[str, Callable[[Job, str], None]] = {kind.name: kind.on_dead for kind in self.kinds}
 
     def run_once(self) -> bool:
         """Run one due job; False when none was due."""
-        kinds = tuple(self.handlers)
-        if self.outbox.blocked_for() > 0:  # rate, quota or a pause holds every send back
-            kinds = tuple(kind for kind in kinds if kind != SEND_JOB)
-        job = self.queue.claim(self.owner, kinds)
+        # a kind its owner holds back (sends, while the rate, the quota or a pause says wait) is not claimed
+        kinds = tuple(kind.name for kind in self.kinds if kind.held_back() <= 0)
+        job = self.queue.claim(self.owner, kinds) if kinds else None
         if job is None:
             return False
         if job.dead_reason is not None:
@@ -109,8 +96,9 @@ class Worker:
             return self.poll_interval
         if due is None:
             return self.poll_interval
-        if due == 0:  # what is due is a send this process holds back
-            due = self.outbox.blocked_for()
+        if due == 0:  # what is due is held back by its owner: wait until the soonest is free
+            due = min((held for held in (kind.held_back() for kind in self.kinds) if held > 0),
+                      default=self.poll_interval)
         return min(self.poll_interval, max(due, 0.001))
 
     def _failed(self, job: Job, err: Exception) -> None:

@@ -10,6 +10,7 @@ SQLite serialises writers with ``BEGIN IMMEDIATE`` (see db.py), which gives the 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,22 @@ class Job:
     max_attempts: int
     lease_owner: str
     dead_reason: str | None = None  # set when the claim dead-lettered the job instead of leasing it
+
+
+def _never_held_back() -> float:
+    return 0.0
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job, as its owner declares it to the worker: what runs it, what a dead
+    letter of it records, and for how many seconds the owner holds every job of the kind back
+    (a pause, the rate limit; 0: runnable)."""
+
+    name: str
+    run: Callable[[Job], None]
+    on_dead: Callable[[Job, str], None]
+    held_back: Callable[[], float] = _never_held_back
 
 
 @dataclass(frozen=True)
