@@ -244,7 +244,7 @@ def _subject(message: Message) -> str:
         return ""
     if len(source) > _SUBJECT_SOURCE:  # cut between words, never inside an encoded word
         source = source[:_SUBJECT_SOURCE].rsplit(None, 1)[0]
-    return _clean_header_text(_decoded_header(message, "Subject", source))[:SUBJECT_LIMIT]
+    return _clean_header_text(_decoded_header(message, "Subject", source))[:SUBJECT_LIMIT].rstrip()
 
 
 def _first_msgid(value: str | None) -> str | None:
