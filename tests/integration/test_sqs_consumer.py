@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -263,11 +262,9 @@ def test_run_processes_messages_while_running_and_stops_promptly(sqs: Any, repor
         assert [e.kind for e in recorder.wait_for(2)] == [Kind.BOUNCE, Kind.DELIVERY]
         wait_until(lambda: queued(sqs, queue_url) == 0, message="the queue to be empty")
     finally:
-        stopped_at = time.monotonic()
         stop.set()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 5  # one long poll of 1 s, plus slack
+        thread.join(timeout=5)  # one long poll of 1 s, plus slack
+    assert not thread.is_alive(), "the consumer did not stop within 5 s of being asked"
 
 
 def test_run_backs_off_after_a_failure_and_tries_again(sqs: Any, caplog: pytest.LogCaptureFixture,
@@ -301,11 +298,9 @@ def test_stop_cuts_a_long_back_off_short(sqs: Any, aws: str, caplog: pytest.LogC
         thread.start()
         wait_until(lambda: any("trying again in 30.0s" in r.getMessage() for r in caplog.records),
                    message="the first failure")
-        stopped_at = time.monotonic()
         stop.set()
-        thread.join(timeout=10)
-    assert not thread.is_alive()
-    assert time.monotonic() - stopped_at < 5
+        thread.join(timeout=5)  # not the 30 s back-off
+    assert not thread.is_alive(), "the consumer did not stop within 5 s of being asked"
     assert "QueueDoesNotExist" in caplog.text or "NonExistentQueue" in caplog.text
 
 

@@ -968,12 +968,13 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path, width: in
 def _probe_bomb(path: Path) -> str:
     """``process_photo`` on ``path`` in a fresh interpreter with default warning filters, as
     in production, so the peak RSS measured is this call's alone and the size check (not a
-    warning) refuses. Asserts memory and time stayed bounded; returns the outcome line."""
+    warning) refuses. Asserts memory stayed bounded (how long it took is printed, for a person
+reading a failure, never asserted); returns the outcome line."""
     result = subprocess.run([sys.executable, "-c", _BOMB_PROBE, str(path)], capture_output=True, text=True,
                             timeout=60, check=True)
     grown_kb, elapsed, outcome = result.stdout.split(" ", 2)
-    assert int(grown_kb) < 200 * 1024
-    assert float(elapsed) < 5
+    # not decoded: 100,000² pixels would take gigabytes
+    assert int(grown_kb) < 200 * 1024, f"grew {grown_kb} KB in {elapsed} s: {outcome}"
     return outcome.strip()
 
 

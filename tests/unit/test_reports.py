@@ -11,8 +11,6 @@ import email
 import json
 import random
 import re
-import sys
-from collections.abc import Callable
 from email.message import Message
 from email.policy import compat32
 from typing import Any
@@ -22,6 +20,7 @@ from flufl.bounce import all_failures
 
 from tests.conftest import corpus_dir, corpus_present
 from tests.support.report_samples import SAMPLES, Sample
+from tests.support.work import steps_while
 from waypost.feedback.dsn import classify, effective_status
 from waypost.feedback.events import BounceType, FeedbackFormatError, Kind, Source
 from waypost.feedback.reports import Report, read_report
@@ -467,33 +466,6 @@ def test_broken_mail_is_unknown_not_a_crash(raw: bytes) -> None:
     assert (report.kind == "unknown") == (not report.events)
 
 
-def _steps_while(action: Callable[[], Any]) -> tuple[int, Any]:
-    """Lines of Python run and C functions called while ``action`` runs: a measure of work
-    that, unlike the clock, does not depend on the machine or on what else runs on it (a
-    Python loop shows in its lines, a C loop only through the calls it makes)."""
-    steps = 0
-
-    def calls(frame: Any, event: str, arg: Any) -> None:
-        nonlocal steps
-        if event == "c_call":
-            steps += 1
-
-    def lines(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal steps
-        steps += 1  # call, line, return and exception events of Python code
-        return lines
-
-    previous = sys.getprofile(), sys.gettrace()
-    sys.setprofile(calls)
-    sys.settrace(lines)
-    try:
-        result = action()
-    finally:
-        sys.settrace(previous[1])
-        sys.setprofile(previous[0])
-    return steps, result
-
-
 def _failed_groups(count: int) -> str:
     return "".join(f"Final-Recipient: rfc822; user{i}@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
                    for i in range(count))
@@ -509,7 +481,7 @@ def test_reading_costs_the_same_per_recipient_however_many() -> None:
     """Reading grows linearly with the recipients: ten times as many take at most ten times the
     steps (plus 5 %), where a step that looked at every recipient again for each recipient
     would take about a hundred times. (How long it takes is for a benchmark, not a test.)"""
-    small_steps, small = _steps_while(lambda: read_report(_dsn(_failed_groups(500))))
-    large_steps, large = _steps_while(lambda: read_report(_dsn(_failed_groups(5_000))))
+    small_steps, small = steps_while(lambda: read_report(_dsn(_failed_groups(500))))
+    large_steps, large = steps_while(lambda: read_report(_dsn(_failed_groups(5_000))))
     assert (len(small.events), len(large.events)) == (500, 5_000)
     assert large_steps / 5_000 <= 1.05 * small_steps / 500, (small_steps, large_steps)
