@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import email.policy
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.parser import BytesHeaderParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -55,6 +54,9 @@ from waypost.store.db import create_engine
 from waypost.store.models import inbound_messages, send_locks, utcnow
 from waypost.store.queue import JobQueue, RetryPolicy
 
+if TYPE_CHECKING:  # boto3 loads only in a process that consumes the queue
+    from waypost.feedback.sqs import SqsFeedbackConsumer
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -91,24 +93,13 @@ class Runtime:
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check)],
                       companions=companions)
 
-    def feedback_consumer(self):  # type: ignore[no-untyped-def]
-        """The SQS consumer of SES feedback (feedback.sqs_queue_url); boto3 is imported here only."""
-        import boto3
-        from botocore.config import Config
-
+    def feedback_consumer(self) -> SqsFeedbackConsumer:
+        """The SQS consumer of SES feedback (feedback.sqs_queue_url)."""
         from waypost.feedback.sqs import SqsFeedbackConsumer
 
-        feedback = self.settings.feedback
-        # the queue's own region (its URL names it), which need not be SES's sending region
-        found = re.match(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com", feedback.sqs_queue_url or "")
-        client = boto3.session.Session().client(
-            "sqs", region_name=found.group(1) if found else self.settings.ses.region,
-            config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
-                          read_timeout=feedback.sqs_wait_seconds + 10))
-        return SqsFeedbackConsumer(
-            client, feedback.sqs_queue_url, self.intake.apply, topic_arns=feedback.sns_topic_arns,
-            keep_unreadable=lambda body, reason: self.intake.keep_unreadable(body, reason, "sqs"),
-            wait_seconds=feedback.sqs_wait_seconds)
+        return SqsFeedbackConsumer.from_settings(
+            self.settings.feedback, self.settings.ses.region, self.intake.apply,
+            keep_unreadable=lambda body, reason: self.intake.keep_unreadable(body, reason, "sqs"))
 
     def authenticate(self, raw: bytes, peer_ip: str | None, helo: str | None,
                      mail_from: str | None) -> AuthVerdict | None:

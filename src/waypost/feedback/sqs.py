@@ -6,17 +6,28 @@ The SQS client is built by the wiring module; nothing here imports boto3.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
+from waypost.config import FeedbackSettings
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError
 from waypost.feedback.ses_events import parse_ses_notification, unwrap_queue_body
 
 log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
+
+
+_QUEUE_REGION = re.compile(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com")
+
+
+def queue_region(queue_url: str, default: str) -> str:
+    """The region a queue lives in, as its URL names it (it need not be SES's sending region)."""
+    found = _QUEUE_REGION.match(queue_url)
+    return found.group(1) if found else default
 
 
 class SqsFeedbackConsumer:
@@ -39,6 +50,23 @@ class SqsFeedbackConsumer:
 
     BACKOFF_START = 1.0  # seconds after the first failure in a row; doubles per failure
     BACKOFF_CAP = 60.0
+
+    @classmethod
+    def from_settings(cls, feedback: FeedbackSettings, default_region: str,
+                      apply: Callable[[list[FeedbackEvent]], None],
+                      keep_unreadable: Callable[[str, str], None]) -> SqsFeedbackConsumer:
+        """The consumer of ``feedback.sqs_queue_url`` with its own boto3 client (retries by the
+        SDK, a read timeout above the long poll)."""
+        import boto3
+        from botocore.config import Config
+
+        queue_url = feedback.sqs_queue_url or ""
+        client = boto3.session.Session().client(
+            "sqs", region_name=queue_region(queue_url, default_region),
+            config=Config(retries={"total_max_attempts": 3, "mode": "standard"},
+                          read_timeout=feedback.sqs_wait_seconds + 10))
+        return cls(client, queue_url, apply, topic_arns=feedback.sns_topic_arns, keep_unreadable=keep_unreadable,
+                   wait_seconds=feedback.sqs_wait_seconds)
 
     def __init__(self, client: Any, queue_url: str, apply: Callable[[list[FeedbackEvent]], None], *,
                  topic_arns: Collection[str] = (), keep_unreadable: Callable[[str, str], None],
