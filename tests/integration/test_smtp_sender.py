@@ -384,16 +384,20 @@ def test_signer_refuses_a_message_without_from(tmp_path: Path) -> None:
         signer.sign(b"To: ann@example.net\nSubject: x\n\nbody\n")
 
 
+def signer_from(settings: Settings) -> DkimSigner | None:
+    return DkimSigner.from_settings(settings.dkim, domain=settings.dkim_domain)
+
+
 def test_signer_from_settings(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
-    assert DkimSigner.from_settings(make_settings()) is None
+    assert signer_from(make_settings()) is None
     key_file = tmp_path / "dkim.pem"
     generate_key(key_file, "rsa")
-    signer = DkimSigner.from_settings(make_settings(mail_domain="Example.ORG",
-                                                    dkim={"selector": SELECTOR, "private_key_path": key_file}))
+    signer = signer_from(make_settings(mail_domain="Example.ORG",
+                                       dkim={"selector": SELECTOR, "private_key_path": key_file}))
     assert signer is not None
     assert (signer.domain, signer.selector, signer.algorithm) == ("example.org", SELECTOR, "rsa-sha256")
-    signer = DkimSigner.from_settings(make_settings(dkim={"selector": SELECTOR, "private_key_path": key_file,
-                                                          "domain": "mail.example.org"}))
+    signer = signer_from(make_settings(dkim={"selector": SELECTOR, "private_key_path": key_file,
+                                             "domain": "mail.example.org"}))
     assert signer is not None and signer.domain == "mail.example.org"
 
 
@@ -421,4 +425,4 @@ def test_signer_settings_errors_name_the_problem(tmp_path: Path, make_settings: 
     write_pem(tmp_path / "encrypted.pem", ed25519.Ed25519PrivateKey.generate(), password=b"pw")
     dkim_settings = {k: v.format(key=tmp_path / "good.pem", dir=tmp_path) for k, v in dkim_settings.items()}
     with pytest.raises(ConfigError, match=message):
-        DkimSigner.from_settings(make_settings(dkim=dkim_settings))
+        signer_from(make_settings(dkim=dkim_settings))

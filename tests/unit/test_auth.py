@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from waypost.config import ConfigError
-from waypost.mail import auth
+from waypost.mail import auth, spf_check
 from waypost.mail.auth import (
     MAX_DKIM_SIGNATURES,
     AuthVerdict,
@@ -331,7 +331,7 @@ def test_verify_routes_pyspf_through_the_given_resolver(signed: Signed) -> None:
     got = check(signed.raw, zone)
     assert bare(got) == bare(verdict())
     assert ("example.org", "TXT") in zone.queries and ("sel._domainkey.example.org", "TXT") in zone.queries
-    assert auth._SPF_RESOLVER.get() is None and auth.spf.DNSLookup is auth._spf_dns_lookup
+    assert spf_check.spf.DNSLookup is spf_check.spf.DNSLookup_dnspython  # pyspf's module as shipped
 
 
 def test_invalid_policy_with_rua_acts_as_p_none(signed: Signed) -> None:
@@ -480,6 +480,7 @@ def test_changed_subject_breaks_the_signature(signed: Signed) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_resolver_leaks() -> Iterator[None]:
+def _pyspf_left_as_shipped() -> Iterator[None]:
     yield
-    assert auth._SPF_RESOLVER.get() is None
+    assert spf_check.spf.DNSLookup is spf_check.spf.DNSLookup_dnspython
+    assert not hasattr(spf_check.spf, "_waypost_original_lookup")

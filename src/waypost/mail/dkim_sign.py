@@ -13,7 +13,7 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -21,9 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from waypost.errors import ConfigError
 from waypost.mail.addresses import AddressError, normalise_domain
-
-if TYPE_CHECKING:
-    from waypost.config import Settings
 
 KeyKind = Literal["rsa", "ed25519"]
 
@@ -45,6 +42,16 @@ def to_crlf(raw: bytes) -> bytes:
     (RFC 5321 §2.3.8), so the form that must be signed and sent."""
     message = _LINE_END.sub(b"\r\n", raw)
     return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+class DkimKeySettings(Protocol):
+    """The ``[dkim]`` settings group as the signer reads it (``config.DkimSettings`` is one); a
+    Protocol, so mail/ never imports the configuration package that imports mail/."""
+
+    @property
+    def selector(self) -> str | None: ...
+    @property
+    def private_key_path(self) -> Path | None: ...
 
 
 class DkimSigner:
@@ -69,10 +76,11 @@ class DkimSigner:
         return "rsa-sha256" if self.kind == "rsa" else "ed25519-sha256"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DkimSigner | None:
-        """The configured signer; None when signing is off (neither selector nor key file
-        set). Raises ``ConfigError`` when only one is set or the key cannot be used."""
-        selector, key_file = settings.dkim.selector, settings.dkim.private_key_path
+    def from_settings(cls, dkim_settings: DkimKeySettings, *, domain: str) -> DkimSigner | None:
+        """The configured signer for ``domain`` (the d= domain: ``dkim.domain`` or the mail
+        domain); None when signing is off (neither selector nor key file set). Raises
+        ``ConfigError`` when only one is set or the key cannot be used."""
+        selector, key_file = dkim_settings.selector, dkim_settings.private_key_path
         if not selector and key_file is None:
             return None
         if not selector or key_file is None:
@@ -84,7 +92,7 @@ class DkimSigner:
         except OSError as err:
             raise ConfigError(f"dkim.private_key_path: cannot read {key_file}: {err.strerror or err}") from None
         try:
-            return cls(settings.dkim_domain, selector, pem)
+            return cls(domain, selector, pem)
         except ValueError as err:
             raise ConfigError(f"dkim.private_key_path {key_file}: {err}") from None
 

@@ -13,12 +13,9 @@ out and saying which.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from waypost.errors import PermanentError
-
-if TYPE_CHECKING:
-    from waypost.config import MimeSettings
 
 
 class MalformedMessage(PermanentError):
@@ -31,6 +28,22 @@ class MimeLimitExceeded(MalformedMessage):
     def __init__(self, found: str, limit: str, setting: str) -> None:
         self.setting = setting
         super().__init__(f"{found}; the limit is {limit} ({setting})")
+
+
+class MimeLimitSettings(Protocol):
+    """The ``[mime]`` settings group as this module reads it (``config.MimeSettings`` is one);
+    a Protocol, so mail/ never imports the configuration package that imports mail/."""
+
+    @property
+    def max_parts(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def max_attachment_bytes(self) -> int: ...
+    @property
+    def max_filename_length(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class MimeLimits:
     max_mime_header_total: int = 64 * 1024
 
     @classmethod
-    def from_settings(cls, mime: MimeSettings) -> MimeLimits:
+    def from_settings(cls, mime: MimeLimitSettings) -> MimeLimits:
         return cls(max_parts=mime.max_parts, max_depth=mime.max_depth, max_header_bytes=mime.max_header_bytes,
                    max_attachment_bytes=mime.max_attachment_bytes, max_filename_length=mime.max_filename_length)
 
