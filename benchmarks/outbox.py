@@ -40,7 +40,7 @@ from process_tree import CpuWatch
 
 from waypost import runtime
 from waypost.config import load_settings
-from waypost.outbound.outbox import SENT, OutboundMessage
+from waypost.outbound.outbox import OutboundMessage, OutboundState
 from waypost.outbound.ratelimit import DEFAULT_MARGIN
 from waypost.outbound.senders.base import BaseSender, Envelope, Handoff
 from waypost.store.models import outbound_messages
@@ -390,7 +390,7 @@ def _rate_figures(mode: Mode, started: float, logs: list[Path], rows: Sequence[s
     return {
         "seconds": mode.rate_seconds, "allowed": RATE * mode.rate_seconds, "started": started,
         "sent_in_run": sum(started <= moment < ends for moment, _ in series["send call"]), "sent_total": len(keys),
-        "sent_twice": len(keys) - len(set(keys)), "rows_sent": sum(row.state == SENT for row in rows),
+        "sent_twice": len(keys) - len(set(keys)), "rows_sent": sum(row.state == OutboundState.SENT for row in rows),
         "busiest_second": {name: _busiest(events, started, admitted) for name, events in series.items()},
         "admitted_at_to_ms": {name: spread([(moment - admitted[key]) * 1000 for moment, key in series[name]])
                               for name in ("send call", "after handoff")},

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from waypost.store.models import audit_log, utcnow
 
@@ -33,6 +33,14 @@ def record(conn: Connection, action: str, *, actor: str, target: str | None = No
                                            detail=detail[:4000] if detail else None, ip=ip[:64] if ip else None))
 
 
+def record_alone(engine: Engine, action: str, *, actor: str, target: str | None = None,
+                 detail: str | None = None, ip: str | None = None) -> None:
+    """``record`` in a transaction of its own, for an event that changes nothing else (a
+    visitor viewing a shared journey): there is no action to commit it with."""
+    with engine.begin() as conn:
+        record(conn, action, actor=actor, target=target, detail=detail, ip=ip)
+
+
 def entries(conn: Connection, *, limit: int = 100, before: int | None = None,
             action: str | None = None) -> list[AuditEntry]:
     """Newest first, ``limit`` at a time before the entry id ``before`` (a cursor); ``action``
@@ -42,4 +50,15 @@ def entries(conn: Connection, *, limit: int = 100, before: int | None = None,
         query = query.where(audit_log.c.id < before)
     if action:
         query = query.where(audit_log.c.action.startswith(action, autoescape=True))
-    return [AuditEntry(r.id, r.at, r.actor, r.action, r.target, r.detail, r.ip) for r in conn.execute(query)]
+    return [_entry(r) for r in conn.execute(query)]
+
+
+def recorded_since(conn: Connection, action: str, since: datetime) -> list[AuditEntry]:
+    """Every entry of exactly ``action`` recorded after ``since``, oldest first."""
+    query = (sa.select(audit_log).where(audit_log.c.action == action, audit_log.c.at > since)
+             .order_by(audit_log.c.id))
+    return [_entry(r) for r in conn.execute(query)]
+
+
+def _entry(row: sa.Row) -> AuditEntry:
+    return AuditEntry(row.id, row.at, row.actor, row.action, row.target, row.detail, row.ip)

@@ -13,32 +13,34 @@ from tests.conftest import wait_until
 from waypost.store import migrate
 from waypost.store.db import create_engine
 from waypost.store.models import jobs, utcnow
-from waypost.store.queue import DEAD, DONE, QUEUED, JobQueue, RetryPolicy, enqueue
+from waypost.store.queue import JobState, RetryPolicy, TableJobQueue, enqueue
+
+DEAD, DONE, QUEUED = JobState.DEAD, JobState.DONE, JobState.QUEUED
 
 
 @pytest.fixture
-def make_queue(database_url: str) -> Iterator[Callable[..., JobQueue]]:
+def make_queue(database_url: str) -> Iterator[Callable[..., TableJobQueue]]:
     engine = create_engine(database_url)
     migrate.upgrade(engine)
 
-    def make(*, visibility: float = 30.0) -> JobQueue:
-        return JobQueue(engine, visibility_timeout=visibility, retry=RetryPolicy(0.01, 0.02))
+    def make(*, visibility: float = 30.0) -> TableJobQueue:
+        return TableJobQueue(engine, visibility_timeout=visibility, retry=RetryPolicy(0.01, 0.02))
 
     yield make
     engine.dispose()
 
 
-def add(queue: JobQueue, n: int = 1, *, max_attempts: int = 3) -> list[int]:
+def add(queue: TableJobQueue, n: int = 1, *, max_attempts: int = 3) -> list[int]:
     with queue.engine.begin() as conn:
         return [enqueue(conn, "t", {"n": i}, max_attempts=max_attempts) for i in range(n)]
 
 
-def state_of(queue: JobQueue, job_id: int) -> sa.Row:
+def state_of(queue: TableJobQueue, job_id: int) -> sa.Row:
     with queue.engine.connect() as conn:
         return conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one()
 
 
-def test_claim_complete(make_queue: Callable[..., JobQueue]) -> None:
+def test_claim_complete(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue()
     (job_id,) = add(queue)
     job = queue.claim("w1")
@@ -50,7 +52,7 @@ def test_claim_complete(make_queue: Callable[..., JobQueue]) -> None:
     assert queue.claim("w1") is None
 
 
-def test_enqueue_rolls_back_with_its_transaction(make_queue: Callable[..., JobQueue]) -> None:
+def test_enqueue_rolls_back_with_its_transaction(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue()
     try:
         with queue.engine.begin() as conn:
@@ -61,7 +63,7 @@ def test_enqueue_rolls_back_with_its_transaction(make_queue: Callable[..., JobQu
     assert queue.depth() == {}
 
 
-def test_retry_then_dead_letter(make_queue: Callable[..., JobQueue]) -> None:
+def test_retry_then_dead_letter(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue()
     (job_id,) = add(queue, max_attempts=2)
     first = queue.claim("w")
@@ -80,7 +82,7 @@ def test_retry_then_dead_letter(make_queue: Callable[..., JobQueue]) -> None:
     assert state_of(queue, job_id).state == QUEUED
 
 
-def test_permanent_failure_dead_letters_at_once(make_queue: Callable[..., JobQueue]) -> None:
+def test_permanent_failure_dead_letters_at_once(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue()
     (job_id,) = add(queue, max_attempts=5)
     job = queue.claim("w")
@@ -89,7 +91,7 @@ def test_permanent_failure_dead_letters_at_once(make_queue: Callable[..., JobQue
     assert state_of(queue, job_id).state == DEAD
 
 
-def test_expired_lease_is_claimed_again(make_queue: Callable[..., JobQueue]) -> None:
+def test_expired_lease_is_claimed_again(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue(visibility=0.2)
     (job_id,) = add(queue, max_attempts=2)
     assert queue.claim("crashed-worker") is not None
@@ -97,7 +99,7 @@ def test_expired_lease_is_claimed_again(make_queue: Callable[..., JobQueue]) -> 
     assert again.id == job_id and again.attempts == 2 and again.lease_owner == "w2"
 
 
-def test_expired_lease_without_attempts_left_is_dead_lettered(make_queue: Callable[..., JobQueue]) -> None:
+def test_expired_lease_without_attempts_left_is_dead_lettered(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue(visibility=0.2)
     (job_id,) = add(queue, max_attempts=1)
     assert queue.claim("crashed-worker") is not None
@@ -107,7 +109,7 @@ def test_expired_lease_without_attempts_left_is_dead_lettered(make_queue: Callab
     assert queue.claim("w2") is None
 
 
-def test_concurrent_claims_hand_out_each_job_once(make_queue: Callable[..., JobQueue]) -> None:
+def test_concurrent_claims_hand_out_each_job_once(make_queue: Callable[..., TableJobQueue]) -> None:
     queue = make_queue()
     ids = set(add(queue, 40))
     claimed: list[int] = []
@@ -128,5 +130,5 @@ def test_concurrent_claims_hand_out_each_job_once(make_queue: Callable[..., JobQ
     assert sorted(claimed) == sorted(ids), "every job exactly once"
 
 
-def _wait_for_claim(queue: JobQueue, owner: str):  # type: ignore[no-untyped-def]
+def _wait_for_claim(queue: TableJobQueue, owner: str):  # type: ignore[no-untyped-def]
     return wait_until(lambda: queue.claim(owner), message="the expired lease to be claimable")

@@ -1,5 +1,5 @@
 """`waypost admin`: the operator console's login. Registered on the main group by
-``waypost.cli``."""
+the ``waypost.cli`` package."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from waypost.cli import cli, data_dir_option, friendly_errors, settings_from
+from waypost.cli.base import cli, data_dir_option, friendly_errors, settings_from
 
 
 @cli.group()

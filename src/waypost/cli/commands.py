@@ -1,95 +1,21 @@
-"""The `waypost` command. Every subcommand takes --data-dir (or WAYPOST_DATA_DIR)."""
+"""The core commands: serve, worker, demo, allowlist, dead letters, pause and resume, the outbox,
+DKIM keys, the database and submission users. Every one takes --data-dir (or WAYPOST_DATA_DIR)."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from waypost import DEFAULT_DATA_DIR, __version__
-from waypost.errors import ConfigError, WaypostError
-
-if TYPE_CHECKING:  # the settings module (pydantic) loads only in commands that read settings
-    from sqlalchemy.engine import Engine
-
-    from waypost.config import Settings
+from waypost.cli.base import _allowlist, _database, _runtime, cli, data_dir_option, friendly_errors, settings_from
+from waypost.outbound.listing import OutboundState
 
 DEMO_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
-
-
-def data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="WAYPOST_DATA_DIR",
-        default=DEFAULT_DATA_DIR,
-        show_default=True,
-        help="Directory holding waypost.toml, the SQLite database, blobs and the outbox.",
-    )(command)
-
-
-def settings_from(data_dir: Path, **overrides: Any) -> Settings:
-    from waypost.config import load_settings
-
-    try:
-        return load_settings(data_dir, **overrides)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
-
-
-def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except WaypostError as err:
-            raise click.ClickException(str(err)) from None
-
-    return wrapper
-
-
-def _runtime(data_dir: Path, **overrides: Any):  # type: ignore[no-untyped-def]
-    from waypost import runtime
-
-    return runtime.build(settings_from(data_dir, **overrides))
-
-
-def _database(data_dir: Path) -> Engine:
-    """The database alone, migrated: for commands that only read or write rows, without
-    loading the whole service (the journey engine, the senders, the web face)."""
-    from waypost.store import migrate
-    from waypost.store.db import create_engine
-
-    settings = settings_from(data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.database_url)
-    migrate.upgrade(engine)
-    return engine
-
-
-def _allowlist(data_dir: Path) -> Any:
-    from waypost.pipeline.allowlist import Allowlist
-
-    return Allowlist(_database(data_dir))
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="waypost")
-@click.option("--log-level", default="INFO", show_default=True, envvar="WAYPOST_LOG_LEVEL",
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-@click.option("--log-format", default="text", show_default=True, envvar="WAYPOST_LOG_FORMAT",
-              type=click.Choice(["text", "json"]), help="json: one JSON object per line (structlog).")
-def cli(log_level: str, log_format: str) -> None:
-    """Waypost: email photos in, a journey on a map back."""
-    from waypost import logs
-
-    logs.configure(log_level, log_format)
 
 
 @cli.command()
@@ -246,12 +172,13 @@ def dead_letters_retry(data_dir: Path, job_id: int) -> None:
 def pause(data_dir: Path, stream: str | None, reason: str) -> None:
     """Stop sending; queued mail waits (nothing is dropped) until `waypost resume`."""
     from waypost.outbound import control
+    from waypost.transactions import transaction
 
     runtime = _runtime(data_dir)
     if stream is not None and stream not in runtime.streams:
         raise click.ClickException(f"no stream {stream!r}; the streams are: {', '.join(runtime.streams)}")
-    with runtime.engine.begin() as conn:
-        new = control.pause(conn, stream or control.ALL, reason, by="operator")
+    with transaction(runtime.engine) as tx:
+        new = control.pause(tx, stream or control.ALL, reason, by="operator")
     click.echo(f"{'paused' if new else 'already paused'}: {stream or 'all sending'}")
 
 
@@ -262,9 +189,10 @@ def pause(data_dir: Path, stream: str | None, reason: str) -> None:
 def resume(data_dir: Path, stream: str | None) -> None:
     """Lift a pause; waiting mail goes out at the configured rate."""
     from waypost.outbound import control
+    from waypost.transactions import transaction
 
-    with _runtime(data_dir).engine.begin() as conn:
-        lifted = control.resume(conn, stream or control.ALL, by="operator (cli)")
+    with transaction(_runtime(data_dir).engine) as tx:
+        lifted = control.resume(tx, stream or control.ALL, by="operator (cli)")
     if not lifted:
         raise click.ClickException(f"not paused: {stream or 'all sending'}")
     click.echo(f"resumed: {stream or 'all sending'}")
@@ -280,25 +208,22 @@ def outbox() -> None:
 @friendly_errors
 def outbox_status(data_dir: Path) -> None:
     """Counts by state, sending limits and their use, and any pause."""
-    import sqlalchemy as sa
-
-    from waypost.outbound import control
-    from waypost.outbound.outbox import STATES
-    from waypost.store.models import outbound_messages, utcnow
+    from waypost.clock import utcnow
+    from waypost.outbound import control, listing
+    from waypost.transactions import reading
 
     runtime = _runtime(data_dir)
     limiter = runtime.outbox.limiter
-    with runtime.engine.connect() as conn:
-        counts = dict(conn.execute(sa.select(outbound_messages.c.state, sa.func.count())
-                                   .group_by(outbound_messages.c.state)).all())
-        unconfirmed = conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.unconfirmed)).scalar()
+    with reading(runtime.engine) as conn:
+        counts = listing.counts_by_state(conn)
+        unconfirmed = listing.unconfirmed_count(conn)
         last_second, last_day = limiter.used(conn, utcnow())
         pauses = control.pauses(conn)
     click.echo(f"transport: {runtime.outbox.sender.name}")
     click.echo(f"limits:    {limiter.limits.describe()}")
     day = f" of {limiter.limits.per_day}" if limiter.limits.per_day else ""
     click.echo(f"used:      {last_second} in the last second, {last_day}{day} in the last 24 hours")
-    click.echo("messages:  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in STATES)
+    click.echo("messages:  " + ", ".join(f"{state} {counts.get(state, 0)}" for state in OutboundState)
                + (f" ({unconfirmed} sent unconfirmed)" if unconfirmed else ""))
     for entry in pauses:
         scope = "all sending" if entry.scope == control.ALL else f"stream {entry.scope}"
@@ -309,20 +234,16 @@ def outbox_status(data_dir: Path) -> None:
 
 @outbox.command("list")
 @data_dir_option
-@click.option("--state", type=click.Choice(["queued", "sending", "sent", "failed", "suppressed", "paused"]))
+@click.option("--state", type=click.Choice([state.value for state in OutboundState]))
 @click.option("--limit", default=20, show_default=True)
 @friendly_errors
 def outbox_list(data_dir: Path, state: str | None, limit: int) -> None:
     """The newest outbound messages, with why any did not go."""
-    import sqlalchemy as sa
+    from waypost.outbound import listing
+    from waypost.transactions import reading
 
-    from waypost.store.models import outbound_messages as table
-
-    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
-    if state:
-        query = query.where(table.c.state == state)
-    with _runtime(data_dir).engine.connect() as conn:
-        rows = conn.execute(query).all()
+    with reading(_runtime(data_dir).engine) as conn:
+        rows = listing.newest(conn, limit=limit, state=OutboundState(state) if state else None)
     for row in rows:
         flag = " (unconfirmed)" if row.unconfirmed else ""
         when = f"{row.created_at:%Y-%m-%d %H:%M}Z"
@@ -431,11 +352,3 @@ def submission_list(data_dir: Path) -> None:
         click.echo(name)
     if not names:
         click.echo(f"no submission users in {users.path}")
-
-
-# the deliverability commands (suppression, feedback, status) live in their own module
-from waypost import cli_admin, cli_deliverability  # noqa: E402,F401  (they register their commands on `cli`)
-
-
-def main() -> None:
-    cli(prog_name="waypost")

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from waypost.cli import _runtime, cli, data_dir_option, friendly_errors
+from waypost.cli.base import _runtime, cli, data_dir_option, friendly_errors
+from waypost.transactions import reading, transaction
 
 REASONS = ["MANUAL", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]
 
@@ -32,11 +33,11 @@ def suppression() -> None:
 @friendly_errors
 def suppression_add(data_dir: Path, address: str, reason: str, note: str | None, days: float | None) -> None:
     """Stop all mail to ADDRESS."""
+    from waypost.clock import utcnow
     from waypost.outbound import suppression as suppressions
-    from waypost.store.models import utcnow
 
     expires = utcnow() + timedelta(days=days) if days else None
-    with _runtime(data_dir).engine.begin() as conn:
+    with transaction(_runtime(data_dir).engine) as conn:
         added = suppressions.add(conn, address, suppressions.Reason(reason), "cli", detail=note, expires_at=expires,
                                  by="operator (cli)")
     click.echo(f"{'suppressed' if added else 'already suppressed'}: {address}")
@@ -51,7 +52,7 @@ def suppression_remove(data_dir: Path, address: str, why: str) -> None:
     """Send to ADDRESS again."""
     from waypost.outbound import suppression as suppressions
 
-    with _runtime(data_dir).engine.begin() as conn:
+    with transaction(_runtime(data_dir).engine) as conn:
         removed = suppressions.remove(conn, address, by="operator (cli)", note=why)
     if not removed:
         raise click.ClickException(f"not suppressed: {address}")
@@ -71,7 +72,7 @@ def suppression_list(data_dir: Path, limit: int, after: str | None, search: str 
     """Show suppressed addresses in address order, LIMIT at a time."""
     from waypost.outbound import suppression as suppressions
 
-    with _runtime(data_dir).engine.connect() as conn:
+    with reading(_runtime(data_dir).engine) as conn:
         entries = suppressions.entries(conn, limit=limit, after=after, contains=search, domain=domain,
                                        reason=suppressions.Reason(reason) if reason else None)
     for entry in entries:
@@ -94,7 +95,7 @@ def suppression_history(data_dir: Path, address: str | None, limit: int) -> None
     """Who added or removed addresses, and why (newest first)."""
     from waypost.outbound import suppression as suppressions
 
-    with _runtime(data_dir).engine.connect() as conn:
+    with reading(_runtime(data_dir).engine) as conn:
         rows = suppressions.history(conn, address, limit=limit)
     for row in rows:
         click.echo(f"{row.at:%Y-%m-%d %H:%M}Z  {row.action:6} {row.address}  {row.reason or '':11} by {row.by}"
@@ -111,7 +112,7 @@ def suppression_export(data_dir: Path, out: Any) -> None:
     """Write every entry as CSV to OUT (default: standard output)."""
     from waypost.outbound import suppression as suppressions
 
-    with _runtime(data_dir).engine.connect() as conn:
+    with reading(_runtime(data_dir).engine) as conn:
         count = suppressions.write_csv(conn, out)
     click.echo(f"exported {count} entries", err=True)
 
@@ -129,7 +130,7 @@ def suppression_import(data_dir: Path, source: Any) -> None:
         rows = suppressions.read_csv(source, source="import")
     except suppressions.SuppressionImportError as err:
         raise click.ClickException(str(err)) from None
-    with _runtime(data_dir).engine.begin() as conn:
+    with transaction(_runtime(data_dir).engine) as conn:
         added = suppressions.add_many(conn, rows, by="operator (import)")
     click.echo(f"imported {len(rows)} entries: {len(added)} new, {len(rows) - len(added)} already suppressed")
 
@@ -160,6 +161,8 @@ def feedback() -> None:
 @feedback.command("list")
 @data_dir_option
 @click.option("--kind", help="bounce, complaint, delivery, delay, reject, ...")
+# feedback.policy's outcomes, spelled out: importing the policy here would load the settings
+# (pydantic) for every command, even --help
 @click.option("--outcome", type=click.Choice(["suppressed", "scored", "review", "recorded", "ignored"]),
               help="review: what the policy left for a person to look at.")
 @click.option("--address", help="Only feedback about this address.")
@@ -167,19 +170,10 @@ def feedback() -> None:
 @friendly_errors
 def feedback_list(data_dir: Path, kind: str | None, outcome: str | None, address: str | None, limit: int) -> None:
     """The newest feedback events and what the policy did with each."""
-    import sqlalchemy as sa
+    from waypost.feedback import log as feedback_log
 
-    from waypost.store.models import feedback_events as table
-
-    query = sa.select(table).order_by(table.c.id.desc()).limit(limit)
-    if kind:
-        query = query.where(table.c.kind == kind)
-    if outcome:
-        query = query.where(table.c.outcome == outcome)
-    if address:
-        query = query.where(sa.func.lower(table.c.recipient) == address.lower())
-    with _runtime(data_dir).engine.connect() as conn:
-        rows = conn.execute(query).all()
+    with reading(_runtime(data_dir).engine) as conn:
+        rows = feedback_log.recent(conn, limit=limit, kind=kind, outcome=outcome, address=address)
     for row in rows:
         what = "/".join(p for p in (row.bounce_type, row.bounce_subtype, row.feedback_type) if p)
         click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}Z  {row.source:3} {row.kind:10} "
@@ -198,18 +192,16 @@ def feedback_list(data_dir: Path, kind: str | None, outcome: str | None, address
 @friendly_errors
 def feedback_unreadable(data_dir: Path, limit: int, show: int | None) -> None:
     """Feedback that could not be read (kept, never applied)."""
-    import sqlalchemy as sa
+    from waypost.feedback import log as feedback_log
 
-    from waypost.store.models import feedback_unreadable as table
-
-    with _runtime(data_dir).engine.connect() as conn:
+    with reading(_runtime(data_dir).engine) as conn:
         if show is not None:
-            row = conn.execute(sa.select(table).where(table.c.id == show)).first()
-            if row is None:
+            body = feedback_log.unreadable_body(conn, show)
+            if body is None:
                 raise click.ClickException(f"no unreadable feedback {show}")
-            click.echo(row.body)
+            click.echo(body)
             return
-        rows = conn.execute(sa.select(table).order_by(table.c.id.desc()).limit(limit)).all()
+        rows = feedback_log.recent_unreadable(conn, limit=limit)
     for row in rows:
         click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}Z  {row.source:4} {row.reason[:150]}")
     if not rows:

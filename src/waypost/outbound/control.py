@@ -18,7 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from waypost.store.models import jobs, pause_log, sending_pauses, utcnow
+from waypost.store.models import JobState, jobs, pause_log, sending_pauses, utcnow
 
 ALL = "*"
 OPERATOR_STREAM = "operator"
@@ -62,8 +62,8 @@ def resume(conn: Connection, scope: str, send_job_kind: str = "send", *, by: str
         return False
     now = utcnow()
     conn.execute(pause_log.insert().values(at=now, scope=scope, action="resume", by=by[:64]))
-    conn.execute(jobs.update().where(jobs.c.kind == send_job_kind, jobs.c.state == "queued", jobs.c.run_after > now)
-                 .values(run_after=now, updated_at=now))
+    waiting = (jobs.c.kind == send_job_kind, jobs.c.state == JobState.QUEUED, jobs.c.run_after > now)
+    conn.execute(jobs.update().where(*waiting).values(run_after=now, updated_at=now))
     return True
 
 

@@ -50,16 +50,15 @@ from waypost.outbound.senders.base import (
     SendingPausedError,
     ThrottledError,
 )
-from waypost.store.db import is_postgres
+from waypost.store.db import inserted_id, is_postgres
+from waypost.store.models import OutboundState as OutboundState  # re-exported: the outbox's own states
 from waypost.store.models import outbound_messages, send_locks, utcnow
 from waypost.store.queue import Job, JobKind, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
 SEND_JOB = "send"
-QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED = "queued", "sending", "sent", "failed", "suppressed", "paused"
-STATES = (QUEUED, SENDING, SENT, FAILED, SUPPRESSED, PAUSED)
-FINAL = (SENT, FAILED, SUPPRESSED)
+FINAL = (OutboundState.SENT, OutboundState.FAILED, OutboundState.SUPPRESSED)
 
 
 class SendGuard(Protocol):
@@ -207,7 +206,7 @@ class Outbox:
         ).scalar()
         if existing is not None:
             return int(existing)
-        row_id = int(conn.execute(
+        row_id = inserted_id(conn.execute(
             outbound_messages.insert().values(
                 idempotency_key=message.idempotency_key,
                 stream=message.stream,
@@ -216,10 +215,10 @@ class Outbox:
                 subject=message.subject,
                 message_id_header=message.message_id,
                 raw=message.raw,
-                state=QUEUED,
+                state=OutboundState.QUEUED,
                 created_at=utcnow(),
             )
-        ).inserted_primary_key[0])
+        ))
         if self.verp is not None:
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == row_id)
                          .values(envelope_sender=self.verp.address(row_id)))
@@ -267,7 +266,7 @@ class Outbox:
             with self.engine.begin() as conn:
                 now = utcnow()
                 taken = conn.execute(outbound_messages.update().where(
-                    *mine, outbound_messages.c.state == SENDING, outbound_messages.c.handoff_at.is_(None),
+                    *mine, outbound_messages.c.state == OutboundState.SENDING, outbound_messages.c.handoff_at.is_(None),
                 ).values(handoff_at=now)).rowcount
                 if taken != 1:  # a slow attempt whose lease ran out: another worker has the message
                     raise _TakenOver("another worker took this message over; this attempt sends nothing")
@@ -281,7 +280,7 @@ class Outbox:
         except _TakenOver:
             raise
         except DeliveryUnknownError as err:
-            self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True, error=str(err),
+            self._finish(job, row.id, OutboundState.SENT, provider_id=None, unconfirmed=True, error=str(err),
                          window_at=handed_over_at, fence=admitted_at)
             log.warning("outbound %s handed over but not confirmed (%s); not sent again", row.idempotency_key, err)
             return
@@ -295,7 +294,7 @@ class Outbox:
             self._defer(job, _Later(err.retry_after, f"throttled by {self.sender.name}: {err}", all_sends=True))
             return
         except PermanentError as err:
-            self._finish(job, row.id, FAILED, error=f"{type(err).__name__}: {err}", complete=False,
+            self._finish(job, row.id, OutboundState.FAILED, error=f"{type(err).__name__}: {err}", complete=False,
                          window_at=handed_over_at, fence=admitted_at)
             if isinstance(err, RecipientRefusedError) and self.on_refused is not None:
                 self.on_refused(row, err)
@@ -306,7 +305,7 @@ class Outbox:
             raise
         except Exception as err:
             if handed_over_at is not None:  # a bug after the bytes left: treat as handed over, never resend
-                self._finish(job, row.id, SENT, provider_id=None, unconfirmed=True,
+                self._finish(job, row.id, OutboundState.SENT, provider_id=None, unconfirmed=True,
                              error=f"{type(err).__name__} after handoff: {err}", window_at=handed_over_at,
                              fence=admitted_at)
                 log.exception("outbound %s: the sender failed after handoff; not sent again", row.idempotency_key)
@@ -316,7 +315,8 @@ class Outbox:
         if handed_over_at is None:
             log.error("sender %s returned without calling handoff for %s", self.sender.name, row.idempotency_key)
         failpoints.hit("outbox.after_send")
-        self._finish(job, row.id, SENT, provider_id=provider_id, window_at=handed_over_at, fence=admitted_at)
+        self._finish(job, row.id, OutboundState.SENT, provider_id=provider_id, window_at=handed_over_at,
+                     fence=admitted_at)
         log.info("sent %s to %s via %s (%s)", row.idempotency_key, row.recipient, self.sender.name, provider_id)
 
     def _settle_interrupted(self, job: Job, row: sa.Row) -> None:
@@ -332,8 +332,8 @@ class Outbox:
         note = None if provider_id else (
             "interrupted after handoff; the transport cannot confirm delivery, and sending again "
             "could deliver twice, so it was not sent again")
-        self._finish(job, row.id, SENT, provider_id=provider_id, unconfirmed=provider_id is None, error=note,
-                     window_at=utcnow())
+        self._finish(job, row.id, OutboundState.SENT, provider_id=provider_id, unconfirmed=provider_id is None,
+                     error=note, window_at=utcnow())
         log.warning("outbound %s settled after an interrupted send: %s", row.idempotency_key,
                     provider_id or "unconfirmed")
 
@@ -345,12 +345,13 @@ class Outbox:
             if row is None or row.state in FINAL:
                 self.queue.complete(conn, job)
                 return _Done(row.state if row is not None else "gone")
-            if row.state == SENDING and row.handoff_at is not None:
+            if row.state == OutboundState.SENDING and row.handoff_at is not None:
                 return _Interrupted(row)
             pause = control.paused(conn, row.stream)
             if pause is not None:
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                             .values(state=PAUSED, last_error=f"sending paused ({pause.scope}): {pause.reason}"))
+                             .values(state=OutboundState.PAUSED,
+                                     last_error=f"sending paused ({pause.scope}): {pause.reason}"))
                 # parked, not polled: `resume` wakes paused jobs, so a long recheck costs nothing
                 return _Later(self.paused_recheck, f"paused: {pause.reason}", all_sends=False)
             signal = self.guard.check_send(conn, row.stream, row.recipient) if self.guard else None
@@ -359,24 +360,24 @@ class Outbox:
                 if control.pause(conn, scope, reason, by="reputation-guard"):
                     log.error("reputation guard paused %s: %s", scope, reason)
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                             .values(state=PAUSED, last_error=f"sending paused ({scope}): {reason}"))
+                             .values(state=OutboundState.PAUSED, last_error=f"sending paused ({scope}): {reason}"))
                 return _Later(self.paused_recheck, f"paused: {reason}", all_sends=False)
             entry = suppression.lookup(conn, row.recipient)
             if entry is not None:
                 detail = f"suppressed: {entry.reason} ({entry.source}{', ' + entry.detail if entry.detail else ''})"
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                             .values(state=SUPPRESSED, last_error=detail))
+                             .values(state=OutboundState.SUPPRESSED, last_error=detail))
                 self.queue.complete(conn, job)
-                return _Done(SUPPRESSED)
+                return _Done(OutboundState.SUPPRESSED)
             now = utcnow()
             wait = self.limiter.wait_before(conn, now)
             if wait is not None:
-                if row.state == PAUSED:
+                if row.state == OutboundState.PAUSED:
                     conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                                 .values(state=QUEUED, last_error=None))
+                                 .values(state=OutboundState.QUEUED, last_error=None))
                 return _Later(wait.seconds, wait.why, all_sends=True)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
-                         .values(state=SENDING, admitted_at=now, handoff_at=None))
+                         .values(state=OutboundState.SENDING, admitted_at=now, handoff_at=None))
         return _Admitted(row, now)
 
     def _defer(self, job: Job, later: _Later) -> None:
@@ -393,8 +394,8 @@ class Outbox:
         with self.engine.begin() as conn:
             control.pause(conn, control.ALL, f"{self.sender.name} paused sending: {reason}", by=self.sender.name)
             conn.execute(outbound_messages.update().where(*_fenced(outbound_id, fence))
-                         .values(state=PAUSED, handoff_at=None, last_error=f"provider paused sending: {reason}",
-                                 **_window(window_at)))
+                         .values(state=OutboundState.PAUSED, handoff_at=None,
+                                 last_error=f"provider paused sending: {reason}", **_window(window_at)))
         log.error("the provider paused sending; the outbox is paused until an operator resumes it: %s", reason)
         self._defer(job, _Later(self.paused_recheck, "provider paused sending", all_sends=False))
 
@@ -407,7 +408,7 @@ class Outbox:
         """Back to ``queued``: the transport said no (or nothing left)."""
         with self.engine.begin() as conn:
             done = conn.execute(outbound_messages.update().where(*_fenced(outbound_id, fence))
-                                .values(state=QUEUED, handoff_at=None, last_error=error[:2000],
+                                .values(state=OutboundState.QUEUED, handoff_at=None, last_error=error[:2000],
                                         **_window(window_at))).rowcount
         if not done:
             raise _TakenOver("another worker took this message over while the transport refused it")
@@ -417,7 +418,7 @@ class Outbox:
                 window_at: datetime | None = None, fence: datetime | None = None) -> None:
         values: dict[str, object] = {"state": state, "last_error": error[:2000] if error else None,
                                      **_window(window_at)}
-        if state == SENT:
+        if state == OutboundState.SENT:
             values.update(provider_message_id=(provider_id or None) and provider_id[:255], sent_at=utcnow(),
                           unconfirmed=unconfirmed)
         with self.engine.begin() as conn:
@@ -438,8 +439,16 @@ class Outbox:
             if row is None:
                 return
             values: dict[str, object] = {"last_error": error[:2000]}
-            if final and row.state == SENDING and row.handoff_at is not None:
-                values.update(state=SENT, unconfirmed=True, sent_at=utcnow(), window_at=utcnow())
+            if final and row.state == OutboundState.SENDING and row.handoff_at is not None:
+                values.update(state=OutboundState.SENT, unconfirmed=True, sent_at=utcnow(), window_at=utcnow())
             elif final and row.state not in FINAL:
-                values.update(state=FAILED)
+                values.update(state=OutboundState.FAILED)
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id).values(**values))
+
+
+def ensure_send_lock(engine: Engine) -> None:
+    """The row every admission locks; without it PostgreSQL would serialise nothing (a restore
+    without data, say)."""
+    with engine.begin() as conn:
+        if conn.execute(sa.select(send_locks.c.name).where(send_locks.c.name == "send")).first() is None:
+            conn.execute(send_locks.insert().values(name="send"))

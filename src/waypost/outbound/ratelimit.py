@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from waypost.store.models import outbound_messages, send_minutes
+from waypost.store.models import OutboundState, outbound_messages, send_minutes
 
 DAY = timedelta(hours=24)
 MINUTE = timedelta(minutes=1)
@@ -121,12 +121,13 @@ class RateLimiter:
 
     def _in_flight(self, now: datetime) -> sa.ColumnElement[bool]:
         """Admitted and not finished (and not so old that its worker must have died)."""
-        return sa.and_(outbound_messages.c.state == "sending",
+        return sa.and_(outbound_messages.c.state == OutboundState.SENDING,
                        outbound_messages.c.admitted_at > now - self.in_flight_limit)
 
     def _recent(self, now: datetime) -> sa.ColumnElement[bool]:
         """Finished sends still inside the rate window."""
-        return sa.and_(outbound_messages.c.window_at > now - self.window, outbound_messages.c.state != "sending")
+        return sa.and_(outbound_messages.c.window_at > now - self.window,
+                       outbound_messages.c.state != OutboundState.SENDING)
 
     def _rate_wait(self, conn: Connection, now: datetime) -> float | None:
         table = outbound_messages

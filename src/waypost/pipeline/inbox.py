@@ -8,6 +8,7 @@ answer with a temporary failure and the sending server retries.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -16,11 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from waypost.errors import StorageError
 from waypost.mail.auth import AuthVerdict
 from waypost.store.blobs import BlobStore
-from waypost.store.models import inbound_messages, utcnow
+from waypost.store.models import InboundStatus, inbound_messages, utcnow
 from waypost.store.queue import enqueue
 
 INBOUND_JOB = "inbound"
-QUEUED = "queued"  # inbound message states: queued -> processed | refused | dead (processor.py)
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ class ReceivedMail:
     ingress: str = "smtp"
     extra: dict[str, str] = field(default_factory=dict)
     auth: AuthVerdict | None = None  # SPF/DKIM/DMARC, checked by the ingress; None: not checked
+
+
+# The Ingress port: what every way in (the SMTP listeners today; SES receipts through S3 and
+# SQS, a Lambda) calls for each message, acknowledging its sender only after it returned; it
+# returns the message's id and raises StorageError when the message could not be made durable.
+AcceptMail = Callable[[ReceivedMail], str]
 
 
 class Inbox:
@@ -60,7 +66,7 @@ class Inbox:
                         blob_key=blob_key,
                         size=len(mail.raw),
                         ingress=mail.ingress,
-                        status=QUEUED,
+                        status=InboundStatus.QUEUED,
                         auth=mail.auth.to_json() if mail.auth is not None else None,
                     )
                 )

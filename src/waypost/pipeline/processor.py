@@ -14,15 +14,14 @@ from waypost.mail.auth import AuthVerdict
 from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.pipeline.gate import Gate, GateInput, Refusal
-from waypost.pipeline.inbox import INBOUND_JOB, QUEUED
+from waypost.pipeline.inbox import INBOUND_JOB
 from waypost.pipeline.router import OPERATOR_MAILBOXES, Commit, InboundMail, Router
 from waypost.store.blobs import BlobStore
-from waypost.store.models import inbound_messages, utcnow
+from waypost.store.models import InboundStatus, inbound_messages, utcnow
 from waypost.store.queue import Job, JobKind, JobQueue, enqueue
 
 log = logging.getLogger(__name__)
 
-PROCESSED, REFUSED, DEAD = "processed", "refused", "dead"
 PURGE_RAW_JOB = "purge-raw"
 
 
@@ -39,11 +38,11 @@ class InboundProcessor:
     def process(self, job: Job) -> None:
         """Raises on failure; the worker retries or dead-letters (see ``mark_dead``)."""
         row = self._load(job.payload["message_id"])
-        if row is None or row.status != QUEUED:
+        if row is None or row.status != InboundStatus.QUEUED:
             self._finish(job, None, None, "")
             return
-        with self.blobs.open(row.blob_key) as raw:
-            message = parse_message(raw, self.mime_limits)
+        with self.blobs.open(row.blob_key) as stream:
+            message = parse_message(stream, self.mime_limits)
         routed = self.router.app_for(row.rcpt_tos)
         open_to_all = routed is not None and routed[0].open_to_all
         auth = _verdict(row.auth)
@@ -59,17 +58,18 @@ class InboundProcessor:
 
                 def notice(conn: Connection) -> None:
                     app.rate_notice(conn, sender, message)
-            self._finish(job, message, REFUSED, f"{verdict.reason}: {verdict.detail}", notice)
+            self._finish(job, message, InboundStatus.REFUSED, f"{verdict.reason}: {verdict.detail}", notice)
             return
         if routed is None:
-            self._finish(job, message, PROCESSED, _operator_note(row.rcpt_tos))
+            self._finish(job, message, InboundStatus.PROCESSED, _operator_note(row.rcpt_tos))
             return
         app, recipient = routed
         raw = self.blobs.get(row.blob_key) if app.reads_raw else None
         mail = InboundMail(row.id, message, message.from_address or "", recipient, row.received_at, raw)
         commit = app.handle(mail)
         failpoints.hit("processor.before_commit")
-        self._finish(job, message, PROCESSED, f"handled by {app.name}", commit, purge_after=app.raw_retention)
+        self._finish(job, message, InboundStatus.PROCESSED, f"handled by {app.name}", commit,
+                     purge_after=app.raw_retention)
 
     def job_kinds(self) -> list[JobKind]:
         """The jobs this processor runs: inbound mail, and the deletion of raw messages."""
@@ -82,13 +82,15 @@ class InboundProcessor:
     def purge_raw(self, job: Job) -> None:
         """Delete a processed message's raw bytes (the original attachments with them)."""
         row = self._load(job.payload["message_id"])
-        purge = row is not None and row.status == PROCESSED and row.raw_deleted_at is None
-        if purge:
+        if row is not None and row.status == InboundStatus.PROCESSED and row.raw_deleted_at is None:
             self.blobs.delete(row.blob_key)
             log.info("deleted the raw message of %s", row.id)
+            deleted: str | None = row.id
+        else:
+            deleted = None
         with self.engine.begin() as conn:
-            if purge:
-                conn.execute(inbound_messages.update().where(inbound_messages.c.id == row.id)
+            if deleted is not None:
+                conn.execute(inbound_messages.update().where(inbound_messages.c.id == deleted)
                              .values(raw_deleted_at=utcnow()))
             self.queue.complete(conn, job)
 
@@ -97,10 +99,10 @@ class InboundProcessor:
             conn.execute(
                 inbound_messages.update()
                 .where(inbound_messages.c.id == message_id)
-                .values(status=DEAD, reason=reason[:2000], processed_at=utcnow())
+                .values(status=InboundStatus.DEAD, reason=reason[:2000], processed_at=utcnow())
             )
 
-    def _finish(self, job: Job, message: ParsedMessage | None, status: str | None, reason: str,
+    def _finish(self, job: Job, message: ParsedMessage | None, status: InboundStatus | None, reason: str,
                 commit: Commit | None = None, purge_after: timedelta | None = None) -> None:
         with self.engine.begin() as conn:
             if commit is not None:
@@ -117,7 +119,8 @@ class InboundProcessor:
             return conn.execute(sa.select(inbound_messages).where(inbound_messages.c.id == message_id)).first()
 
 
-def _record(conn: Connection, message_id: str, message: ParsedMessage | None, status: str, reason: str) -> None:
+def _record(conn: Connection, message_id: str, message: ParsedMessage | None, status: InboundStatus,
+            reason: str) -> None:
     values: dict[str, object] = {"status": status, "reason": reason, "processed_at": utcnow()}
     if message is not None:
         values.update(from_address=message.from_address, subject=message.subject,

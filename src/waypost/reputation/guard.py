@@ -30,7 +30,14 @@ from sqlalchemy.engine import Connection
 
 from waypost.config import GuardSettings
 from waypost.outbound import control
-from waypost.store.models import feedback_events, inbound_messages, outbound_messages, utcnow
+from waypost.store.models import (
+    InboundStatus,
+    OutboundState,
+    feedback_events,
+    inbound_messages,
+    outbound_messages,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +158,7 @@ class ReputationGuard:
         return out
 
     def _sent(self, stream: str | None) -> list[sa.ColumnElement[bool]]:
-        conditions = [outbound_messages.c.state == "sent", outbound_messages.c.window_at.is_not(None)]
+        conditions = [outbound_messages.c.state == OutboundState.SENT, outbound_messages.c.window_at.is_not(None)]
         if stream is not None:
             conditions.append(outbound_messages.c.stream == stream)
         return conditions
@@ -171,7 +178,7 @@ class ReputationGuard:
                  .group_by(feedback_events.c.counts_as))
         if stream is not None:
             query = query.where(feedback_events.c.stream == stream)
-        counts = dict(conn.execute(query).all())
+        counts: dict[str, int] = {kind: count for kind, count in conn.execute(query).all()}
         return int(counts.get("bounce", 0)), int(counts.get("complaint", 0))
 
     # -- compromise signals ----------------------------------------------------------------
@@ -210,8 +217,8 @@ def _seen_inbound(conn: Connection, address: str) -> bool:
     From could be anyone's.)"""
     forms = {address, address.lower()}
     return conn.execute(sa.select(inbound_messages.c.id).where(
-        inbound_messages.c.from_address.in_(forms), inbound_messages.c.status == "processed").limit(1)).first() \
-        is not None
+        inbound_messages.c.from_address.in_(forms), inbound_messages.c.status == InboundStatus.PROCESSED)
+        .limit(1)).first() is not None
 
 
 def _scope_name(scope: str) -> str:

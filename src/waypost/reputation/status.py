@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from waypost.outbound import control, suppression
+from waypost.outbound import control, listing, suppression
 from waypost.outbound.ratelimit import Limits, RateLimiter
 from waypost.reputation.guard import Assessment, ReputationGuard
 from waypost.store.models import (
+    InboundStatus,
+    JobState,
+    OutboundState,
     feedback_events,
     feedback_unreadable,
     inbound_messages,
@@ -20,6 +24,7 @@ from waypost.store.models import (
     outbound_messages,
     utcnow,
 )
+from waypost.store.queue import job_counts
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class QueueState:
 
     @property
     def dead(self) -> int:
-        return sum(n for (_, state), n in self.counts.items() if state == "dead")
+        return sum(n for (_, state), n in self.counts.items() if state == JobState.DEAD)
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,8 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
     with engine.connect() as conn:
         used_second, used_day = limiter.used(conn, now)
         return Snapshot(
-            at=now, queue=_queue(conn, now, stale_after), outbound=_outbound(conn),
-            unconfirmed=int(conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.unconfirmed))
-                            .scalar_one()),
+            at=now, queue=_queue(conn, now, stale_after), outbound=listing.counts_by_state(conn),
+            unconfirmed=listing.unconfirmed_count(conn),
             pauses=tuple(control.pauses(conn)), limits=limiter.limits, used_last_second=used_second,
             used_last_day=used_day, assessment=guard.assess(conn, now), suppressions=suppression.counts(conn),
             review=_count(conn, feedback_events, feedback_events.c.outcome == "review",
@@ -74,12 +78,9 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
         )
 
 
-
 def _queue(conn: Connection, now: datetime, stale_after: timedelta) -> QueueState:
-    counts = {(kind, state): int(n) for kind, state, n in conn.execute(
-        sa.select(jobs.c.kind, jobs.c.state, sa.func.count()).where(jobs.c.state != "done")
-        .group_by(jobs.c.kind, jobs.c.state))}
-    due = (jobs.c.state == "queued", jobs.c.run_after <= now)
+    counts = job_counts(conn)
+    due = (jobs.c.state == JobState.QUEUED, jobs.c.run_after <= now)
     oldest = conn.execute(sa.select(sa.func.min(jobs.c.run_after)).where(*due)).scalar()
     return QueueState(
         counts=counts, due=_count(conn, jobs, *due),
@@ -95,15 +96,52 @@ def _inbound(conn: Connection, since: datetime) -> dict[tuple[str, str], int]:
                         .where(inbound_messages.c.received_at > since)
                         .group_by(inbound_messages.c.status, inbound_messages.c.reason))
     for status, reason, count in rows:
-        code = (reason or "").split(":", 1)[0][:40] if status == "refused" else ""
+        code = (reason or "").split(":", 1)[0][:40] if status == InboundStatus.REFUSED else ""
         counts[(status, code)] = counts.get((status, code), 0) + int(count)
     return counts
 
 
-def _outbound(conn: Connection) -> dict[str, int]:
-    return {state: int(n) for state, n in conn.execute(
-        sa.select(outbound_messages.c.state, sa.func.count()).group_by(outbound_messages.c.state))}
-
-
 def _count(conn: Connection, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
+
+
+# -- day by day, for the console's charts ------------------------------------------------------
+
+
+def daily_series(conn: Connection, days: int) -> dict[str, list[tuple[str, float]]]:
+    """Per UTC day of the last ``days`` (today included), oldest first, as ('YYYY-MM-DD', n):
+    ``sends`` as the guard counts them (sent, by rate-window time), and ``bounces`` and
+    ``complaints`` that count toward the rates (by when they arrived). Days without any are 0."""
+    now = utcnow()
+    start = now.date() - timedelta(days=days - 1)
+    labels = [(start + timedelta(days=i)).isoformat() for i in range(days)]
+    since = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+    sends = _sends_by_day(conn, since)
+    counted = _counted_feedback_by_day(conn, since)
+    return {
+        "sends": [(d, float(sends.get(d, 0))) for d in labels],
+        "bounces": [(d, float(counted.get((d, "bounce"), 0))) for d in labels],
+        "complaints": [(d, float(counted.get((d, "complaint"), 0))) for d in labels],
+    }
+
+
+def _sends_by_day(conn: Connection, since: datetime) -> dict[str, int]:
+    day = _utc_day(conn, outbound_messages.c.window_at)
+    rows = conn.execute(sa.select(day, sa.func.count()).where(
+        outbound_messages.c.state == OutboundState.SENT, outbound_messages.c.window_at >= since).group_by(day))
+    return {str(d): int(n) for d, n in rows}
+
+
+def _counted_feedback_by_day(conn: Connection, since: datetime) -> dict[tuple[str, str], int]:
+    day = _utc_day(conn, feedback_events.c.received_at)
+    rows = conn.execute(sa.select(day, feedback_events.c.counts_as, sa.func.count()).where(
+        feedback_events.c.counts_as.is_not(None), feedback_events.c.received_at >= since)
+        .group_by(day, feedback_events.c.counts_as))
+    return {(str(d), kind): int(n) for d, kind, n in rows}
+
+
+def _utc_day(conn: Connection, column: Any) -> Any:
+    """The UTC day of a timestamp column as 'YYYY-MM-DD' (SQLite stores UTC without a zone)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.strftime("%Y-%m-%d", column)

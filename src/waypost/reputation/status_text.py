@@ -8,8 +8,11 @@ from waypost.config import GuardSettings
 from waypost.outbound import control
 from waypost.reputation.alarms import Alarm
 from waypost.reputation.status import Snapshot
+from waypost.store.models import InboundStatus, OutboundState
 
-STATES = ("queued", "sending", "paused", "sent", "failed", "suppressed")
+# in the order a message usually moves through them (paused beside the two it sits between)
+STATES = (OutboundState.QUEUED, OutboundState.SENDING, OutboundState.PAUSED, OutboundState.SENT,
+          OutboundState.FAILED, OutboundState.SUPPRESSED)
 
 
 def render_status(snap: Snapshot, alarms: list[Alarm], guard: GuardSettings, *, transport: str) -> Iterator[str]:
@@ -25,7 +28,7 @@ def render_status(snap: Snapshot, alarms: list[Alarm], guard: GuardSettings, *, 
     yield f"  due now    {q.due}{oldest}; dead letters {q.dead}"
     received = sum(n for n in snap.inbound_last_day.values())
     refused = ", ".join(f"{code} {n}" for (status, code), n in sorted(snap.inbound_last_day.items())
-                        if status == "refused")
+                        if status == InboundStatus.REFUSED)
     yield f"  inbound    {received} in 24 hours" + (f"; refused: {refused}" if refused else "")
     yield ""
     yield f"sending      via {transport}"

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
+
+from waypost.clock import utcnow as utcnow  # re-exported: the store's modules read the clock here
 
 metadata = sa.MetaData(
     naming_convention={
@@ -39,8 +42,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class InboundStatus(StrEnum):
+    """An inbound message: ``queued`` → ``processed`` (handled by an app, or kept for the
+    operator) | ``refused`` (failed the gate) | ``dead`` (its job was dead-lettered)."""
+
+    QUEUED = "queued"
+    PROCESSED = "processed"
+    REFUSED = "refused"
+    DEAD = "dead"
 
 
 inbound_messages = sa.Table(
@@ -55,7 +64,6 @@ inbound_messages = sa.Table(
     sa.Column("blob_key", sa.String(255), nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("ingress", sa.String(16), nullable=False),  # smtp | ses
-    # queued -> processed | refused | dead
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("from_address", sa.String(320), nullable=True, index=True),  # the guard: ever written to us?
@@ -69,13 +77,22 @@ inbound_messages = sa.Table(
     sa.Column("auth", sa.JSON, nullable=True),
 )
 
+class JobState(StrEnum):
+    """A job: ``queued`` → ``running`` → ``done``; from ``running`` back to ``queued`` (a retry
+    or a deferral) or ``dead`` (a permanent failure, or no attempts left)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
 jobs = sa.Table(
     "jobs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("payload", sa.JSON, nullable=False),
-    # queued -> running -> done | queued (retry) | dead
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_attempts", sa.Integer, nullable=False),
@@ -159,6 +176,19 @@ photos = sa.Table(
     sa.UniqueConstraint("journey_id", "content_sha256", name="uq_photos_journey_content"),
 )
 
+class OutboundState(StrEnum):
+    """An outbound message: ``queued`` → ``sending`` (admitted) → ``sent`` | ``failed``;
+    ``queued`` → ``suppressed``; ``queued`` ↔ ``paused``; a transient error puts ``sending``
+    back to ``queued``."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    PAUSED = "paused"
+
+
 outbound_messages = sa.Table(
     "outbound_messages",
     metadata,
@@ -171,7 +201,6 @@ outbound_messages = sa.Table(
     # indexed: a DSN or ARF report that quotes our Message-ID finds its row
     sa.Column("message_id_header", sa.String(998), nullable=False, index=True),
     sa.Column("raw", sa.LargeBinary, nullable=False),
-    # queued -> sending -> sent | failed; queued -> suppressed; queued <-> paused
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("provider_message_id", sa.String(255), nullable=True, index=True),  # SES feedback names it
     sa.Column("last_error", sa.Text, nullable=True),

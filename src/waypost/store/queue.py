@@ -13,15 +13,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from waypost.store.db import is_postgres
+from waypost.store.db import inserted_id, is_postgres
+from waypost.store.models import JobState as JobState  # re-exported: the queue's own states
 from waypost.store.models import jobs, utcnow
-
-QUEUED, RUNNING, DONE, DEAD = "queued", "running", "done", "dead"
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def enqueue(
         jobs.insert().values(
             kind=kind,
             payload=payload,
-            state=QUEUED,
+            state=JobState.QUEUED,
             attempts=0,
             max_attempts=max_attempts,
             run_after=run_after or now,
@@ -85,10 +84,44 @@ def enqueue(
             updated_at=now,
         )
     )
-    return int(result.inserted_primary_key[0])
+    return inserted_id(result)
 
 
-class JobQueue:
+def job_counts(conn: Connection) -> dict[tuple[str, str], int]:
+    """Jobs not done, by (kind, state)."""
+    rows = conn.execute(sa.select(jobs.c.kind, jobs.c.state, sa.func.count()).where(jobs.c.state != JobState.DONE)
+                        .group_by(jobs.c.kind, jobs.c.state))
+    return {(kind, state): int(n) for kind, state, n in rows}
+
+
+class JobQueue(Protocol):
+    """The port the worker and the job owners use. Jobs are added with ``enqueue`` inside the
+    transaction that creates what they refer to; a job's work commits with ``complete`` or
+    ``defer`` in the work's own transaction, so a job is done exactly when its effects are."""
+
+    def claim(self, owner: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+        """A due job of one of ``kinds`` leased to ``owner``, or None; a job out of attempts
+        comes back once with ``dead_reason`` set, already dead-lettered."""
+        ...
+
+    def complete(self, conn: Connection, job: Job) -> None: ...
+
+    def defer(self, conn: Connection, job: Job, run_after: datetime, why: str) -> None:
+        """Give the attempt back: run again at ``run_after`` without using an attempt."""
+        ...
+
+    def next_due_in(self, kinds: tuple[str, ...] | None = None) -> float | None:
+        """Seconds until a job of ``kinds`` is due (0: now), None when there is none."""
+        ...
+
+    def fail(self, job: Job, error: str, *, permanent: bool = False) -> bool:
+        """Record a failed attempt; True when the job is now dead-lettered."""
+        ...
+
+
+class TableJobQueue:
+    """The JobQueue on the ``jobs`` table of the service's own database."""
+
     def __init__(self, engine: Engine, *, visibility_timeout: float, retry: RetryPolicy,
                  retry_by_kind: dict[str, RetryPolicy] | None = None) -> None:
         self.engine = engine
@@ -102,8 +135,8 @@ class JobQueue:
         ``dead_reason`` so the caller can record the outcome where the job's work lives."""
         now = utcnow()
         due = sa.or_(
-            sa.and_(jobs.c.state == QUEUED, jobs.c.run_after <= now),
-            sa.and_(jobs.c.state == RUNNING, jobs.c.locked_until <= now),
+            sa.and_(jobs.c.state == JobState.QUEUED, jobs.c.run_after <= now),
+            sa.and_(jobs.c.state == JobState.RUNNING, jobs.c.locked_until <= now),
         )
         query = sa.select(jobs).where(due).order_by(jobs.c.run_after, jobs.c.id).limit(1)
         if kinds:
@@ -114,7 +147,7 @@ class JobQueue:
             row = conn.execute(query).mappings().first()
             if row is None:
                 return None
-            if row["state"] == RUNNING and row["attempts"] >= row["max_attempts"]:
+            if row["state"] == JobState.RUNNING and row["attempts"] >= row["max_attempts"]:
                 reason = "the worker stopped during every attempt (lease expired)"
                 self._bury(conn, row["id"], reason)
                 return Job(row["id"], row["kind"], row["payload"], row["attempts"], row["max_attempts"], owner,
@@ -123,7 +156,7 @@ class JobQueue:
                 jobs.update()
                 .where(jobs.c.id == row["id"])
                 .values(
-                    state=RUNNING,
+                    state=JobState.RUNNING,
                     attempts=row["attempts"] + 1,
                     locked_until=now + timedelta(seconds=self.visibility_timeout),
                     locked_by=owner,
@@ -135,7 +168,7 @@ class JobQueue:
     def complete(self, conn: Connection, job: Job) -> None:
         """Mark done inside the handler's own transaction, beside its effects."""
         conn.execute(
-            jobs.update().where(jobs.c.id == job.id).values(state=DONE, locked_until=None, updated_at=utcnow())
+            jobs.update().where(jobs.c.id == job.id).values(state=JobState.DONE, locked_until=None, updated_at=utcnow())
         )
 
     def defer(self, conn: Connection, job: Job, run_after: datetime, why: str) -> None:
@@ -144,13 +177,13 @@ class JobQueue:
         conn.execute(
             jobs.update()
             .where(jobs.c.id == job.id)
-            .values(state=QUEUED, attempts=max(job.attempts - 1, 0), run_after=run_after, locked_until=None,
+            .values(state=JobState.QUEUED, attempts=max(job.attempts - 1, 0), run_after=run_after, locked_until=None,
                     last_error=why[:2000], updated_at=utcnow())
         )
 
     def next_due_in(self, kinds: tuple[str, ...] | None = None) -> float | None:
         """Seconds until the earliest queued job becomes due (0 when one is due), or None."""
-        query = sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state == QUEUED)
+        query = sa.select(sa.func.min(jobs.c.run_after)).where(jobs.c.state == JobState.QUEUED)
         if kinds:
             query = query.where(jobs.c.kind.in_(kinds))
         with self.engine.connect() as conn:
@@ -169,7 +202,7 @@ class JobQueue:
                 jobs.update()
                 .where(jobs.c.id == job.id)
                 .values(
-                    state=QUEUED,
+                    state=JobState.QUEUED,
                     run_after=utcnow() + timedelta(seconds=self.retry_by_kind.get(job.kind, self.retry)
                                                    .delay(job.attempts)),
                     locked_until=None,
@@ -187,14 +220,14 @@ class JobQueue:
                 return self.retry_dead(job_id, own)
         result = conn.execute(
             jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.state == DEAD)
-            .values(state=QUEUED, attempts=0, run_after=utcnow(), updated_at=utcnow())
+            .where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD)
+            .values(state=JobState.QUEUED, attempts=0, run_after=utcnow(), updated_at=utcnow())
         )
         return result.rowcount == 1
 
     def dead_letters(self, limit: int = 100) -> list[sa.Row]:
         with self.engine.connect() as conn:
-            query = sa.select(jobs).where(jobs.c.state == DEAD).order_by(jobs.c.updated_at.desc()).limit(limit)
+            query = sa.select(jobs).where(jobs.c.state == JobState.DEAD).order_by(jobs.c.updated_at.desc()).limit(limit)
             return list(conn.execute(query))
 
     def depth(self) -> dict[str, int]:
@@ -207,5 +240,5 @@ class JobQueue:
         conn.execute(
             jobs.update()
             .where(jobs.c.id == job_id)
-            .values(state=DEAD, locked_until=None, last_error=error, updated_at=utcnow())
+            .values(state=JobState.DEAD, locked_until=None, last_error=error, updated_at=utcnow())
         )

@@ -10,6 +10,7 @@ import hmac
 import io
 import ipaddress
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,11 +20,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from waypost.clock import utcnow
 from waypost.mail.addresses import AddressError, normalise_address
 from waypost.outbound import suppression
 from waypost.reputation.metrics import registry_for
 from waypost.runtime import Runtime
-from waypost.store.models import utcnow
+from waypost.transactions import reading, transaction
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 MAX_BODY = 8 * 1024 * 1024  # a CSV import of some 100,000 addresses
 PRIVATE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -45,7 +49,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
     admin_token = token.get_secret_value() if token is not None else None
     registry = registry_for(runtime.snapshot, runtime.settings.alarms)
 
-    def guarded(handler):  # type: ignore[no-untyped-def]
+    def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             if not operator_allowed(request, admin_token):
                 return _error(403, "forbidden: loopback only, or Authorization: Bearer <web.admin_token>")
@@ -68,7 +72,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
             return _error(400, "limit must be a number from 1 to 1000")
 
         def read() -> list[suppression.Suppression]:
-            with runtime.engine.connect() as conn:
+            with reading(runtime.engine) as conn:
                 return suppression.entries(conn, limit=limit, after=q.get("after"), contains=q.get("search"),
                                            domain=q.get("domain"), reason=reason)
 
@@ -91,7 +95,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
         note = str(data["note"])[:2000] if data.get("note") else None
 
         def write() -> bool:
-            with runtime.engine.begin() as conn:
+            with transaction(runtime.engine) as conn:
                 return suppression.add(conn, address, reason, "api", detail=note, by="operator (api)",
                                        expires_at=utcnow() + timedelta(days=days) if days else None)
 
@@ -102,7 +106,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
         address = request.path_params["address"]
 
         def read() -> tuple[suppression.Suppression | None, list[Any]]:
-            with runtime.engine.connect() as conn:
+            with reading(runtime.engine) as conn:
                 return suppression.lookup(conn, address), suppression.history(conn, address)
 
         try:
@@ -125,7 +129,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
         address = request.path_params["address"]
 
         def write() -> bool:
-            with runtime.engine.begin() as conn:
+            with transaction(runtime.engine) as conn:
                 return suppression.remove(conn, address, by="operator (api)", note=why[:2000])
 
         try:
@@ -137,7 +141,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
     async def export_csv(request: Request) -> Response:
         def write() -> str:
             out = io.StringIO()
-            with runtime.engine.connect() as conn:
+            with reading(runtime.engine) as conn:
                 suppression.write_csv(conn, out)
             return out.getvalue()
 
@@ -159,7 +163,7 @@ def operator_routes(runtime: Runtime) -> list[Route]:
             return _json({"error": "nothing imported", "problems": err.problems[:200]}, 400)
 
         def write() -> set[str]:
-            with runtime.engine.begin() as conn:
+            with transaction(runtime.engine) as conn:
                 return suppression.add_many(conn, rows, by="operator (api import)")
 
         added = await run_in_threadpool(write)

@@ -6,6 +6,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from waypost import audit
+from waypost.transactions import reading
 from waypost.web.admin.console import Call, Console
 
 PAGE = 100
@@ -16,7 +17,7 @@ def audit_routes(console: Console) -> list[Route]:
     def show(call: Call) -> Response:
         action = call.query.get("action", "").strip()[:48]
         before = call.query.get("before", "")
-        with console.engine.connect() as conn:
+        with reading(console.engine) as conn:
             found = audit.entries(conn, limit=PAGE + 1, before=int(before) if before.isdigit() else None,
                                   action=action or None)
         return console.render(call, "admin/audit.html", {

@@ -32,16 +32,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from waypost import audit
+from waypost.clock import utcnow
 from waypost.config import Settings
-from waypost.store.models import audit_log, utcnow
+from waypost.transactions import Database, reading, transaction
 from waypost.web.admin import csrf
 from waypost.web.admin.forms import read_form
 from waypost.web.admin.password import decoy_hash, read_hash, verify_password
@@ -94,7 +93,7 @@ class Credentials:
 
 
 class Sessions:
-    def __init__(self, settings: Settings, keys: tuple[bytes, ...], engine: Engine) -> None:
+    def __init__(self, settings: Settings, keys: tuple[bytes, ...], engine: Database) -> None:
         # itsdangerous signs with the last key and verifies with all; ours are newest first
         self.serializer = URLSafeTimedSerializer(list(reversed(keys)), salt="waypost.admin.session")
         self.lifetime = settings.web.admin_session_minutes * 60
@@ -115,7 +114,8 @@ class Sessions:
         if not value:
             return None
         try:
-            data = self.serializer.loads(value, max_age=self.lifetime)
+            # ages are whole seconds, so "older than the floor" is "older than the lifetime"
+            data = self.serializer.loads(value, max_age=int(self.lifetime))
             session = Session(str(data["a"]), str(data["s"]), str(data["c"]))
         except (BadSignature, KeyError, TypeError):
             return None
@@ -136,11 +136,10 @@ class Sessions:
 
     def _logouts_on_record(self) -> dict[str, float]:
         since = utcnow() - timedelta(seconds=self.lifetime)
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(audit_log.c.target, audit_log.c.at).where(
-                audit_log.c.action == "logout", audit_log.c.at > since))
-            return {target.removeprefix("session "): at.timestamp() + self.lifetime
-                    for target, at in rows if target}
+        with reading(self.engine) as conn:
+            logouts = audit.recorded_since(conn, "logout", since)
+        return {entry.target.removeprefix("session "): entry.at.timestamp() + self.lifetime
+                for entry in logouts if entry.target}
 
     def set_cookie(self, response: Response, value: str) -> None:
         response.set_cookie(COOKIE, value, max_age=int(self.lifetime), path="/admin", httponly=True,
@@ -252,8 +251,8 @@ class Login:
 
     def _logout(self, call: Call) -> Response:
         self.sessions.revoke(call.session)
-        with self.console.engine.begin() as conn:
-            self.console.audit(conn, call, "logout", f"session {call.session.sid}")
+        with transaction(self.console.engine) as tx:
+            self.console.audit(tx, call, "logout", f"session {call.session.sid}")
         response = RedirectResponse("/admin/login", 303, headers=self.console.headers)
         self.sessions.clear_cookie(response)
         return response
@@ -271,8 +270,8 @@ class Login:
         return self._form(request, message, 429 if locked else 401, next_path)
 
     def _record(self, action: str, actor: str, ip: str, target: str | None, detail: str | None) -> None:
-        with self.console.engine.begin() as conn:
-            audit.record(conn, action, actor=actor, target=target, detail=detail, ip=ip)
+        with transaction(self.console.engine) as tx:
+            audit.record(tx, action, actor=actor, target=target, detail=detail, ip=ip)
 
     def _form(self, request: Request, error: str | None, status: int, next_path: str | None = None) -> Response:
         nonce = csrf.new_token()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from waypost import audit
 from waypost.keys import signing_keys
 from waypost.runtime import Runtime
+from waypost.transactions import Transaction
 from waypost.web.admin import csrf
 from waypost.web.admin.auth import Session, Sessions, client_ip
 from waypost.web.admin.forms import EMPTY, MAX_FORM, Form, read_form
@@ -147,7 +147,7 @@ class Console:
                         headers={**self.headers, "Content-Disposition": f'attachment; filename="{filename}"'})
 
     @staticmethod
-    def audit(conn: Connection, call: Call, action: str, target: str | None = None,
+    def audit(tx: Transaction, call: Call, action: str, target: str | None = None,
               detail: str | None = None) -> None:
         """Record an action inside the caller's transaction, with who did it and from where."""
-        audit.record(conn, action, actor=call.actor, target=target, detail=detail, ip=call.ip)
+        audit.record(tx, action, actor=call.actor, target=target, detail=detail, ip=call.ip)

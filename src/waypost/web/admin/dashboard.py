@@ -10,7 +10,11 @@ from waypost.outbound import control
 from waypost.outbound.outbox import SEND_JOB
 from waypost.reputation.alarms import evaluate
 from waypost.reputation.status_text import STATES
+from waypost.store.queue import JobState
+from waypost.transactions import transaction
 from waypost.web.admin.console import Call, Console
+
+JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.DEAD)  # a done job needs no look
 
 
 def dashboard_routes(console: Console) -> list[Route]:
@@ -22,7 +26,7 @@ def dashboard_routes(console: Console) -> list[Route]:
         alarms = [a for a in evaluate(snapshot, console.settings.alarms) if a.firing]
         kinds = sorted({kind for kind, _ in snapshot.queue.counts})
         return console.render(call, "admin/dashboard.html", {
-            "snap": snapshot, "alarms": alarms, "kinds": kinds, "job_states": ("queued", "running", "dead"),
+            "snap": snapshot, "alarms": alarms, "kinds": kinds, "job_states": JOB_STATES,
             "states": STATES, "scopes": scopes, "transport": console.settings.outbound.transport,
             "paused_scopes": {p.scope for p in snapshot.pauses}})
 
@@ -30,7 +34,7 @@ def dashboard_routes(console: Console) -> list[Route]:
         scope, reason = call.form.text("scope", 32), call.form.text("reason")
         if scope not in scopes or not reason:
             return console.problem(call, "Choose what to pause and say why (the reason is kept).")
-        with console.engine.begin() as conn:
+        with transaction(console.engine) as conn:
             changed = control.pause(conn, scope, reason, by=f"console ({call.actor})")
             if changed:
                 console.audit(conn, call, "sending.pause", scope, reason)
@@ -38,7 +42,7 @@ def dashboard_routes(console: Console) -> list[Route]:
 
     def resume(call: Call) -> Response:
         scope = call.form.text("scope", 32)
-        with console.engine.begin() as conn:
+        with transaction(console.engine) as conn:
             changed = control.resume(conn, scope, SEND_JOB, by=f"console ({call.actor})")
             if changed:
                 console.audit(conn, call, "sending.resume", scope)

@@ -56,7 +56,8 @@ def _multipart(content_type: str, body: bytes) -> Form:
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             continue
-        value = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)  # bytes for a leaf part, which every form field is
+        value = payload if isinstance(payload, bytes) else b""
         if part.get_param("filename", header="content-disposition") is not None:
             files[name] = value
         else:

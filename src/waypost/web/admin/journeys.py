@@ -3,15 +3,20 @@ set or clear when a link expires."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from waypost.apps.journeys import repository
-from waypost.web.admin.console import Call, Console
+from waypost.transactions import Transaction, reading, transaction
+from waypost.web.admin.console import Call, Console, Handler
 
 PAGE = 50
+
+# one change to one journey; returns the detail for the audit entry
+Change = Callable[[Transaction, int, Call], str | None]
 
 
 def journey_routes(console: Console) -> list[Route]:
@@ -20,21 +25,21 @@ def journey_routes(console: Console) -> list[Route]:
     def show(call: Call) -> Response:
         after = call.query.get("after", "")
         owner = call.query.get("owner", "").strip()
-        with engine.connect() as conn:
+        with reading(engine) as conn:
             found = repository.list_journeys(conn, limit=PAGE + 1, after_id=int(after) if after.isdigit() else None,
                                              owner=owner or None)
         return console.render(call, "admin/journeys.html", {
             "journeys": found[:PAGE], "next": found[PAGE - 1].id if len(found) > PAGE else None, "owner": owner,
             "base_url": console.settings.public_base_url.rstrip("/")})
 
-    def change(action: str, apply, done: str):  # type: ignore[no-untyped-def]
+    def change(action: str, apply: Change, done: str) -> Handler:
         """A handler that applies one change to a journey and audits it in the same transaction."""
         def handler(call: Call) -> Response:
             journey_id = int(call.request.path_params["journey_id"])
             try:
-                with engine.begin() as conn:
-                    detail = apply(conn, journey_id, call)
-                    console.audit(conn, call, action, f"journey {journey_id}", detail)
+                with transaction(engine) as tx:
+                    detail = apply(tx, journey_id, call)
+                    console.audit(tx, call, action, f"journey {journey_id}", detail)
             except repository.JourneyNotFound:
                 return console.problem(call, "There is no such journey.", 404)
             except ValueError as err:
@@ -43,16 +48,16 @@ def journey_routes(console: Console) -> list[Route]:
 
         return handler
 
-    def revoke(conn, journey_id: int, call: Call) -> None:  # type: ignore[no-untyped-def]
-        repository.revoke(conn, journey_id)
+    def revoke(tx: Transaction, journey_id: int, call: Call) -> None:
+        repository.revoke(tx, journey_id)
 
-    def rotate(conn, journey_id: int, call: Call) -> str:  # type: ignore[no-untyped-def]
-        repository.rotate(conn, journey_id)
+    def rotate(tx: Transaction, journey_id: int, call: Call) -> str:
+        repository.rotate(tx, journey_id)
         return "a new share link; the old one no longer works"
 
-    def expiry(conn, journey_id: int, call: Call) -> str:  # type: ignore[no-untyped-def]
+    def expiry(tx: Transaction, journey_id: int, call: Call) -> str:
         expires_at = None if call.form.get("clear") else end_of_day(call.form.text("expires", 32))
-        repository.set_expiry(conn, journey_id, expires_at)
+        repository.set_expiry(tx, journey_id, expires_at)
         return f"expires {expires_at.isoformat()}" if expires_at else "never expires"
 
     return [

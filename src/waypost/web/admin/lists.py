@@ -8,10 +8,11 @@ from datetime import timedelta
 from starlette.responses import Response
 from starlette.routing import Route
 
+from waypost.clock import utcnow
 from waypost.mail.addresses import AddressError, normalise_address
 from waypost.outbound import suppression
 from waypost.pipeline.allowlist import parse_entry
-from waypost.store.models import utcnow
+from waypost.transactions import reading, transaction
 from waypost.web.admin.console import Call, Console
 
 PAGE = 50
@@ -29,7 +30,7 @@ def allowlist_routes(console: Console) -> list[Route]:
             value = parse_entry(text)[1]
         except AddressError as err:
             return console.problem(call, f"Not an address or a domain: {err}")
-        with console.engine.begin() as conn:  # the change and its audit entry commit together
+        with transaction(console.engine) as conn:  # the change and its audit entry commit together
             added = allowlist.add(text, note or None, conn=conn)
             if added:
                 console.audit(conn, call, "allowlist.add", value, note or None)
@@ -41,7 +42,7 @@ def allowlist_routes(console: Console) -> list[Route]:
             value = parse_entry(text)[1]
         except AddressError as err:
             return console.problem(call, f"Not an address or a domain: {err}")
-        with console.engine.begin() as conn:
+        with transaction(console.engine) as conn:
             removed = allowlist.remove(text, conn=conn)
             if removed:
                 console.audit(conn, call, "allowlist.remove", value)
@@ -60,10 +61,11 @@ def suppression_routes(console: Console) -> list[Route]:
     def show(call: Call) -> Response:
         q = call.query
         reason = q.get("reason", "").upper()
-        filters = {"contains": q.get("search") or None, "domain": q.get("domain") or None,
-                   "reason": suppression.Reason(reason) if reason in suppression.Reason.__members__ else None}
-        with engine.connect() as conn:
-            found = suppression.entries(conn, limit=PAGE + 1, after=q.get("after") or None, **filters)
+        with reading(engine) as conn:
+            found = suppression.entries(
+                conn, limit=PAGE + 1, after=q.get("after") or None, contains=q.get("search") or None,
+                domain=q.get("domain") or None,
+                reason=suppression.Reason(reason) if reason in suppression.Reason.__members__ else None)
             changes = suppression.history(conn, limit=20)
         page_query = {k: q.get(k, "") for k in ("search", "domain", "reason")}
         return console.render(call, "admin/suppressions.html", {
@@ -81,7 +83,7 @@ def suppression_routes(console: Console) -> list[Route]:
         note = form.text("note")
         if not note or (days is not None and days <= 0):
             return console.problem(call, "Say why the address is suppressed; days, when given, must be positive.")
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             added = suppression.add(conn, address, reason, "console", detail=note, by=f"console ({call.actor})",
                                     expires_at=utcnow() + timedelta(days=days) if days else None)
             if added:
@@ -94,7 +96,7 @@ def suppression_routes(console: Console) -> list[Route]:
         if not why:
             return console.problem(call, "Say why the address may receive mail again (the reason is kept).")
         try:
-            with engine.begin() as conn:
+            with transaction(engine) as conn:
                 removed = suppression.remove(conn, address, by=f"console ({call.actor})", note=why)
                 if removed:
                     console.audit(conn, call, "suppression.remove", suppression.suppression_key(address), why)
@@ -104,7 +106,7 @@ def suppression_routes(console: Console) -> list[Route]:
 
     def export(call: Call) -> Response:
         out = io.StringIO()
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             count = suppression.write_csv(conn, out)
             console.audit(conn, call, "suppression.export", None, f"{count} entries")
         return console.download(out.getvalue(), "text/csv; charset=utf-8", "suppressions.csv")
@@ -120,7 +122,7 @@ def suppression_routes(console: Console) -> list[Route]:
                 "message": "Nothing was imported: the file has bad lines.", "problems": err.problems[:200]}, 400)
         if not rows:
             return console.problem(call, "The file holds no addresses.")
-        with engine.begin() as conn:
+        with transaction(engine) as conn:
             new = suppression.add_many(conn, rows, by=f"console ({call.actor})")
             console.audit(conn, call, "suppression.import", None, f"{len(rows)} rows, {len(new)} newly suppressed")
         return console.redirect("/admin/suppressions", "imported")

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import email.policy
 import re
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.responses import Response
 from starlette.routing import Route
 
-from waypost.store.models import outbound_messages
-from waypost.web.admin.console import Call, Console
+from waypost.outbound import listing
+from waypost.outbound.listing import OutboundSummary
+from waypost.transactions import reading
+from waypost.web.admin.console import Call, Console, Handler
 
 PAGE = 50
 MAX_FILES = 100
@@ -34,36 +36,31 @@ SANDBOX = {
     "Cache-Control": "private, no-store",
     "X-Robots-Tag": "noindex, nofollow",
 }
-_ROW_COLUMNS = (outbound_messages.c.id, outbound_messages.c.stream, outbound_messages.c.recipient,
-                outbound_messages.c.subject, outbound_messages.c.state, outbound_messages.c.created_at,
-                outbound_messages.c.sent_at, outbound_messages.c.last_error, outbound_messages.c.idempotency_key,
-                outbound_messages.c.unconfirmed)
+
+Reader = Callable[[Call], tuple[bytes | None, OutboundSummary | None]]
 
 
 def outbox_routes(console: Console) -> list[Route]:
     engine, directory = console.engine, console.settings.outbox_dir
 
     def show(call: Call) -> Response:
-        query = sa.select(*_ROW_COLUMNS).order_by(outbound_messages.c.id.desc()).limit(PAGE + 1)
-        if call.query.get("before", "").isdigit():
-            query = query.where(outbound_messages.c.id < int(call.query["before"]))
-        with engine.connect() as conn:
-            rows = list(conn.execute(query))
+        before = call.query.get("before", "")
+        with reading(engine) as conn:
+            rows = listing.newest(conn, limit=PAGE + 1, before=int(before) if before.isdigit() else None)
         return console.render(call, "admin/outbox.html", {
             "rows": rows[:PAGE], "next": rows[PAGE - 1].id if len(rows) > PAGE else None,
             "files": caught_files(directory)})
 
-    def row_raw(call: Call) -> tuple[bytes | None, Any]:
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(*_ROW_COLUMNS, outbound_messages.c.raw)
-                               .where(outbound_messages.c.id == call.request.path_params["msg_id"])).first()
-        return (bytes(row.raw), row) if row is not None else (None, None)
+    def row_raw(call: Call) -> tuple[bytes | None, OutboundSummary | None]:
+        with reading(engine) as conn:
+            found = listing.message(conn, int(call.request.path_params["msg_id"]))
+        return (found[1], found[0]) if found is not None else (None, None)
 
-    def file_raw(call: Call) -> tuple[bytes | None, Any]:
+    def file_raw(call: Call) -> tuple[bytes | None, OutboundSummary | None]:
         path = caught_path(directory, call.param("name"))
         return (path.read_bytes(), None) if path is not None else (None, None)
 
-    def viewer(read, base):  # type: ignore[no-untyped-def]
+    def viewer(read: Reader, base: Callable[[Call], str]) -> tuple[Handler, Handler]:
         def view(call: Call) -> Response:
             raw, row = read(call)
             if raw is None:
@@ -134,7 +131,7 @@ def _parse(raw: bytes) -> EmailMessage:
 def _body(message: EmailMessage, subtype: str) -> str | None:
     try:
         part = message.get_body(preferencelist=(subtype,))
-        return part.get_content() if part is not None else None  # type: ignore[union-attr]
+        return part.get_content() if part is not None else None
     except (LookupError, ValueError, KeyError):
         return None
 

@@ -1,0 +1,11 @@
+"""The `waypost` command: the group (``base``) and the modules that register their commands on
+it (``commands``, ``deliverability``, ``admin``)."""
+
+from waypost.cli import admin, commands, deliverability  # noqa: F401  (each registers its commands)
+from waypost.cli.base import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="waypost")
