@@ -25,12 +25,21 @@ from tests.support.sns_signing import (
     notification,
     sign_envelope,
 )
-from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsRejected, SnsVerifier
+from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsOutcome, SnsRejected, SnsResult, SnsVerifier
 
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
 OTHER_TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-events"  # also allowed
 STRANGER_TOPIC = "arn:aws:sns:eu-west-1:999999999999:not-ours"
 SES_JSON = '{"notificationType":"Bounce","bounce":{"bounceType":"Permanent"},"mail":{"messageId":"0102"}}'
+APPLIED = SnsOutcome(SnsResult.APPLIED)
+
+
+def refused(reason: str) -> SnsOutcome:
+    return SnsOutcome(SnsResult.REFUSED, reason)
+
+
+def retry_later(reason: str) -> SnsOutcome:
+    return SnsOutcome(SnsResult.RETRY_LATER, reason)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,7 @@ class Hook:
         self.endpoint = SnsEndpoint(SnsVerifier(self.fetcher, topics), self.fetcher,
                                     lambda message, envelope: self.delivered.append((message, envelope)))
 
-    def post(self, envelope: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, str]:
+    def post(self, envelope: dict[str, Any], headers: dict[str, str] | None = None) -> SnsOutcome:
         if headers is None:  # what SNS sends alongside the body
             headers = {"x-amz-sns-message-type": str(envelope.get("Type")),
                        "Content-Type": "text/plain; charset=UTF-8"}
@@ -81,7 +90,7 @@ def test_valid_notification_is_delivered_once(server: SnsHttpsServer, pki: SnsPk
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC, SES_JSON, subject=subject), version=version)
 
-    assert hook.post(envelope) == (200, "ok")
+    assert hook.post(envelope) == APPLIED
 
     assert [message for message, _ in hook.delivered] == [SES_JSON]
     assert hook.delivered[0][1]["MessageId"] == envelope["MessageId"]
@@ -104,7 +113,7 @@ def test_tampered_notification_is_refused(server: SnsHttpsServer, pki: SnsPki, c
     envelope |= change
     envelope = {k: v for k, v in envelope.items() if v is not None}
 
-    assert hook.post(envelope) == (403, "bad-signature")
+    assert hook.post(envelope) == refused("bad-signature")
     assert hook.delivered == []
 
 
@@ -112,7 +121,7 @@ def test_subject_added_after_signing_is_refused(server: SnsHttpsServer, pki: Sns
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC, SES_JSON)) | {"Subject": "Injected"}
 
-    assert hook.post(envelope) == (403, "bad-signature")
+    assert hook.post(envelope) == refused("bad-signature")
     assert hook.delivered == []
 
 
@@ -121,7 +130,7 @@ def test_signature_version_relabelled_is_refused(server: SnsHttpsServer, pki: Sn
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC, SES_JSON), version="1") | {"SignatureVersion": "2"}
 
-    assert hook.post(envelope) == (403, "bad-signature")
+    assert hook.post(envelope) == refused("bad-signature")
 
 
 @pytest.mark.parametrize("url_template", [
@@ -142,7 +151,7 @@ def test_cert_url_outside_the_pattern_is_never_fetched(server: SnsHttpsServer, p
     port = server.base_url.rsplit(":", 1)[1]
     envelope = signed(server, pki, notification(TOPIC), cert_url=url_template.format(port=port))
 
-    assert hook.post(envelope) == (403, "cert-url")
+    assert hook.post(envelope) == refused("cert-url")
     assert hook.delivered == []
     assert server.connections() == 0
 
@@ -150,21 +159,21 @@ def test_cert_url_outside_the_pattern_is_never_fetched(server: SnsHttpsServer, p
 def test_topic_not_allowed_is_refused_before_any_fetch(server: SnsHttpsServer, pki: SnsPki) -> None:
     hook = Hook(pki)
 
-    assert hook.post(signed(server, pki, notification(STRANGER_TOPIC))) == (403, "topic-not-allowed")
+    assert hook.post(signed(server, pki, notification(STRANGER_TOPIC))) == refused("topic-not-allowed")
     assert server.connections() == 0
 
 
 def test_empty_topic_allow_list_allows_nothing(server: SnsHttpsServer, pki: SnsPki) -> None:
     hook = Hook(pki, topics=())
 
-    assert hook.post(signed(server, pki, notification(TOPIC))) == (403, "topic-not-allowed")
+    assert hook.post(signed(server, pki, notification(TOPIC))) == refused("topic-not-allowed")
     assert server.connections() == 0
 
 
 def test_signature_version_3_is_refused(server: SnsHttpsServer, pki: SnsPki) -> None:
     hook = Hook(pki)
 
-    assert hook.post(signed(server, pki, notification(TOPIC), version="3")) == (403, "bad-signature-version")
+    assert hook.post(signed(server, pki, notification(TOPIC), version="3")) == refused("bad-signature-version")
     assert server.connections() == 0
 
 
@@ -172,7 +181,7 @@ def test_unsupported_type_is_refused(server: SnsHttpsServer, pki: SnsPki) -> Non
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC) | {"Type": "Bogus"})
 
-    assert hook.post(envelope) == (403, "unsupported-type")
+    assert hook.post(envelope) == refused("unsupported-type")
     assert server.connections() == 0
 
 
@@ -182,7 +191,7 @@ def test_type_header_disagreeing_with_the_body_is_refused(server: SnsHttpsServer
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC))
 
-    assert hook.post(envelope, {"X-Amz-Sns-Message-Type": header}) == (403, "type-mismatch")
+    assert hook.post(envelope, {"X-Amz-Sns-Message-Type": header}) == refused("type-mismatch")
     assert server.connections() == 0
 
 
@@ -190,16 +199,16 @@ def test_type_header_is_optional_and_case_insensitive(server: SnsHttpsServer, pk
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC))
 
-    assert hook.post(envelope, {}) == (200, "ok")
-    assert hook.post(envelope, {"X-AMZ-SNS-MESSAGE-TYPE": "Notification"}) == (200, "ok")
+    assert hook.post(envelope, {}) == APPLIED
+    assert hook.post(envelope, {"X-AMZ-SNS-MESSAGE-TYPE": "Notification"}) == APPLIED
     assert len(hook.delivered) == 2  # duplicates are for deliver to handle, by MessageId
 
 
 def test_raw_delivery_is_refused(server: SnsHttpsServer, pki: SnsPki) -> None:
     hook = Hook(pki)
-    status = hook.endpoint.handle({"x-amz-sns-rawdelivery": "true"}, SES_JSON.encode())
+    outcome = hook.endpoint.handle({"x-amz-sns-rawdelivery": "true"}, SES_JSON.encode())
 
-    assert status == (403, "raw-delivery")
+    assert outcome == refused("raw-delivery")
     assert server.connections() == 0
 
 
@@ -209,7 +218,7 @@ def test_certificate_served_under_an_untrusted_ca_is_refused(pki: SnsPki, rogue_
     with rogue:
         envelope = signed(rogue, pki, notification(TOPIC))
 
-        assert hook.post(envelope) == (403, "cert-fetch")
+        assert hook.post(envelope) == retry_later("cert-fetch")
 
         assert rogue.connections() == 1
         assert rogue.requests() == []  # the handshake failed; no HTTP request was made
@@ -221,8 +230,8 @@ def test_certificate_is_fetched_once_for_many_notifications(server: SnsHttpsServ
     first = signed(server, pki, notification(TOPIC, "one", message_id="m-1"), version="1")
     second = signed(server, pki, notification(TOPIC, "two", message_id="m-2"), version="2")
 
-    assert hook.post(first) == (200, "ok")
-    assert hook.post(second) == (200, "ok")
+    assert hook.post(first) == APPLIED
+    assert hook.post(second) == APPLIED
 
     assert [message for message, _ in hook.delivered] == ["one", "two"]
     assert server.cert_fetches() == 1
@@ -246,7 +255,7 @@ def test_concurrent_notifications_are_all_delivered(server: SnsHttpsServer, pki:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(hook.post, envelopes))
 
-    assert results == [(200, "ok")] * 16
+    assert results == [APPLIED] * 16
     assert sorted(message for message, _ in hook.delivered) == sorted(f"message {n}" for n in range(16))
     assert 1 <= server.cert_fetches() <= 8  # racing first fetches may each fetch; then the cache answers
 
@@ -260,7 +269,7 @@ def test_concurrent_notifications_are_all_delivered(server: SnsHttpsServer, pki:
 def test_certificate_fetch_failures_are_refused(server: SnsHttpsServer, pki: SnsPki, path: str) -> None:
     hook = Hook(pki)
 
-    assert hook.post(signed(server, pki, notification(TOPIC), cert_url=server.url(path))) == (403, "cert-fetch")
+    assert hook.post(signed(server, pki, notification(TOPIC), cert_url=server.url(path))) == retry_later("cert-fetch")
     assert server.requests() == [path]  # one GET, and a redirect was not followed
     assert hook.delivered == []
 
@@ -273,7 +282,7 @@ def test_proxy_settings_in_the_environment_are_ignored(server: SnsHttpsServer, p
         monkeypatch.delenv(name, raising=False)
     hook = Hook(pki)
 
-    assert hook.post(signed(server, pki, notification(TOPIC))) == (200, "ok")
+    assert hook.post(signed(server, pki, notification(TOPIC))) == APPLIED
     assert server.requests() == [CERT_PATH]
 
 
@@ -281,8 +290,8 @@ def test_failed_fetch_is_not_cached(server: SnsHttpsServer, pki: SnsPki) -> None
     hook = Hook(pki)
     envelope = signed(server, pki, notification(TOPIC), cert_url=server.url("/missing.pem"))
 
-    assert hook.post(envelope) == (403, "cert-fetch")
-    assert hook.post(envelope) == (403, "cert-fetch")
+    assert hook.post(envelope) == retry_later("cert-fetch")
+    assert hook.post(envelope) == retry_later("cert-fetch")
     assert server.requests() == ["/missing.pem", "/missing.pem"]
 
 
@@ -306,7 +315,7 @@ def test_refusals_are_logged_with_reason_and_topic_but_not_the_body(
     envelope = signed(server, pki, notification(TOPIC, "secret-recipient@example.net")) | {"Timestamp": "x"}
 
     with caplog.at_level(logging.WARNING, logger="waypost.feedback.sns"):
-        assert hook.post(envelope) == (403, "bad-signature")
+        assert hook.post(envelope) == refused("bad-signature")
 
     [record] = [r for r in caplog.records if r.name == "waypost.feedback.sns"]
     assert record.levelno == logging.WARNING
@@ -323,7 +332,7 @@ def test_subscription_confirmation_gets_the_subscribe_url_once(server: SnsHttpsS
     envelope = signed(server, pki, confirmation(TOPIC, subscribe_url), version="1")
 
     with caplog.at_level(logging.INFO, logger="waypost.feedback.sns"):
-        assert hook.post(envelope) == (200, "subscribed")
+        assert hook.post(envelope) == SnsOutcome(SnsResult.SUBSCRIBED)
 
     assert server.confirmations() == [CONFIRM_PATH + "?Action=ConfirmSubscription&Token=2336412f37fb687f"]
     assert hook.delivered == []
@@ -334,7 +343,7 @@ def test_subscribe_url_on_a_disallowed_host_is_not_requested(server: SnsHttpsSer
     hook = Hook(pki)
     envelope = signed(server, pki, confirmation(TOPIC, "https://169.254.169.254/latest/meta-data/?Token=x"))
 
-    assert hook.post(envelope) == (403, "subscribe-url")
+    assert hook.post(envelope) == refused("subscribe-url")
     assert server.requests() == [CERT_PATH]  # the certificate, and nothing else
     assert server.confirmations() == []
 
@@ -343,7 +352,7 @@ def test_subscription_for_a_stranger_topic_is_not_confirmed(server: SnsHttpsServ
     hook = Hook(pki)
     envelope = signed(server, pki, confirmation(STRANGER_TOPIC, server.url(CONFIRM_PATH + "?Token=x")))
 
-    assert hook.post(envelope) == (403, "topic-not-allowed")
+    assert hook.post(envelope) == refused("topic-not-allowed")
     assert server.connections() == 0
 
 
@@ -352,7 +361,7 @@ def test_tampered_subscribe_url_is_refused(server: SnsHttpsServer, pki: SnsPki) 
     envelope = signed(server, pki, confirmation(TOPIC, server.url(CONFIRM_PATH + "?Token=x")))
     envelope["SubscribeURL"] = server.url(CONFIRM_PATH + "?Token=someone-elses")
 
-    assert hook.post(envelope) == (403, "bad-signature")
+    assert hook.post(envelope) == refused("bad-signature")
     assert server.confirmations() == []
 
 
@@ -363,7 +372,7 @@ def test_unsubscribe_confirmation_is_noted_and_never_resubscribes(server: SnsHtt
                                                 kind="UnsubscribeConfirmation"))
 
     with caplog.at_level(logging.WARNING, logger="waypost.feedback.sns"):
-        assert hook.post(envelope) == (200, "noted")
+        assert hook.post(envelope) == SnsOutcome(SnsResult.NOTED)
 
     assert server.confirmations() == []
     assert server.requests() == [CERT_PATH]

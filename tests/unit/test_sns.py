@@ -23,11 +23,14 @@ from waypost.feedback.sns import (
     MAX_ENVELOPE_BYTES,
     CertificateFetcher,
     SnsEndpoint,
+    SnsOutcome,
     SnsRejected,
+    SnsResult,
     SnsVerifier,
     parse_envelope,
     string_to_sign,
 )
+from waypost.web.app import sns_response
 
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-5f0c1e2d3a4b.pem"
@@ -431,7 +434,7 @@ def test_documentation_examples_are_never_accepted(name: str) -> None:
                            lambda message, _: delivered.append(message))
 
     assert headers["x-amz-sns-message-type"] == envelope["Type"]
-    assert endpoint.handle(headers, body) == (403, "bad-signature")
+    assert endpoint.handle(headers, body) == SnsOutcome(SnsResult.REFUSED, "bad-signature")
     assert delivered == []
 
 
@@ -463,7 +466,7 @@ def test_documentation_style_examples_are_never_accepted(pki: SnsPki, kind: str)
     delivered: list[str] = []
     endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC]), fetcher, lambda message, _: delivered.append(message))
 
-    assert endpoint.handle(headers, body) == (403, "bad-signature")
+    assert endpoint.handle(headers, body) == SnsOutcome(SnsResult.REFUSED, "bad-signature")
     assert delivered == []
 
 
@@ -475,7 +478,7 @@ def test_the_same_example_signed_for_real_is_accepted(pki: SnsPki) -> None:
     delivered: list[str] = []
     endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC]), fetcher, lambda message, _: delivered.append(message))
 
-    assert endpoint.handle(headers, json.dumps(resigned).encode()) == (200, "ok")
+    assert endpoint.handle(headers, json.dumps(resigned).encode()) == SnsOutcome(SnsResult.APPLIED)
     assert delivered == ["Hello world!"]
 
 
@@ -484,3 +487,20 @@ def test_rejection_carries_reason_and_detail() -> None:
 
     assert (err.reason, err.detail, str(err)) == ("cert-url", "host not allowed", "cert-url: host not allowed")
     assert DEFAULT_CERT_HOST_PATTERN == r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
+
+
+# --- how the web layer answers ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("outcome", "status", "text"), [
+    (SnsOutcome(SnsResult.APPLIED), 200, "ok"),
+    (SnsOutcome(SnsResult.SUBSCRIBED), 200, "subscribed"),
+    (SnsOutcome(SnsResult.NOTED), 200, "noted"),
+    (SnsOutcome(SnsResult.REFUSED, "bad-signature"), 403, "bad-signature"),
+    (SnsOutcome(SnsResult.RETRY_LATER, "cert-fetch"), 503, "cert-fetch"),
+    (SnsOutcome(SnsResult.RETRY_LATER, "subscribe-fetch"), 503, "subscribe-fetch"),
+])
+def test_each_outcome_has_its_http_answer(outcome: SnsOutcome, status: int, text: str) -> None:
+    """Only our own failed fetch asks SNS to retry (5xx); a refusal is final (403)."""
+    response = sns_response(outcome)
+
+    assert (response.status_code, bytes(response.body).decode()) == (status, text)

@@ -15,10 +15,9 @@ from datetime import timedelta
 from sqlalchemy.engine import Connection
 
 from waypost.feedback.events import FeedbackFormatError
-from waypost.feedback.policy import FeedbackPolicy
+from waypost.feedback.intake import FeedbackApplier
 from waypost.feedback.reports import read_report
 from waypost.pipeline.router import BaseApp, Commit, InboundMail
-from waypost.reputation.guard import ReputationGuard
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +26,13 @@ class FeedbackMailApp(BaseApp):
     open_to_all = True  # bounces come from mail servers, complaints from mailbox providers
     reads_raw = True
 
-    def __init__(self, name: str, mailbox: str, domain: str | None, policy: FeedbackPolicy, guard: ReputationGuard,
-                 *, keep_days: float) -> None:
+    def __init__(self, name: str, mailbox: str, domain: str | None, intake: FeedbackApplier, *,
+                 keep_days: float) -> None:
         self.name = name
         self.mailbox = mailbox
         self.domain = domain
-        self.policy = policy
-        self.guard = guard
+        # the same door as queue-borne feedback, applied inside this mail's processing transaction
+        self.intake = intake
         # a report quotes the message we sent, personal data: kept no longer than needed to check it
         self.raw_retention = timedelta(days=keep_days)
 
@@ -49,9 +48,7 @@ class FeedbackMailApp(BaseApp):
             return nothing
 
         def commit(conn: Connection) -> str:
-            applied = self.policy.apply(conn, list(report.events))
-            if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
-                self.guard.enforce_if_due(conn)
+            applied = self.intake.apply_on(conn, report.events)
             log.info("%s %s: %s", self.name, mail.id, applied)
             return f"{report.summary}; {applied}"[:2000]
 

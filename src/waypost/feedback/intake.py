@@ -1,6 +1,11 @@
-"""Where feedback comes in: every path (the SQS consumer, the SNS endpoint, bounce mail, the
-`waypost feedback apply` command) hands its events here, and each batch is applied in one
-transaction together with the reputation guard's verdict on it."""
+"""Where feedback comes in: every path (the SQS consumer, the SNS endpoint, bounce and
+complaint mail, the `waypost feedback apply` command) hands its events here, and each batch
+is applied in one transaction together with the reputation guard's verdict on it.
+
+Queue-borne events get a transaction of their own (``FeedbackIntake.apply``); mail-borne
+reports are applied inside the processing transaction of the mail that carried them
+(``apply_on``), so that the report's effects and "mail processed" commit together. Both go
+through ``FeedbackApplier.apply_on``, the one place that says when the guard judges."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import logging
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from waypost.feedback.dsn import classify, effective_status
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Source
@@ -23,19 +28,38 @@ log = logging.getLogger(__name__)
 MAX_KEPT_BODY = 1024 * 1024  # an unreadable body is kept up to this many characters
 
 
-class FeedbackIntake:
-    def __init__(self, engine: Engine, policy: FeedbackPolicy, guard: ReputationGuard) -> None:
-        self.engine = engine
+class FeedbackApplier:
+    """Applies feedback inside a transaction the caller holds."""
+
+    def __init__(self, policy: FeedbackPolicy, guard: ReputationGuard) -> None:
         self.policy = policy
         self.guard = guard
+
+    def apply_on(self, conn: Connection, events: Sequence[FeedbackEvent]) -> Applied:
+        """Apply one batch on ``conn`` and let the guard judge the result there, so that
+        both commit (or roll back) with the caller's transaction. Idempotent (the policy
+        dedupes); raises on a database error."""
+        applied = self.policy.apply(conn, events)
+        if _moves_a_rate(applied):
+            self.guard.enforce_if_due(conn)
+        return applied
+
+
+def _moves_a_rate(applied: Applied) -> bool:
+    # a batch that neither suppressed nor scored an address gives the guard nothing new to judge
+    return bool(applied.outcomes.get("suppressed") or applied.outcomes.get("scored"))
+
+
+class FeedbackIntake(FeedbackApplier):
+    def __init__(self, engine: Engine, policy: FeedbackPolicy, guard: ReputationGuard) -> None:
+        super().__init__(policy, guard)
+        self.engine = engine
 
     def apply(self, events: Sequence[FeedbackEvent]) -> Applied:
         """Apply one batch and let the guard judge the result, in one commit; raises on a
         database error (the caller's transport then redelivers, and dedupe makes that safe)."""
         with self.engine.begin() as conn:
-            applied = self.policy.apply(conn, events)
-            if applied.outcomes.get("suppressed") or applied.outcomes.get("scored"):
-                self.guard.enforce_if_due(conn)
+            applied = self.apply_on(conn, events)
         if applied.received:
             log.info("feedback: %s", applied)
         return applied

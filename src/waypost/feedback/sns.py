@@ -1,11 +1,12 @@
 """Amazon SNS HTTP(S) delivery: prove a POSTed envelope came from SNS, then dispatch it.
 
-Contract of ``SnsEndpoint.handle`` (the HTTP-agnostic logic behind ``POST /hooks/sns``):
-validate, then parse, then dispatch. A ``Notification`` reaches ``deliver`` only when its
-topic is allow-listed and its signature verifies against a certificate fetched over
-verified HTTPS from an allow-listed host; everything else is answered ``(403, reason)``
-and logged at WARNING with the reason and TopicArn (never the body). Framework-free: only
-the standard library and ``cryptography``.
+Contract of ``SnsEndpoint.handle`` (the logic behind ``POST /hooks/sns``, without HTTP):
+validate, then parse, then dispatch, and say what became of the POST as an ``SnsOutcome``.
+A ``Notification`` reaches ``deliver`` only when its topic is allow-listed and its signature
+verifies against a certificate fetched over verified HTTPS from an allow-listed host;
+everything else is refused with a reason and logged at WARNING with the reason and TopicArn
+(never the body). Framework-free: only the standard library and ``cryptography``; how an
+outcome is answered over HTTP is for ``waypost.web`` to say.
 
 Facts followed (docs: REFERENCE-SES.md §2; sources [SNS-VERIFY], [SNS-FMT], [PHP-VAL], [JS-VAL]):
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import http.client
 import json
 import logging
@@ -44,8 +46,9 @@ import urllib.error
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -79,14 +82,42 @@ _HASHES: Mapping[str, Callable[[], hashes.HashAlgorithm]] = {"1": hashes.SHA1, "
 _SUBSCRIPTION_ARN = re.compile(r"<SubscriptionArn>([^<]{1,512})</SubscriptionArn>")
 
 
+class SnsResult(enum.Enum):
+    """What became of one POST."""
+
+    APPLIED = "applied"  # a Notification was handed to ``deliver``
+    SUBSCRIBED = "subscribed"  # a SubscriptionConfirmation was confirmed at its SubscribeURL
+    NOTED = "noted"  # an UnsubscribeConfirmation was logged; nothing else happens
+    REFUSED = "refused"  # not authentic, not for us, or malformed: sending it again cannot help
+    RETRY_LATER = "retry-later"  # our own fetch failed, not their message: SNS should try again
+
+
+@dataclass(frozen=True)
+class SnsOutcome:
+    """The result of ``SnsEndpoint.handle``; ``reason`` is the short machine word
+    ("bad-signature", "cert-fetch", ...) of a REFUSED or RETRY_LATER outcome, else None."""
+
+    result: SnsResult
+    reason: str | None = None
+
+
 class SnsRejected(WaypostError):
     """An SNS POST we refuse. ``reason`` is a short machine word ("bad-signature", ...)
     that the web layer may answer with; ``detail`` is for people and logs."""
+
+    result: ClassVar[SnsResult] = SnsResult.REFUSED
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class SnsFetchFailed(SnsRejected):
+    """A certificate or SubscribeURL we could not fetch (network, TLS, an HTTP error, not a
+    certificate): the fault may be ours or passing, so the POST is worth sending again."""
+
+    result: ClassVar[SnsResult] = SnsResult.RETRY_LATER
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -108,8 +139,9 @@ class CertificateFetcher:
     air-gapped installs, and for tests. A pinned URL must pass the URL checks, and a bad
     pin raises ``ValueError`` at construction (a configuration error, outside SnsRejected).
 
-    Raises ``SnsRejected`` with reason "cert-url" / "subscribe-url" for a refused URL,
-    "cert-fetch" / "subscribe-fetch" when the fetch or the PEM parse fails.
+    Raises ``SnsRejected`` with reason "cert-url" / "subscribe-url" for a refused URL, and
+    its subclass ``SnsFetchFailed`` with "cert-fetch" / "subscribe-fetch" when the fetch or
+    the PEM parse fails.
     """
 
     def __init__(self, ca_path: Path | None = None, *, timeout: float = 10.0,
@@ -135,7 +167,7 @@ class CertificateFetcher:
         try:
             certificate = x509.load_pem_x509_certificate(body)
         except ValueError as err:
-            raise SnsRejected("cert-fetch", f"{_where(url)} did not serve a PEM certificate") from err
+            raise SnsFetchFailed("cert-fetch", f"{_where(url)} did not serve a PEM certificate") from err
         self._remember(url, certificate)
         return certificate
 
@@ -197,11 +229,11 @@ class CertificateFetcher:
                 body: bytes = response.read(MAX_FETCH_BYTES + 1)
         except urllib.error.HTTPError as err:
             err.close()  # it holds the response open
-            raise SnsRejected(reason, f"GET {_where(url)} answered {err.code}") from err
+            raise SnsFetchFailed(reason, f"GET {_where(url)} answered {err.code}") from err
         except (OSError, http.client.HTTPException, ValueError) as err:
-            raise SnsRejected(reason, f"GET {_where(url)} failed: {err}") from err
+            raise SnsFetchFailed(reason, f"GET {_where(url)} failed: {err}") from err
         if len(body) > MAX_FETCH_BYTES:
-            raise SnsRejected(reason, f"GET {_where(url)} answered more than {MAX_FETCH_BYTES} bytes")
+            raise SnsFetchFailed(reason, f"GET {_where(url)} answered more than {MAX_FETCH_BYTES} bytes")
         return body
 
 
@@ -310,27 +342,28 @@ def _decode_signature(text: str) -> bytes:
 
 
 class SnsEndpoint:
-    """What ``POST /hooks/sns`` does, without HTTP: ``handle`` returns (status, text).
+    """What ``POST /hooks/sns`` does, without HTTP: ``handle`` returns an ``SnsOutcome``.
 
-    Notification: ``deliver(Message, envelope)`` then (200, "ok"). SubscriptionConfirmation:
-    GET the SubscribeURL through the fetcher (host-checked) then (200, "subscribed").
-    UnsubscribeConfirmation: logged, (200, "noted"); never re-subscribed. Every refusal is
-    (403, reason). An exception raised by ``deliver`` propagates unchanged: the caller must
-    answer 5xx so that SNS retries the delivery.
+    Notification: ``deliver(Message, envelope)``, then APPLIED. SubscriptionConfirmation: GET
+    the SubscribeURL through the fetcher (host-checked), then SUBSCRIBED.
+    UnsubscribeConfirmation: logged, NOTED; never re-subscribed. A refusal is REFUSED, or
+    RETRY_LATER when only our fetch of the certificate or SubscribeURL failed; both carry the
+    reason. An exception raised by ``deliver`` propagates unchanged: the caller must answer
+    5xx so that SNS retries the delivery.
     """
 
     def __init__(self, verifier: SnsVerifier, fetcher: CertificateFetcher,
-                 deliver: Callable[[str, dict[str, Any]], None]) -> None:
+                 deliver: Callable[[str, dict[str, Any]], object]) -> None:
         self._verifier = verifier
         self._fetcher = fetcher
         self._deliver = deliver
-        self._dispatch: Mapping[str, Callable[[dict[str, Any]], tuple[int, str]]] = {
+        self._dispatch: Mapping[str, Callable[[dict[str, Any]], SnsOutcome]] = {
             "Notification": self._notification,
             "SubscriptionConfirmation": self._subscription,
             "UnsubscribeConfirmation": self._unsubscribed,
         }
 
-    def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+    def handle(self, headers: Mapping[str, str], body: bytes) -> SnsOutcome:
         envelope: dict[str, Any] | None = None
         try:
             _refuse_raw_delivery(headers)
@@ -341,11 +374,11 @@ class SnsEndpoint:
             return _rejected(err, envelope)
         return self._dispatch[envelope["Type"]](envelope)
 
-    def _notification(self, envelope: dict[str, Any]) -> tuple[int, str]:
+    def _notification(self, envelope: dict[str, Any]) -> SnsOutcome:
         self._deliver(envelope["Message"], envelope)
-        return 200, "ok"
+        return SnsOutcome(SnsResult.APPLIED)
 
-    def _subscription(self, envelope: dict[str, Any]) -> tuple[int, str]:
+    def _subscription(self, envelope: dict[str, Any]) -> SnsOutcome:
         try:
             answer = self._fetcher.get_text(envelope["SubscribeURL"])
         except SnsRejected as err:
@@ -353,12 +386,12 @@ class SnsEndpoint:
         found = _SUBSCRIPTION_ARN.search(answer)
         log.info("SNS subscription to %r confirmed (%s)", envelope["TopicArn"],
                  found.group(1) if found else "no SubscriptionArn in the answer")
-        return 200, "subscribed"
+        return SnsOutcome(SnsResult.SUBSCRIBED)
 
-    def _unsubscribed(self, envelope: dict[str, Any]) -> tuple[int, str]:
+    def _unsubscribed(self, envelope: dict[str, Any]) -> SnsOutcome:
         # its SubscribeURL would re-subscribe; that is for an operator to decide, not us
         log.warning("SNS subscription to %r was deleted; feedback from it stops", envelope["TopicArn"])
-        return 200, "noted"
+        return SnsOutcome(SnsResult.NOTED)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -380,7 +413,7 @@ def _check_type_header(headers: Mapping[str, str], envelope: Mapping[str, Any]) 
         raise SnsRejected("type-mismatch", f"header says {declared[:40]!r}, body says {str(body_type)[:40]!r}")
 
 
-def _rejected(err: SnsRejected, envelope: Mapping[str, Any] | None) -> tuple[int, str]:
+def _rejected(err: SnsRejected, envelope: Mapping[str, Any] | None) -> SnsOutcome:
     topic = envelope.get("TopicArn") if envelope is not None else None
     log.warning("SNS POST refused (%s): %s; TopicArn %r", err.reason, err.detail, str(topic)[:200] if topic else None)
-    return 403, err.reason
+    return SnsOutcome(err.result, err.reason)

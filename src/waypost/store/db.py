@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
@@ -35,7 +35,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -45,7 +45,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -54,6 +54,19 @@ def _sqlite_engine(url: str) -> Engine:
 def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
 
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The integer primary key an INSERT of one row created."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise ValueError("the statement inserted no row with a primary key")
+    return int(key[0])
+
+
+def ping(engine: Engine) -> None:
+    """Return when the database answers a query; raise SQLAlchemy's error when it does not."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
 
 
 IN_CHUNK = 500  # values per IN (...) list: well under every driver's bound-parameter limit

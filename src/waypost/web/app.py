@@ -6,12 +6,12 @@ import email.policy
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from email.parser import BytesHeaderParser, BytesParser
 from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import sqlalchemy as sa
 import xstatic.pkg.leaflet as xleaflet
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,10 +25,12 @@ from starlette.templating import Jinja2Templates
 from starlette.types import Scope
 
 from waypost import audit
-from waypost.apps.journeys.build import describe_moment
-from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsVerifier
+from waypost.apps.journeys.build import JourneyView, describe_moment
+from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsOutcome, SnsResult, SnsVerifier
 from waypost.outbound.unsubscribe import InvalidToken
 from waypost.runtime import Runtime
+from waypost.store.db import ping
+from waypost.transactions import transaction
 from waypost.web.admin import admin_routes
 from waypost.web.legal import legal_routes
 from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
@@ -84,8 +86,7 @@ def create_app(runtime: Runtime) -> Starlette:
         return page(request, "not_found.html", {}, status=404, extra=private)
 
     async def healthz(request: Request) -> Response:
-        with runtime.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        ping(runtime.engine)
         return JSONResponse({"status": "ok"})
 
     # The journey routes are plain functions: Starlette runs them in its thread pool, so their
@@ -104,9 +105,8 @@ def create_app(runtime: Runtime) -> Starlette:
                    "page_url": page_url}
         response = page(request, "journey.html", context, extra=private)
         if request.method == "GET":  # a HEAD shows nobody anything
-            with runtime.engine.begin() as conn:
-                audit.record(conn, "journey.view", actor="visitor", target=str(shared.id),
-                             ip=request.client.host if request.client else None)
+            audit.record_alone(runtime.engine, "journey.view", actor="visitor", target=str(shared.id),
+                               ip=request.client.host if request.client else None)
         return response
 
     def journey_preview(request: Request) -> Response:
@@ -152,7 +152,7 @@ def create_app(runtime: Runtime) -> Starlette:
             return not_found(request)
         return Response(body, media_type="image/jpeg", headers={**private, "Cache-Control": "private, max-age=86400"})
 
-    def _journey(request: Request):  # type: ignore[no-untyped-def]
+    def _journey(request: Request) -> JourneyView | None:
         token = request.path_params["token"]
         return runtime.journeys.view(token) if TOKEN.match(token) else None
 
@@ -194,7 +194,7 @@ def create_app(runtime: Runtime) -> Starlette:
         if body is None or not _is_one_click(body, request.headers.get("content-type", "")):
             return page(request, "unsubscribe.html", {"state": "bad-request", "address": subscription.address},
                         status=400, extra=private)
-        with runtime.engine.begin() as conn:
+        with transaction(runtime.engine) as conn:
             runtime.unsubscriber.apply(conn, subscription, source="one-click")
         return page(request, "unsubscribe.html", {"state": "done", "address": subscription.address},
                     extra=private)
@@ -206,14 +206,13 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def sns_hook(request: Request) -> Response:
         """SES feedback delivered by SNS over HTTPS: signature, certificate host and topic are
-        checked (403 otherwise); 500 when it could not be applied, so that SNS retries."""
+        checked (403 otherwise); 503 when our own fetch of the certificate failed and 500 when the
+        feedback could not be applied, so that SNS retries."""
         body = await read_limited(request, SNS_BODY_LIMIT)
         if body is None:
             return PlainTextResponse("too large", status_code=413)
-        status, text = await run_in_threadpool(sns.handle, dict(request.headers), body)
-        if status == 403 and text in TRANSIENT_SNS_REFUSALS:
-            status = 503  # our fetch failed, not their message: SNS should try again later
-        return PlainTextResponse(text, status_code=status)
+        outcome = await run_in_threadpool(sns.handle, dict(request.headers), body)
+        return sns_response(outcome)
 
     routes = [
         *legal_routes(runtime, page),
@@ -271,16 +270,31 @@ class VersionedStatic(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         if response.status_code in (200, 304):
-            version = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v")
+            versions = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v", [])
             file = Path(str(self.directory), path)  # found: super() answered 200 or 304
-            fresh = bool(version) and version[0] == _fingerprint(file, file.stat().st_mtime_ns)
+            fresh = bool(versions) and versions[0] == _fingerprint(file, file.stat().st_mtime_ns)
             response.headers["Cache-Control"] = IMMUTABLE if fresh else "no-cache"
         return response
 
 
 ONE_CLICK_BODY_LIMIT = 16 * 1024
 SNS_BODY_LIMIT = 512 * 1024  # SNS messages are at most 256 KB, more once escaped in the envelope
-TRANSIENT_SNS_REFUSALS = ("cert-fetch", "subscribe-fetch")
+# RETRY_LATER is our fetch failing, not their message: a 5xx makes SNS deliver it again
+SNS_STATUS: Mapping[SnsResult, int] = {
+    SnsResult.APPLIED: 200,
+    SnsResult.SUBSCRIBED: 200,
+    SnsResult.NOTED: 200,
+    SnsResult.REFUSED: 403,
+    SnsResult.RETRY_LATER: 503,
+}
+SNS_TEXT: Mapping[SnsResult, str] = {SnsResult.APPLIED: "ok", SnsResult.SUBSCRIBED: "subscribed",
+                                     SnsResult.NOTED: "noted"}
+
+
+def sns_response(outcome: SnsOutcome) -> PlainTextResponse:
+    """An SNS outcome as HTTP: a refusal answers with its reason word, anything else with a fixed word."""
+    text = outcome.reason if outcome.reason is not None else SNS_TEXT[outcome.result]
+    return PlainTextResponse(text, status_code=SNS_STATUS[outcome.result])
 
 
 def _is_one_click(body: bytes, content_type: str) -> bool:
@@ -292,8 +306,8 @@ def _is_one_click(body: bytes, content_type: str) -> bool:
             f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + body)
         for part in message.iter_parts() if message.is_multipart() else ():
             if part.get_param("name", header="content-disposition") == "List-Unsubscribe":
-                value = part.get_payload(decode=True) or b""
-                return value.strip() == b"One-Click"
+                value = part.get_payload(decode=True)  # bytes, or None for a multipart part
+                return isinstance(value, bytes) and value.strip() == b"One-Click"
         return False
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
     return fields.get("List-Unsubscribe") == ["One-Click"]
