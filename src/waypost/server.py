@@ -11,7 +11,7 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import uvicorn
@@ -183,7 +183,7 @@ def _why_not(err: OSError) -> str:
     return f"{reasons[err.errno]} ({err.strerror})" if err.errno in reasons else str(err.strerror or err)
 
 
-async def _first_of(*awaitables) -> None:  # type: ignore[no-untyped-def]
+async def _first_of(*awaitables: Awaitable[object]) -> None:
     tasks = [asyncio.ensure_future(a) for a in awaitables]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:

@@ -53,7 +53,7 @@ class SqsFeedbackConsumer:
 
     @classmethod
     def from_settings(cls, feedback: FeedbackSettings, default_region: str,
-                      apply: Callable[[list[FeedbackEvent]], None],
+                      apply: Callable[[list[FeedbackEvent]], object],
                       keep_unreadable: Callable[[str, str], None]) -> SqsFeedbackConsumer:
         """The consumer of ``feedback.sqs_queue_url`` with its own boto3 client (retries by the
         SDK, a read timeout above the long poll)."""
@@ -68,7 +68,7 @@ class SqsFeedbackConsumer:
         return cls(client, queue_url, apply, topic_arns=feedback.sns_topic_arns, keep_unreadable=keep_unreadable,
                    wait_seconds=feedback.sqs_wait_seconds)
 
-    def __init__(self, client: Any, queue_url: str, apply: Callable[[list[FeedbackEvent]], None], *,
+    def __init__(self, client: Any, queue_url: str, apply: Callable[[list[FeedbackEvent]], object], *,
                  topic_arns: Collection[str] = (), keep_unreadable: Callable[[str, str], None],
                  wait_seconds: int = 20, batch: int = 10, visibility_timeout: int | None = None) -> None:
         if not 1 <= batch <= 10:

@@ -74,8 +74,8 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from waypost.errors import StorageError
-from waypost.mail.auth import AuthVerdict
-from waypost.pipeline.inbox import ReceivedMail
+from waypost.pipeline.arrival import Authenticate
+from waypost.pipeline.inbox import AcceptMail, ReceivedMail
 
 if TYPE_CHECKING:
     from waypost.config import Settings
@@ -243,7 +243,6 @@ def _routes_elsewhere(address: str) -> bool:
 
 
 # (raw message, peer IP, HELO, MAIL FROM) -> verdict, or None when not checked (trusted peer)
-Authenticate = Callable[[bytes, str | None, str | None, str | None], AuthVerdict | None]
 
 
 class IngressHandler:
@@ -252,7 +251,7 @@ class IngressHandler:
     offers_auth = False
     ingress = "smtp"
 
-    def __init__(self, accept: Callable[[ReceivedMail], str], accepts_recipient: Callable[[str], bool],
+    def __init__(self, accept: AcceptMail, accepts_recipient: Callable[[str], bool],
                  is_local_domain: Callable[[str], bool], *, limits: SessionLimits | None = None,
                  mail_domain: str | None = None, authenticate: Authenticate | None = None,
                  authserv_id: str | None = None) -> None:
@@ -429,7 +428,10 @@ class GuardedSMTP(SMTP):
     # -- replies -------------------------------------------------------------------------
 
     async def push(self, status: str | bytes) -> None:
-        await super().push(self._replies.get(status, status) if isinstance(status, str) else status)
+        if isinstance(status, str):
+            await super().push(self._replies.get(status, status))
+        else:
+            await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
         handler = self.event_handler

@@ -57,7 +57,7 @@ from waypost.ingress.smtp import (
     listen,
 )
 from waypost.passwords import decoy_hash, hash_password, verify_password
-from waypost.pipeline.inbox import ReceivedMail
+from waypost.pipeline.inbox import AcceptMail
 
 if TYPE_CHECKING:
     from waypost.config import Settings
@@ -217,7 +217,7 @@ class SubmissionHandler(IngressHandler):
     offers_auth = True
     ingress = "submission"
 
-    def __init__(self, accept: Callable[[ReceivedMail], str], accepts_recipient: Callable[[str], bool],
+    def __init__(self, accept: AcceptMail, accepts_recipient: Callable[[str], bool],
                  is_local_domain: Callable[[str], bool], *, users: SubmissionUsers,
                  limits: SessionLimits | None = None, mail_domain: str | None = None,
                  throttle: LoginThrottle | None = None, failure_delay: float = FAILURE_DELAY) -> None:
@@ -232,14 +232,16 @@ class SubmissionHandler(IngressHandler):
         """aiosmtpd has checked TLS, EHLO and the mechanism name. None: already answered."""
         ip = session.peer[0] if isinstance(session.peer, tuple) else ""
         if self.throttle.locked(ip):
-            return await self._hang_up(server, ip)
+            await self._hang_up(server, ip)
+            return None
         credentials = await self._mechanisms[args[0].upper()](server, args)
         if credentials is None:
             return None
         user, password = credentials
         if password is not None and await asyncio.get_running_loop().run_in_executor(
                 None, self.users.verify, user, password):
-            session.authenticated, session.auth_data = True, user
+            session.authenticated = True
+            session.auth_data = user  # type: ignore[assignment]  # aiosmtpd declares it None; any value is allowed
             log.info("submission login by %r from %s", user, ip)
             return AUTH_OK
         count = self.throttle.fail(ip)
@@ -247,7 +249,8 @@ class SubmissionHandler(IngressHandler):
                     user[:64], ip, count, self.throttle.window)
         await asyncio.sleep(self.failure_delay)
         if count >= self.throttle.max_failures:
-            return await self._hang_up(server, ip)
+            await self._hang_up(server, ip)
+            return None
         return AUTH_INVALID
 
     async def _hang_up(self, server: SMTP, ip: str) -> None:
@@ -303,7 +306,7 @@ async def _response(server: SMTP, args: list[str], challenge: str) -> bytes | No
 
 async def _challenge(server: SMTP, challenge: str) -> bytes | None:
     answer = await server.challenge_auth(challenge)  # answers 501 itself for "*" and bad base64
-    return None if answer is MISSING else answer  # type: ignore[return-value]
+    return None if answer is MISSING else answer
 
 
 def _text(value: bytes) -> str | None:
