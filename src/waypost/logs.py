@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -45,7 +47,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
-def _extra_fields(logger: object, method: str, event: dict) -> dict:  # type: ignore[type-arg]
+def _extra_fields(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     record = event.get("_record")
     if record is not None:
         event["process"] = record.process

@@ -71,7 +71,7 @@ class FeedbackEvent:
         """Same report, same key: SES may deliver a notification twice, and identity
         notifications and event publishing both report the same bounce (REFERENCE-SES §1b)."""
         message = self.provider_message_id or self.message_id_header or self.verp_address or ""
-        parts = (self.kind.value, message, self.feedback_id or "", (self.recipient or "").lower())
+        parts: tuple[str, ...] = (self.kind.value, message, self.feedback_id or "", (self.recipient or "").lower())
         # events that happen more than once for one message and carry no feedback id of their own:
         # a second delay, a later opt-out after an opt-in, a second open or click is news, not a copy
         if not self.feedback_id and self.kind in _REPEATABLE:

@@ -126,7 +126,7 @@ class FeedbackPolicy:
         if len(stored) < len(events):
             applied.outcomes[IGNORED] += len(events) - len(stored)
         keys = [e.dedupe_key for e in stored]
-        seen = set()
+        seen: set[str] = set()
         for chunk in in_chunks(keys):
             seen.update(conn.execute(sa.select(feedback_events.c.dedupe_key)
                                      .where(feedback_events.c.dedupe_key.in_(chunk))).scalars())

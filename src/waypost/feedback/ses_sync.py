@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -38,7 +39,7 @@ class SyncResult:
     added: int
 
 
-def sync_from_ses(engine: Engine, settings: Settings, *, dry_run: bool = False, client=None,  # type: ignore[no-untyped-def]
+def sync_from_ses(engine: Engine, settings: Settings, *, dry_run: bool = False, client: Any = None,
                   progress: Callable[[int, int], None] | None = None,
                   wait: Callable[[float], None] = time.sleep) -> SyncResult:
     """Copy every entry; ``wait`` paces the pages and waits out throttling."""
@@ -64,7 +65,7 @@ def sync_from_ses(engine: Engine, settings: Settings, *, dry_run: bool = False, 
         wait(pause)
 
 
-def _page(client, token: str | None, pause: float, wait: Callable[[float], None]) -> dict:  # type: ignore[no-untyped-def]
+def _page(client: Any, token: str | None, pause: float, wait: Callable[[float], None]) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     request = {"PageSize": PAGE_SIZE, **({"NextToken": token} if token else {})}
@@ -83,14 +84,14 @@ def _page(client, token: str | None, pause: float, wait: Callable[[float], None]
     raise AssertionError("unreachable")
 
 
-def _entry(item: dict) -> suppression.NewEntry:  # type: ignore[type-arg]
+def _entry(item: dict[str, Any]) -> suppression.NewEntry:
     reason = _REASONS.get(str(item.get("Reason", "")).upper(), suppression.Reason.BOUNCE)
     since = item.get("LastUpdateTime")
     detail = f"on SES's account-level list ({item.get('Reason')}" + (f", since {since:%Y-%m-%d})" if since else ")")
     return suppression.NewEntry(str(item["EmailAddress"]), reason, "ses-sync", detail)
 
 
-def _client(settings: Settings):  # type: ignore[no-untyped-def]
+def _client(settings: Settings) -> Any:
     import boto3
     from botocore.config import Config
 

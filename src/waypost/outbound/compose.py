@@ -112,8 +112,7 @@ class Composer:
                                            keep_trailing_newline=True)
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
         self.text_env.filters.update({"reflow": reflow, "unlinked": unlinked, **(filters or {})})
-        self.html_env.filters.update({"reflow": lambda value, indent="": value, "unlinked": unlinked,
-                                      **(filters or {})})
+        self.html_env.filters.update({"reflow": _unflowed, "unlinked": unlinked, **(filters or {})})
 
     def compose(self, draft: Draft) -> Composed:
         """Render and assemble; raises RenderError before anything is queued."""
@@ -216,3 +215,8 @@ class _LinkCollector(HTMLParser):
     @property
     def text(self) -> str:
         return " ".join(self._text)
+
+
+def _unflowed(value: str, indent: str = "") -> str:
+    """HTML flows by itself: the text filter ``reflow`` leaves the HTML as it is."""
+    return value

@@ -69,7 +69,7 @@ class UnsubscribeTokens:
 
 
 # what else leaving a stream means, per stream (journeys: off the allowlist too)
-StreamHook = Callable[[Connection, str], None]
+StreamHook = Callable[[Connection, str], object]  # its result is ignored
 
 
 class Unsubscriber:

@@ -61,8 +61,8 @@ def photo_json(photo: JourneyPhoto, base: str) -> dict[str, Any]:
 
 def leg_path(leg: Leg) -> list[tuple[float, float]]:
     """Flights follow the great circle (an arc on the map); other legs are straight."""
-    a, b = leg.start.position, leg.end.position
-    return arc(a, b) if leg.flight else unwrap([a, b])  # type: ignore[arg-type]
+    a, b = leg.start.placed_at, leg.end.placed_at
+    return arc(a, b) if leg.flight else unwrap([a, b])
 
 
 def _leg_fields(leg: Leg) -> dict[str, Any]:
@@ -269,7 +269,8 @@ def timeline_days(view: JourneyView) -> list[TimelineDay]:
             runs.append((local.date(), [photo]))
     if untimed:
         runs.append((None, untimed))
-    return [TimelineDay(day, _distinct(names.get(p.stop) for p in group), tuple(group)) for day, group in runs]
+    return [TimelineDay(day, _distinct(names.get(p.stop) for p in group if p.stop is not None), tuple(group))
+            for day, group in runs]
 
 
 def describe_dates(view: JourneyView) -> str | None:

@@ -48,12 +48,19 @@ class RouteRules:
 
 
 class Place(Protocol):
-    """A human name for a point, as the offline place index (``places.py``) gives it."""
+    """A human name for a point, as the offline place index (``places.py``) gives it (read-only)."""
 
-    name: str
-    region: str | None
-    country_code: str
-    country: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def region(self) -> str | None: ...
+
+    @property
+    def country_code(self) -> str: ...
+
+    @property
+    def country(self) -> str: ...
 
     @property
     def label(self) -> str: ...
@@ -80,7 +87,14 @@ class PhotoPoint:
 
     @property
     def has_gps(self) -> bool:
-        return self.latitude is not None and self.longitude is not None
+        return self.gps is not None
+
+    @property
+    def gps(self) -> LatLon | None:
+        """The photo's own fix, when it has both coordinates."""
+        if self.latitude is None or self.longitude is None:
+            return None
+        return (self.latitude, self.longitude)
 
     @property
     def placed(self) -> bool:  # kept for callers that only know stored photos
@@ -119,6 +133,13 @@ class JourneyPhoto:
     @property
     def placed(self) -> bool:
         return self.position is not None
+
+    @property
+    def placed_at(self) -> LatLon:
+        """Where a photo on the map is (a leg joins two of them); raises for an unplaced one."""
+        if self.position is None:
+            raise ValueError(f"photo {self.number} is not on the map")
+        return self.position
 
     @property
     def on_route(self) -> bool:
@@ -321,9 +342,9 @@ def build_view(title: str, token: str, created_at: datetime, photos: Iterable[Ph
 
 
 def _initial(point: PhotoPoint, number: int, outliers: set[str]) -> JourneyPhoto:
-    if not point.has_gps:
+    position = point.gps
+    if position is None:
         return JourneyPhoto(point, number, UNPLACED, None)
-    position = (point.latitude, point.longitude)  # type: ignore[assignment]
     return JourneyPhoto(point, number, OUTLIER if point.public_id in outliers else GPS, position)
 
 

@@ -301,7 +301,8 @@ def _gps_moment(date_text: str, stamp: Any) -> datetime | None:
     if date_match is None or clock is None:
         return None
     hours, minutes, seconds = clock
-    whole = _datetime_or_none(*map(int, date_match.groups()), hours, minutes, int(seconds))
+    year, month, day = (int(part) for part in date_match.groups())
+    whole = _datetime_or_none(year, month, day, hours, minutes, int(seconds))
     if whole is None:
         return None
     microseconds = min(round((seconds % 1) * 1_000_000), 999_999)
@@ -351,13 +352,14 @@ def _clock(stamp: Any) -> tuple[int, int, float] | None:
 _YEARS = range(1826, 2200)  # from the oldest surviving photograph; anything else is a broken clock
 
 
-def _datetime_or_none(*parts: int) -> datetime | None:
+def _datetime_or_none(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+                      second: int = 0) -> datetime | None:
     """The time, or None for an impossible one. Years far outside photography are refused
     too: shifting year 1 or 9999 by a UTC offset leaves Python's date range."""
-    if parts[0] not in _YEARS:
+    if year not in _YEARS:
         return None
     try:
-        return datetime(*parts)  # noqa: DTZ001 - EXIF wall-clock time carries no zone
+        return datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 - EXIF wall-clock time carries no zone
     except ValueError:
         return None
 

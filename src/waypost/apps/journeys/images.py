@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import PurePosixPath
+from typing import TypedDict
 
 import pillow_heif
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
@@ -33,8 +34,14 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata
 from waypost.errors import PermanentError
 
-DISPLAY_JPEG = {"quality": 82, "optimize": False}
-THUMBNAIL_JPEG = {"quality": 78, "optimize": True}
+
+class JpegOptions(TypedDict):
+    quality: int
+    optimize: bool
+
+
+DISPLAY_JPEG: JpegOptions = {"quality": 82, "optimize": False}
+THUMBNAIL_JPEG: JpegOptions = {"quality": 78, "optimize": True}
 """How ``process_photo`` encodes its two JPEGs (``encode_jpeg`` arguments)."""
 
 MAX_PIXELS = 100_000_000

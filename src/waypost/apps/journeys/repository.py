@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from waypost.apps.journeys.build import JourneyView, Locate, PhotoPoint, RouteRules, build_view
 from waypost.errors import WaypostError
 from waypost.mail.addresses import AddressError, address_key
+from waypost.store.db import inserted_id
 from waypost.store.models import journey_messages, journeys, photos, utcnow
 
 TOKEN_BYTES = 24  # 192 random bits in every share link
@@ -74,7 +76,7 @@ def create_journey(conn: Connection, *, title: str, owner: str, source_message_i
             expires_at=now + timedelta(days=link_days) if link_days > 0 else None,
         )
     )
-    return JourneyRef(int(result.inserted_primary_key[0]), token, reply_token, owner, title)
+    return JourneyRef(inserted_id(result), token, reply_token, owner, title)
 
 
 def link_message(conn: Connection, journey_id: int, *, direction: str, message_id_header: str | None,
@@ -311,7 +313,7 @@ def load_view(conn: Connection, token: str, *, rules: RouteRules | None = None,
     return _build(journey, rows, rules=rules, locate=locate)
 
 
-def _build(journey: sa.Row, rows: list[sa.Row], *, rules: RouteRules | None, locate: Locate | None) -> JourneyView:
+def _build(journey: sa.Row, rows: Sequence[sa.Row], *, rules: RouteRules | None, locate: Locate | None) -> JourneyView:
     points = [
         PhotoPoint(
             public_id=r.public_id, filename=r.filename, mail_position=r.mail_position, taken_at=r.taken_at,

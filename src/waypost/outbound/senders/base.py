@@ -85,9 +85,12 @@ class Sender(Protocol):
     """The port every transport fills (``BaseSender`` gives the optional parts' defaults)."""
 
     name: str
-    # True when ``confirm`` knows for sure: None from it then means "never arrived", so the
-    # outbox may send again after a crash; otherwise None means "unknown"
-    confirms: bool
+
+    @property
+    def confirms(self) -> bool:
+        """True when ``confirm`` knows for sure: None from it then means "never arrived", so the
+        outbox may send again after a crash; otherwise None means "unknown"."""
+        ...
 
     def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str: ...
 
@@ -110,7 +113,10 @@ class BaseSender:
     transport can do and implements ``send``."""
 
     name = "sender"
-    confirms = False
+
+    @property
+    def confirms(self) -> bool:
+        return False
 
     def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
         raise NotImplementedError
