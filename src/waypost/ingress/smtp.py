@@ -434,8 +434,8 @@ class GuardedSMTP(SMTP):
             await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
-        handler = self.event_handler
-        if not getattr(handler, "offers_auth", False):
+        handler = self.event_handler  # aiosmtpd keeps it untyped; ours are IngressHandlers
+        if not (isinstance(handler, IngressHandler) and handler.offers_auth):
             await self.push("502 5.5.1 AUTH is not offered on this port")
             return
         await super().smtp_AUTH(arg)
