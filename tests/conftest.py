@@ -281,6 +281,22 @@ def dns() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A CA and an SNS signing certificate made for the test module (tests/support/sns_signing.py)."""
+    from tests.support.sns_signing import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("sns-pki"))
+
+
+@pytest.fixture(scope="module")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Another CA's: what a forger would sign with."""
+    from tests.support.sns_signing import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("rogue-pki"), name="Someone else's CA")
+
+
+@pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode on loopback, one per test module (tests/support/moto_server.py)."""
     from tests.support.moto_server import running_moto_server

@@ -21,7 +21,6 @@ from tests.support.sns_signing import (
     SnsHttpsServer,
     SnsPki,
     confirmation,
-    make_pki,
     notification,
     sign_envelope,
 )
@@ -42,14 +41,6 @@ def retry_later(reason: str) -> SnsOutcome:
     return SnsOutcome(SnsResult.RETRY_LATER, reason)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
-    return make_pki(tmp_path_factory.mktemp("sns-pki"))
-
-
-@pytest.fixture(scope="module")
-def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
-    return make_pki(tmp_path_factory.mktemp("rogue-pki"), name="Someone else's CA")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import corpus_dir
-from tests.support.sns_signing import SnsPki, confirmation, make_pki, notification, sign_envelope
+from tests.support.sns_signing import SnsPki, confirmation, notification, sign_envelope
 from waypost.feedback.sns import (
     DEFAULT_CERT_HOST_PATTERN,
     MAX_ENVELOPE_BYTES,
@@ -38,14 +38,6 @@ SUBSCRIBE_URL = f"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscriptio
 SOURCES = ["generated", pytest.param("rails", marks=pytest.mark.corpus)]
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
-    return make_pki(tmp_path_factory.mktemp("sns-pki"))
-
-
-@pytest.fixture(scope="module")
-def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> SnsPki:
-    return make_pki(tmp_path_factory.mktemp("rogue-pki"), name="Someone else's CA")
 
 
 def ses_file(name: str) -> Path:

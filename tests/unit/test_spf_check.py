@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import dns.name
-import dns.rdata
-import dns.resolver
 import pytest
 
+from tests.unit.test_auth import ZoneResolver
 from waypost.mail.resolver import DnsUnavailable, lookup
 from waypost.mail.spf_check import SPF_TIME_LIMIT, ResolverQuery, check_spf, spf
 
@@ -21,27 +19,12 @@ OUR_IP = "192.0.2.10"
 FOREIGN_IP = "203.0.113.66"
 
 
-class Zone:
-    """Answers like dnspython's ``Resolver.resolve`` from a dict of (name, type) → rdata texts."""
-
-    lifetime = 1.0
-
-    def __init__(self, records: dict[tuple[str, str], list[str]], failing: frozenset[str] = frozenset()) -> None:
-        self.records = records
-        self.failing = failing
-        self.queries: list[tuple[str, str]] = []
-
-    def resolve(self, qname: dns.name.Name, rdtype: str, search: bool = False,
-                lifetime: float | None = None) -> list[Any]:
-        name = str(qname).rstrip(".").lower()
-        self.queries.append((name, rdtype))
-        if name in self.failing:
-            raise dns.resolver.NoNameservers()
-        if (name, rdtype) in self.records:
-            return [dns.rdata.from_text("IN", rdtype, text) for text in self.records[(name, rdtype)]]
-        if any(known == name for known, _ in self.records):
-            raise dns.resolver.NoAnswer()
-        raise dns.resolver.NXDOMAIN()
+def zone_of(records: dict[tuple[str, str], list[str]], failing: frozenset[str] = frozenset()) -> ZoneResolver:
+    """A resolver answering from ``records`` (test_auth's), with ``failing`` names in SERVFAIL."""
+    zone = ZoneResolver()
+    zone.records = dict(records)
+    zone.failing = set(failing)
+    return zone
 
 
 _RDATA: dict[str, Callable[[Any], Any]] = {
@@ -52,7 +35,7 @@ _RDATA: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def module_lookup(zone: Zone) -> Callable[..., list[tuple[Any, Any]]]:
+def module_lookup(zone: ZoneResolver) -> Callable[..., list[tuple[Any, Any]]]:
     """The function Waypost used to put in place of ``spf.DNSLookup`` (before ResolverQuery)."""
 
     def dns_lookup(name: str, qtype: str, strict: Any = True, timeout: float = 20) -> list[tuple[Any, Any]]:
@@ -101,14 +84,14 @@ CASES: dict[str, dict[tuple[str, str], list[str]]] = {
 }
 
 
-def run_stock(zone: Zone, monkeypatch: pytest.MonkeyPatch, ip: str) -> tuple[Any, ...]:
+def run_stock(zone: ZoneResolver, monkeypatch: pytest.MonkeyPatch, ip: str) -> tuple[Any, ...]:
     with monkeypatch.context() as patch:
         patch.setattr(spf, "DNSLookup", module_lookup(zone))
         query = spf.query(i=ip, s="alice@example.org", h="mx.example.org", querytime=SPF_TIME_LIMIT)
         return (*query.check(), query.lookups, query.void_lookups)
 
 
-def run_ours(zone: Zone, ip: str) -> tuple[Any, ...]:
+def run_ours(zone: ZoneResolver, ip: str) -> tuple[Any, ...]:
     query = ResolverQuery(zone, i=ip, s="alice@example.org", h="mx.example.org",  # type: ignore[arg-type]
                           querytime=SPF_TIME_LIMIT)
     return (*query.check(), query.lookups, query.void_lookups)
@@ -117,7 +100,7 @@ def run_ours(zone: Zone, ip: str) -> tuple[Any, ...]:
 @pytest.mark.parametrize("ip", [OUR_IP, FOREIGN_IP])
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_query_answers_as_pyspf_does(case: str, ip: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    stock_zone, our_zone = Zone(CASES[case]), Zone(CASES[case])
+    stock_zone, our_zone = zone_of(CASES[case]), zone_of(CASES[case])
     assert run_ours(our_zone, ip) == run_stock(stock_zone, monkeypatch, ip)
     assert our_zone.queries == stock_zone.queries
 
@@ -125,9 +108,9 @@ def test_the_query_answers_as_pyspf_does(case: str, ip: str, monkeypatch: pytest
 def test_dns_trouble_is_temperror_as_in_pyspf(monkeypatch: pytest.MonkeyPatch) -> None:
     records = {("example.org", "TXT"): [txt("v=spf1 include:broken.example.net -all")]}
     failing = frozenset({"broken.example.net"})
-    ours = run_ours(Zone(records, failing), OUR_IP)
+    ours = run_ours(zone_of(records, failing), OUR_IP)
     assert ours[0] == "temperror"
-    assert ours == run_stock(Zone(records, failing), monkeypatch, OUR_IP)
+    assert ours == run_stock(zone_of(records, failing), monkeypatch, OUR_IP)
 
 
 @pytest.mark.parametrize("querytime", [-1.0, 0.0, 5.0])
@@ -142,15 +125,15 @@ def test_the_time_budget_is_kept_as_in_pyspf(querytime: float, monkeypatch: pyte
             return "temperror"
 
     with monkeypatch.context() as patch:
-        patch.setattr(spf, "DNSLookup", module_lookup(Zone(records)))
+        patch.setattr(spf, "DNSLookup", module_lookup(zone_of(records)))
         stock = ask(spf.query(i=OUR_IP, s="alice@example.org", h="mx.example.org"))
-    assert ask(ResolverQuery(Zone(records), i=OUR_IP, s="alice@example.org",  # type: ignore[arg-type]
+    assert ask(ResolverQuery(zone_of(records), i=OUR_IP, s="alice@example.org",  # type: ignore[arg-type]
                              h="mx.example.org", querytime=0)) == stock
     assert (stock == "temperror") == (querytime < 0)
 
 
 def test_an_empty_name_raises_as_in_pyspf() -> None:
-    query = ResolverQuery(Zone({}), i=OUR_IP, s="alice@example.org", h="mx.example.org",  # type: ignore[arg-type]
+    query = ResolverQuery(zone_of({}), i=OUR_IP, s="alice@example.org", h="mx.example.org",  # type: ignore[arg-type]
                           querytime=0)
     with pytest.raises(Exception, match="Invalid query"):
         query.dns("", "TXT")
@@ -161,7 +144,7 @@ def test_check_spf_never_touches_pyspfs_module(monkeypatch: pytest.MonkeyPatch) 
         raise AssertionError("pyspf's module-level lookup was used")
 
     monkeypatch.setattr(spf, "DNSLookup", forbidden)
-    zone = Zone(CASES["include"])
+    zone = zone_of(CASES["include"])
     outcome = check_spf(zone, OUR_IP, "mx.example.org", "alice@example.org")  # type: ignore[arg-type]
     assert (outcome.result, outcome.domain, outcome.scope) == ("pass", "example.org", "mailfrom")
     assert ("_spf.example.net", "TXT") in zone.queries
