@@ -155,10 +155,12 @@ class DeadLetters:
         nothing) for a send that may have gone out already."""
         with joined(self.database, conn) as tx:
             row = tx.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD)).first()
-            if row is None or not self.queue.retry_dead(job_id, tx):
+            if row is None:
                 return False
+            # the reset refuses (AlreadySent) before anything is written, so a caller that catches
+            # it inside its own transaction commits no requeued job
             RESET.get(row.kind, lambda *_: None)(tx, row.payload)
-        return True
+            return self.queue.retry_dead(job_id, tx)
 
     def discard(self, job_id: int, actor: str, conn: Connection | None = None) -> str | None:
         """Close dead job ``job_id`` for good; the error it died of ("" when none was kept),
