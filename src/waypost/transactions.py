@@ -8,12 +8,13 @@ that take one (their ``conn`` parameter). ``Database`` is the engine the runtime
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:  # names only: a command that never opens the database need not load SQLAlchemy
+    from sqlalchemy.engine import Connection, Engine
 
-Database: TypeAlias = Engine
-Transaction: TypeAlias = Connection
+Database: TypeAlias = "Engine"
+Transaction: TypeAlias = "Connection"
 
 
 def transaction(database: Database) -> AbstractContextManager[Transaction]:

@@ -6,6 +6,8 @@ then the entry points (CLI, web, server)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,3 +173,12 @@ def test_no_package_imports_another_that_imports_it_back() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     """The rule above could pass on a finder that finds nothing."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_command_line_loads_no_heavy_library_until_a_command_needs_it() -> None:
+    """`waypost --help` answers at once: the settings (pydantic), the database (SQLAlchemy,
+    Alembic), images and AWS load only inside the commands that use them."""
+    heavy = ("sqlalchemy", "alembic", "pydantic", "numpy", "PIL", "boto3", "starlette", "aiosmtpd")
+    probe = f"import sys, waypost.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stdout

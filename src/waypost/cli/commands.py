@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from waypost.cli.base import _allowlist, _database, _runtime, cli, data_dir_option, friendly_errors, settings_from
-from waypost.outbound.listing import OutboundState
+from waypost.store.states import OutboundState
 
 DEMO_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
 

@@ -26,8 +26,8 @@ def _config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision``. A database already there costs one query, and says
-    nothing; an upgrade says once what it did (Alembic's own INFO lines are left out)."""
+    """Bring the schema to ``revision``. A database already there costs a quick check, and
+    says nothing; an upgrade says once what it did (Alembic's own INFO lines are left out)."""
     before = current_revision(engine)
     target = head_revision() if revision == "head" else revision
     if before == target:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
 from waypost.clock import utcnow as utcnow  # re-exported: the store's modules read the clock here
+from waypost.store.states import InboundStatus as InboundStatus  # each beside the table it is for
+from waypost.store.states import JobState as JobState
+from waypost.store.states import OutboundState as OutboundState
 
 metadata = sa.MetaData(
     naming_convention={
@@ -42,16 +44,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class InboundStatus(StrEnum):
-    """An inbound message: ``queued`` → ``processed`` (handled by an app, or kept for the
-    operator) | ``refused`` (failed the gate) | ``dead`` (its job was dead-lettered)."""
-
-    QUEUED = "queued"
-    PROCESSED = "processed"
-    REFUSED = "refused"
-    DEAD = "dead"
-
-
 inbound_messages = sa.Table(
     "inbound_messages",
     metadata,
@@ -76,16 +68,6 @@ inbound_messages = sa.Table(
     # None: not checked (a trusted network, or mail that bypassed authentication)
     sa.Column("auth", sa.JSON, nullable=True),
 )
-
-class JobState(StrEnum):
-    """A job: ``queued`` → ``running`` → ``done``; from ``running`` back to ``queued`` (a retry
-    or a deferral) or ``dead`` (a permanent failure, or no attempts left)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    DEAD = "dead"
-
 
 jobs = sa.Table(
     "jobs",
@@ -175,19 +157,6 @@ photos = sa.Table(
     sa.Column("problem", sa.Text, nullable=True),
     sa.UniqueConstraint("journey_id", "content_sha256", name="uq_photos_journey_content"),
 )
-
-class OutboundState(StrEnum):
-    """An outbound message: ``queued`` → ``sending`` (admitted) → ``sent`` | ``failed``;
-    ``queued`` → ``suppressed``; ``queued`` ↔ ``paused``; a transient error puts ``sending``
-    back to ``queued``."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    SUPPRESSED = "suppressed"
-    PAUSED = "paused"
-
 
 outbound_messages = sa.Table(
     "outbound_messages",
