@@ -1,4 +1,4 @@
-# Shared by scripts/start, scripts/test and scripts/lock.
+# Shared by scripts/start and scripts/test.
 
 ensure_venv() {
   local python="${PYTHON:-python3}"
@@ -35,15 +35,20 @@ print(sum(m.group(1) is None or Marker(m.group(1)).evaluate() for m in found if 
 PY
 )
   echo "installing $what from $lock ($total pinned packages; the first time takes a few minutes) ..." >&2
-  .venv/bin/python -m pip install --disable-pip-version-check --require-hashes --no-deps -r "$lock" 2>&1 \
-    | pip_progress "$total" >&2
+  local log=.venv/pip-install.log
+  if ! .venv/bin/python -m pip install --disable-pip-version-check --require-hashes --no-deps -r "$lock" 2>&1 \
+      | tee "$log" | pip_progress "$total" >&2; then
+    echo "pip failed; the last lines of its output ($log has all of it):" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . >&2
   echo "$digest" > "$stamp"
   echo "$what: installed" >&2
 }
 
 # pip's output as one line per package ("[12/63] boto3==1.44.18"); from its first error on,
-# everything it says is passed through as it is.
+# everything it says is passed through as it is (and install_locked keeps the whole of it).
 pip_progress() {
   awk -v total="$1" '
     failing { print; fflush(); next }
@@ -56,11 +61,12 @@ pip_progress() {
   '
 }
 
-# Wait, with a deadline, while another apt or dpkg holds the package manager's locks
-# (an unattended upgrade, another install): apt-get would otherwise give up at once.
+# Wait, with a deadline, while another apt or dpkg holds the package manager's locks (an
+# unattended upgrade, another install), saying so once. apt-get's own DPkg::Lock::Timeout covers
+# the dpkg lock while installing, but not the lists lock of `apt-get update`, which gives up at once.
 wait_for_package_manager() {
   local limit="${WAYPOST_APT_LOCK_WAIT:-600}" waited=0 said=""
-  while ! python3 - <<'PY'
+  while ! .venv/bin/python - <<'PY'
 import fcntl, os, sys
 for path in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock",
              "/var/cache/apt/archives/lock"):
