@@ -224,8 +224,7 @@ def test_a_dead_send_that_was_handed_over_is_not_retried(runtime: Any) -> None:
         assert conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one() == "dead"
 
     # a caller that catches the refusal inside its own transaction and commits changes nothing either
-    with runtime.engine.begin() as conn:
-        with pytest.raises(AlreadySent):
-            DeadLetters(runtime.queue).retry(job_id, conn)
+    with runtime.engine.begin() as conn, pytest.raises(AlreadySent):
+        DeadLetters(runtime.queue).retry(job_id, conn)
     with runtime.engine.connect() as conn:
         assert conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one() == "dead"

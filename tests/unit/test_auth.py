@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.zone_resolver import ZoneResolver
 from waypost.config import ConfigError
 from waypost.mail import auth, spf_check
 from waypost.mail.auth import (
@@ -37,34 +38,6 @@ from waypost.mail.dkim_sign import DkimSigner, generate_key
 
 OUR_IP = "192.0.2.10"
 HOSTILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class ZoneResolver:
-    """Answers from a dict like dnspython's ``Resolver.resolve``: NXDOMAIN for unknown names,
-    NoAnswer for other types, NoNameservers (what SERVFAIL becomes) for failing names."""
-
-    lifetime = 1.0
-
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], list[str]] = {}
-        self.failing: set[str] = set()
-        self.queries: list[tuple[str, str]] = []
-
-    def add_txt(self, name: str, value: str) -> None:
-        chunks = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
-        self.records.setdefault((name, "TXT"), []).append(" ".join(f'"{chunk}"' for chunk in chunks))
-
-    def resolve(self, qname: dns.name.Name | str, rdtype: str, search: bool = False,
-                lifetime: float | None = None) -> list[Any]:
-        name = str(qname).rstrip(".").lower()
-        self.queries.append((name, str(rdtype)))
-        if name in self.failing:
-            raise dns.resolver.NoNameservers()
-        if (name, rdtype) in self.records:
-            return [dns.rdata.from_text("IN", rdtype, text) for text in self.records[(name, rdtype)]]
-        if any(known == name for known, _ in self.records):
-            raise dns.resolver.NoAnswer()
-        raise dns.resolver.NXDOMAIN()
 
 
 @dataclasses.dataclass(frozen=True)

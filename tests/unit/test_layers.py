@@ -32,6 +32,8 @@ ADAPTER_LIBRARIES = {
 # the web face and the CLI go through domain operations, never the tables
 PERSISTENCE = ("waypost.store.models", "sqlalchemy")
 FRONT_ENDS = ("waypost.cli", "waypost.web")
+# the innermost packages take their own settings protocol or plain values
+CONFIG = ("waypost.config",)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def _module_name(path: Path) -> str:
 
 
 def _within(name: str, prefixes: tuple[str, ...]) -> bool:
-    return any(name == p or name.startswith(p + ".") or name.startswith(p + "_") for p in prefixes)
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _type_only(tree: ast.Module) -> set[int]:
@@ -114,6 +116,11 @@ def test_a_framework_or_sdk_is_imported_only_by_its_adapter(library: str) -> Non
 def test_the_web_face_and_the_cli_never_touch_the_tables() -> None:
     found = [i for i in ALL if _within(i.module, FRONT_ENDS) and _within(i.target, PERSISTENCE)]
     assert not found, _broken("web or cli imports the tables or sqlalchemy", found)
+
+
+def test_mail_and_store_take_plain_values_never_the_settings() -> None:
+    found = [i for i in ALL if _within(i.module, ("waypost.mail", "waypost.store")) and _within(i.target, CONFIG)]
+    assert not found, _broken("mail or store imports the settings module", found)
 
 
 def _unit(name: str) -> str:

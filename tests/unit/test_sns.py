@@ -490,6 +490,8 @@ def test_rejection_carries_reason_and_detail() -> None:
     (SnsOutcome(SnsResult.REFUSED, "bad-signature"), 403, "bad-signature"),
     (SnsOutcome(SnsResult.RETRY_LATER, "cert-fetch"), 503, "cert-fetch"),
     (SnsOutcome(SnsResult.RETRY_LATER, "subscribe-fetch"), 503, "subscribe-fetch"),
+    (SnsOutcome(SnsResult.REFUSED), 403, "forbidden"),  # every outcome has an answer, with or without a reason
+    (SnsOutcome(SnsResult.RETRY_LATER), 503, "unavailable"),
 ])
 def test_each_outcome_has_its_http_answer(outcome: SnsOutcome, status: int, text: str) -> None:
     """Only our own failed fetch asks SNS to retry (5xx); a refusal is final (403)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_auth import ZoneResolver
+from tests.support.zone_resolver import ZoneResolver
 from waypost.mail.resolver import DnsUnavailable, lookup
 from waypost.mail.spf_check import SPF_TIME_LIMIT, ResolverQuery, check_spf, spf
 

@@ -16,6 +16,7 @@ from waypost.errors import ConfigError, WaypostError
 
 if TYPE_CHECKING:  # the settings module (pydantic) loads only in commands that read settings
     from waypost.config import Settings
+    from waypost.pipeline.allowlist import Allowlist
     from waypost.runtime import Runtime
     from waypost.transactions import Database
 
@@ -50,13 +51,13 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _runtime(data_dir: Path, **overrides: Any) -> Runtime:
+def runtime_for(data_dir: Path, **overrides: Any) -> Runtime:
     from waypost import runtime
 
     return runtime.build(settings_from(data_dir, **overrides))
 
 
-def _database(data_dir: Path) -> Database:
+def database_for(data_dir: Path) -> Database:
     """The database alone, migrated: for commands that only read or write rows, without
     loading the whole service (the journey engine, the senders, the web face)."""
     from waypost.store import migrate
@@ -69,10 +70,10 @@ def _database(data_dir: Path) -> Database:
     return engine
 
 
-def _allowlist(data_dir: Path) -> Any:
+def allowlist_for(data_dir: Path) -> Allowlist:
     from waypost.pipeline.allowlist import Allowlist
 
-    return Allowlist(_database(data_dir))
+    return Allowlist(database_for(data_dir))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

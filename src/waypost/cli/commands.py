@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from waypost.cli.base import _allowlist, _database, _runtime, cli, data_dir_option, friendly_errors, settings_from
+from waypost.cli.base import (
+    allowlist_for,
+    cli,
+    data_dir_option,
+    database_for,
+    friendly_errors,
+    runtime_for,
+    settings_from,
+)
 from waypost.store.states import OutboundState
 
 DEMO_TRUSTED_NETWORKS = ("127.0.0.0/8", "::1/128")
@@ -64,7 +72,7 @@ def worker(data_dir: Path) -> None:
     """Run a worker (processes inbound mail and sends replies) until interrupted."""
     import signal
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -81,7 +89,7 @@ def demo(data_dir: Path, smtp_address: str | None) -> None:
     """Mail a running Waypost the demo trip from the demo sender and print the journey link."""
     from waypost.demo import run_demo
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     settings = runtime.settings
     address = smtp_address or f"{settings.smtp.host}:{settings.smtp.port}"
     ok = run_demo(runtime, address, settings.public_base_url, out=lambda line: click.echo(line))
@@ -102,7 +110,7 @@ def allowlist() -> None:
 @friendly_errors
 def allowlist_add(data_dir: Path, entry: str, note: str | None) -> None:
     """Allow ENTRY (an address, or a domain for everyone at it)."""
-    added = _allowlist(data_dir).add(entry, note=note)
+    added = allowlist_for(data_dir).add(entry, note=note)
     click.echo(f"{'added' if added else 'already allowed'}: {entry}")
 
 
@@ -112,7 +120,7 @@ def allowlist_add(data_dir: Path, entry: str, note: str | None) -> None:
 @friendly_errors
 def allowlist_remove(data_dir: Path, entry: str) -> None:
     """Stop allowing ENTRY."""
-    if not _allowlist(data_dir).remove(entry):
+    if not allowlist_for(data_dir).remove(entry):
         raise click.ClickException(f"not on the allowlist: {entry}")
     click.echo(f"removed: {entry}")
 
@@ -122,7 +130,7 @@ def allowlist_remove(data_dir: Path, entry: str) -> None:
 @friendly_errors
 def allowlist_list(data_dir: Path) -> None:
     """Show every allowed address and domain."""
-    entries = _allowlist(data_dir).entries()
+    entries = allowlist_for(data_dir).entries()
     for entry in entries:
         note = f"  ({entry.note})" if entry.note else ""
         click.echo(f"{entry.kind:8} {entry.value}  added {entry.added_at:%Y-%m-%d %H:%M}Z{note}")
@@ -143,7 +151,7 @@ def dead_letters_list(data_dir: Path, limit: int) -> None:
     """Show dead-lettered jobs, newest first."""
     from waypost.pipeline.deadletters import DeadLetters
 
-    letters = DeadLetters(_runtime(data_dir).queue).list(limit)
+    letters = DeadLetters(runtime_for(data_dir).queue).list(limit)
     for letter in letters:
         click.echo(f"{letter.job_id:>6}  {letter.since:%Y-%m-%d %H:%M}Z  {letter.kind:8} {letter.subject}")
         click.echo(f"        after {letter.attempts} attempt(s): {letter.reason}")
@@ -159,7 +167,7 @@ def dead_letters_retry(data_dir: Path, job_id: int) -> None:
     """Queue dead job JOB_ID again with fresh attempts."""
     from waypost.pipeline.deadletters import DeadLetters
 
-    if not DeadLetters(_runtime(data_dir).queue).retry(job_id):
+    if not DeadLetters(runtime_for(data_dir).queue).retry(job_id):
         raise click.ClickException(f"no dead-lettered job {job_id} (see `waypost dead-letters list`)")
     click.echo(f"job {job_id} queued again")
 
@@ -174,7 +182,7 @@ def pause(data_dir: Path, stream: str | None, reason: str) -> None:
     from waypost.outbound import control
     from waypost.transactions import transaction
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     if stream is not None and stream not in runtime.streams:
         raise click.ClickException(f"no stream {stream!r}; the streams are: {', '.join(runtime.streams)}")
     with transaction(runtime.engine) as tx:
@@ -191,7 +199,7 @@ def resume(data_dir: Path, stream: str | None) -> None:
     from waypost.outbound import control
     from waypost.transactions import transaction
 
-    with transaction(_runtime(data_dir).engine) as tx:
+    with transaction(runtime_for(data_dir).engine) as tx:
         lifted = control.resume(tx, stream or control.ALL, by="operator (cli)")
     if not lifted:
         raise click.ClickException(f"not paused: {stream or 'all sending'}")
@@ -212,7 +220,7 @@ def outbox_status(data_dir: Path) -> None:
     from waypost.outbound import control, listing
     from waypost.transactions import reading
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     limiter = runtime.outbox.limiter
     with reading(runtime.engine) as conn:
         counts = listing.counts_by_state(conn)
@@ -242,7 +250,7 @@ def outbox_list(data_dir: Path, state: str | None, limit: int) -> None:
     from waypost.outbound import listing
     from waypost.transactions import reading
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         rows = listing.newest(conn, limit=limit, state=OutboundState(state) if state else None)
     for row in rows:
         flag = " (unconfirmed)" if row.unconfirmed else ""
@@ -294,7 +302,7 @@ def db_upgrade(data_dir: Path) -> None:
     """Apply pending schema migrations (also done at every start)."""
     from waypost.store import migrate
 
-    engine = _database(data_dir)
+    engine = database_for(data_dir)
     click.echo(f"database at revision {migrate.current_revision(engine)} (head {migrate.head_revision()})")
     engine.dispose()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from waypost.cli.base import _runtime, cli, data_dir_option, friendly_errors
+from waypost.cli.base import cli, data_dir_option, friendly_errors, runtime_for
 from waypost.transactions import reading, transaction
 
 REASONS = ["MANUAL", "BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]
@@ -37,7 +37,7 @@ def suppression_add(data_dir: Path, address: str, reason: str, note: str | None,
     from waypost.outbound import suppression as suppressions
 
     expires = utcnow() + timedelta(days=days) if days else None
-    with transaction(_runtime(data_dir).engine) as conn:
+    with transaction(runtime_for(data_dir).engine) as conn:
         added = suppressions.add(conn, address, suppressions.Reason(reason), "cli", detail=note, expires_at=expires,
                                  by="operator (cli)")
     click.echo(f"{'suppressed' if added else 'already suppressed'}: {address}")
@@ -52,7 +52,7 @@ def suppression_remove(data_dir: Path, address: str, why: str) -> None:
     """Send to ADDRESS again."""
     from waypost.outbound import suppression as suppressions
 
-    with transaction(_runtime(data_dir).engine) as conn:
+    with transaction(runtime_for(data_dir).engine) as conn:
         removed = suppressions.remove(conn, address, by="operator (cli)", note=why)
     if not removed:
         raise click.ClickException(f"not suppressed: {address}")
@@ -72,7 +72,7 @@ def suppression_list(data_dir: Path, limit: int, after: str | None, search: str 
     """Show suppressed addresses in address order, LIMIT at a time."""
     from waypost.outbound import suppression as suppressions
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         entries = suppressions.entries(conn, limit=limit, after=after, contains=search, domain=domain,
                                        reason=suppressions.Reason(reason) if reason else None)
     for entry in entries:
@@ -95,7 +95,7 @@ def suppression_history(data_dir: Path, address: str | None, limit: int) -> None
     """Who added or removed addresses, and why (newest first)."""
     from waypost.outbound import suppression as suppressions
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         rows = suppressions.history(conn, address, limit=limit)
     for row in rows:
         click.echo(f"{row.at:%Y-%m-%d %H:%M}Z  {row.action:6} {row.address}  {row.reason or '':11} by {row.by}"
@@ -112,7 +112,7 @@ def suppression_export(data_dir: Path, out: Any) -> None:
     """Write every entry as CSV to OUT (default: standard output)."""
     from waypost.outbound import suppression as suppressions
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         count = suppressions.write_csv(conn, out)
     click.echo(f"exported {count} entries", err=True)
 
@@ -130,7 +130,7 @@ def suppression_import(data_dir: Path, source: Any) -> None:
         rows = suppressions.read_csv(source, source="import")
     except suppressions.SuppressionImportError as err:
         raise click.ClickException(str(err)) from None
-    with transaction(_runtime(data_dir).engine) as conn:
+    with transaction(runtime_for(data_dir).engine) as conn:
         added = suppressions.add_many(conn, rows, by="operator (import)")
     click.echo(f"imported {len(rows)} entries: {len(added)} new, {len(rows) - len(added)} already suppressed")
 
@@ -143,7 +143,7 @@ def suppression_sync_ses(data_dir: Path, dry_run: bool) -> None:
     """Copy SES's account-level suppression list into Waypost's (BOUNCE and COMPLAINT entries)."""
     from waypost.feedback.ses_sync import sync_from_ses
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     result = sync_from_ses(runtime.engine, runtime.settings, dry_run=dry_run,
                            progress=lambda pages, seen: click.echo(f"  page {pages}: {seen} entries", err=True))
     click.echo(f"SES lists {result.seen} addresses: {result.added} {'would be ' if dry_run else ''}added, "
@@ -172,7 +172,7 @@ def feedback_list(data_dir: Path, kind: str | None, outcome: str | None, address
     """The newest feedback events and what the policy did with each."""
     from waypost.feedback import log as feedback_log
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         rows = feedback_log.recent(conn, limit=limit, kind=kind, outcome=outcome, address=address)
     for row in rows:
         what = "/".join(p for p in (row.bounce_type, row.bounce_subtype, row.feedback_type) if p)
@@ -194,7 +194,7 @@ def feedback_unreadable(data_dir: Path, limit: int, show: int | None) -> None:
     """Feedback that could not be read (kept, never applied)."""
     from waypost.feedback import log as feedback_log
 
-    with reading(_runtime(data_dir).engine) as conn:
+    with reading(runtime_for(data_dir).engine) as conn:
         if show is not None:
             body = feedback_log.unreadable_body(conn, show)
             if body is None:
@@ -219,7 +219,7 @@ def feedback_apply(data_dir: Path, files: tuple[Path, ...]) -> None:
     from waypost.feedback.reports import read_report
     from waypost.feedback.ses_events import parse_ses_notification, unwrap_queue_body
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     failed = 0
     for path in files:
         data = path.read_bytes()
@@ -242,7 +242,7 @@ def feedback_apply(data_dir: Path, files: tuple[Path, ...]) -> None:
 @friendly_errors
 def feedback_poll(data_dir: Path) -> None:
     """Take one batch from the SES feedback queue (feedback.sqs_queue_url) and apply it."""
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     if not runtime.settings.feedback.sqs_queue_url:
         raise click.ClickException("feedback.sqs_queue_url is not set (see docs/feedback.md)")
     handled = runtime.feedback_consumer().poll_once()
@@ -260,7 +260,7 @@ def status(data_dir: Path) -> None:
     from waypost.reputation.alarms import evaluate
     from waypost.reputation.status_text import render_status
 
-    runtime = _runtime(data_dir)
+    runtime = runtime_for(data_dir)
     snapshot = runtime.snapshot()
     alarms = evaluate(snapshot, runtime.settings.alarms)
     for line in render_status(snapshot, alarms, runtime.settings.guard, transport=runtime.outbox.sender.name):

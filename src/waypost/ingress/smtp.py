@@ -242,9 +242,6 @@ def _routes_elsewhere(address: str) -> bool:
     return any(ch in _ROUTING_CHARACTERS for ch in local)
 
 
-# (raw message, peer IP, HELO, MAIL FROM) -> verdict, or None when not checked (trusted peer)
-
-
 class IngressHandler:
     """aiosmtpd hooks for the public port (MX): mail for our own domain only, no AUTH."""
 

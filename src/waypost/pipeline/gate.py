@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from waypost.mail.auth import AuthVerdict
+from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.allowlist import Allowlist
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

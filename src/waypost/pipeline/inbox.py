@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from waypost.errors import StorageError
-from waypost.mail.auth import AuthVerdict
+from waypost.mail.verdict import AuthVerdict
 from waypost.store.blobs import BlobStore
 from waypost.store.models import InboundStatus, inbound_messages, utcnow
 from waypost.store.queue import enqueue

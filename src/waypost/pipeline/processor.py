@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost import failpoints
-from waypost.mail.auth import AuthVerdict
 from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
+from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.gate import Gate, GateInput, Refusal
 from waypost.pipeline.inbox import INBOUND_JOB
 from waypost.pipeline.router import OPERATOR_MAILBOXES, Commit, InboundMail, Router

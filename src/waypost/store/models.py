@@ -64,7 +64,7 @@ inbound_messages = sa.Table(
     sa.Column("processed_at", UTCDateTime, nullable=True),
     # set when the raw message (and with it the original attachments) was deleted after processing
     sa.Column("raw_deleted_at", UTCDateTime, nullable=True),
-    # SPF/DKIM/DMARC verdict (mail/auth.py AuthVerdict.to_json), made at SMTP time or by SES;
+    # SPF/DKIM/DMARC verdict (mail/verdict.py AuthVerdict.to_json), made at SMTP time or by SES;
     # None: not checked (a trusted network, or mail that bypassed authentication)
     sa.Column("auth", sa.JSON, nullable=True),
 )

@@ -287,8 +287,10 @@ SNS_STATUS: Mapping[SnsResult, int] = {
     SnsResult.REFUSED: 403,
     SnsResult.RETRY_LATER: 503,
 }
+# a refusal answers with its reason word; these are the words when there is none
 SNS_TEXT: Mapping[SnsResult, str] = {SnsResult.APPLIED: "ok", SnsResult.SUBSCRIBED: "subscribed",
-                                     SnsResult.NOTED: "noted"}
+                                     SnsResult.NOTED: "noted", SnsResult.REFUSED: "forbidden",
+                                     SnsResult.RETRY_LATER: "unavailable"}
 
 
 def sns_response(outcome: SnsOutcome) -> PlainTextResponse:
