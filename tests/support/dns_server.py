@@ -129,6 +129,11 @@ class LoopbackDns:
         with self._zone.lock:
             self._zone.failing.add(_fqdn(name))
 
+    def recover(self, name: str) -> None:
+        """Answer for ``name`` again after ``fail``: its records, or NXDOMAIN."""
+        with self._zone.lock:
+            self._zone.failing.discard(_fqdn(name))
+
     def _add(self, name: str, rtype: str, rdata: Any) -> None:
         with self._zone.lock:
             self._zone.records.setdefault(_fqdn(name), {}).setdefault(rtype, []).append(rdata)

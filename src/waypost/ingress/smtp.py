@@ -24,6 +24,12 @@ code IANA lists beside 500; ``5.3.4`` would say "too big", which the message may
 ``5.5.6`` is the AUTH exchange line (RFC 4954). Limits on the data are answered after the
 final dot, as RFC 5321 §4.2.5 implies, never by cutting the client off mid-stream.
 
+Mail for an app only members may use (journeys) whose authentication DNS left undecided
+(``Arrival.retry_later``: a DKIM key or the DMARC record could not be looked up just now) gets
+``451 4.7.0`` after the final dot and is not stored: RFC 7489 §7 answers a temporary error with
+a temporary failure, and a 250 would leave the gate to refuse the mail unanswered. Service
+mailboxes, trusted networks and authenticated submission never get it.
+
 The timeout bounds each wait for the client: from one command to the next, and during DATA
 each stretch in which fewer than ``DATA_PROGRESS_BYTES`` arrive. A client trickling a byte a
 second is cut off; a big message on a slow but working link is not (at the default 300 s a
@@ -74,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from waypost.errors import StorageError
-from waypost.pipeline.arrival import Authenticate
+from waypost.pipeline.arrival import Arrival, Authenticate
 from waypost.pipeline.inbox import AcceptMail, ReceivedMail
 
 if TYPE_CHECKING:
@@ -91,6 +97,10 @@ DATA_PROGRESS_BYTES = 64 * 1024
 
 RELAY_DENIED = "550 5.7.1 Relaying denied: we accept mail only for our own domain"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
+# RFC 7489 §7: a temporary error while evaluating DMARC (a DKIM key or DMARC record that DNS did
+# not give) should be answered with a temporary failure, so the sending server retries rather
+# than Waypost accepting mail it would then refuse unanswered; 4.7.0: a security status (RFC 3463)
+DNS_TEMPFAIL = "451 4.7.0 Temporary DNS failure authenticating your domain (DKIM/DMARC), please try again later"
 # local-part characters that route to another host: %-hack, UUCP bang path, quoted "@"
 _ROUTING_CHARACTERS = frozenset("%!@")
 _DOMAIN = re.compile(r"(?=.{1,253}\.?\Z)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
@@ -292,21 +302,32 @@ class IngressHandler:
         if refusal is not None:
             log.info("refused mail from %s (peer %s): %s", envelope.mail_from, peer, refusal)
             return refusal
+        arrival = await self._authenticate(raw, peer, session, envelope)
+        if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
+            log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,
+                     peer, ", ".join(envelope.rcpt_tos), arrival.verdict.detail if arrival.verdict else "")
+            return DNS_TEMPFAIL
         trace = received_header(helo=session.host_name, peer_ip=peer, hostname=server.hostname,
                                 protocol=with_protocol(session, envelope, server), recipients=envelope.rcpt_tos,
                                 when=datetime.now(UTC))
-        verdict = None
-        if self.authenticate is not None:
-            # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
-            verdict = await loop.run_in_executor(None, self.authenticate, raw, peer, session.host_name,
-                                                 envelope.mail_from)
+        verdict = arrival.verdict
         if verdict is not None:  # ours on top; one that arrived with the message is never read (RFC 8601 §5)
             trace = f"Authentication-Results: {verdict.to_header(self.authserv_id)}\r\n".encode() + trace
         mail = ReceivedMail(raw=trace + raw, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
                             peer_ip=peer, helo=session.host_name, ingress=self.ingress, extra=self.extra(session),
                             auth=verdict)
+        return await self._store(mail, session, envelope)
+
+    async def _authenticate(self, raw: bytes, peer: str | None, session: Session, envelope: Envelope) -> Arrival:
+        if self.authenticate is None:
+            return Arrival()
+        # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.authenticate, raw, peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
+
+    async def _store(self, mail: ReceivedMail, session: Session, envelope: Envelope) -> str:
         try:
-            message_id = await loop.run_in_executor(None, self.accept, mail)
+            message_id = await asyncio.get_running_loop().run_in_executor(None, self.accept, mail)
         except StorageError as err:
             log.error("temporary failure storing mail from %s: %s", envelope.mail_from, err)
             return "451 4.3.0 Temporary storage failure, please try again later"

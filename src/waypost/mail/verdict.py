@@ -98,6 +98,24 @@ class AuthVerdict:
         (for SES: SES said so)."""
         return self.dmarc == "pass"
 
+    def awaits_dns(self, *, spf_counts_without_dmarc: bool = False) -> bool:
+        """True when the verdict is undecided because DNS failed temporarily, so that a later
+        try may authenticate the mail: DMARC itself is temperror (the policy lookup failed, or
+        an aligned identifier could not be checked and none passed, RFC 7489 §11.2), or the
+        From domain publishes no DMARC record, nothing aligned passed and an aligned DKIM
+        signature (or, when ``spf_counts_without_dmarc``, an aligned SPF check) is temperror.
+        RFC 7489 §7: a temporary error during policy evaluation should be answered with a
+        temporary failure, so the sending server tries again."""
+        if self.dmarc == "temperror":
+            return True
+        if self.dmarc != "none" or self.dmarc_record_found:
+            return False  # decided by a published policy: pass, fail or permerror
+        passed = self.aligned_pass if spf_counts_without_dmarc else self.dkim_aligned_pass
+        if passed:
+            return False
+        spf_pending = spf_counts_without_dmarc and self.spf == "temperror" and self.spf_aligned
+        return spf_pending or any(sig.result == "temperror" and sig.aligned for sig in self.dkim)
+
     def to_header(self, authserv_id: str) -> str:
         """The value of an ``Authentication-Results:`` field (RFC 8601 §2.2). Every domain and
         selector is a token or a quoted-string, so hostile text cannot add fields."""

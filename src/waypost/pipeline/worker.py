@@ -15,14 +15,77 @@ from waypost.store.queue import Job, JobKind, JobQueue
 
 log = logging.getLogger(__name__)
 
+# While claims fail (the database cannot be written), the wait before the next try doubles from
+# the poll interval up to this cap: a short poll interval must not hammer a database in trouble.
+CLAIM_BACKOFF_FACTOR = 2.0
+CLAIM_BACKOFF_CAP = 30.0  # seconds
+# at most one log line per this many seconds while claims keep failing (85 MB of tracebacks
+# in four minutes is what logging every poll did)
+CLAIM_FAILURE_LOG_INTERVAL = 60.0  # seconds
+
+Clock = Callable[[], float]
+# waits up to the seconds given or until the event is set (returns early on stop)
+Wait = Callable[[threading.Event, float], object]
+
+
+class ClaimFailures:
+    """Claims failing in a row: how long to wait before the next one, and what to log. The
+    first failure is logged with its traceback, then at most one line per
+    CLAIM_FAILURE_LOG_INTERVAL with the count since, and one line when claiming works again."""
+
+    def __init__(self, poll_interval: float, clock: Clock) -> None:
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.in_a_row = 0
+        self.unreported = 0
+        self.next_report = 0.0
+
+    def failed(self, err: BaseException) -> float:
+        """Record a failed claim; the seconds to wait before the next try."""
+        self.in_a_row += 1
+        delay = self.delay()
+        now = self.clock()
+        if self.in_a_row == 1:
+            log.error("worker could not claim a job; retrying with backoff up to %.0f s", CLAIM_BACKOFF_CAP,
+                      exc_info=err)
+            self.next_report = now + CLAIM_FAILURE_LOG_INTERVAL
+            return delay
+        self.unreported += 1
+        if now >= self.next_report:
+            log.error("worker still cannot claim a job: %d failures since the last report (%s: %s); "
+                      "next try in %.1f s", self.unreported, type(err).__name__, _first_line(err), delay)
+            self.unreported, self.next_report = 0, now + CLAIM_FAILURE_LOG_INTERVAL
+        return delay
+
+    def delay(self) -> float:
+        cap = max(CLAIM_BACKOFF_CAP, self.poll_interval)
+        # the exponent stops growing long after the cap is reached: a float power would overflow
+        return min(cap, self.poll_interval * CLAIM_BACKOFF_FACTOR ** min(self.in_a_row - 1, 64))
+
+    def succeeded(self) -> None:
+        """A claim worked (a job or none due): logged once after failures, backoff reset."""
+        if self.in_a_row:
+            log.warning("worker can claim jobs again after %d failed attempts", self.in_a_row)
+        self.in_a_row = self.unreported = 0
+
+
+def _first_line(err: BaseException) -> str:
+    """The gist of a database error (SQLAlchemy's run to several lines with the SQL)."""
+    lines = str(err).splitlines()
+    return lines[0][:200] if lines else ""
+
 
 class Worker:
     def __init__(self, queue: JobQueue, kinds: Sequence[JobKind], *, poll_interval: float,
                  periodic: Sequence[tuple[float, Callable[[], object]]] = (),
-                 companions: Sequence[Callable[[threading.Event], None]] = ()) -> None:
+                 companions: Sequence[Callable[[threading.Event], None]] = (),
+                 clock: Clock = time.monotonic, wait: Wait = threading.Event.wait) -> None:
         """``kinds``: the jobs this worker runs, as their owners declare them (the wiring
         collects them); ``periodic``: (seconds, task) run between jobs at that interval (the
-        alarms); ``companions``: loops run in their own threads until ``stop`` (the SQS consumer)."""
+        alarms); ``companions``: loops run in their own threads until ``stop`` (the SQS consumer).
+        ``clock`` and ``wait`` are time as the worker sees it (tests pass their own)."""
+        self.clock = clock
+        self.wait = wait
         self.periodic: list[tuple[float, Callable[[], object]]] = []
         self._next_run: list[float] = []
         for interval, task in periodic:
@@ -31,6 +94,7 @@ class Worker:
         self.queue = queue
         self.kinds = list(kinds)
         self.poll_interval = poll_interval
+        self.claim_failures = ClaimFailures(poll_interval, clock)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.handlers: dict[str, Callable[[Job], None]] = {kind.name: kind.run for kind in self.kinds}
         self.on_dead: dict[str, Callable[[Job, str], None]] = {kind.name: kind.on_dead for kind in self.kinds}
@@ -60,16 +124,21 @@ class Worker:
         try:
             while not stop.is_set():
                 self.run_periodic()
-                try:
-                    busy = self.run_once()
-                except Exception:  # the database itself failed; wait and try again
-                    log.exception("worker could not claim a job")
-                    busy = False
-                if not busy:
-                    stop.wait(self._idle_wait())
+                self._poll(stop)
         finally:
             for thread in threads:
                 thread.join(timeout=30)
+
+    def _poll(self, stop: threading.Event) -> None:
+        """One job, or a wait: until the next is due, or the backoff while claims fail."""
+        try:
+            busy = self.run_once()
+        except Exception as err:  # the database itself failed; wait longer each time and try again
+            self.wait(stop, self.claim_failures.failed(err))
+            return
+        self.claim_failures.succeeded()
+        if not busy:
+            self.wait(stop, self._idle_wait())
 
     def every(self, interval: float, task: Callable[[], object]) -> None:
         """Run ``task`` between jobs, first at the next chance, then every ``interval`` seconds."""
@@ -77,7 +146,7 @@ class Worker:
         self._next_run.append(0.0)
 
     def run_periodic(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for index, (interval, task) in enumerate(self.periodic):
             if now < self._next_run[index]:
                 continue
