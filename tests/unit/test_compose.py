@@ -115,3 +115,15 @@ def test_reflow_never_breaks_a_url() -> None:
     url = "https://waypost.example.org/j/" + "x" * 90
     assert url in reflow(f"open {url} now").splitlines()
     assert reflow("a " * 60, indent="  - ").splitlines()[1].startswith("    a")
+
+
+def test_a_url_in_the_subject_is_echoed_in_the_title_and_header_as_text(tmp_path: Path) -> None:
+    """Issue 18: the HTML <title> echoed the subject unfiltered, and the link check refused the reply."""
+    made = composer(tmp_path, {"t/m.jinja": MESSAGE}).compose(Draft(
+        "t/m", "ann@example.org", "Photos from https://maps.google.com/?q=lisbon\r\nBcc: eve@evil.example",
+        "journeys", {"name": "Ann", "title": "Trip"}))
+    message = email.message_from_bytes(made.raw, policy=email.policy.default)
+
+    shown = "Photos from maps\u2024google\u2024com/?q=lisbon  Bcc: eve@evil\u2024example"  # CR LF: two spaces
+    assert made.subject == str(message["Subject"]) == shown and message["Bcc"] is None
+    assert f"<title>{shown}</title>" in message.get_body(("html",)).get_content()  # type: ignore[union-attr]

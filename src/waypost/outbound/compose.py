@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -31,8 +32,8 @@ from waypost.store.models import utcnow
 
 LAYOUTS = Path(__file__).with_name("templates")
 TEXT_WIDTH = 72
-_URL_IN_TEXT = re.compile(r"""(?:https?|ftp)://[^\s<>"')\]]+""", re.IGNORECASE)
-_SCHEME = re.compile(r"(?:https?|ftp)://", re.IGNORECASE)
+# any scheme with slashes: the safety net for links a template itself writes
+_URL_IN_TEXT = re.compile(r"""[a-z][a-z0-9+.-]{0,31}://[^\s<>"')\]]+""", re.IGNORECASE)
 
 
 class RenderError(PermanentError):
@@ -73,8 +74,24 @@ def reflow(value: str, indent: str = "") -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
-# a host name as mail clients autolink it: two or more labels ending in letters
-_HOST_LIKE = re.compile(r"(?<![\w.])(?:[\w-]+\.)+[^\W\d_]{2,}(?![\w-])", re.UNICODE)
+# Invisible characters can hide a link from our checks (a zero-width space inside "b.ly",
+# which browsers drop) or reorder what the person sees (U+202E turns "gpj.exe" around).
+# The two joiners stay: emoji sequences and several scripts need them.
+_KEPT_FORMAT = frozenset({"\u200c", "\u200d"})
+# a scheme as RFC 3986 §3.1 spells it, with the slashes (or backslashes, which browsers
+# read as slashes), wherever it starts; or, as a word of its own and right before what it
+# acts on, one of the schemes clients act on without slashes ("Data: trip" stays)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,31}:[/\\]+|(?<!\w)(?:mailto|javascript|vbscript|data|file|tel|sms|callto"
+                     r"|blob):(?=\S)", re.IGNORECASE)
+# A host name as mail clients autolink it is word characters with a dot before a letter
+# ("evil.example", "evil.xn--p1ai"). Each word is looked at once and each dot by its two
+# neighbours: a pattern that backtracks over a 4 KB word would make rendering quadratic.
+_WORD = re.compile(r"[\w\u200c\u200d.-]+")
+_HOST_DOT = re.compile(r"(?<=[\w\u200c\u200d-])\.(?=[^\W\d_])")
+_WWW = re.compile(r"(?<!\w)www\.", re.IGNORECASE)  # clients link "www.x" whatever follows
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")  # "127.0.0.1" is linked too
+# dots that IDNA reads as "." in a host name (UTS #46), when a host name could follow
+_DOT_LOOKALIKES = re.compile(r"[\u3002\uff0e\uff61](?=[A-Za-z0-9])")
 ONE_DOT_LEADER = "\u2024"  # looks like a full stop; no client reads it as part of a host name
 # photo file extensions that are no top-level domain, so "IMG_0001.jpg" stays as it is
 # (.zip and .mov are domains, and stay neutralised)
@@ -83,18 +100,39 @@ _FILE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "heic", "heif", "png", "webp
 
 
 def unlinked(value: object) -> str:
-    """Text a person gave us (a subject, a file name), echoed back so it cannot become a link:
-    URL schemes go, and the dots of host-like words become U+2024, which looks the same but is
-    not autolinked ("see bit.ly/x" would otherwise be a link in a signed mail from us)."""
-    text = _SCHEME.sub("", str(value))
+    """Text a person gave us (a subject, a file name, an EXIF string), echoed back so it cannot
+    become a link or break the message: one line of visible characters, URL schemes gone, and
+    the dots of host-like words become U+2024, which looks the same but is not autolinked ("see
+    bit.ly/x" would otherwise be a link in a signed mail from us). Idempotent; never raises."""
+    text = _without_schemes(_visible(str(value)))
+    text = _WWW.sub(lambda match: match.group(0)[:3] + ONE_DOT_LEADER, _DOT_LOOKALIKES.sub(ONE_DOT_LEADER, text))
+    text = _IPV4.sub(lambda match: match.group(0).replace(".", ONE_DOT_LEADER), text)
+    return _WORD.sub(_neutralise_word, text)
 
-    def neutralise(match: re.Match[str]) -> str:
-        word = match.group(0)
-        if word.rsplit(".", 1)[1].lower() in _FILE_EXTENSIONS and word.count(".") == 1:
-            return word
-        return word.replace(".", ONE_DOT_LEADER)
 
-    return _HOST_LIKE.sub(neutralise, text)
+def _visible(text: str) -> str:
+    """Line breaks and other controls become spaces (a subject stays one header line);
+    invisible format characters go."""
+    return "".join(" " if _is_break(char) else char for char in text
+                   if char in _KEPT_FORMAT or unicodedata.category(char) != "Cf")
+
+
+def _is_break(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
+def _without_schemes(text: str) -> str:
+    # again until nothing changes: taking one scheme out must not join the text around it into another
+    while (shorter := _SCHEME.sub("", text)) != text:
+        text = shorter
+    return text
+
+
+def _neutralise_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if word.count(".") == 1 and word.rsplit(".", 1)[1].lower() in _FILE_EXTENSIONS:
+        return word
+    return _HOST_DOT.sub(ONE_DOT_LEADER, word)
 
 
 def _tidy_text(text: str) -> str:
@@ -118,31 +156,11 @@ class Composer:
         """Render and assemble; raises RenderError before anything is queued."""
         one_click, mailto = self.tokens.links(draft.to, draft.stream, base_url=self.settings.public_base_url,
                                               mailto=self.settings.unsubscribe_address)
-        context = {**self._common_context(), **draft.context, "subject": draft.subject, "unsubscribe_url": one_click}
-        name = f"{draft.template}.jinja"
-        try:
-            text = _tidy_text(self.text_env.get_template(name).render(context, fmt="text"))
-            html = self.html_env.get_template(name).render(context, fmt="html")
-        except jinja2.TemplateError as err:
-            raise RenderError(f"template {name} did not render: {type(err).__name__}: {err}") from err
-        self.check_links(text, html)
-        message = EmailMessage()
-        message_id = make_msgid(domain=self.settings.mail_domain)
-        message["From"] = format_mailbox(self.settings.reply_from_name, self.settings.reply_address)
-        message["To"] = draft.to
-        if draft.reply_to:
-            message["Reply-To"] = draft.reply_to
-        message["Subject"] = draft.subject
-        message["Date"] = format_datetime(utcnow())
-        message["Message-ID"] = message_id
-        if draft.in_reply_to:
-            message["In-Reply-To"] = draft.in_reply_to
-            message["References"] = " ".join((*draft.references, draft.in_reply_to)[-20:])
-        # RFC 3834 §5: an automatic response says so, which stops auto-reply loops.
-        message["Auto-Submitted"] = "auto-replied"
-        # RFC 8058: an https URI (and a mailto one) that unsubscribes with one POST
-        message["List-Unsubscribe"] = f"<{one_click}>, <{mailto}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        # the subject echoes what the person wrote (their own subject, their journey's title)
+        subject = unlinked(draft.subject)
+        context = {**self._common_context(), **draft.context, "subject": subject, "unsubscribe_url": one_click}
+        text, html = self._render(f"{draft.template}.jinja", context)
+        message = self._headers(draft, subject, one_click, mailto)
         message.set_content(text)
         message.add_alternative(html, subtype="html")
         for attachment in draft.attachments:
@@ -153,7 +171,35 @@ class Composer:
         # folder cannot break a long URI and RFC 2047-encodes the whole List-Unsubscribe value,
         # which receivers then do not read as URIs.
         raw = message.as_bytes(policy=message.policy.clone(max_line_length=998))
-        return Composed(raw, message_id, draft.subject)
+        return Composed(raw, str(message["Message-ID"]), subject)
+
+    def _render(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
+        try:
+            text = _tidy_text(self.text_env.get_template(name).render(context, fmt="text"))
+            html = self.html_env.get_template(name).render(context, fmt="html")
+        except jinja2.TemplateError as err:
+            raise RenderError(f"template {name} did not render: {type(err).__name__}: {err}") from err
+        self.check_links(text, html)
+        return text, html
+
+    def _headers(self, draft: Draft, subject: str, one_click: str, mailto: str) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = format_mailbox(self.settings.reply_from_name, self.settings.reply_address)
+        message["To"] = draft.to
+        if draft.reply_to:
+            message["Reply-To"] = draft.reply_to
+        message["Subject"] = subject
+        message["Date"] = format_datetime(utcnow())
+        message["Message-ID"] = make_msgid(domain=self.settings.mail_domain)
+        if draft.in_reply_to:
+            message["In-Reply-To"] = draft.in_reply_to
+            message["References"] = " ".join((*draft.references, draft.in_reply_to)[-20:])
+        # RFC 3834 §5: an automatic response says so, which stops auto-reply loops.
+        message["Auto-Submitted"] = "auto-replied"
+        # RFC 8058: an https URI (and a mailto one) that unsubscribes with one POST
+        message["List-Unsubscribe"] = f"<{one_click}>, <{mailto}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        return message
 
     def check_links(self, text: str, html: str) -> None:
         """Every link points at our base URL, or mails our own domain; else RenderError."""
