@@ -81,8 +81,10 @@ async def serve(settings: Settings, *, after_start: Callable[[wiring.Runtime, st
         runtime.close()
         raise
     smtp_port = smtp.sockets[0].getsockname()[1]
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from any loopback process;
+    # web/proxies.py believes only web.trusted_proxies
     web = _EmbeddedUvicorn(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="off",
-                                          access_log=False))
+                                          access_log=False, proxy_headers=False))
     web_task = asyncio.create_task(web.serve(sockets=[http_sock]))
     while not web.started and not web_task.done():
         await asyncio.sleep(0.01)

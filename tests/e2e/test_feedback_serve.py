@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.test_serve import cli, rows
-from tests.support.sns_signing import SnsHttpsServer, confirmation, make_pki, notification, sign_envelope
+from tests.support.sns_signing import (
+    SnsHttpsServer,
+    confirmation,
+    make_pki,
+    notification,
+    sign_envelope,
+    sns_timestamp,
+)
 from waypost.store.models import outbound_messages
 
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
@@ -53,19 +61,23 @@ def test_sns_hook_confirms_applies_and_refuses(live_server: Any, sns_server: Any
                    "bouncedRecipients": [{"emailAddress": "ann@example.net", "status": "5.1.1",
                                           "diagnosticCode": "smtp; 550 5.1.1 no such user"}]}})
 
-    subscribe = post(server.http_url, sign_envelope(confirmation(TOPIC, f"{base_url}/confirm?Token=abc"),
-                                                    pki.signing_key, cert_url=cert_url))
-    tampered = sign_envelope(notification(TOPIC, bounce), pki.signing_key, cert_url=cert_url)
+    now = sns_timestamp(datetime.now(UTC))  # SNS stamps what it sends; the default refuses the old
+    subscribe = post(server.http_url, sign_envelope(confirmation(TOPIC, f"{base_url}/confirm?Token=abc",
+                                                                 timestamp=now), pki.signing_key, cert_url=cert_url))
+    tampered = sign_envelope(notification(TOPIC, bounce, timestamp=now), pki.signing_key, cert_url=cert_url)
     tampered["Message"] = tampered["Message"].replace("ann@", "eve@")
-    stranger = sign_envelope(notification("arn:aws:sns:eu-west-1:999999999999:x", bounce), pki.signing_key,
-                             cert_url=cert_url)
-    refused = [post(server.http_url, tampered), post(server.http_url, stranger)]
-    applied = post(server.http_url, sign_envelope(notification(TOPIC, bounce), pki.signing_key, cert_url=cert_url,
-                                                  version="1"))
+    stranger = sign_envelope(notification("arn:aws:sns:eu-west-1:999999999999:x", bounce, timestamp=now),
+                             pki.signing_key, cert_url=cert_url)
+    stale = sign_envelope(notification(TOPIC, bounce.replace("ann@", "eve@"),
+                                       timestamp=sns_timestamp(datetime.now(UTC) - timedelta(days=2))),
+                          pki.signing_key, cert_url=cert_url)
+    refused = [post(server.http_url, tampered), post(server.http_url, stranger), post(server.http_url, stale)]
+    applied = post(server.http_url, sign_envelope(notification(TOPIC, bounce, timestamp=now), pki.signing_key,
+                                                  cert_url=cert_url, version="1"))
 
     assert subscribe.status_code == 200 and subscribe.text == "subscribed" and len(https.confirmations()) == 1
-    assert [r.status_code for r in refused] == [403, 403]
-    assert [r.text for r in refused] == ["bad-signature", "topic-not-allowed"]
+    assert [r.status_code for r in refused] == [403, 403, 403]
+    assert [r.text for r in refused] == ["bad-signature", "topic-not-allowed", "too-old"]
     assert applied.status_code == 200
     entry = suppressed(server.http_url, "ann@example.net")
     assert entry is not None and entry["reason"] == "BOUNCE" and entry["source"] == "ses"

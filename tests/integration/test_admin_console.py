@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -212,6 +213,74 @@ def test_five_failures_lock_the_client_out_but_not_others(console: Callable[...,
     failures = [e for e in c.actions() if e.action == "login.failed"]
     assert len(failures) == 5 and "locked out" in (failures[-1].detail or "")
     assert login(c.other("127.0.0.2"), PASSWORD).status_code == 303
+
+
+def login_via(client: Any, forwarded_for: str, secret: str = PASSWORD) -> Any:
+    """``login`` with an X-Forwarded-For header on both requests (a TestClient or httpx.Client)."""
+    headers = {"X-Forwarded-For": forwarded_for}
+    form = client.get("/admin/login", headers=headers)
+    assert form.status_code == 200, form.text
+    nonce = re.search(r'name="login_token" value="([^"]+)"', form.text)
+    assert nonce is not None
+    return client.post("/admin/login", data={"login_token": nonce.group(1), "password": secret},
+                       headers=headers, follow_redirects=False)
+
+
+def test_a_trusted_proxy_names_the_client_that_is_locked_out_and_audited(console: Callable[..., Console],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "FAILURE_DELAY", 0.01)
+    c = console("10.0.0.2", web={"admin_remote": True, "trusted_proxies": ["10.0.0.0/24"]})
+    # the left part is the client's own claim, different each time; the proxy appends the truth
+    statuses = [login_via(c.client, f"198.51.100.{n}, {REMOTE}", f"guess {n}").status_code for n in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+    assert login_via(c.client, REMOTE).status_code == 429
+    assert login_via(c.client, "203.0.113.10").status_code == 303  # someone else behind the same proxy
+    assert [(e.action, e.ip) for e in c.actions()] == [("login.failed", REMOTE)] * 5 + [("login", "203.0.113.10")]
+
+
+def test_without_trusted_proxies_a_forwarded_for_header_changes_no_address(console: Callable[..., Console],
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "FAILURE_DELAY", 0.01)
+    c = console(REMOTE, web={"admin_remote": True})
+    statuses = [login_via(c.client, f"198.51.100.{n}", f"guess {n}").status_code for n in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
+    assert login_via(c.client, "198.51.100.99").status_code == 429
+    assert {e.ip for e in c.actions()} == {REMOTE}
+
+
+def audit_ips(data_dir: Path) -> list[tuple[str, str | None]]:
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'waypost.sqlite3'}")
+    try:
+        with engine.connect() as conn:
+            return [(e.action, e.ip) for e in reversed(audit.entries(conn, limit=100))]
+    finally:
+        engine.dispose()
+
+
+def test_a_loopback_process_cannot_choose_its_address_in_waypost_serve(live_server: Any, tmp_path: Path) -> None:
+    """Against the real HTTP server: the loopback peer stays the client whatever it claims, so
+    rotating X-Forwarded-For neither escapes the lockout nor writes another address in the log."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_password(data_dir / "admin-password", PASSWORD)
+    server = live_server(data_dir=data_dir, WAYPOST_WEB__ADMIN_REMOTE="true")
+    with httpx.Client(base_url=server.http_url, timeout=30) as client:
+        statuses = [login_via(client, f"198.51.100.{n}", f"guess {n}").status_code for n in range(5)]
+        assert statuses == [401, 401, 401, 401, 429]
+        assert login_via(client, "198.51.100.99").status_code == 429
+    assert audit_ips(data_dir) == [("login.failed", LOCAL)] * 5
+
+
+def test_waypost_serve_believes_x_forwarded_for_from_a_configured_proxy(live_server: Any, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_password(data_dir / "admin-password", PASSWORD)
+    server = live_server(data_dir=data_dir, WAYPOST_WEB__ADMIN_REMOTE="true",
+                         WAYPOST_WEB__TRUSTED_PROXIES="127.0.0.1")
+    with httpx.Client(base_url=server.http_url, timeout=30) as client:
+        assert login_via(client, f"198.51.100.7, {REMOTE}", "a guess").status_code == 401
+        assert login_via(client, "203.0.113.10").status_code == 303
+    assert audit_ips(data_dir) == [("login.failed", REMOTE), ("login", "203.0.113.10")]
 
 
 def test_session_cookie_flags_and_lifetime(console: Callable[..., Console]) -> None:

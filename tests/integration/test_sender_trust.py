@@ -11,8 +11,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
 
 from tests.integration.test_pipeline import caught, drain, photo_mail
 from tests.integration.test_smtp_ingress import listeners
@@ -20,7 +22,7 @@ from tests.support.dns_server import LoopbackDns
 from waypost import runtime as wiring
 from waypost.ingress.smtp import IngressHandler
 from waypost.mail.auth import AuthVerdict
-from waypost.mail.dkim_sign import DkimSigner, generate_key
+from waypost.mail.dkim_sign import DkimSigner, generate_key, to_crlf
 from waypost.pipeline.inbox import ReceivedMail
 from waypost.store.models import inbound_messages, outbound_messages
 
@@ -146,6 +148,35 @@ def test_mail_that_does_not_authenticate_is_refused_without_a_reply(trust_runtim
     assert status == "refused" and reason.startswith("not-authenticated: DMARC did not pass"), reason
     assert verdict is not None and verdict.dmarc == "fail"
     assert replies(runtime) == 0
+
+
+def signed_with_body_length(key_file: Path, message: EmailMessage) -> bytes:
+    """Signed by example.org with l= over the whole body, as some signers still do."""
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    pkcs1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption())
+    raw = to_crlf(message.as_bytes())
+    return dkim.sign(raw, SELECTOR.encode(), b"example.org", pkcs1, canonicalize=(b"relaxed", b"relaxed"),
+                     length=True) + raw
+
+
+def test_content_appended_after_a_body_length_limit_is_refused(trust_runtime: Any, dns: LoopbackDns, tmp_path: Path,
+                                                               signers: dict[str, DkimSigner]) -> None:
+    """A replay of ann's l= signed mail from another envelope: untouched it still authenticates,
+    with content appended after l= it does not (RFC 6376 §8.2)."""
+    dns.add_txt("_dmarc.example.org", "v=DMARC1; p=reject")
+    runtime = trust_runtime()
+    intact = signed_with_body_length(tmp_path / "example.org.pem", photo_mail(subject="Intact"))
+    status, reason, _, _ = outcome(runtime, submit(runtime, intact, mail_from="bounce@attacker.test"))
+    assert status == "processed", reason
+
+    appended = signed_with_body_length(tmp_path / "example.org.pem", photo_mail(subject="Appended"))
+    message_id = submit(runtime, appended + b"Pay at https://attacker.test/invoice\r\n",
+                        mail_from="bounce@attacker.test")
+    status, reason, verdict, _ = outcome(runtime, message_id)
+    assert status == "refused" and reason.startswith("not-authenticated: DMARC did not pass"), reason
+    assert verdict is not None and [s.result for s in verdict.dkim] == ["policy"]
+    assert replies(runtime) == 1
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("p=none", "refused"), ("p=reject", "refused"),

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from tests.support.sns_signing import (
     CERT_PATH,
@@ -18,13 +20,17 @@ from tests.support.sns_signing import (
     HUGE_PATH,
     NOT_PEM_PATH,
     REDIRECT_PATH,
+    SENT_AT,
     SnsHttpsServer,
     SnsPki,
     confirmation,
     notification,
+    sent_at,
     sign_envelope,
 )
+from waypost import runtime as wiring
 from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsOutcome, SnsRejected, SnsResult, SnsVerifier
+from waypost.web.app import create_app
 
 TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-feedback"
 OTHER_TOPIC = "arn:aws:sns:eu-west-1:111122223333:ses-events"  # also allowed
@@ -54,10 +60,12 @@ def server(pki: SnsPki) -> Iterator[SnsHttpsServer]:
 class Hook:
     """An SnsEndpoint trusting only the test CA and the host "localhost"; records deliveries."""
 
-    def __init__(self, pki: SnsPki, topics: tuple[str, ...] = (TOPIC, OTHER_TOPIC)) -> None:
+    def __init__(self, pki: SnsPki, topics: tuple[str, ...] = (TOPIC, OTHER_TOPIC), *,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.fetcher = CertificateFetcher(pki.ca_path, timeout=5, host_pattern=r"^localhost$")
         self.delivered: list[tuple[str, dict[str, Any]]] = []
-        self.endpoint = SnsEndpoint(SnsVerifier(self.fetcher, topics), self.fetcher,
+        # the clock reads the moment the test envelopes were sent, unless a test is about age
+        self.endpoint = SnsEndpoint(SnsVerifier(self.fetcher, topics, clock=clock or sent_at()), self.fetcher,
                                     lambda message, envelope: self.delivered.append((message, envelope)))
 
     def post(self, envelope: dict[str, Any], headers: dict[str, str] | None = None) -> SnsOutcome:
@@ -293,7 +301,7 @@ def test_exception_from_deliver_propagates(server: SnsHttpsServer, pki: SnsPki) 
     def deliver(message: str, envelope: dict[str, Any]) -> None:
         raise SnsRejected("bad-json", "a rejection raised by deliver is still deliver's failure")
 
-    endpoint = SnsEndpoint(SnsVerifier(fetcher, [TOPIC]), fetcher, deliver)
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [TOPIC], clock=sent_at()), fetcher, deliver)
     body = json.dumps(signed(server, pki, notification(TOPIC))).encode()
 
     with pytest.raises(SnsRejected, match="deliver's failure"):
@@ -312,6 +320,53 @@ def test_refusals_are_logged_with_reason_and_topic_but_not_the_body(
     assert record.levelno == logging.WARNING
     assert "bad-signature" in record.getMessage() and TOPIC in record.getMessage()
     assert "secret-recipient" not in caplog.text
+
+
+def test_a_replayed_notification_is_refused_once_too_old(server: SnsHttpsServer, pki: SnsPki) -> None:
+    """The same signed POST, delivered as SNS sends it and replayed after SNS's hour of retries."""
+    envelope = signed(server, pki, notification(TOPIC, SES_JSON))
+    replay = Hook(pki, clock=sent_at(SENT_AT + timedelta(minutes=66)))
+
+    assert replay.post(envelope) == refused("too-old")
+    assert replay.delivered == [] and server.cert_fetches() == 1  # refused after its signature verified
+    assert Hook(pki).post(envelope) == APPLIED
+
+
+def test_an_old_subscription_confirmation_is_not_confirmed(server: SnsHttpsServer, pki: SnsPki) -> None:
+    envelope = signed(server, pki, confirmation(TOPIC, server.url(CONFIRM_PATH + "?Token=x")))
+
+    assert Hook(pki, clock=sent_at(SENT_AT + timedelta(days=400))).post(envelope) == refused("too-old")
+    assert server.confirmations() == []
+
+
+BOUNCE = json.dumps({
+    "notificationType": "Bounce",
+    "mail": {"messageId": "0102-not-ours", "timestamp": "2026-03-01T10:00:00.000Z", "source": "x@waypost.test",
+             "destination": ["ann@example.net"]},
+    "bounce": {"bounceType": "Permanent", "bounceSubType": "NoEmail", "feedbackId": "fb-1",
+               "timestamp": "2026-03-01T10:00:02.000Z",
+               "bouncedRecipients": [{"emailAddress": "ann@example.net", "status": "5.1.1"}]}})
+
+
+@pytest.mark.parametrize(("max_age_minutes", "status", "text"), [(None, 403, "too-old"), (0, 200, "ok")])
+def test_the_web_hook_applies_the_configured_maximum_age(server: SnsHttpsServer, pki: SnsPki,
+                                                         make_settings: Callable[..., Any], database_url: str,
+                                                         max_age_minutes: int | None, status: int, text: str) -> None:
+    """POST /hooks/sns as wired: the default hour refuses the envelope signed months before this
+    run, with 403 and its reason; feedback.sns_max_age_minutes = 0 turns the check off."""
+    feedback: dict[str, Any] = {"sns_topic_arns": [TOPIC], "sns_cert_host_pattern": "^localhost$",
+                                "sns_cert_ca_path": str(pki.ca_path)}
+    if max_age_minutes is not None:
+        feedback["sns_max_age_minutes"] = max_age_minutes
+    runtime = wiring.build(make_settings(database={"url": database_url}, feedback=feedback))
+    try:
+        client = TestClient(create_app(runtime), client=("203.0.113.9", 50000))
+        envelope = signed(server, pki, notification(TOPIC, BOUNCE))  # Timestamp 2026-03-01
+        response = client.post("/hooks/sns", content=json.dumps(envelope).encode(),
+                               headers={"x-amz-sns-message-type": "Notification"})
+    finally:
+        runtime.close()
+    assert (response.status_code, response.text) == (status, text)
 
 
 # --- subscription confirmations ------------------------------------------------------------

@@ -3,14 +3,18 @@ form through the inbound pipeline, and what leaving means for the journeys app."
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import hashlib
+import json
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from itsdangerous import URLSafeSerializer
 
 from tests.integration.test_pipeline import caught, deliver, drain, inbound, photo_mail
 from waypost.config import load_settings
@@ -30,20 +34,70 @@ def suppressed(runtime_or_engine: Any, address: str) -> suppression.Suppression 
         return suppression.lookup(conn, address)
 
 
-def test_tokens_survive_key_rotation_and_refuse_forgeries() -> None:
+def legacy_token(keys: list[bytes], address: str, stream: str) -> str:
+    """A token as the first format made them (in mail already sent): itsdangerous, readable."""
+    serializer = URLSafeSerializer(list(reversed(keys)), salt="waypost.unsubscribe.v1",
+                                   signer_kwargs={"digest_method": hashlib.sha256})
+    return str(serializer.dumps({"a": address, "s": stream}))
+
+
+def readable_forms(address: str, stream: str) -> list[str]:
+    """What a token must not contain: the address and stream as text, and in base64 or JSON."""
+    as_json = json.dumps({"a": address, "s": stream})
+    forms = [address, stream, address.split("@")[0], as_json, json.dumps({"a": address, "s": stream},
+                                                                        separators=(",", ":"))]
+    encoded = [base64.urlsafe_b64encode(form.encode()).decode().rstrip("=") for form in forms]
+    # a base64 form shows through wherever the text sits in the payload: every alignment
+    shifted = [base64.urlsafe_b64encode(pad + address.encode()).decode()[4:-4] for pad in (b"", b"x", b"xx")]
+    return forms + encoded + shifted
+
+
+def test_tokens_are_opaque_and_survive_key_rotation() -> None:
+    address = "ann.example@example.org"
     old = UnsubscribeTokens([b"old-key-0123456789"])
     rotated = UnsubscribeTokens([b"new-key-0123456789", b"old-key-0123456789"])
-    token = old.make("ann@example.org", "journeys")
+    token = old.make(address, "journeys")
 
-    assert rotated.read(token) == Subscription("ann@example.org", "journeys")
-    payload, signature = token.split(".")
-    forged = UnsubscribeTokens([b"attacker-key-0123456"]).make("ann@example.org", "journeys")
-    for bad in (forged, payload + "." + signature[:-2] + "AA", token[:-1], "", "not.a.token"):
-        with pytest.raises(InvalidToken):
-            rotated.read(bad)
-    with pytest.raises(InvalidToken):  # a retired key no longer verifies
+    assert not any(form in token for form in readable_forms(address, "journeys"))
+    assert old.make(address, "journeys") != token  # not even equal addresses are linkable
+    assert rotated.read(token) == Subscription(address, "journeys")
+    assert rotated.read(rotated.make(address, "journeys")) == Subscription(address, "journeys")
+    with pytest.raises(InvalidToken):  # a retired key no longer opens
         UnsubscribeTokens([b"new-key-0123456789"]).read(token)
-    assert rotated.find(f"Re: [EXT] unsubscribe {token} thanks") == Subscription("ann@example.org", "journeys")
+    assert rotated.find(f"Re: [EXT] unsubscribe {token} thanks") == Subscription(address, "journeys")
+
+
+def flip(token: str, at: int) -> str:
+    return token[:at] + ("A" if token[at] != "A" else "B") + token[at + 1:]
+
+
+def test_tampered_and_foreign_tokens_are_refused() -> None:
+    tokens = UnsubscribeTokens([b"new-key-0123456789", b"old-key-0123456789"])
+    token = tokens.make("ann@example.org", "journeys")
+    foreign = UnsubscribeTokens([b"attacker-key-0123456"])
+    forged_legacy = legacy_token([b"attacker-key-0123456"], "ann@example.org", "journeys")
+    for bad in (foreign.make("ann@example.org", "journeys"), forged_legacy, flip(token, 0), flip(token, 5),
+                flip(token, len(token) // 2), flip(token, len(token) - 2), token[:-1], token[:20], token + "AAAA",
+                "", "not.a.token", "Ag", "é" * 80):
+        with pytest.raises(InvalidToken):
+            tokens.read(bad)
+        assert tokens.find(f"unsubscribe {bad}") is None
+
+
+def test_tokens_in_mail_already_sent_keep_working_while_their_key_is_configured() -> None:
+    keys = [b"new-key-0123456789", b"old-key-0123456789"]
+    legacy = legacy_token([b"old-key-0123456789"], "ann@example.org", "journeys")
+    tokens = UnsubscribeTokens(keys)
+
+    assert tokens.read(legacy) == Subscription("ann@example.org", "journeys")
+    assert tokens.find(f"Re: unsubscribe {legacy}.") == Subscription("ann@example.org", "journeys")
+    payload, signature = legacy.split(".")
+    for bad in (payload + "." + signature[:-2] + "AA", legacy[:-1]):
+        with pytest.raises(InvalidToken):
+            tokens.read(bad)
+    with pytest.raises(InvalidToken):
+        UnsubscribeTokens([b"new-key-0123456789"]).read(legacy)
+    assert "." not in tokens.make("ann@example.org", "journeys")  # only the new format is issued
 
 
 def test_every_reply_carries_one_click_unsubscribe_headers(runtime: Any) -> None:
@@ -163,6 +217,10 @@ def test_one_click_over_http(live_server: Any, tmp_path: Any) -> None:
 
             again = client.post(f"/u/{ann}", data={"List-Unsubscribe": "One-Click"})
             assert again.status_code == 200  # idempotent
+
+            old = legacy_token([KEY.encode()], "cat@example.org", "journeys")  # in mail sent before
+            assert client.post(f"/u/{old}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+            assert suppressed(engine, "cat@example.org") is not None
         with engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(allowlist)).scalar() == 0
     finally:
@@ -183,13 +241,30 @@ def test_a_post_without_the_one_click_body_changes_nothing(live_server: Any) -> 
         engine.dispose()
 
 
-def test_mailto_finds_compressed_tokens(runtime: Any) -> None:
-    """itsdangerous compresses payloads that shrink, and marks them with a leading '.'"""
+def test_mailto_finds_tokens_of_either_format(runtime: Any) -> None:
+    """New tokens, and old ones: itsdangerous compressed payloads that shrink, marked by a leading '.'"""
     address = "maria.mariani@mariani-mariani.example.it"
-    token = runtime.unsubscriber.tokens.make(address, "journeys")
-    assert token.startswith(".")  # the case this test is about
-    assert runtime.unsubscriber.tokens.find(f"unsubscribe {token}") == Subscription(address, "journeys")
-    assert runtime.unsubscriber.tokens.find(f"Re: unsubscribe {token}.") == Subscription(address, "journeys")
+    legacy = legacy_token(list(signing_keys(runtime.settings)), address, "journeys")
+    assert legacy.startswith(".")  # the compressed case
+    for token in (runtime.unsubscriber.tokens.make(address, "journeys"), legacy):
+        assert runtime.unsubscriber.tokens.find(f"unsubscribe {token}") == Subscription(address, "journeys")
+        assert runtime.unsubscriber.tokens.find(f"Re: unsubscribe {token}.") == Subscription(address, "journeys")
+
+
+def test_an_old_token_unsubscribes_by_mail(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    legacy = legacy_token(list(signing_keys(runtime.settings)), "ann@example.org", "journeys")
+    message = email.message.EmailMessage()
+    message["From"] = "ann@example.org"
+    message["To"] = "unsubscribe@waypost.test"
+    message["Subject"] = f"Re: unsubscribe {legacy}"
+    message.set_content("")
+    message_id = runtime.inbox.accept(ReceivedMail(message.as_bytes(), "ann@example.org",
+                                                   ("unsubscribe@waypost.test",), "192.0.2.1"))
+    drain(runtime)
+
+    assert inbound(runtime, message_id).reason == "unsubscribed ann@example.org from journeys"
+    assert not runtime.allowlist.allows("ann@example.org")
 
 
 def test_leaving_covers_tagged_addresses_and_coming_back_lifts_them(runtime: Any) -> None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from tests.integration.test_pipeline import deliver, drain, photo_mail
+from waypost import audit
 from waypost import runtime as wiring
 from waypost.store.models import journeys
 from waypost.web.app import create_app
@@ -47,6 +48,51 @@ def test_outbox_is_loopback_or_admin_token_only(client_for: Any, host: str, toke
 def test_without_an_admin_token_only_loopback_sees_the_outbox(client_for: Any) -> None:
     remote = client_for("198.51.100.7")
     assert remote.get("/outbox", headers={"Authorization": "Bearer "}).status_code == 403
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "Forwarded", "X-Real-IP"])
+def test_a_request_relayed_by_a_proxy_nobody_configured_is_not_local(client_for: Any, header: str) -> None:
+    """A loopback reverse proxy left out of web.trusted_proxies relays the whole network: what it
+    relays must not pass for the operator at the machine."""
+    client = client_for("127.0.0.1")
+    relayed = {header: "for=203.0.113.9" if header == "Forwarded" else "203.0.113.9"}
+    assert client.get("/outbox", headers=relayed).status_code == 403
+    assert client.get("/admin/login", headers=relayed).status_code == 404
+    assert client.get("/outbox").status_code == 200  # the same client, not relayed
+
+
+@pytest.mark.parametrize(("forwarded_for", "seen_as"), [
+    ("203.0.113.9", "203.0.113.9"),
+    ("198.51.100.1, 203.0.113.9", "203.0.113.9"),  # the left part is whatever the client sent
+    ("203.0.113.9, 10.0.0.3", "203.0.113.9"),  # a second trusted proxy in the chain is skipped
+    ("127.0.0.1, 203.0.113.9", "203.0.113.9"),  # claiming loopback opens nothing
+    ("garbage, 203.0.113.9", "203.0.113.9"),
+])
+def test_a_trusted_proxy_names_the_client(client_for: Any, forwarded_for: str, seen_as: str) -> None:
+    proxy = client_for("10.0.0.2", web={"trusted_proxies": ["10.0.0.0/24"]})
+    assert proxy.get("/outbox", headers={"X-Forwarded-For": forwarded_for}).status_code == 403
+    assert proxy.get("/admin/login", headers={"X-Forwarded-For": forwarded_for}).status_code == 404
+    local = proxy.get("/outbox", headers={"X-Forwarded-For": "127.0.0.1"})  # the operator at the proxy's host
+    assert local.status_code == 200
+
+
+def test_journey_views_are_audited_with_the_address_a_trusted_proxy_names(make_settings: Any,
+                                                                          database_url: str) -> None:
+    runtime = wiring.build(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
+                                         web={"trusted_proxies": ["127.0.0.1"]}))
+    try:
+        runtime.allowlist.add("ann@example.org")
+        deliver(runtime, photo_mail())
+        drain(runtime)
+        with runtime.engine.connect() as conn:
+            token = conn.execute(sa.select(journeys.c.token)).scalar_one()
+        client = TestClient(create_app(runtime), client=("127.0.0.1", 50000))
+        assert client.get(f"/j/{token}", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}).status_code == 200
+        with runtime.engine.connect() as conn:
+            (entry,) = [e for e in audit.entries(conn, limit=10) if e.action == "journey.view"]
+        assert entry.ip == "203.0.113.9"
+    finally:
+        runtime.close()
 
 
 @pytest.mark.parametrize("path", ["/j/short", "/j/" + "x" * 40, "/j/" + "x" * 40 + ".json",

@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +34,8 @@ CERT_PATH = "/SimpleNotificationService-test.pem"
 CONFIRM_PATH = "/confirm"
 # other routes, for the fetcher's limits: a body over its cap, a redirect, a non-certificate
 HUGE_PATH, REDIRECT_PATH, NOT_PEM_PATH = "/huge.pem", "/redirect.pem", "/not-a-certificate.pem"
+# when the envelopes below were "sent": a verifier's clock set to it sees them as just arrived
+SENT_AT = datetime.datetime(2026, 3, 1, 10, 0, 3, 210000, tzinfo=datetime.UTC)
 _CONFIRMATION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
 _SIGNED_KEYS = {  # REFERENCE-SES.md §2, "Signature verification algorithm", step 4
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -115,22 +117,34 @@ def sign_envelope(envelope: Mapping[str, Any], key: rsa.RSAPrivateKey, *, cert_u
     return signed
 
 
+def sns_timestamp(moment: datetime.datetime) -> str:
+    """``moment`` as SNS writes a Timestamp: ISO 8601 in UTC with milliseconds and a Z."""
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def sent_at(moment: datetime.datetime = SENT_AT) -> Callable[[], datetime.datetime]:
+    """A verifier's clock that always reads ``moment``."""
+    return lambda: moment
+
+
 def notification(topic: str, message: str = '{"notificationType":"Bounce"}', *, subject: str | None = None,
-                 message_id: str = "7c1d2c0e-0000-4000-8000-000000000001") -> dict[str, Any]:
+                 message_id: str = "7c1d2c0e-0000-4000-8000-000000000001",
+                 timestamp: str = sns_timestamp(SENT_AT)) -> dict[str, Any]:
     """An unsigned Notification envelope in SNS's shape."""
     envelope = {"Type": "Notification", "MessageId": message_id, "TopicArn": topic, "Message": message,
-                "Timestamp": "2026-03-01T10:00:03.210Z",
+                "Timestamp": timestamp,
                 "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x"}
     if subject is not None:
         envelope["Subject"] = subject
     return envelope
 
 
-def confirmation(topic: str, subscribe_url: str, *, kind: str = "SubscriptionConfirmation") -> dict[str, Any]:
+def confirmation(topic: str, subscribe_url: str, *, kind: str = "SubscriptionConfirmation",
+                 timestamp: str = "2026-03-01T10:00:00.000Z") -> dict[str, Any]:
     """An unsigned SubscriptionConfirmation (or UnsubscribeConfirmation) envelope."""
     return {"Type": kind, "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b", "Token": "2336412f37fb687f",
             "TopicArn": topic, "Message": f"You have chosen to subscribe to the topic {topic}.\nTo confirm ...",
-            "SubscribeURL": subscribe_url, "Timestamp": "2026-03-01T10:00:00.000Z"}
+            "SubscribeURL": subscribe_url, "Timestamp": timestamp}
 
 
 class _Server(ThreadingHTTPServer):

@@ -390,6 +390,35 @@ def test_signatures_listing_too_many_fields_are_refused(signed: Signed, extra_fi
     assert [s.result for s in got.dkim] == [result]
 
 
+def signed_with_body_length(signed: Signed) -> bytes:
+    """The fixture's message signed again by dkimpy with l= (the whole body, as signers write it)."""
+    key = serialization.load_pem_private_key(signed.key_pem, password=None)
+    pkcs1 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption())
+    raw = b"From:" + signed.raw.split(b"\r\nFrom:", 1)[1]
+    signature = dkim.sign(raw, b"sel", b"example.org", pkcs1, canonicalize=(b"relaxed", b"relaxed"), length=True)
+    assert re.search(rb";\s*l=\d+;", signature)
+    return signature + raw
+
+
+def test_a_body_length_limit_covering_the_whole_body_passes(signed: Signed) -> None:
+    got = check(signed_with_body_length(signed), zone_for(signed.key_txt), peer_ip="203.0.113.66")
+    assert [(s.result, s.aligned) for s in got.dkim] == [("pass", True)] and got.dmarc == "pass"
+
+
+@pytest.mark.parametrize("appended", [b"Pay at https://attacker.test/invoice\r\n", b"\r\n\r\nx\r\n"])
+def test_content_appended_after_a_body_length_limit_is_not_authenticated(signed: Signed, appended: bytes) -> None:
+    """RFC 6376 §8.2: the signature still verifies over its l= octets, but what follows is
+    unsigned, so it may not count for DMARC (SPF fails here: a replay from elsewhere)."""
+    raw = signed_with_body_length(signed) + appended
+    body_octets = len(dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed").canonicalize_body(
+        raw.split(b"\r\n\r\n", 1)[1]))
+    got = check(raw, zone_for(signed.key_txt), peer_ip="203.0.113.66")
+    assert [s.result for s in got.dkim] == ["policy"] and not got.dkim_aligned_pass
+    assert got.dkim[0].reason == f"body length limit covers only 32 of {body_octets} octets"
+    assert got.dmarc == "fail" and not got.dmarc_pass
+
+
 @pytest.mark.parametrize(("padding", "result"), [(auth.MAX_HEADER_FIELDS - 100, "pass"),
                                                  (auth.MAX_HEADER_FIELDS, "policy")])
 def test_header_blocks_beyond_the_limit_are_not_verified(signed: Signed, padding: int, result: str) -> None:

@@ -452,6 +452,22 @@ def test_feedback_topics_come_as_a_list_or_a_comma_separated_variable(data_dir: 
         load_settings(data_dir)
 
 
+def test_sns_messages_older_than_an_hour_are_refused_unless_set_otherwise(data_dir: Path) -> None:
+    assert load_settings(data_dir).feedback.sns_max_age_minutes == 60
+    assert load_settings(data_dir, feedback={"sns_max_age_minutes": 0}).feedback.sns_max_age_minutes == 0
+    assert "feedback.sns_max_age_minutes" in config_error(data_dir=data_dir, feedback={"sns_max_age_minutes": -1})
+
+
+def test_trusted_proxies_are_none_by_default_and_parsed_as_networks(data_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(data_dir).web.trusted_proxies == ()
+    monkeypatch.setenv("WAYPOST_WEB__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8 fd00::/8")
+    assert load_settings(data_dir).web.trusted_proxies == (
+        ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+    monkeypatch.setenv("WAYPOST_WEB__TRUSTED_PROXIES", "nginx.internal")
+    assert "web.trusted_proxies" in config_error(data_dir=data_dir)
+
+
 @pytest.mark.parametrize("guard, message", [
     ({"bounce_warn": 0.09, "bounce_pause": 0.08}, "bounce_warn must not be above bounce_pause"),
     ({"complaint_warn": 0.01}, "complaint_warn must not be above complaint_pause"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ import pytest
 from cryptography import x509
 
 from tests.conftest import corpus_dir
-from tests.support.sns_signing import SnsPki, confirmation, notification, sign_envelope
+from tests.support.sns_signing import (
+    SENT_AT,
+    SnsPki,
+    confirmation,
+    notification,
+    sent_at,
+    sign_envelope,
+    sns_timestamp,
+)
 from waypost.feedback.sns import (
     DEFAULT_CERT_HOST_PATTERN,
     MAX_ENVELOPE_BYTES,
@@ -50,9 +59,10 @@ def rails_certificate() -> bytes:
 
 def pinned_verifier(envelope: dict[str, Any], topics: list[str], pem: bytes | None = None) -> SnsVerifier:
     """A verifier whose fetcher holds ``pem`` (default: the Rails test certificate) for the
-    envelope's own URL."""
+    envelope's own URL, and whose clock reads the envelope's own Timestamp: the corpus
+    fixtures are years old, and age is not what these tests are about."""
     fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: pem or rails_certificate()})
-    return SnsVerifier(fetcher, topics)
+    return SnsVerifier(fetcher, topics, clock=sent_at(datetime.fromisoformat(envelope["Timestamp"])))
 
 
 def received(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +413,78 @@ def test_missing_fields_of_a_notification_are_refused(pki: SnsPki, field: str) -
     assert rejection(verifier.verify, {k: v for k, v in signed.items() if k != field}) == "missing-field"
 
 
+# --- how old a signed message may be ----------------------------------------------------------
+
+def signed_at(pki: SnsPki, moment: datetime, *, kind: str = "Notification") -> dict[str, Any]:
+    stamp = sns_timestamp(moment)
+    unsigned = (notification(TOPIC, timestamp=stamp) if kind == "Notification"
+                else confirmation(TOPIC, SUBSCRIBE_URL, kind=kind, timestamp=stamp))
+    return received(sign_envelope(unsigned, pki.signing_key, cert_url=CERT_URL))
+
+
+def verifier_at(pki: SnsPki, now: datetime, **age: Any) -> SnsVerifier:
+    return SnsVerifier(CertificateFetcher(pinned={CERT_URL: pki.signing_pem}), [TOPIC], clock=sent_at(now), **age)
+
+
+@pytest.mark.parametrize("kind", ["Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"])
+@pytest.mark.parametrize(("age", "reason"), [
+    (timedelta(0), None),
+    (timedelta(minutes=65), None),  # SNS's hour of retries, plus five minutes of clock skew
+    (timedelta(minutes=65, milliseconds=1), "too-old"),
+    (timedelta(days=3 * 365), "too-old"),  # a recorded message replayed years later
+    (-timedelta(minutes=5), None),  # our clock five minutes behind AWS's
+    (-timedelta(minutes=5, milliseconds=1), "from-the-future"),
+])
+def test_a_signed_message_must_be_recent_by_default(pki: SnsPki, kind: str, age: timedelta,
+                                                     reason: str | None) -> None:
+    envelope = signed_at(pki, SENT_AT, kind=kind)
+    verifier = verifier_at(pki, SENT_AT + age)
+    if reason is None:
+        verifier.verify(envelope)
+    else:
+        assert rejection(verifier.verify, envelope) == reason
+
+
+def test_the_maximum_age_is_configurable_and_none_turns_the_check_off(pki: SnsPki) -> None:
+    envelope = signed_at(pki, SENT_AT)
+    assert rejection(verifier_at(pki, SENT_AT + timedelta(minutes=16), max_age=timedelta(minutes=10)).verify,
+                     envelope) == "too-old"
+    verifier_at(pki, SENT_AT + timedelta(minutes=15), max_age=timedelta(minutes=10)).verify(envelope)
+    verifier_at(pki, SENT_AT + timedelta(days=3 * 365), max_age=None).verify(envelope)
+
+
+def test_age_is_judged_only_after_the_signature(pki: SnsPki, rogue_pki: SnsPki) -> None:
+    """A forged old message is reported as forged; an unreadable Timestamp that verifies is refused."""
+    forged = received(sign_envelope(notification(TOPIC), rogue_pki.signing_key, cert_url=CERT_URL))
+    assert rejection(verifier_at(pki, SENT_AT + timedelta(days=365)).verify, forged) == "bad-signature"
+    unreadable = received(sign_envelope(notification(TOPIC, timestamp="yesterday"), pki.signing_key,
+                                        cert_url=CERT_URL))
+    assert rejection(verifier_at(pki, SENT_AT).verify, unreadable) == "bad-timestamp"
+
+
+def test_a_message_signed_long_ago_is_refused_by_the_endpoint_with_its_reason(pki: SnsPki) -> None:
+    """With the default clock (now): a Notification signed three years before this run."""
+    delivered: list[str] = []
+    fetcher = CertificateFetcher(pinned={CERT_URL: pki.signing_pem})
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [TOPIC]), fetcher, lambda message, _: delivered.append(message))
+    stale = sign_envelope(notification(TOPIC, timestamp=sns_timestamp(datetime.now(UTC) - timedelta(days=3 * 365))),
+                          pki.signing_key, cert_url=CERT_URL)
+    fresh = sign_envelope(notification(TOPIC, "fresh", timestamp=sns_timestamp(datetime.now(UTC))),
+                          pki.signing_key, cert_url=CERT_URL)
+
+    assert endpoint.handle({}, json.dumps(stale).encode()) == SnsOutcome(SnsResult.REFUSED, "too-old")
+    assert endpoint.handle({}, json.dumps(fresh).encode()) == SnsOutcome(SnsResult.APPLIED)
+    assert delivered == ["fresh"]
+
+
+@pytest.mark.corpus
+def test_the_rails_fixture_signed_in_2020_is_refused_today() -> None:
+    envelope = parse_envelope(ses_file("rails_amazon_valid_signature.json").read_bytes())
+    pinned_verifier(envelope, [envelope["TopicArn"]]).verify(envelope)  # it does verify: only age refuses it
+    fetcher = CertificateFetcher(pinned={envelope["SigningCertURL"]: rails_certificate()})
+    assert rejection(SnsVerifier(fetcher, [envelope["TopicArn"]]).verify, envelope) == "too-old"
+
+
 # --- the AWS documentation examples --------------------------------------------------------
 
 def http_example(name: str) -> tuple[dict[str, str], bytes]:
@@ -468,7 +550,8 @@ def test_the_same_example_signed_for_real_is_accepted(pki: SnsPki) -> None:
     resigned = sign_envelope(json.loads(body), pki.signing_key, cert_url=DOC_CERT_URL, version="1")
     fetcher = CertificateFetcher(pinned={DOC_CERT_URL: pki.signing_pem})
     delivered: list[str] = []
-    endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC]), fetcher, lambda message, _: delivered.append(message))
+    endpoint = SnsEndpoint(SnsVerifier(fetcher, [DOC_TOPIC], clock=sent_at()), fetcher,
+                           lambda message, _: delivered.append(message))
 
     assert endpoint.handle(headers, json.dumps(resigned).encode()) == SnsOutcome(SnsResult.APPLIED)
     assert delivered == ["Hello world!"]
@@ -488,6 +571,7 @@ def test_rejection_carries_reason_and_detail() -> None:
     (SnsOutcome(SnsResult.SUBSCRIBED), 200, "subscribed"),
     (SnsOutcome(SnsResult.NOTED), 200, "noted"),
     (SnsOutcome(SnsResult.REFUSED, "bad-signature"), 403, "bad-signature"),
+    (SnsOutcome(SnsResult.REFUSED, "too-old"), 403, "too-old"),
     (SnsOutcome(SnsResult.RETRY_LATER, "cert-fetch"), 503, "cert-fetch"),
     (SnsOutcome(SnsResult.RETRY_LATER, "subscribe-fetch"), 503, "subscribe-fetch"),
     (SnsOutcome(SnsResult.REFUSED), 403, "forbidden"),  # every outcome has an answer, with or without a reason

@@ -29,6 +29,12 @@ Facts followed (docs: REFERENCE-SES.md §2; sources [SNS-VERIFY], [SNS-FMT], [PH
 * Raw message delivery (``x-amz-sns-rawdelivery: true``) carries no envelope and no
   signature [SNS-RAW]; it is refused.
 * SNS messages are at most 256 KB [SNS-LARGE]; larger bodies are refused.
+* ``Timestamp`` (ISO 8601, UTC, signed) must be at most ``max_age`` old and at most
+  ``CLOCK_SKEW`` in the future, both with ``CLOCK_SKEW`` of slack for clocks that disagree.
+  SNS stops retrying an HTTP(S) delivery after 3,600 s [SNS-RETRY], so a genuine delivery is
+  never older than the default hour; anything older is a recorded message replayed, and a
+  signature never expires by itself. Checked after the signature, so a forgery is reported
+  as one.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -56,6 +63,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from waypost.clock import utcnow
 from waypost.errors import WaypostError
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,9 @@ DEFAULT_CERT_HOST_PATTERN = r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
 # whose escaping (quotes of an SES JSON document) makes it longer, hence the margin.
 MAX_ENVELOPE_BYTES = 512 * 1024
 MAX_FETCH_BYTES = 64 * 1024  # a PEM certificate or a ConfirmSubscription answer is a few KB
+# SNS's total retry time for HTTP(S) is capped at 3,600 s [SNS-RETRY]: older is a replay
+DEFAULT_MAX_AGE = timedelta(minutes=60)
+CLOCK_SKEW = timedelta(minutes=5)  # our clock and AWS's may disagree by this much either way
 MESSAGE_TYPE_HEADER = "x-amz-sns-message-type"
 RAW_DELIVERY_HEADER = "x-amz-sns-rawdelivery"
 
@@ -298,17 +309,26 @@ def string_to_sign(envelope: Mapping[str, Any]) -> str:
 
 
 class SnsVerifier:
-    """Checks an envelope is signed by SNS for one of ``topic_arns`` (empty: none allowed)."""
+    """Checks an envelope is signed by SNS for one of ``topic_arns`` (empty: none allowed) and
+    is recent: at most ``max_age`` old (None: any age) by ``clock``, an aware UTC datetime."""
 
-    def __init__(self, fetcher: CertificateFetcher, topic_arns: Collection[str]) -> None:
+    def __init__(self, fetcher: CertificateFetcher, topic_arns: Collection[str], *,
+                 max_age: timedelta | None = DEFAULT_MAX_AGE, clock: Callable[[], datetime] = utcnow) -> None:
         self._fetcher = fetcher
         self._topics = frozenset(topic_arns)
+        self._max_age = max_age
+        self._clock = clock
 
     def verify(self, envelope: Mapping[str, Any]) -> None:
-        """Return if ``envelope`` (as ``parse_envelope`` returns it) is authentic, else raise
-        ``SnsRejected`` ("unsupported-type",
-        "missing-field", "topic-not-allowed", "bad-signature-version", "cert-url",
-        "cert-fetch", "bad-signature"). Nothing is fetched for a topic not allow-listed."""
+        """Return if ``envelope`` (as ``parse_envelope`` returns it) is authentic and recent,
+        else raise ``SnsRejected`` ("unsupported-type", "missing-field", "topic-not-allowed",
+        "bad-signature-version", "cert-url", "cert-fetch", "bad-signature", "bad-timestamp",
+        "too-old", "from-the-future"). Nothing is fetched for a topic not allow-listed."""
+        self._verify_signature(envelope)
+        if self._max_age is not None:
+            _check_age(envelope["Timestamp"], self._clock(), self._max_age)
+
+    def _verify_signature(self, envelope: Mapping[str, Any]) -> None:
         payload = string_to_sign(envelope).encode("utf-8")
         _require_fields(envelope)
         if envelope["TopicArn"] not in self._topics:
@@ -324,6 +344,24 @@ class SnsVerifier:
             public_key.verify(signature, payload, padding.PKCS1v15(), algorithm())
         except InvalidSignature as err:
             raise SnsRejected("bad-signature", "signature does not verify") from err
+
+
+def _check_age(timestamp: str, now: datetime, max_age: timedelta) -> None:
+    """Refuse a signed message sent too long ago, or too far ahead of ``now``."""
+    sent = _parse_timestamp(timestamp)
+    if now - sent > max_age + CLOCK_SKEW:
+        raise SnsRejected("too-old", f"Timestamp {timestamp[:40]!r} is older than {max_age} (+{CLOCK_SKEW} skew)")
+    if sent - now > CLOCK_SKEW:
+        raise SnsRejected("from-the-future", f"Timestamp {timestamp[:40]!r} is over {CLOCK_SKEW} ahead of us")
+
+
+def _parse_timestamp(timestamp: str) -> datetime:
+    # SNS writes ISO 8601 in UTC ("2026-03-01T10:00:03.210Z"); one without a zone is taken as UTC
+    try:
+        sent = datetime.fromisoformat(timestamp)
+    except ValueError as err:
+        raise SnsRejected("bad-timestamp", f"Timestamp {timestamp[:40]!r} is not ISO 8601") from err
+    return sent if sent.tzinfo is not None else sent.replace(tzinfo=UTC)
 
 
 def _require_fields(envelope: Mapping[str, Any]) -> None:

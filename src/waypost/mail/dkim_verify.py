@@ -108,7 +108,32 @@ def _verify_signature(message: dkim.DKIM, idx: int, header_value: bytes,
         return DkimResult(domain, selector, "permerror", False, clip(f"{type(err).__name__}: {err}"))
     if not valid:
         return keys.failure(domain, selector)
-    return DkimResult(domain, selector, "pass", False, "signature verified")
+    return _body_coverage(message, sig) or DkimResult(domain, selector, "pass", False, "signature verified")
+
+
+def _body_coverage(message: dkim.DKIM, sig: Mapping[bytes, bytes]) -> DkimResult | None:
+    """None when the signature covers the whole body; else why a verified signature still does
+    not authenticate the message.
+
+    RFC 6376 §8.2: with l= anyone may append content (a new MIME part, a different link) and the
+    signature still verifies, so a pass would vouch for text the signer never wrote. Content
+    after l= is unsigned; the gate must not rest on such a signature, so it is local policy
+    (RFC 8601 dkim=policy), which no DMARC alignment counts. An l= covering the body exactly
+    changes nothing and passes.
+    """
+    if b"l" not in sig:
+        return None
+    domain, selector = _identity(sig)
+    signed_octets = int(sig[b"l"])  # decimal: dkimpy checked the tag and already hashed that many
+    policy = dkim.CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+    body_octets = len(policy.canonicalize_body(message.body))
+    if signed_octets > body_octets:  # RFC 6376 §3.5: l= MUST NOT be larger than the body
+        return DkimResult(domain, selector, "permerror", False,
+                          f"body length limit l={signed_octets} exceeds the body of {body_octets} octets")
+    if signed_octets < body_octets:
+        return DkimResult(domain, selector, "policy", False,
+                          f"body length limit covers only {signed_octets} of {body_octets} octets")
+    return None
 
 
 def check_dkim(raw: bytes, resolver: dns.resolver.Resolver) -> tuple[list[DkimResult], str]:

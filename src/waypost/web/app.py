@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from email.parser import BytesHeaderParser, BytesParser
 from functools import cache
 from pathlib import Path
@@ -35,6 +36,7 @@ from waypost.web.admin import admin_routes
 from waypost.web.legal import legal_routes
 from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
 from waypost.web.preview import preview_png
+from waypost.web.proxies import ClientAddress
 from waypost.web.sketch import route_sketch
 from waypost.web.views import (
     describe_clock,
@@ -201,7 +203,8 @@ def create_app(runtime: Runtime) -> Starlette:
 
     feedback = settings.feedback
     fetcher = CertificateFetcher(feedback.sns_cert_ca_path, host_pattern=feedback.sns_cert_host_pattern)
-    sns = SnsEndpoint(SnsVerifier(fetcher, feedback.sns_topic_arns), fetcher,
+    max_age = timedelta(minutes=feedback.sns_max_age_minutes) or None  # 0 minutes: no age check
+    sns = SnsEndpoint(SnsVerifier(fetcher, feedback.sns_topic_arns, max_age=max_age), fetcher,
                       lambda message, _envelope: runtime.intake.apply_ses_message(message, "sns"))
 
     async def sns_hook(request: Request) -> Response:
@@ -238,8 +241,11 @@ def create_app(runtime: Runtime) -> Starlette:
 
     # Leaflet alone is 147 KB; gzipped, the whole journey page stays well inside 150 KB.
     # JPEG and PNG are left as they are (GZipMiddleware skips them).
+    # ClientAddress first: every route, the console's lockout and audit log included, sees the
+    # client a trusted proxy names, never one a request merely claims
     return Starlette(routes=routes, exception_handlers={404: missing},
-                     middleware=[Middleware(GZipMiddleware, minimum_size=500)])
+                     middleware=[Middleware(ClientAddress, proxies=settings.web.trusted_proxies),
+                                 Middleware(GZipMiddleware, minimum_size=500)])
 
 
 STATIC_DIR = HERE / "static"

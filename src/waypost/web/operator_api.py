@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import io
-import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -26,6 +25,7 @@ from waypost.outbound import suppression
 from waypost.reputation.metrics import registry_for
 from waypost.runtime import Runtime
 from waypost.transactions import reading, transaction
+from waypost.web.proxies import is_local
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -37,11 +37,7 @@ def operator_allowed(request: Request, admin_token: str | None) -> bool:
     supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if admin_token and supplied and hmac.compare_digest(supplied.encode(), admin_token.encode()):
         return True
-    host = request.client.host if request.client else None
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_local(request)  # loopback, and not relayed by a proxy nobody configured
 
 
 def operator_routes(runtime: Runtime) -> list[Route]:
