@@ -112,6 +112,16 @@ class WebSettings(_Group):
     admin_session_minutes: float = Field(720.0, gt=0)  # a console login lasts this long
     tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
     tile_attribution: str = "&copy; OpenStreetMap contributors"
+    # reverse proxies (addresses or networks) whose X-Forwarded-For names the client; empty:
+    # the direct peer is the client, whatever a request claims
+    trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
 
 
 class LegalSettings(_Group):
@@ -182,6 +192,10 @@ class FeedbackSettings(_Group):
     soft_bounce_limit: int = Field(3, ge=1)
     soft_bounce_window_days: float = Field(7.0, gt=0)
     soft_suppression_days: float = Field(14.0, gt=0)
+    # bounces whose reason is about our own sending (authentication, blocklists, reverse DNS,
+    # spam verdicts, rate limits: see docs/feedback.md) never suppress anyone; this many of
+    # them within 24 hours raise the sending_setup alarm
+    setup_alarm_count: int = Field(3, ge=1)
     # ARF reports from mailbox providers' feedback loops go to <complaints_mailbox>@<mail_domain>
     complaints_mailbox: str = "fbl"
     keep_reports_days: float = Field(30.0, ge=0)  # raw bounce and complaint mail, then deleted
@@ -193,6 +207,9 @@ class FeedbackSettings(_Group):
     # where SNS signing certificates may come from, and whom to trust for that download
     sns_cert_host_pattern: str = r"^sns\.[a-zA-Z0-9\-]{3,}\.amazonaws\.com(\.cn)?$"
     sns_cert_ca_path: Path | None = None  # None: the system's trust store
+    # POST /hooks/sns refuses a signed message older than this (SNS stops retrying after an
+    # hour, so older is a replay); 0: no age check
+    sns_max_age_minutes: float = Field(60.0, ge=0)
     ses_sync_pause_seconds: float = Field(1.0, ge=0)  # between ListSuppressedDestinations pages (1 call/s)
 
     @field_validator("sns_topic_arns", mode="before")

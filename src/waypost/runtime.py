@@ -152,7 +152,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     gate = _gate(settings, engine, allowlist)
 
     def snapshot() -> Snapshot:
-        return read_snapshot(engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds))
+        return read_snapshot(engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds),
+                             setup_alarm_after=settings.feedback.setup_alarm_count)
 
     mailer = alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
                           interval_hours=settings.alarms.mail_interval_hours)
@@ -174,7 +175,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         intake=intake,
         alarms=AlarmMonitor(engine, settings.alarms, snapshot, mailer, judge=guard.enforce),
         snapshot=snapshot,
-        authenticate=arrival_authentication(gate, Authenticator(settings.dns_nameservers, settings.dns_timeout)),
+        authenticate=arrival_authentication(gate, router,
+                                            Authenticator(settings.dns_nameservers, settings.dns_timeout)),
     )
 
 

@@ -159,7 +159,7 @@ def dsn_samples() -> list[Sample]:
     add("has-moved", [_group("lea@example.org", "failed", "5.1.6", "smtp; 550 5.1.6 recipient no longer on server")],
         {"lea@example.org": (BOUNCE, P, "NoEmail")}, {"lea@example.org": "5.1.6"}, fold_id=True)
     add("disabled-mailbox", [_group("max@example.com", "failed", "5.2.1", "smtp; 550 5.2.1 mailbox disabled")],
-        {"max@example.com": (BOUNCE, P, "General")}, {"max@example.com": "5.2.1"},
+        {"max@example.com": (BOUNCE, T, "General")}, {"max@example.com": "5.2.1"},  # suspended: scored
         enclosure="message/rfc822-headers")
     add("bad-domain", [_group("nia@no-such-host.example", "failed", "5.1.2", "x-postfix; Host not found", remote=None)],
         {"nia@no-such-host.example": (BOUNCE, P, "General")}, {"nia@no-such-host.example": "5.1.2"}, enclosure="")
@@ -261,14 +261,14 @@ def bounce_samples() -> list[Sample]:
         "Message will be retried for 2 more day(s)\n\n"
         "----- Original message -----\n\n" + original_message(oid, "yan@example.com"), rid),
         {"yan@example.com": (DELAY, None, None)}, {})
-    # a permanent failure in plain text without any code: flufl's verdict decides
+    # a permanent failure in plain text without any code: the wording decides (our sender refused)
     add("simple-permanent", lambda rid, oid: _plain(
         "Mail Delivery Subsystem <mailer-daemon@mx.example.com>", "Delivery Status Notification (Failure)",
         "This is an automatically generated Delivery Status Notification\n\n"
         "Delivery to the following recipient failed permanently:\n\n     zoe@example.com\n\n"
         "Technical details of permanent failure:\nThe recipient does not accept mail from this sender.\n\n"
         "----- Original message -----\n\n" + original_message(oid, "zoe@example.com"), rid),
-        {"zoe@example.com": (BOUNCE, P, "General")}, {})
+        {"zoe@example.com": (BOUNCE, U, "Undetermined")}, {})  # our sender refused: never suppressed
     # no detector knows this one: the "550 ... <address>" reply lines are the last resort
     add("reply-lines", lambda rid, oid: _plain(
         "Mail Delivery Subsystem <MAILER-DAEMON@gw.example.org>", "Returned mail: see transcript for details",

@@ -23,6 +23,7 @@ from tests.support.report_samples import SAMPLES, Sample
 from tests.support.work import steps_while
 from waypost.feedback.dsn import classify, effective_status
 from waypost.feedback.events import BounceType, FeedbackFormatError, Kind, Source
+from waypost.feedback.reasons import is_hard
 from waypost.feedback.reports import Report, read_report
 
 P, T, U = BounceType.PERMANENT, BounceType.TRANSIENT, BounceType.UNDETERMINED
@@ -100,7 +101,10 @@ def test_flufl_samples(record: dict[str, Any] | None) -> None:
         if "bounce" in override:
             assert (event.kind, event.bounce_type, event.bounce_subtype) == (Kind.BOUNCE, *override["bounce"])
         elif record["expected_permanent"]:
-            assert (event.kind, event.bounce_type) == (Kind.BOUNCE, P), event
+            # flufl.bounce's "permanent" says the delivery failed for good, not why; since issue
+            # 16 only a reason that proves the address dead is a Permanent (suppressing) bounce
+            assert event.kind == Kind.BOUNCE and event.bounce_type is not None, event
+            assert (event.bounce_type == P) == is_hard(event.reason or "undefined"), event
         else:
             assert event.kind == Kind.DELAY or (event.kind, event.bounce_type) == (Kind.BOUNCE, T), event
 
@@ -310,20 +314,20 @@ B, DELAY, DELIVERY = Kind.BOUNCE, Kind.DELAY, Kind.DELIVERY
     ("5.7.1", "failed", "smtp; 550 5.7.1 blocked", True, (B, U, "Undetermined")),
     ("5.7.26", "failed", "550 5.7.26 unauthenticated mail", None, (B, U, "Undetermined")),
     ("5.7.1", "failed", "552 5.7.1 quota exceeded", None, (B, U, "Undetermined")),
-    ("5.0.0", "failed", None, None, (B, P, "General")),
-    ("5.2.1", "failed", None, None, (B, P, "General")),
+    ("5.0.0", "failed", None, None, (B, T, "General")),  # no cause given: scored, not proof
+    ("5.2.1", "failed", None, None, (B, T, "General")),  # RFC 3463 x.2.1 mailbox disabled
     ("5.4.4", "failed", None, None, (B, P, "General")),
     ("4.4.7", "failed", None, None, (B, T, "General")),
-    ("4.7.0", "failed", None, None, (B, T, "General")),
+    ("4.7.0", "failed", None, None, (B, U, "Undetermined")),  # x.7.x: about our sending
     ("5.1.1", "failed", "552 Mailbox full", None, (B, T, "MailboxFull")),
     ("5.0.0", "failed", "x-unix; user is over quota", None, (B, T, "MailboxFull")),
     ("5.0.0", "failed", "smtp; 550-'5.7.1 access denied'", None, (B, U, "Undetermined")),
     ("5.0.0", "failed", "smtp; 550 #5.1.0 Address rejected.", None, (B, P, "NoEmail")),
     (None, "failed", "smtp; 550 5.1.1 no such user", None, (B, P, "NoEmail")),
-    (None, "failed", "smtp; 550 no such user", None, (B, P, "General")),
+    (None, "failed", "smtp; 550 no such user", None, (B, T, "General")),  # no x.1.x code, no RCPT stage
     (None, "failed", "smtp; 421 try later", None, (B, T, "General")),
-    (None, "failed", "host 192.0.2.1 port 25: timeout", True, (B, P, "General")),
-    (None, None, None, True, (B, P, "General")),
+    (None, "failed", "host 192.0.2.1 port 25: timeout", True, (B, T, "General")),
+    (None, None, None, True, (B, T, "General")),  # flufl's "permanent" alone proves nothing
     (None, None, None, False, (B, T, "General")),
     (None, None, None, None, (B, U, "Undetermined")),
     ("2.0.0", "failed", None, None, (B, U, "Undetermined")),

@@ -237,6 +237,33 @@ def feedback_apply(data_dir: Path, files: tuple[Path, ...]) -> None:
         sys.exit(1)
 
 
+@feedback.command("explain")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def feedback_explain(files: tuple[Path, ...]) -> None:
+    """Say what FILES (bounce or complaint mail, .eml, or SES notification JSON) report about
+    each recipient, and what the policy would do: one JSON object per recipient on standard
+    output, with the reason (docs/feedback.md). Changes nothing; needs no database."""
+    import json
+
+    from waypost.feedback.events import FeedbackFormatError
+    from waypost.feedback.explain import explain
+
+    failed = 0
+    for path in files:
+        try:
+            records = list(explain(path, path.read_bytes()))
+        except (FeedbackFormatError, UnicodeDecodeError) as err:
+            click.echo(f"{path}: cannot be read: {err}", err=True)
+            failed += 1
+            continue
+        if not records:
+            click.echo(f"{path}: no recipient found (not a bounce, complaint or auto-reply)", err=True)
+        for record in records:
+            click.echo(json.dumps(record, ensure_ascii=False))
+    if failed:
+        sys.exit(1)
+
+
 @feedback.command("poll")
 @data_dir_option
 @friendly_errors

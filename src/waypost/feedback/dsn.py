@@ -10,34 +10,28 @@ Two readers, one result (``DsnReport``):
   the failed addresses and says permanent or temporary; the status and diagnostic are then
   looked for in the few lines of the notice that follow each address.
 
-``classify`` turns what was read into (kind, bounce type, SES-style subtype); the first row
-that applies wins:
+``assess`` turns what was read into a ``Verdict``: the kind, the reason (``reasons``: why the
+recipient failed) and the SES-style bounce type and subtype that follow from the reason; the
+first row that applies wins:
 
-==========================================  ===============  =====================  ===============
-input                                       kind             bounce type            subtype
-==========================================  ===============  =====================  ===============
-Action delayed                              DELAY            None                   None
-Action delivered/relayed/expanded           DELIVERY         None                   None
-status 2.x.x (no action)                    DELIVERY         None                   None
-status 5.7.x (policy, security, auth)       BOUNCE           Undetermined           Undetermined
-status 5.1.7, 5.1.8 (our sender address)    BOUNCE           Undetermined           Undetermined
-diagnostic says mailbox full / over quota   BOUNCE           Transient              MailboxFull
-status 4.2.2, 5.2.2                         BOUNCE           Transient              MailboxFull
-status 4.2.3, 5.2.3, 4.3.4, 5.3.4           BOUNCE           Transient              MessageTooLarge
-status 5.1.2 (bad destination domain)       BOUNCE           Permanent              General
-other 5.1.x (0, 1, 3, 6, 10, ...)           BOUNCE           Permanent              NoEmail
-other 5.x.x                                 BOUNCE           Permanent              General
-other 4.x.x                                 BOUNCE           Transient              General
-no status: diagnostic's reply code 5xx/4xx  as 5.0.0 / 4.0.0 (an enhanced code in it first)
-no code at all: permanent_hint True/False   BOUNCE           Permanent/Transient    General
-nothing to go on                            BOUNCE           Undetermined           Undetermined
-==========================================  ===============  =====================  ===============
+=============================================  ========  =============================================
+input                                          kind      reason → bounce type / subtype
+=============================================  ========  =============================================
+Action delayed                                 DELAY     expired (or the setup reason it names)
+Action delivered/relayed/expanded, or 2.x.x    DELIVERY  delivered
+reason proves the address dead                 BOUNCE    Permanent / NoEmail (hostunknown: General)
+... but under a 4.x.x code that is not x.1.x   BOUNCE    Transient / General (not final)
+reason about our sending (x.7.x, 5.1.7/5.1.8)  BOUNCE    Undetermined / Undetermined: review, alarm
+the message was refused                        BOUNCE    Transient / MessageTooLarge, ContentRejected
+transient reason, or a 5.x.x without a cause   BOUNCE    Transient / General (MailboxFull)
+nothing to go on                               BOUNCE    Undetermined / Undetermined
+=============================================  ========  =============================================
 
 A status of x.0.0 ("other or undefined") gives way to a more specific code of the same class
-quoted in the Diagnostic-Code (``550 5.1.1 ...``). A 5.7.x bounce is a problem on the sending
-side (blocked IP, failed authentication, spam verdict), not a dead address: it goes to review
-and the address is not suppressed. RFC 3463 §3.3 notes mailbox full is usually transient even
-under class 5; SES maps it to Transient/MailboxFull and so do we.
+quoted in the Diagnostic-Code (``550 5.1.1 ...``); with no status, the diagnostic's reply code
+stands in as 5.0.0 / 4.0.0. "Unknown user" proves a dead mailbox only with an x.1.x (or x.2.1)
+code or when it answered RCPT TO (``_proves_no_mailbox``); in reply to DATA it is a filter.
+flufl.bounce's permanent/temporary verdict only tells a failure from a delay: it is no proof.
 
 Auto-replies (RFC 3834) are told apart in ``reports``, which turns the heuristics off for them.
 The helpers for reading mail (headers, part text, field blocks, addresses, dates, the enclosed
@@ -55,6 +49,7 @@ from email.message import Message
 
 from flufl.bounce import all_failures
 
+from waypost.feedback import reasons
 from waypost.feedback.events import BounceType, Kind
 from waypost.feedback.mailparts import (
     Original,
@@ -73,22 +68,26 @@ from waypost.feedback.mailparts import (
 log = logging.getLogger(__name__)
 
 DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
+_DAEMONS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "root", "noreply"})
+# where the copy of the original begins: its first header field, or a separator line naming it
+_ORIGINAL_STARTS = re.compile(
+    r"(?:Received|Return-Path|Message-Id|DKIM-Signature):|"
+    r"\s*-+ ?(?:original message|returned message|this is a copy|message headers|undelivered message)|"
+    r"\s*(?:message headers follow|original message follows)", re.IGNORECASE)
+_NOTICE_LIMIT = 4096  # a notice says why in its first lines; more only costs time
+_QUOTED_HEADER = re.compile(r"(Received|Return-Path|Message-Id|From|To|Date|Subject|DKIM-Signature):", re.IGNORECASE)
 _ACTION_ALIASES = {"error": "failed", "deliverable": "delivered"}  # opensmtpd; Postfix address verification
 _STATUS_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})  # RFC 3464, RFC 6533
 _MESSAGE_FIELDS = frozenset({"reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date",
                              "original-envelope-id"})  # RFC 3464 §2.2
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient"})  # RFC 3464 §2.3
 
+_EMBEDDED_FIELDS = re.compile(r"^(?:Reporting-MTA|Final-Recipient|Original-Recipient):", re.IGNORECASE | re.MULTILINE)
 _ADDRESS_TOKEN = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 # RFC 3463 class.subject.detail; not part of a dotted quad or a version number
 _ENHANCED = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
 _REPLY_THEN_ENHANCED = re.compile(r"(?<![\w.-])[245]\d\d[\s'\"#:-]*([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
 _REPLY = re.compile(r"(?<![\w.-])([45])\d\d(?![\w.])")  # RFC 5321 §4.2 reply code
-_MAILBOX_FULL = re.compile(
-    r"mail ?box (?:is )?full|quota (?:exceeded|full)|over ?quota|exceed\w* (?:\w+ ){0,3}quota|(?:disk|storage|mailbox) "
-    r"quota|insufficient (?:disk|storage|space)|not enough (?:disk |storage )?space|out of (?:disk |storage )?space|"
-    r"mailbox size limit|storage (?:limit|full)", re.IGNORECASE)
-
 
 def action_word(action: str | None) -> str | None:
     """RFC 3464 §2.3.3 Action, lower-cased, comments dropped ("failed (bad mailbox)" → "failed")."""
@@ -118,47 +117,81 @@ def _code(match: re.Match[str] | None) -> str | None:
     return ".".join(str(int(number)) for number in digits)
 
 
-_BY_CODE: dict[str, tuple[BounceType, str]] = {
-    "5.1.2": (BounceType.PERMANENT, "General"),  # bad destination system: the domain, not the mailbox
-    "5.1.7": (BounceType.UNDETERMINED, "Undetermined"),  # bad *sender's* mailbox syntax: ours to fix
-    "5.1.8": (BounceType.UNDETERMINED, "Undetermined"),  # bad *sender's* system address
-    "4.2.2": (BounceType.TRANSIENT, "MailboxFull"),
-    "5.2.2": (BounceType.TRANSIENT, "MailboxFull"),  # RFC 3463 §3.3: usually transient
-    "4.2.3": (BounceType.TRANSIENT, "MessageTooLarge"),
-    "5.2.3": (BounceType.TRANSIENT, "MessageTooLarge"),
-    "4.3.4": (BounceType.TRANSIENT, "MessageTooLarge"),
-    "5.3.4": (BounceType.TRANSIENT, "MessageTooLarge"),
+# what a reason's family means for the bounce type and SES-style subtype (see ``reasons``)
+_VERDICT: dict[str, tuple[BounceType, str]] = {
+    reasons.DEAD: (BounceType.PERMANENT, "General"),
+    reasons.SETUP: (BounceType.UNDETERMINED, "Undetermined"),
+    reasons.TRANSIENT: (BounceType.TRANSIENT, "General"),
+    reasons.MESSAGE: (BounceType.TRANSIENT, "MessageTooLarge"),
+    reasons.INFO: (BounceType.UNDETERMINED, "Undetermined"),
 }
+_SUBTYPE = {"userunknown": "NoEmail", "hasmoved": "NoEmail", "notaccept": "NoEmail", "mailboxfull": "MailboxFull",
+            "virusdetected": "ContentRejected"}
+# the remote refused at DATA, after taking the address at RCPT: "unknown user" there is a filter
+_RCPT_STAGE = re.compile(r"rcpt to|rcpt\b|recipient address rejected|>>> rcpt|(?<![\d.])[45]\.1\.1(?![\d.])",
+                         re.IGNORECASE)
+_DATA_STAGE = re.compile(r"(?:in reply to|after) (?:end of )?data\b|final data", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One recipient's outcome: what kind of feedback, the reason (``reasons`` vocabulary),
+    and the SES-style bounce type and subtype derived from that reason."""
+
+    kind: Kind
+    reason: str | None
+    bounce_type: BounceType | None
+    subtype: str | None
+
+
+def assess(status: str | None, action: str | None, diagnostic: str | None, permanent_hint: bool | None,
+           *, context: str | None = None) -> Verdict:
+    """The verdict for one recipient; ``context``: the notice's text, read for phrases when the
+    status and diagnostic say nothing. ``permanent_hint`` (flufl.bounce) only separates "no
+    evidence at all" (undetermined) from "a failure without a cause" (scored, never hard)."""
+    verb = action_word(action)
+    if verb == "delayed":  # not a failure yet: if it stays so, the retries expire
+        said = reasons.classify(effective_status(status, diagnostic), diagnostic)
+        return Verdict(Kind.DELAY, said if reasons.family(said) == reasons.SETUP else "expired", None, None)
+    if verb in DELIVERED_ACTIONS:
+        return Verdict(Kind.DELIVERY, "delivered", None, None)
+    code = effective_status(status, diagnostic)
+    if code is None and diagnostic and (reply := _REPLY.search(diagnostic)):
+        code = f"{reply.group(1)}.0.0"
+    if code is not None and code[0] == "2":
+        return Verdict(Kind.DELIVERY, "delivered", None, None) if verb is None else \
+            Verdict(Kind.BOUNCE, "undefined", BounceType.UNDETERMINED, "Undetermined")
+    reason = reasons.classify(code, diagnostic, context=context)
+    if reason == "userunknown" and not _proves_no_mailbox(code, diagnostic, context):
+        reason = "filtered"
+    if reason in ("undefined", "onhold") and code is None and permanent_hint is None:
+        return Verdict(Kind.BOUNCE, reason, BounceType.UNDETERMINED, "Undetermined")
+    if reasons.family(reason) == reasons.DEAD and code and code[0] == "4" and code.split(".")[1] != "1":
+        # a temporary (4.x.x) answer about the domain is not final: a DNS failure, or a null MX
+        # seen while retrying; only an x.1.x code names the address itself (RFC 3463 §3.2)
+        reason = "networkerror" if reason == "hostunknown" else reason
+        return Verdict(Kind.BOUNCE, reason, BounceType.TRANSIENT, "General")
+    bounce_type, subtype = _VERDICT[reasons.family(reason)]
+    return Verdict(Kind.BOUNCE, reason, bounce_type, _SUBTYPE.get(reason, subtype))
+
+
+def _proves_no_mailbox(code: str | None, diagnostic: str | None, context: str | None) -> bool:
+    """An "unknown user" is proof only with an x.1.x code (RFC 3463 §3.2, addressing status;
+    x.2.1 too, which MTAs commonly send for unknown users),
+    or when the refusal answered RCPT TO (RFC 5321 §4.1.1.3), never when it answered DATA: a
+    content filter that pretends the user is unknown after taking the address is "filtered"."""
+    text = " ".join(f"{diagnostic or ''} {context or ''}".split())
+    if _DATA_STAGE.search(text):
+        return False
+    addressing = code is not None and (code.split(".")[1] == "1" or code.endswith(".2.1"))
+    return addressing or bool(_RCPT_STAGE.search(text)) or reasons.names_no_mailbox(text)
 
 
 def classify(status: str | None, action: str | None, diagnostic: str | None,
              permanent_hint: bool | None) -> tuple[Kind, BounceType | None, str | None]:
-    """(kind, bounce type, SES-style subtype) for one recipient; see the module table.
-    ``permanent_hint`` is flufl.bounce's verdict, used only when no code can be found."""
-    verb = action_word(action)
-    if verb == "delayed":
-        return Kind.DELAY, None, None
-    if verb in DELIVERED_ACTIONS:
-        return Kind.DELIVERY, None, None
-    code = effective_status(status, diagnostic)
-    if code is None and diagnostic and (reply := _REPLY.search(diagnostic)):
-        code = f"{reply.group(1)}.0.0"
-    if code is None:
-        if permanent_hint is None:
-            return Kind.BOUNCE, BounceType.UNDETERMINED, "Undetermined"
-        return Kind.BOUNCE, BounceType.PERMANENT if permanent_hint else BounceType.TRANSIENT, "General"
-    klass, subject, _ = code.split(".")
-    if klass == "2":
-        return (Kind.DELIVERY, None, None) if verb is None else (Kind.BOUNCE, BounceType.UNDETERMINED, "Undetermined")
-    if klass == "5" and subject == "7":  # RFC 3463 §3.8 security or policy status
-        return Kind.BOUNCE, BounceType.UNDETERMINED, "Undetermined"
-    if diagnostic and _MAILBOX_FULL.search(diagnostic):
-        return Kind.BOUNCE, BounceType.TRANSIENT, "MailboxFull"
-    if code in _BY_CODE:
-        return (Kind.BOUNCE, *_BY_CODE[code])
-    if klass == "5":
-        return Kind.BOUNCE, BounceType.PERMANENT, "NoEmail" if subject == "1" else "General"
-    return Kind.BOUNCE, BounceType.TRANSIENT, "General"
+    """(kind, bounce type, SES-style subtype) for one recipient, from ``assess``."""
+    verdict = assess(status, action, diagnostic, permanent_hint)
+    return verdict.kind, verdict.bounce_type, verdict.subtype
 
 
 # --- reading a DSN ---------------------------------------------------------------------------
@@ -177,6 +210,8 @@ class Recipient:
     kind: Kind
     bounce_type: BounceType | None
     subtype: str | None
+    reason: str | None = None  # ``reasons`` vocabulary; None for delays
+    reply_code: str | None = None  # RFC 5321 reply code quoted in the diagnostic
 
 
 @dataclass(frozen=True)
@@ -200,7 +235,7 @@ def read_dsn(message: Message, *, heuristics: bool = True) -> DsnReport | None:
     text = human_text(message)
     if status_parts:
         raw = "\n".join(part_text(part) for part in status_parts)
-        fields, recipients = _read_status_fields(raw)
+        fields, recipients = _read_status_fields(raw, _notice(text))
         if recipients:
             # the fallback search includes the status text: a broken boundary can put the
             # original's headers there
@@ -208,6 +243,13 @@ def read_dsn(message: Message, *, heuristics: bool = True) -> DsnReport | None:
                              recipients, find_original(message, f"{text}\n{raw}"), True, raw)
     if not heuristics:
         return None
+    text = text or _body_text(message)
+    if (embedded := _EMBEDDED_FIELDS.search(text)) is not None:
+        # a delivery-status part whose MIME boundary is broken: its fields are in the text
+        fields, recipients = _read_status_fields(text[embedded.start():], _notice(text[:embedded.start()]))
+        if recipients:
+            return DsnReport(fields.get("reporting-mta"), parse_date(fields.get("arrival-date")), recipients,
+                             find_original(message, text), True, text[embedded.start():][:4096])
     original = find_original(message, text)
     recipients = _read_notice(message, text, original)
     if not recipients:
@@ -215,7 +257,15 @@ def read_dsn(message: Message, *, heuristics: bool = True) -> DsnReport | None:
     return DsnReport(None, None, recipients, original, False, text[:4096])
 
 
-def _read_status_fields(text: str) -> tuple[dict[str, str], tuple[Recipient, ...]]:
+def _body_text(message: Message) -> str:
+    """The body when no text part could be found (a multipart whose boundary never occurs)."""
+    payload = message.get_payload(decode=False)
+    if isinstance(payload, str):
+        return payload
+    return "\n".join(part for part in (message.preamble, message.epilogue) if part)
+
+
+def _read_status_fields(text: str, context: str) -> tuple[dict[str, str], tuple[Recipient, ...]]:
     """Per-message fields and recipients of delivery-status text. A block with a repeated
     recipient field holds several recipients run together (seen in the wild): split there."""
     message_fields: dict[str, str] = {}
@@ -227,14 +277,14 @@ def _read_status_fields(text: str) -> tuple[dict[str, str], tuple[Recipient, ...
                 message_fields.setdefault(name, value)
                 continue
             if name in group and _RECIPIENT_FIELDS & group.keys():
-                _add(recipients, group)
+                _add(recipients, group, context)
                 group = {}
             group.setdefault(name, value)
-        _add(recipients, group)
+        _add(recipients, group, context)
     return message_fields, tuple(recipients.values())
 
 
-def _add(recipients: dict[str, Recipient], fields: dict[str, str]) -> None:
+def _add(recipients: dict[str, Recipient], fields: dict[str, str], context: str) -> None:
     # RFC 3464 §2.3.1: Original-Recipient is the address we gave in RCPT TO; Final-Recipient
     # (§2.3.2) may be an alias the receiving side rewrote it to
     address = clean_address(fields.get("original-recipient")) or clean_address(fields.get("final-recipient"))
@@ -242,9 +292,11 @@ def _add(recipients: dict[str, Recipient], fields: dict[str, str]) -> None:
         return
     status, action = fields.get("status"), fields.get("action")
     diagnostic = fields.get("diagnostic-code") or _comment(status)
+    verdict = assess(status, action, diagnostic, None, context=context)
     recipients[address.lower()] = Recipient(
         address, action_word(action), effective_status(status, diagnostic), diagnostic, fields.get("remote-mta"),
-        parse_date(fields.get("last-attempt-date")), *classify(status, action, diagnostic, None))
+        parse_date(fields.get("last-attempt-date")), verdict.kind, verdict.bounce_type, verdict.subtype,
+        verdict.reason, reasons.reply_code(diagnostic))
 
 
 def _comment(status: str | None) -> str | None:
@@ -256,19 +308,32 @@ def _comment(status: str | None) -> str | None:
 def _read_notice(message: Message, text: str, original: Original | None) -> tuple[Recipient, ...]:
     """Failed addresses of a non-standard bounce (flufl.bounce), each with the status and
     diagnostic found in the lines after its first mention in the notice."""
-    verdicts = _flufl(message)
-    if not verdicts:  # last resort: "550 5.1.1 <ann@example.org>... User unknown" lines
-        verdicts = {address: reply == "5" for address, reply in _reply_lines(text)}
     ours = _our_addresses(message, original)
-    verdicts = {address: permanent for address, permanent in verdicts.items() if address.lower() not in ours}
+    verdicts = _without(_flufl(message), ours, set())
+    if not verdicts:  # "550 5.1.1 <ann@example.org>... User unknown" lines
+        verdicts = _without({address: reply == "5" for address, reply in _reply_lines(text)}, ours, set())
+    if not verdicts:  # Exim names them in a header, even when they are also our own addresses
+        verdicts = {address: True for address in addresses_in(header(message, "X-Failed-Recipients"))}
+    if not verdicts:  # last resort: any foreign address the notice names before the original
+        verdicts = _without({address: True for address in _notice_addresses(text)}, ours)
     near = _diagnostics_near(text, {address.lower() for address in verdicts})
+    context = _notice(text)
     recipients = []
-    for address, permanent in sorted(verdicts.items(), key=lambda item: item[0].lower()):
+    lowered = text.lower()
+    # in the order the notice names them (an address it never names goes last, by name)
+    for address, permanent in sorted(verdicts.items(), key=lambda item: (_position(lowered, item[0]), item[0].lower())):
         status, diagnostic = near.get(address.lower(), (None, None))
         action = "failed" if permanent else "delayed"  # inferred: flufl's temporary means a warning
-        recipients.append(Recipient(address, action, status, diagnostic, None, None,
-                                    *classify(status, action, diagnostic, permanent)))
+        verdict = assess(status, action, diagnostic, permanent, context=context)
+        recipients.append(Recipient(address, action, status, diagnostic, None, None, verdict.kind,
+                                    verdict.bounce_type, verdict.subtype, verdict.reason,
+                                    reasons.reply_code(diagnostic)))
     return tuple(recipients)
+
+
+def _position(text: str, address: str) -> int:
+    found = text.find(address.lower())
+    return found if found >= 0 else len(text)
 
 
 def _flufl(message: Message) -> dict[str, bool]:
@@ -288,12 +353,37 @@ def _flufl(message: Message) -> dict[str, bool]:
     return verdicts
 
 
+def _without(verdicts: dict[str, bool], ours: set[str], daemons: frozenset[str] | set[str] = _DAEMONS
+             ) -> dict[str, bool]:
+    return {address: permanent for address, permanent in verdicts.items()
+            if address.lower() not in ours and address.split("@")[0].lower() not in daemons}
+
+
+def _notice_addresses(text: str) -> Iterator[str]:
+    """Addresses in the notice's own words, up to the copy of the original. Safe to be generous:
+    a report acts only on the recipient of the outbound row it links to (``policy``)."""
+    for line in _notice_lines(text):
+        for token in _ADDRESS_TOKEN.findall(line):
+            if (address := clean_address(token)) is not None:
+                yield address
+
+
+def _notice(text: str) -> str:
+    """The notice's own words (up to the copy of the original), for reading a reason in."""
+    return "\n".join(_notice_lines(text[:_NOTICE_LIMIT * 4]))[:_NOTICE_LIMIT]
+
+
+def _notice_lines(text: str, end: re.Pattern[str] = _ORIGINAL_STARTS) -> Iterator[str]:
+    for line in text.splitlines():
+        if end.match(line):
+            return
+        yield line
+
+
 def _reply_lines(text: str) -> Iterator[tuple[str, str]]:
     """(address, reply class) for each address on a line that carries an SMTP reply code,
     read up to the first quoted header line (the copy of the original starts there)."""
-    for line in text.splitlines():
-        if re.match(r"(Received|Return-Path|Message-Id|From|To|Date|Subject|DKIM-Signature):", line, re.IGNORECASE):
-            return
+    for line in _notice_lines(text, _QUOTED_HEADER):
         reply = _REPLY.search(line)
         if reply:
             for token in _ADDRESS_TOKEN.findall(line):

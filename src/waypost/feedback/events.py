@@ -64,6 +64,8 @@ class FeedbackEvent:
     complaint_subtype: str | None = None  # SES: None or OnAccountSuppressionList
     stream: str | None = None  # our stream, from the SES message tags when present
     unsubscribe: bool = False  # subscription events: the recipient opted out
+    reason: str | None = None  # why it failed, in the ``reasons`` vocabulary (userunknown, blocked, ...)
+    reply_code: str | None = None  # the SMTP reply code (RFC 5321 §4.2) the remote server gave
     raw: str = ""  # the payload as received (JSON text, or the report's text part)
 
     @property

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from waypost.feedback.dsn import classify, effective_status
+from waypost.feedback.dsn import assess, effective_status
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Source
 from waypost.feedback.policy import Applied, FeedbackPolicy
 from waypost.feedback.ses_events import parse_ses_notification
@@ -76,11 +76,14 @@ class FeedbackIntake(FeedbackApplier):
     def recipient_refused(self, row: sa.Row, err: RecipientRefusedError) -> None:
         """Our smarthost refused a recipient at RCPT (no DSN will follow): a bounce like any other."""
         status = effective_status(None, err.reply)
-        kind, bounce_type, subtype = classify(status, "failed", err.reply, permanent_hint=True)
-        event = FeedbackEvent(kind, Source.SMTP, row.recipient, utcnow(), verp_address=row.envelope_sender,
+        diagnostic = f"smtp; {err.code} {err.reply}"
+        # the refusal answered RCPT TO (RFC 5321 §4.1.1.3): an "unknown user" here is proof
+        verdict = assess(status, "failed", diagnostic, permanent_hint=True, context="refused at RCPT TO")
+        event = FeedbackEvent(verdict.kind, Source.SMTP, row.recipient, utcnow(), verp_address=row.envelope_sender,
                               message_id_header=row.message_id_header, feedback_id=f"rcpt-{row.id}",
-                              bounce_type=bounce_type, bounce_subtype=subtype, action="failed", status=status,
-                              diagnostic=f"smtp; {err.code} {err.reply}", raw=str(err))
+                              bounce_type=verdict.bounce_type, bounce_subtype=verdict.subtype, action="failed",
+                              status=status, diagnostic=diagnostic, raw=str(err), reason=verdict.reason,
+                              reply_code=str(err.code))
         try:
             self.apply([event])
         except Exception:  # the message's own outcome is recorded; the suppression can wait for a DSN

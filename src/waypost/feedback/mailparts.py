@@ -17,6 +17,7 @@ from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from io import BytesIO
+from typing import Any
 
 from waypost.mail.addresses import AddressError, normalise_address
 
@@ -68,6 +69,11 @@ def part_text(part: Message) -> str:
     """A part's content as text: decoded transfer encoding and charset, or for a part the
     parser split into sub-messages (delivery-status blocks, message/*) those written back."""
     payload = part.get_payload()
+    if isinstance(payload, list) and _bare_field_blocks(part, payload):
+        # delivery-status blocks (RFC 3464 §2.1): header fields only, written back as they came
+        blocks = ("\n".join(f"{name}: {value}" for name, value in sub.items()) for sub in payload
+                  if isinstance(sub, Message))
+        return "\n\n".join(blocks) + "\n"
     if isinstance(payload, list):
         buffer = BytesIO()
         for sub in payload:
@@ -82,6 +88,15 @@ def part_text(part: Message) -> str:
         return data.decode(part.get_content_charset() or "utf-8", "replace")
     except LookupError:
         return data.decode("utf-8", "replace")
+
+
+def _bare_field_blocks(part: Message, payload: list[Any]) -> bool:
+    """Sub-messages that are nothing but ASCII header fields, with no transfer encoding to undo:
+    joining their fields is the same text as running the generator, at a fraction of the cost."""
+    if (header(part, "Content-Transfer-Encoding") or "7bit").lower() not in ("7bit", "8bit", "binary"):
+        return False
+    return all(isinstance(sub, Message) and not sub.get_payload() and all(
+        value.isascii() for value in sub.values()) for sub in payload)
 
 
 def _undo_transfer_encoding(part: Message, data: bytes) -> bytes:

@@ -2,13 +2,17 @@
 items and reputation counts. Batched: a whole SQS receive (or one bounce mail) is applied in
 the caller's transaction, with a handful of statements however many events it holds.
 
+Every bounce carries a reason (``reasons``); the reason decides before the bounce type does:
+
 | event | outcome |
 |---|---|
-| Permanent bounce (General, NoEmail, Suppressed) | suppressed (BOUNCE); counts toward the bounce rate |
+| bounce about our sending (authfailure, blocked, requireptr, ...) | review, never suppressed; counts as "setup" |
+| bounce proving the address dead (userunknown, hostunknown, hasmoved, notaccept) | suppressed (BOUNCE); counted |
+| SES Permanent bounce with no more precise reason (General, Suppressed) | suppressed, as SES judged |
 | Permanent / OnAccountSuppressionList | suppressed; not counted (SES did not send, REFERENCE-SES §1a) |
-| Transient bounce (General, MailboxFull) | scored: the limit-th within the window suppresses, for a time |
-| Transient / MessageTooLarge, ContentRejected, AttachmentRejected | recorded: the message was the problem |
-| Undetermined bounce (and DSN 5.7.x policy blocks) | review list; nothing suppressed |
+| transient reason (mailboxfull, suspend, expired, filtered, ...) | scored: the limit-th in the window suppresses |
+| the message was refused (mesgtoobig, exceedlimit, virusdetected; SES MessageTooLarge, ...) | recorded |
+| Undetermined bounce with no reason | review list; nothing suppressed |
 | complaint (abuse, fraud, virus, other, none) | suppressed (COMPLAINT), leave hook (journeys: off the allowlist) |
 | complaint not-spam | recorded; auth-failure (a DMARC failure report, RFC 6591): review |
 | complaint opt-out, SES subscription opt-out | suppressed (UNSUBSCRIBE), leave hook; not counted |
@@ -36,6 +40,9 @@ from sqlalchemy.engine import Connection
 
 from waypost.config import FeedbackSettings
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind, Source
+from waypost.feedback.reasons import DEAD, MESSAGE, advice
+from waypost.feedback.reasons import SETUP as SETUP_FAMILY
+from waypost.feedback.reasons import family as reason_family
 from waypost.outbound import suppression
 from waypost.outbound.unsubscribe import StreamHook  # the leave hooks, run on complaints and opt-outs
 from waypost.store.db import in_chunks
@@ -44,6 +51,7 @@ from waypost.store.models import bounce_scores, feedback_events, outbound_messag
 log = logging.getLogger(__name__)
 
 SUPPRESSED, SCORED, REVIEW, RECORDED, IGNORED = "suppressed", "scored", "review", "recorded", "ignored"
+SETUP = "setup"  # counts_as for bounces about our sending: the "sending setup and reputation" signal
 NOT_STORED = (Kind.SEND, Kind.OPEN, Kind.CLICK)
 CONTENT_SUBTYPES = ("MessageTooLarge", "ContentRejected", "AttachmentRejected")
 NOT_COMPLAINTS = ("not-spam",)
@@ -206,12 +214,17 @@ class FeedbackPolicy:
 
     def _bounce(self, d: _Decision) -> None:
         e = d.event
-        if e.bounce_type == BounceType.PERMANENT:
+        verdict = bounce_verdict(e)
+        if verdict == SETUP:
+            d.outcome, d.counts_as = REVIEW, SETUP
+            why = advice(e.reason or "")
+            d.note = f"{e.reason}: about our sending, not the address (never suppressed); check {why}"
+        elif verdict == SUPPRESSED:
             d.outcome, d.suppress = SUPPRESSED, suppression.Reason.BOUNCE
             d.counts_as = None if e.bounce_subtype == ON_ACCOUNT_LIST else "bounce"
-        elif e.bounce_type == BounceType.TRANSIENT and e.bounce_subtype in CONTENT_SUBTYPES:
+        elif verdict == RECORDED:
             d.note = "the message was refused, not the address"
-        elif e.bounce_type == BounceType.TRANSIENT:
+        elif verdict == SCORED:
             d.outcome = SCORED
         else:
             d.outcome, d.note = REVIEW, "undetermined bounce: check the diagnostic"
@@ -299,6 +312,46 @@ _RULES: dict[Kind, Callable[[FeedbackPolicy, _Decision], None]] = {
     Kind.SUBSCRIPTION: FeedbackPolicy._subscription,
     Kind.AUTO_REPLY: FeedbackPolicy._auto_reply,
 }
+
+
+def bounce_verdict(event: FeedbackEvent) -> str:
+    """What a bounce does, from its reason first (``reasons``) and its bounce type second:
+    SUPPRESSED only for a dead address (or SES's own Permanent verdict with no other reason),
+    SETUP for our own fault (never suppressed, counted for the setup alarm), RECORDED when the
+    message was the problem, SCORED for a transient failure, REVIEW when nothing is known."""
+    family = reason_family(event.reason) if event.reason else None
+    if family == SETUP_FAMILY:
+        return SETUP
+    permanent = event.bounce_type == BounceType.PERMANENT
+    if permanent and (family in (None, DEAD) or event.reason == "undefined"):
+        return SUPPRESSED
+    content = event.bounce_subtype in CONTENT_SUBTYPES and event.bounce_type != BounceType.UNDETERMINED
+    if family == MESSAGE or content:
+        return RECORDED
+    if event.bounce_type == BounceType.TRANSIENT or permanent:
+        return SCORED
+    return REVIEW
+
+
+# what the policy does, in the words of `waypost feedback explain`
+_ACTIONS = {SUPPRESSED: "suppress", SCORED: "score", SETUP: "alarm", RECORDED: "record", REVIEW: "record",
+            IGNORED: "ignore"}
+_IGNORED_KINDS = (Kind.AUTO_REPLY, *NOT_STORED)
+
+
+def explain_action(event: FeedbackEvent) -> str:
+    """What ``apply`` would do with this event if it is linked to one of our messages, without
+    a database: suppress, score, alarm (counted toward the setup alarm), record or ignore."""
+    if event.kind in _IGNORED_KINDS:
+        return "ignore"
+    if event.recipient and event.recipient.lower().endswith("@" + SIMULATOR_DOMAIN):
+        return "record"
+    if event.kind == Kind.BOUNCE:
+        return _ACTIONS[bounce_verdict(event)]
+    kind = (event.feedback_type or "").lower()
+    if event.kind == Kind.COMPLAINT:
+        return "record" if kind in NOT_COMPLAINTS or kind == "auth-failure" else "suppress"
+    return "suppress" if event.kind == Kind.SUBSCRIPTION and event.unsubscribe else "record"
 
 
 def _row(d: _Decision, now: datetime) -> dict[str, object]:

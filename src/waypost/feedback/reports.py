@@ -16,9 +16,10 @@ A report kind other than "unknown" always comes with at least one event.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -28,7 +29,8 @@ from email.policy import compat32
 from waypost.feedback.arf import ArfReport, read_arf
 from waypost.feedback.dsn import DsnReport, read_dsn
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Kind, Source
-from waypost.feedback.mailparts import addresses_in, header, human_text, iter_parts, parse_date
+from waypost.feedback.mailparts import addresses_in, header, human_text, iter_parts, parse_date, part_text
+from waypost.feedback.ses_events import parse_ses_notification
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ _VACATION_SUBJECT = re.compile(
     r"auto\s*:|autoreply|out[ -]of[ -](?:the[ -])?office|ooo\b|away (?:from|until|till)|on vacation|vacation|"
     r"abwesen|r[ée]ponse automatique|absence|risposta automatica|respuesta autom[aá]tica|fuera de la oficina)",
     re.IGNORECASE)
+_SES_JSON = re.compile(r'"(?:notificationType|eventType)"\s*:')
 _AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
 
 
@@ -94,6 +97,9 @@ def _read(message: Message, report_id: str | None, verp: str | None, *, heuristi
     arf = read_arf(message)
     if arf is not None:
         return _from_arf(arf, message, report_id, verp)
+    forwarded = _from_ses_json(message, report_id, verp)
+    if forwarded is not None:
+        return forwarded
     bounce_like = has_bounce_evidence(message)
     auto_reply = not bounce_like and is_auto_reply(message)
     dsn = read_dsn(message, heuristics=heuristics and not auto_reply)
@@ -101,7 +107,8 @@ def _read(message: Message, report_id: str | None, verp: str | None, *, heuristi
         return _from_dsn(dsn, message, report_id, verp)
     if auto_reply and (sender := _sender(message)):
         event = FeedbackEvent(Kind.AUTO_REPLY, Source.DSN, sender, parse_date(header(message, "Date")),
-                              verp_address=verp, feedback_id=report_id, raw=human_text(message)[:4096])
+                              verp_address=verp, feedback_id=report_id, raw=human_text(message)[:4096],
+                              reason="vacation")
         return Report("auto-reply", (event,), None, report_id, f"auto-reply from {sender}")
     what = "bounce without a readable recipient" if bounce_like else "not a bounce, complaint or auto-reply"
     return Report("unknown", (), None, report_id, f"unknown: {what}")
@@ -119,6 +126,7 @@ def _from_dsn(dsn: DsnReport, message: Message, report_id: str | None, verp: str
             message_id_header=original_id, verp_address=verp, feedback_id=report_id,
             bounce_type=recipient.bounce_type, bounce_subtype=recipient.subtype, action=recipient.action,
             status=recipient.status, diagnostic=recipient.diagnostic, raw=dsn.raw,
+            reason=recipient.reason, reply_code=recipient.reply_code,
         )
         for recipient in dsn.recipients
     )
@@ -140,7 +148,7 @@ def _from_arf(arf: ArfReport, message: Message, report_id: str | None, verp: str
     events = tuple(
         FeedbackEvent(Kind.COMPLAINT, Source.ARF, recipient, occurred, message_id_header=original_id, verp_address=verp,
                       feedback_id=report_id, feedback_type=arf.feedback_type, unsubscribe=arf.unsubscribe,
-                      raw=arf.raw)
+                      raw=arf.raw, reason="feedback")
         for recipient in arf.recipients
     )
     source = arf.user_agent or arf.reporting_mta or header(message, "From") or "unknown reporter"
@@ -148,6 +156,43 @@ def _from_arf(arf: ArfReport, message: Message, report_id: str | None, verp: str
     summary = f"ARF {arf.feedback_type or 'untyped'} report from {source}: {len(events)} {noun}"
     return Report("arf", events, original_id, report_id, summary,
                   arf.original.return_path if arf.original else None)
+
+
+def _from_ses_json(message: Message, report_id: str | None, verp: str | None) -> Report | None:
+    """An SES notification sent as mail (SES's email feedback forwarding to an address, or an
+    SNS email subscription): its JSON is the text. It came by mail, so it is trusted like any
+    mail report (``Source.DSN``: it acts only through one of our messages), never like SES's."""
+    for part in iter_parts(message):
+        if part.get_content_maintype() != "text" or not _SES_JSON.search(str(part.get_payload())[:4000]):
+            continue  # cheap look at the undecoded text first: nearly every report is no such thing
+        text = part_text(part).strip()
+        if not text.startswith("{") or not _SES_JSON.search(text[:2000]):
+            continue
+        try:  # the JSON object, then SNS's "If you wish to stop receiving notifications" trailer
+            document = _json_start(text)
+            if not isinstance(document, dict):
+                return None
+            inner = document.get("Message") if "Type" in document else None  # an SNS envelope
+            events = parse_ses_notification(inner if isinstance(inner, str) else document)
+        except (ValueError, RecursionError, AttributeError, FeedbackFormatError):
+            return None
+        events = [replace(e, source=Source.DSN, verp_address=verp, feedback_id=e.feedback_id or report_id)
+                  for e in events if e.kind not in (Kind.SEND, Kind.OPEN, Kind.CLICK)]
+        if not events:
+            return None
+        kind = "arf" if events[0].kind == Kind.COMPLAINT else "dsn"
+        return Report(kind, tuple(events), events[0].message_id_header, report_id,
+                      f"SES notification by mail: {len(events)} recipient(s)")
+    return None
+
+
+def _json_start(text: str) -> object:
+    """The JSON value at the start of ``text``; a long line folded in transit (a line break
+    and a space inserted, as for header fields) is unfolded when the text does not parse."""
+    try:
+        return json.JSONDecoder().raw_decode(text)[0]
+    except ValueError:
+        return json.JSONDecoder().raw_decode(re.sub(r"\r?\n ", "", text))[0]
 
 
 def _sender(message: Message) -> str | None:

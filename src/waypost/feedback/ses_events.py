@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
+from waypost.feedback import reasons
+from waypost.feedback.dsn import effective_status
 from waypost.feedback.events import BounceType, FeedbackEvent, FeedbackFormatError, Kind, Source
 
 Record = Mapping[str, Any]
@@ -211,12 +213,17 @@ def _bounce_type(value: Any) -> BounceType:
 
 def _bounce(record: Record, ctx: _Context) -> list[FeedbackEvent]:
     bounce = _object(record, "bounce", "Bounce")
-    return ctx.events(
-        Kind.BOUNCE, _recipients(bounce, "bouncedRecipients"), _timestamp(bounce),
-        lambda r: {"action": _text(r.get("action")), "status": _text(r.get("status")),
-                   "diagnostic": _text(r.get("diagnosticCode"))},
-        feedback_id=_text(bounce.get("feedbackId")), bounce_type=_bounce_type(bounce.get("bounceType")),
-        bounce_subtype=_text(bounce.get("bounceSubType")))
+    bounce_type, subtype = _bounce_type(bounce.get("bounceType")), _text(bounce.get("bounceSubType"))
+
+    def per_recipient(entry: Record) -> dict[str, Any]:
+        status, diagnostic = _text(entry.get("status")), _text(entry.get("diagnosticCode"))
+        code = effective_status(status, diagnostic)
+        return {"action": _text(entry.get("action")), "status": status, "diagnostic": diagnostic,
+                "reason": reasons.classify_ses(bounce_type, subtype, code, diagnostic),
+                "reply_code": reasons.reply_code(diagnostic)}
+
+    return ctx.events(Kind.BOUNCE, _recipients(bounce, "bouncedRecipients"), _timestamp(bounce), per_recipient,
+                      feedback_id=_text(bounce.get("feedbackId")), bounce_type=bounce_type, bounce_subtype=subtype)
 
 
 def _complaint(record: Record, ctx: _Context) -> list[FeedbackEvent]:
@@ -224,7 +231,7 @@ def _complaint(record: Record, ctx: _Context) -> list[FeedbackEvent]:
     feedback_type = _text(complaint.get("complaintFeedbackType"))
     return ctx.events(
         Kind.COMPLAINT, _recipients(complaint, "complainedRecipients"), _timestamp(complaint),
-        feedback_id=_text(complaint.get("feedbackId")),
+        feedback_id=_text(complaint.get("feedbackId")), reason="feedback",
         feedback_type=feedback_type.lower() if feedback_type else None,
         complaint_subtype=_text(complaint.get("complaintSubType")))
 
@@ -232,7 +239,7 @@ def _complaint(record: Record, ctx: _Context) -> list[FeedbackEvent]:
 def _delivery(record: Record, ctx: _Context) -> list[FeedbackEvent]:
     delivery = _object(record, "delivery", "Delivery")
     return ctx.events(Kind.DELIVERY, _recipients(delivery, "recipients"), _timestamp(delivery),
-                      diagnostic=_text(delivery.get("smtpResponse")))
+                      diagnostic=_text(delivery.get("smtpResponse")), reason="delivered")
 
 
 def _delivery_delay(record: Record, ctx: _Context) -> list[FeedbackEvent]:

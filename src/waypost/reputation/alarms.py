@@ -62,7 +62,23 @@ def evaluate(snapshot: Snapshot, settings: AlarmSettings) -> list[Alarm]:
         Alarm("unreadable_feedback", snapshot.unreadable > 0, snapshot.unreadable, 0,
               f"{snapshot.unreadable} feedback messages could not be read in 24 hours",
               "see `waypost feedback unreadable`"),
+        _sending_setup(snapshot),
     ]
+
+
+def _sending_setup(snapshot: Snapshot) -> Alarm:
+    """Bounces that blame our sending (authentication, blocklists, reverse DNS, spam verdicts,
+    rate limits) suppress nobody; enough of them in a day mean the setup needs a look, and the
+    advice names what to check for each reason seen, most frequent first."""
+    seen = sorted(snapshot.setup_last_day.items(), key=lambda item: (-item[1], item[0]))
+    total = sum(count for _, count in seen)
+    detail = ", ".join(f"{count} {reason}" for reason, count in seen)
+    checks = "; ".join(f"{reason}: {snapshot.setup_advice.get(reason, 'read the diagnostic')}"
+                       for reason, _ in seen[:4])
+    return Alarm("sending_setup", total >= snapshot.setup_alarm_after, total, snapshot.setup_alarm_after,
+                 f"{total} bounces in 24 hours blamed our sending ({detail or 'none'})",
+                 f"check {checks}; then `waypost feedback list --outcome review`" if checks
+                 else "see `waypost feedback list --outcome review`")
 
 
 # queues the operator mail for one firing alarm, inside the transaction that records it

@@ -3,7 +3,8 @@ Prometheus metrics, so the three never disagree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,10 +56,15 @@ class Snapshot:
     unreadable: int  # unreadable feedback kept (last 24 hours)
     feedback_last_day: dict[str, int]  # applied events by kind, last 24 hours
     inbound_last_day: dict[tuple[str, str], int]  # (status, refusal code or "") → messages, last 24 hours
+    # bounces about our own sending (feedback.reasons' "setup" family), by reason, last 24 hours,
+    # and how many raise the sending_setup alarm (feedback.setup_alarm_count)
+    setup_last_day: dict[str, int] = field(default_factory=dict)
+    setup_advice: dict[str, str] = field(default_factory=dict)  # reason → what to check
+    setup_alarm_after: int = 3
 
 
 def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, *,
-                  stale_after: timedelta) -> Snapshot:
+                  stale_after: timedelta, setup_alarm_after: int = 3) -> Snapshot:
     now = utcnow()
     with engine.connect() as conn:
         used_second, used_day = limiter.used(conn, now)
@@ -75,7 +81,22 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
                 .where(feedback_events.c.received_at > now - timedelta(days=1))
                 .group_by(feedback_events.c.kind)).all()),
             inbound_last_day=_inbound(conn, now - timedelta(days=1)),
+            **_setup_reasons(conn, now - timedelta(days=1)), setup_alarm_after=setup_alarm_after,
         )
+
+
+def _setup_reasons(conn: Connection, since: datetime) -> dict[str, Any]:
+    """Bounces the policy counted as "setup" (about our sending), by reason, with what to check:
+    the policy's note reads "<reason>: about our sending ...; check <advice>"."""
+    rows = conn.execute(sa.select(feedback_events.c.note).where(
+        feedback_events.c.counts_as == "setup", feedback_events.c.received_at > since).limit(10_000))
+    counts: Counter[str] = Counter()
+    advice: dict[str, str] = {}
+    for (note,) in rows:
+        reason = (note or "undefined").split(":", 1)[0]
+        counts[reason] += 1
+        advice.setdefault(reason, (note or "").partition("; check ")[2] or "read the diagnostic")
+    return {"setup_last_day": dict(counts), "setup_advice": advice}
 
 
 def _queue(conn: Connection, now: datetime, stale_after: timedelta) -> QueueState:

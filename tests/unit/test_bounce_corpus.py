@@ -1,0 +1,144 @@
+"""Every bounce understood, measured: the shared corpus's 336 real bounce messages (``bounces/``)
+against the records sisimai's own test suite expects for each (status, reply code, reason,
+hard bounce). One table-driven pass over all of them reports three agreements and prints every
+remaining disagreement, with a one-line justification where we believe sisimai's answer is
+wrong for our purpose (``JUSTIFIED``). Records are paired in order, as sisimai's test does.
+
+Targets (issue 16): recipients found >= 98 %, hard/soft >= 97 %, reason >= 90 %. The
+recipients target is asserted. The hard/soft and reason targets are NOT reached yet; they are
+reported, and only regression floors at today's figures are asserted (``*_FLOOR``)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import corpus_dir
+from waypost.feedback.events import BounceType, FeedbackEvent, Kind
+from waypost.feedback.reasons import RENAMES
+from waypost.feedback.reports import read_report
+
+RECIPIENTS_TARGET = 0.98
+HARD_TARGET = 0.97  # not reached yet: see the module docstring
+REASON_TARGET = 0.90  # not reached yet
+HARD_FLOOR = 0.92  # regression floors at the figures reached (92.8 % and 80.8 % at the time of writing)
+REASON_FLOOR = 0.80
+
+# "file#index" → why our answer differs from sisimai's and is the one we want. A listed record
+# that agrees again is reported as stale, so the table cannot rot.
+JUSTIFIED: dict[str, str] = {
+    "lhost-bigfoot-02#1": "553 with 5.7.1: an x.7.x policy code beside 'invalid recipient' is no proof of a dead "
+                          "address (RFC 3463 §3.8); never suppress a friend on it",
+    "lhost-amazonworkmail-02#1": "5.2.1 'User Unknown': sisimai itself calls the same words userunknown in 8 other "
+                                 "samples (dsn/ corpus); we keep one rule",
+    "lhost-messagingserver-06#1": "5.2.1 'User Unknown', as above: one rule for the same words",
+    "lhost-powermta-03#1": "5.2.1 'User Unknown', as above: one rule for the same words",
+    "lhost-exim-46#1": "'Missing reverse DNS': requireptr is the more precise reason (sisimai: blocked); both are "
+                       "about our sending and both alarm",
+    "rhost-cox-01#1": "'sender rejected' (5.1.0 with our envelope sender quoted): rejected names our bounce "
+                      "domain as the cause; sisimai: blocked; both alarm",
+    "lhost-messagingserver-03#1": "550 5.7.1 'User Unknown': a policy code (x.7.x) beside 'user unknown'; we call "
+                                  "it blocked, sisimai filtered: both soft, ours alarms",
+    "lhost-messagingserver-03#2": "the same message's second recipient",
+    "lhost-sendmail-48#1": "550 5.7.1 'User unknown': as above",
+    "rhost-franceptt-08#1": "Orange's 'Service refuse' (421): Orange uses it for IP blocks; sisimai: systemerror",
+    "lhost-imailserver-06#1": "'Blacklisted URL in message': a blocklist hit on our content; sisimai: spamdetected; "
+                              "both alarm",
+    "lhost-sendmail-13#1": "'X-Unix; 77': a local mailer program's exit status, mailererror; sisimai: systemerror; "
+                           "both scored",
+    "rfc3464-09#1": "a 4.3.0 final failure after retries: we say expired, sisimai mailboxfull from the local "
+                    "mailer's text; both scored",
+}
+
+
+@dataclass
+class Measurement:
+    expected: int = 0
+    found: int = 0
+    hard_agree: int = 0
+    reason_agree: int = 0
+    lines: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def share(self, count: int) -> float:
+        return count / self.expected if self.expected else 0.0
+
+
+def _same_reason(ours: str | None, theirs: str) -> bool:
+    return RENAMES.get(ours or "", ours) == RENAMES.get(theirs, theirs)
+
+
+def _hard(event: FeedbackEvent) -> bool:
+    """What the policy would do: suppress at once only for a Permanent bounce."""
+    return event.kind == Kind.BOUNCE and event.bounce_type == BounceType.PERMANENT
+
+
+def _compare(m: Measurement, key: str, want: dict[str, Any], event: FeedbackEvent | None) -> None:
+    if event is None:
+        m.lines.append(f"MISSING   {key}: sisimai {want['reason']} ({want['status'] or '-'}), we found no recipient")
+        return
+    m.found += 1
+    hard_ok, reason_ok = _hard(event) == want["hardbounce"], _same_reason(event.reason, want["reason"])
+    m.hard_agree += hard_ok
+    m.reason_agree += reason_ok
+    if hard_ok and reason_ok:
+        if key in JUSTIFIED:
+            m.stale.append(key)
+        return
+    m.confusion[(want["reason"], event.reason or "-")] += 1
+    why = JUSTIFIED.get(key, "")
+    m.lines.append(f"{'JUSTIFIED' if why else 'DIFFERS  '} {key}: sisimai {want['reason']}/"
+                   f"{'hard' if want['hardbounce'] else 'soft'} {want['status'] or '-'}, we {event.reason}/"
+                   f"{'hard' if _hard(event) else 'soft'} {event.status or '-'}{'  -- ' + why if why else ''}")
+
+
+def measure(root: Path) -> Measurement:
+    m = Measurement()
+    for line in (root / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        name = record["file"].split("/", 1)[1]
+        events = list(read_report((root / name).read_bytes()).events)
+        stem = name.removeprefix("sisimai_").removesuffix(".eml")
+        for index, want in enumerate(record["expected"]):
+            m.expected += 1
+            _compare(m, f"{stem}#{index + 1}", want, events[index] if index < len(events) else None)
+    return m
+
+
+@pytest.mark.corpus
+def test_every_bounce_understood(capsys: pytest.CaptureFixture[str]) -> None:
+    m = measure(corpus_dir() / "bounces")
+    summary = (f"bounces corpus: {m.expected} expected records; recipients found {m.share(m.found):.1%} "
+               f"(target {RECIPIENTS_TARGET:.0%}); hard/soft agreement {m.share(m.hard_agree):.1%} (target "
+               f"{HARD_TARGET:.0%}); reason agreement {m.share(m.reason_agree):.1%} (target {REASON_TARGET:.0%})")
+    with capsys.disabled():
+        print("\n" + summary)
+        for line in m.lines:
+            print("  " + line)
+    assert m.expected == 349  # the corpus as documented in its README
+    assert m.share(m.found) >= RECIPIENTS_TARGET, summary
+    assert m.share(m.hard_agree) >= HARD_FLOOR, summary  # regression floor; HARD_TARGET not reached
+    assert m.share(m.reason_agree) >= REASON_FLOOR, summary  # regression floor; REASON_TARGET not reached
+    assert not m.stale, f"justified disagreements that now agree (remove them from JUSTIFIED): {m.stale}"
+
+
+def test_measurement_counts_what_it_says(tmp_path: Path) -> None:
+    """The measurement itself, on a two-record manifest made here: one agreement, one miss."""
+    from tests.support.report_samples import _group, dsn
+
+    raw = dsn([_group("ann@example.org", "failed", "5.1.1", "smtp; 550 5.1.1 User unknown")],
+              original_id="<o@mail.waypost.test>", report_id="<r@mx.example.net>")
+    (tmp_path / "sisimai_one.eml").write_bytes(raw)
+    want = {"status": "5.1.1", "replycode": "550", "hardbounce": True}
+    rows = [{"file": "bounce/sisimai_one.eml", "expected": [{**want, "reason": "userunknown"},
+                                                            {**want, "reason": "mailboxfull"}]}]
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    m = measure(tmp_path)
+    assert (m.expected, m.found, m.hard_agree, m.reason_agree) == (2, 1, 1, 1)
+    assert m.lines and m.lines[0].startswith("MISSING")
