@@ -34,6 +34,14 @@ CONFIG_FILE_NAME = "waypost.toml"
 SES_MAX_MESSAGE_BYTES = 40 * 1024 * 1024  # SES receiving limit, also our SMTP SIZE default
 
 
+def network_list(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Networks from a list, or from one string separated by commas or spaces (an environment
+    variable); a bare address is its own /32 or /128."""
+    if isinstance(value, str):
+        value = [part for part in value.replace(",", " ").split() if part]
+    return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -119,9 +127,7 @@ class WebSettings(_Group):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
-        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+        return network_list(value)
 
 
 class LegalSettings(_Group):
@@ -332,9 +338,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_networks", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part for part in value.replace(",", " ").split() if part]
-        return tuple(ipaddress.ip_network(str(v), strict=False) for v in value)
+        return network_list(value)
 
     @field_validator("dns_nameservers", mode="before")
     @classmethod
