@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.report_samples import _group, dsn
+from tests.support.report_samples import DATE, VERP, _crlf, _group, dsn, original_message
 from waypost.feedback import reasons
 from waypost.feedback.dsn import assess
 from waypost.feedback.events import BounceType, Kind
@@ -66,6 +66,28 @@ CASES: list[tuple[str, str, str, str]] = [
     ("5.3.4", "smtp; 552 5.3.4 Message too big for system", "mesgtoobig", "record"),
     ("5.2.3", "smtp; 552 5.2.3 Message length exceeds administrative limit", "mesgtoobig", "record"),
     ("5.7.1", "smtp; 550 5.7.1 Virus detected: Eicar-Test-Signature", "virusdetected", "record"),
+    # MTA and provider wording read since the bounces corpus (issue 16)
+    ("5.0.0", "smtp; 501 <bounces@mail.waypost.test>... no access from mail server [192.0.2.5] which is an open "
+              "relay", "blocked", "alarm"),
+    ("5.0.0", "smtp; 554 INVALID IP FOR SENDING MAIL OF DOMAIN example.net", "blocked", "alarm"),
+    ("5.0.0", "smtp; 550 Insecure Mail Relay", "norelaying", "alarm"),
+    ("5.0.0", "smtp; 550-Please turn on SMTP Authentication in your mail client", "securityerror", "alarm"),
+    ("5.7.0", "smtp; 554 5.7.0 Header error", "policyviolation", "alarm"),
+    ("5.7.0", "smtp; 552-5.7.0 This message was blocked because its content presents a potential security issue",
+     "policyviolation", "alarm"),
+    ("5.0.0", "You are not a member of this mailing list <list@example.org>", "rejected", "alarm"),
+    ("5.0.0", "ann@example.org <bob@example.org>: malformed address", "syntaxerror", "alarm"),
+    ("5.0.0", "smtp; 550 Unrouteable address", "hostunknown", "suppress"),
+    ("5.0.0", "ann@example.org: Network error on destination MXs", "networkerror", "score"),
+    ("5.0.0", "Could not deliver for the last 432000 seconds. Giving up.", "expired", "score"),
+    ("5.0.0", "pipe to |/usr/local/bin/autoreply ann@example.org", "mailererror", "score"),
+    ("5.0.0", "Loop Alert: Duplicated Message-ID", "systemerror", "score"),
+    ("4.0.0", "smtp; 451 4.3.0 Error: queue file write error", "systemerror", "score"),
+    ("5.0.0", "Each of the following recipients was rejected by a remote mail server.", "filtered", "score"),
+    # x.5.0 names no cause (RFC 3463 §3.6): the words decide
+    ("5.5.0", "smtp; 554 <ann@example.org>... Service unavailable", "systemerror", "score"),
+    ("5.5.0", "mail.local: unknown user: ann", "userunknown", "suppress"),
+    ("5.0.0", "Invalid final delivery userid: ann@example.org", "userunknown", "suppress"),
 ]
 
 
@@ -162,3 +184,80 @@ def test_ses_bounces_get_the_same_reasons(bounce_type: str, subtype: str, diagno
 def test_verdict_names_are_the_policys() -> None:
     event = _one("5.7.26", "smtp; 550 5.7.26 unauthenticated email")
     assert bounce_verdict(event) == "setup"
+
+
+def test_unknown_user_at_rcpt_by_the_servers_own_account() -> None:
+    """Oracle Messaging Server says the remote server "has rejected address": a RCPT refusal."""
+    said = "smtp;550 <ann@example.org>: User unknown"
+    assert assess("5.0.0", "failed", said, None).reason == "filtered"
+    assert assess("5.0.0", "failed", said, None, context="Reason: Remote SMTP server has rejected address"
+                  ).reason == "userunknown"
+
+
+def _notice(body: str, *, from_: str = "MAILER-DAEMON <MAILER-DAEMON@mx.example.net>",
+            subject: str = "Mail delivery failed", extra: str = "", to: str = VERP) -> bytes:
+    """A bounce with no delivery-status part: the MTA's own words, then the original's header."""
+    original = original_message("<o1@mail.waypost.test>", "ann@example.org")
+    return _crlf(f"From: {from_}\nTo: {to}\nSubject: {subject}\nDate: {DATE}\nMessage-ID: <n1@mx.example.net>\n"
+                 f"{extra}MIME-Version: 1.0\nContent-Type: text/plain\n\n{body}\n"
+                 f"--- Below this line is a copy of the message.\n\n{original}")
+
+
+@pytest.mark.parametrize(("body", "reason", "action"), [
+    ("There was an error delivering your mail to <ann@example.org>.\n"
+     "Could not deliver for the last 432000 seconds. Giving up.", "expired", "score"),
+    ("Unknown user: ann@example.org", "userunknown", "suppress"),  # the host's own account lookup
+    ("The following address(es) failed:\n  ann@example.org\n    Unrouteable address", "hostunknown", "suppress"),
+    ("------- Failure Reasons --------\n(no words we can read)\nann@example.org", "onhold", "score"),
+    ("Unable to deliver message to <ann@example.org> (and other recipients in the same domain).", "onhold",
+     "score"),  # names no cause: never proof
+])
+def test_the_notices_own_words_name_the_reason(body: str, reason: str, action: str) -> None:
+    events = read_report(_notice(body)).events
+    [event] = [e for e in events if e.recipient == "ann@example.org"]
+    assert event.reason == reason
+    assert explain_action(event) == action
+
+
+def test_a_notice_naming_only_the_domain_finds_the_quoted_recipient() -> None:
+    body = "----- Transcript of session follows -----\n421 example.org (smtp)... Deferred: Connection timed out"
+    [event] = read_report(_notice(body, subject="Returned mail: Cannot send message for 4 days")).events
+    assert (event.recipient, event.reason, event.bounce_type) == ("ann@example.org", "expired", BounceType.TRANSIENT)
+
+
+def test_a_failed_address_that_is_our_own_is_still_reported() -> None:
+    """A message to oneself: the bounce goes back to the failed address itself."""
+    body = ("Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't able to deliver your message "
+            "to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+            "<ann@example.org>:\n192.0.2.1 does not like recipient.\nRemote host said: 552 Error: disk quota exceeded")
+    [event] = read_report(_notice(body, subject="failure notice", to="ann@example.org")).events
+    assert (event.recipient, event.reason) == ("ann@example.org", "mailboxfull")
+
+
+def test_a_bare_mailer_daemon_sender_is_a_bounce_not_an_auto_reply() -> None:
+    body = ("The following recipients returned permanent errors: ann@example.org. Reason: refused (DATA): "
+            "[554 5.4.6 Hop count exceeded - possible mail loop]")
+    report = read_report(_notice(body, from_="mailer-daemon", subject="There was an error sending your mail",
+                                 extra="Auto-Submitted: auto-replied\n"))
+    assert report.kind == "dsn"
+    assert [(e.recipient, e.reason) for e in report.events] == [("ann@example.org", "networkerror")]
+
+
+def test_a_dsn_forwarded_inside_a_notice_is_read() -> None:
+    """A gateway that passes the real DSN on as message/rfc822, with nothing readable around it."""
+    inner = dsn([_group("ann@example.org", "failed", "5.1.1", "smtp; 550 5.1.1 User unknown")],
+                original_id="<o1@mail.waypost.test>", report_id="<r1@mx.example.net>").decode()
+    raw = _crlf(f"From: MAILER-DAEMON@gw.example.net\nTo: {VERP}\nSubject: Returned mail\nDate: {DATE}\n"
+                "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"gw\"\n\n--gw\n"
+                "Content-Type: text/plain\n\n----- The following addresses had permanent delivery errors -----\n"
+                f"--gw\nContent-Type: message/rfc822\n\n{inner}\n--gw--\n")
+    [event] = read_report(raw).events
+    assert (event.recipient, event.status, event.reason) == ("ann@example.org", "5.1.1", "userunknown")
+    assert event.bounce_type == BounceType.PERMANENT
+
+
+def test_a_success_line_in_a_transcript_is_no_diagnostic() -> None:
+    body = ("Transcript of session follows.\n In:  RCPT TO:<ann@example.org>\n Out: 250 2.1.5 Ok\n In:  DATA\n"
+            " Out: 451 4.3.0 Error: queue file write error")
+    events = read_report(_notice(body, subject="Postfix SMTP server: errors from localhost")).events
+    assert [(e.recipient, e.status, e.reason) for e in events] == [("ann@example.org", "4.3.0", "systemerror")]

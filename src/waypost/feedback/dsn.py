@@ -128,7 +128,8 @@ _VERDICT: dict[str, tuple[BounceType, str]] = {
 _SUBTYPE = {"userunknown": "NoEmail", "hasmoved": "NoEmail", "notaccept": "NoEmail", "mailboxfull": "MailboxFull",
             "virusdetected": "ContentRejected"}
 # the remote refused at DATA, after taking the address at RCPT: "unknown user" there is a filter
-_RCPT_STAGE = re.compile(r"rcpt to|rcpt\b|recipient address rejected|>>> rcpt|(?<![\d.])[45]\.1\.1(?![\d.])",
+_RCPT_STAGE = re.compile(r"rcpt to|rcpt\b|recipient address rejected|>>> rcpt|(?<![\d.])[45]\.1\.1(?![\d.])|"
+                         r"server has rejected address",  # Sun/Oracle Messaging Server: refused at RCPT
                          re.IGNORECASE)
 _DATA_STAGE = re.compile(r"(?:in reply to|after) (?:end of )?data\b|final data", re.IGNORECASE)
 
@@ -226,12 +227,17 @@ class DsnReport:
     raw: str
 
 
-def read_dsn(message: Message, *, heuristics: bool = True) -> DsnReport | None:
+def read_dsn(message: Message, *, heuristics: bool = True, forwarded: bool = True) -> DsnReport | None:
     """Read a bounce; None when it is none. A delivery-status part with recipients is read as
     RFC 3464 says; otherwise, when ``heuristics`` is on (the caller turns it off for
     auto-replies and huge mail), flufl.bounce looks for failed addresses. Recipients are
-    de-duplicated, first one wins."""
+    de-duplicated, first one wins. ``forwarded``: a notice without a status part that encloses
+    a whole DSN (a gateway passing the real report on) is read from that DSN, one level deep."""
     status_parts = [part for part in iter_parts(message) if part.get_content_type() in _STATUS_PARTS]
+    if not status_parts and forwarded and (enclosed := _enclosed_report(message)) is not None:
+        report = read_dsn(enclosed, heuristics=heuristics, forwarded=False)
+        if report is not None and report.standard:
+            return report
     text = human_text(message)
     if status_parts:
         raw = "\n".join(part_text(part) for part in status_parts)
@@ -255,6 +261,16 @@ def read_dsn(message: Message, *, heuristics: bool = True) -> DsnReport | None:
     if not recipients:
         return None
     return DsnReport(None, None, recipients, original, False, text[:4096])
+
+
+def _enclosed_report(message: Message) -> Message | None:
+    """A multipart/report (RFC 6522) enclosed as message/rfc822: a forwarded DSN."""
+    for part in iter_parts(message):
+        payload = part.get_payload() if part.get_content_type() == "message/rfc822" else None
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message) \
+                and payload[0].get_content_type() == "multipart/report":
+            return payload[0]
+    return None
 
 
 def _body_text(message: Message) -> str:
@@ -309,13 +325,22 @@ def _read_notice(message: Message, text: str, original: Original | None) -> tupl
     """Failed addresses of a non-standard bounce (flufl.bounce), each with the status and
     diagnostic found in the lines after its first mention in the notice."""
     ours = _our_addresses(message, original)
-    verdicts = _without(_flufl(message), ours, set())
+    detected = _flufl(message)
+    verdicts = _without(detected, ours, set())
     if not verdicts:  # "550 5.1.1 <ann@example.org>... User unknown" lines
         verdicts = _without({address: reply == "5" for address, reply in _reply_lines(text)}, ours, set())
     if not verdicts:  # Exim names them in a header, even when they are also our own addresses
         verdicts = {address: True for address in addresses_in(header(message, "X-Failed-Recipients"))}
     if not verdicts:  # last resort: any foreign address the notice names before the original
         verdicts = _without({address: True for address in _notice_addresses(text)}, ours)
+    if not verdicts:
+        # a notice that names only the recipient's domain ("example.com (smtp)... Deferred"): the
+        # quoted original's own To in that domain
+        verdicts = {address: True for address in _quoted_to(text) if _names_domain(text, address)}
+    if not verdicts:
+        # the failed address is our own (a message to oneself, or an anonymised report): still
+        # reported, since a report acts only on the recipient of the outbound message it names
+        verdicts = _without(detected, set())
     near = _diagnostics_near(text, {address.lower() for address in verdicts})
     context = _notice(text)
     recipients = []
@@ -329,6 +354,19 @@ def _read_notice(message: Message, text: str, original: Original | None) -> tupl
                                     verdict.bounce_type, verdict.subtype, verdict.reason,
                                     reasons.reply_code(diagnostic)))
     return tuple(recipients)
+
+
+def _quoted_to(text: str) -> list[str]:
+    """The To of the original quoted after the notice."""
+    notice_end = len(_notice(text))
+    found = re.search(r"^[ \t>]*To[ \t]*:[ \t]*(\S[^\r\n]*)", text[notice_end:notice_end + 8192],
+                      re.IGNORECASE | re.MULTILINE)
+    return addresses_in(found.group(1)) if found else []
+
+
+def _names_domain(text: str, address: str) -> bool:
+    domain = address.rsplit("@", 1)[1]
+    return re.search(rf"(?<![\w.@-]){re.escape(domain)}(?![\w-])", _notice(text), re.IGNORECASE) is not None
 
 
 def _position(text: str, address: str) -> int:
@@ -420,7 +458,8 @@ def _diagnostics_near(text: str, wanted: set[str]) -> dict[str, tuple[str | None
             if index > start and mentions[index] and address not in mentions[index]:
                 break
             line = lines[index]
-            if _REPLY.search(line) or _ENHANCED.search(line):
+            enhanced = _ENHANCED.search(line)  # a 2.x.x success code ("250 2.1.5 Ok") is no diagnostic
+            if _REPLY.search(line) or (enhanced and enhanced.group(1)[0] != "2"):
                 near[address] = (effective_status(None, line), line.strip())
                 break
     return near

@@ -124,7 +124,8 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                     r"|spf (?:check|record|validation)|fails? to pass spf|sender is unauthenticated|"
                     r"authentication checks? failed|dkim (?:signature )?(?:fail|invalid)"),
     ("securityerror", r"unauthenticated senders? not allowed|authentication required|authrequired|"
-                      r"delivery not authori[sz]ed|must use tls|tls required|encryption required"),
+                      r"delivery not authori[sz]ed|must use tls|tls required|encryption required|"
+                      r"turn on smtp authentication|relay through this server without authentication"),
     ("requireptr", r"reverse dns|\bptr\b|\brdns\b|ip name lookup failed|unverifyable sending ip|"
                    r"mismatches client ip|no ptr|dns ptr"),
     ("badreputation", r"reputation|deferred due to unexpected volume|user complaints"),
@@ -132,24 +133,30 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                 r"ip (?:address )?(?:\S+ )?(?:is )?(?:blocked|banned|listed)|adresse ip source bloquee|"
                 r"not accepting connections|access denied\.{3}|banned sending ip|"
                 r"messages from \S+ weren't sent|"
-                r"^\W*(?:\w+;\s*)?554 blocked|service refuse|\(bl\)|refused to talk to me|spamhaus"),
+                r"^\W*(?:\w+;\s*)?554 blocked|service refuse|\(bl\)|refused to talk to me|spamhaus|"
+                # our sending host taken for an open relay, or not allowed to send for its domain
+                r"which is an open relay|invalid ip for sending"),
     ("toomanyconn", r"too many (?:connections|recipients|messages|concurrent)|connection rate limit|"
                     r"rate limit(?:ed)? exceeded|throttl"),
     ("norelaying", r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|not configured to relay|"
                    r"no relaying|"
-                   r"unable to relay|address is not verified|identities failed the check|relay not allowed"),
+                   r"unable to relay|address is not verified|identities failed the check|relay not allowed|"
+                   r"insecure mail relay"),
     ("virusdetected", r"virus|malware|infected"),
     ("spamdetected", r"\bspam\b|\bube\b|message content rejected|blacklisted url|mail rejet|junk mail|"
-                     r"scored as spam|content presents a potential"),
+                     r"scored as spam"),
     ("notcompliantrfc", r"duplicate header|multiple addresses in from|not rfc ?5322|rfc 5322 compliant|"
                         r"header (?:is )?(?:malformed|invalid)"),
-    ("policyviolation", r"polic(?:y|ies)(?! domain)|protocol violation|not allowed - dm"),
+    # Gmail's refusal of content that "presents a potential security issue": its message policy
+    ("policyviolation", r"polic(?:y|ies)(?! domain)|protocol violation|not allowed - dm|"
+                        r"content presents a potential|\bheader error"),
     # Google Groups (in every language): the group refused our sender
     ("rejected", r"not have permission to post|(?:not|n't) accept mail from (?:this|the) sender|"
                  r"groups\.google\.com/support|sender (?:address )?rejected|sender (?:is )?not allowed|"
                  r"domain of sender address|"
                  r"unroutable sender|purported responsible address|sender (?:address )?(?:domain )?"
-                 r"(?:does not exist|unknown|invalid)|mail from .* rejected"),
+                 r"(?:does not exist|unknown|invalid)|mail from .* rejected|"
+                 r"not a member of (?:this|the) (?:mailing )?list"),  # a list manager (fml) refused us
     ("hasmoved", r"has moved|no longer on (?:this )?server|not our customer|mailbox has moved"),
     ("suspend", r"(?:account|mailbox|address|recipient)[\w ]{0,30}(?:disabled|suspended|inactive|frozen|"
                 r"discontinued|locked|blocked|deactivated|expired)|is frozen|temporary locked|"
@@ -166,11 +173,14 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                   r"no mail exchanger"),
     ("hostunknown", r"host unknown|unknown host|couldn't find any host|domain (?:is )?not reachable|"
                     r"illegal host|invalid domain|no such domain|domain (?:name )?(?:not found|does not exist)|"
-                    r"bad destination system|\.[a-z]+ does not exist$"),
+                    r"bad destination system|\.[a-z]+ does not exist$|"
+                    r"unrouteable address"),  # Exim: no router could resolve the domain (a permanent failure)
     # gave up retrying: the queue expired (before the network errors that caused it)
-    ("expired", r"timed out|retry time|too long in (?:the )?queue|failed \d+ attempts|aborted after [\d.]+ hour"),
+    ("expired", r"timed out|retry time|too long in (?:the )?queue|failed \d+ attempts|aborted after [\d.]+ hour|"
+                r"could not deliver for the last \d+"),
     ("networkerror", r"dns error|name service error|connection (?:refused|reset)|no route to host|"
-                     r"hop count exceeded|routing loop|unable to connect|establish an smtp connection"),
+                     r"hop count exceeded|routing loop|unable to connect|establish an smtp connection|"
+                     r"network error"),
     ("expired", r"retry (?:time|timeout) (?:exceeded|expired)|(?:too|been) long in|"
                 r"message expired|did not accept our requests to connect|has been delayed|"
                 r"could not be delivered (?:for|within) \d+|delivery time expired|timed out"),
@@ -181,14 +191,16 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                     r"no mailbox here|not a valid (?:mailbox|user|recipient)|illegal (?:alias|user)|"
                     r"doesn't have a \S+ account|inactive email address|"
                     r"account that you tried to reach does not exist|mailbox not found|"
-                    r"recipient name is not recognized|unknown recipient|user not listed in"),
-    ("mailererror", r"^x-unix;\s*[a-z]"),  # a local delivery program said why it failed
+                    r"recipient name is not recognized|unknown recipient|user not listed in|"
+                    r"invalid final delivery userid"),
+    ("mailererror", r"^x-unix;\s*[a-z]|pipe to \|"),  # a local delivery program (or Exim's pipe) failed
     ("systemerror", r"system error|internal error|service (?:currently )?unavailable|transaction failed|"
-                    r"could not load|ldap"),
+                    r"could not load|ldap|duplicated message-id|queue file write error"),  # fml's loop alert
     ("mailererror", r"mailer error|x-unix; \d+|mailer \S+ failed|command (?:died|failed)"),
     ("syntaxerror", r"syntax error|improper sequence|command (?:parameter )?not (?:implemented|recognized)|"
-                    r"bad sequence"),
-    ("filtered", r"message filtered|recipient preferences|filtered"),
+                    r"bad sequence|malformed (?:recipient )?address|incorrectly constructed"),
+    # au (EZweb)'s notice when the recipient's own reception filter turned us away
+    ("filtered", r"message filtered|recipient preferences|filtered|recipients was rejected by a remote mail server"),
     ("onhold", r"on hold"),
     ("userunknown", r"recipient address rejected|address rejected"),  # the weakest: only the refusal
 )
@@ -204,7 +216,8 @@ _STATUS: dict[str, str] = {
     "3.1": "systemfull", "3.2": "systemerror", "3.3": "systemerror", "3.4": "mesgtoobig", "3.5": "systemerror",
     "4.1": "networkerror", "4.2": "networkerror", "4.3": "systemerror", "4.4": "networkerror",
     "4.5": "networkerror", "4.6": "networkerror", "4.7": "expired",
-    "5.0": "syntaxerror", "5.1": "syntaxerror", "5.2": "syntaxerror", "5.3": "toomanyconn", "5.4": "syntaxerror",
+    # no "5.0": x.5.0 is "other or undefined protocol status" (RFC 3463 §3.6), it names no cause
+    "5.1": "syntaxerror", "5.2": "syntaxerror", "5.3": "toomanyconn", "5.4": "syntaxerror",
     "6.0": "contenterror", "6.1": "contenterror", "6.2": "contenterror", "6.3": "contenterror",
     "6.4": "contenterror", "6.5": "contenterror",
     "7.0": "securityerror", "7.1": "blocked", "7.2": "policyviolation", "7.3": "securityerror",
@@ -225,7 +238,9 @@ _REPLY = re.compile(r"(?<![\w.+-])([245]\d\d)(?=[\s\-:;,.)\]'\"]|$)")
 _NO_MAILBOX = re.compile(
     r"doesn't have a \S+ account|account that you tried to reach does not exist|invalid recipient|"
     r"recipient name is not recognized|unknown recipient|recipnotfound|no mailbox here by that name|"
-    r"user not listed in", re.IGNORECASE)
+    r"user not listed in|invalid final delivery userid|"
+    # the receiving host's own local delivery agent, or its own notice, naming the address
+    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+", re.IGNORECASE)
 
 
 def names_no_mailbox(text: str) -> bool:
@@ -295,9 +310,10 @@ def classify(status: str | None, diagnostic: str | None, *, reply: str | None = 
 
 def _by_class(status: str | None, code: str | None) -> str:
     """Only the class is known: a temporary failure that ran out is "expired" for sisimai;
-    we call it "onhold" (no cause given) unless the caller says it expired."""
+    we call it "onhold" (no cause given) unless the caller says it expired. A notice with no
+    code at all gave no usable reason either: "onhold"; "undefined" is a 5.x.x without a cause."""
     klass = (status or code or "")[:1]
-    return "onhold" if klass == "4" else "undefined"
+    return "undefined" if klass == "5" else "onhold"
 
 
 # --- SES -------------------------------------------------------------------------------------

@@ -224,6 +224,8 @@ def has_bounce_evidence(message: Message) -> bool:
     senders = addresses_in(header(message, "From")) + addresses_in(header(message, "Sender"))
     if any(address.split("@")[0].lower() in _DAEMONS for address in senders):
         return True
+    if (header(message, "From") or "").strip("<> ").lower() in _DAEMONS:  # a bare "From: mailer-daemon"
+        return True
     return bool(_BOUNCE_SUBJECT.search(decoded_header(message, "Subject")))
 
 
