@@ -195,7 +195,17 @@ def test_retention_periods_are_the_configured_ones(pages: Any) -> None:
     assert "The mail you sent, with the original photos, is kept 7 days, then deleted." in longer["/"]
     assert "How long: Kept 7 days, then deleted." in longer["/privacy"]
     assert "The reports themselves are kept 3 days, then deleted" in longer["/privacy"]
-    assert "right after processing" not in longer["/privacy"] and "30 days" not in longer["/privacy"]
+    assert "right after processing" not in longer["/privacy"] and "kept 30 days" not in longer["/privacy"]
+
+
+def test_refused_and_unreadable_mail_are_kept_the_configured_periods(pages: Any) -> None:
+    default = pages()["/privacy"]
+    assert ("Mail we refuse is kept for the operator to check for 7 days, and mail we cannot read for 30 days, "
+            "then deleted") in default
+    assert "until the operator deletes it" not in default
+
+    shorter = pages(retention={"refused_raw_days": 1, "dead_raw_days": 0.5})["/privacy"]
+    assert "Mail we refuse is kept for the operator to check for 1 day, and mail we cannot read for 12 hours" in shorter
 
 
 def test_operator_jurisdiction_address_and_history_come_from_legal_settings(pages: Any) -> None:

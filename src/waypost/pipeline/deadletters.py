@@ -111,13 +111,31 @@ class JobSubject:
     row: InboundSubject | OutboundSubject
 
 
-class AlreadySent(PermanentError):
+class CannotRetry(PermanentError):
+    """The dead job cannot run again; the message says why and what the operator can do."""
+
+
+class AlreadySent(CannotRetry):
     """The dead send job's message went out (perhaps unconfirmed): retrying would send it twice."""
 
 
+class RawDeleted(CannotRetry):
+    """The dead message's raw bytes were deleted after its retention period: nothing to process."""
+
+
 def _reset_inbound(conn: Connection, payload: dict[str, Any]) -> None:
-    conn.execute(inbound_messages.update().where(inbound_messages.c.id == payload["message_id"])
-                 .values(status=InboundStatus.QUEUED, reason=None, processed_at=None))
+    message = inbound_messages.c.id == payload["message_id"]
+    # only while the raw bytes are there, checked in the write itself so a concurrent retention
+    # sweep (which marks before it deletes) cannot slip between a check and the reset
+    reset = conn.execute(inbound_messages.update().where(message, inbound_messages.c.raw_deleted_at.is_(None))
+                         .values(status=InboundStatus.QUEUED, reason=None, processed_at=None))
+    if reset.rowcount:
+        return
+    gone = conn.execute(sa.select(inbound_messages.c.raw_deleted_at).where(message)).scalar()
+    if gone is not None:
+        raise RawDeleted(f"message {payload['message_id']} cannot be processed again: its raw bytes were "
+                         f"deleted on {gone:%Y-%m-%d %H:%M}Z after the retention period "
+                         "(retention.dead_raw_days); discard the dead letter instead")
 
 
 def _reset_outbound(conn: Connection, payload: dict[str, Any]) -> None:
@@ -151,13 +169,14 @@ class DeadLetters:
 
     def retry(self, job_id: int, conn: Connection | None = None) -> bool:
         """Queue dead job ``job_id`` again with fresh attempts and reset the row its work
-        belongs to; False when no dead job has that id. Raises ``AlreadySent`` (changing
-        nothing) for a send that may have gone out already."""
+        belongs to; False when no dead job has that id. Raises ``CannotRetry`` (changing
+        nothing): ``AlreadySent`` for a send that may have gone out already, ``RawDeleted`` for
+        a message whose raw bytes retention deleted."""
         with joined(self.database, conn) as tx:
             row = tx.execute(sa.select(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.DEAD)).first()
             if row is None:
                 return False
-            # the reset refuses (AlreadySent) before anything is written, so a caller that catches
+            # the reset refuses (CannotRetry) before anything is written, so a caller that catches
             # it inside its own transaction commits no requeued job
             RESET.get(row.kind, lambda *_: None)(tx, row.payload)
             return self.queue.retry_dead(job_id, tx)

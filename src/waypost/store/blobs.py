@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -18,13 +20,16 @@ class BlobStore(Protocol):
 
     ``put`` returns only once the bytes are durable (an acknowledged SMTP transaction relies
     on it) and raises StorageError otherwise. ``get`` raises KeyError for a missing key;
-    ``open`` does too, and gives a binary file to read a large blob without holding it whole."""
+    ``open`` does too, and gives a binary file to read a large blob without holding it whole.
+    ``iter_keys`` yields, lazily and in no set order, every key under a prefix with the time its
+    blob was last written (aware UTC), so a sweep can walk any number of blobs in bounded memory."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def open(self, key: str) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def iter_keys(self, prefix: str) -> Iterator[tuple[str, datetime]]: ...
 
 
 def check_key(key: str) -> str:
@@ -65,6 +70,40 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def iter_keys(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Keys under the folder ``prefix`` ("inbound", "photos"); ``put``'s temporary files
+        are not keys and are left out."""
+        return _walk(self.root, self._path(prefix.strip("/")))
+
+
+def _walk(root: Path, directory: Path) -> Iterator[tuple[str, datetime]]:
+    """Depth first, entering a folder as soon as it is met: one open listing per level, so
+    memory stays bounded however many blobs (or photo folders) there are."""
+    try:
+        entries = os.scandir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(root, Path(entry.path))
+            elif entry.is_file(follow_symlinks=False) and (found := _found(root, entry)) is not None:
+                yield found
+
+
+def _found(root: Path, entry: os.DirEntry[str]) -> tuple[str, datetime] | None:
+    """The key and write time of a file; None for a name no key can have, or a file gone
+    since it was listed (a concurrent delete)."""
+    key = Path(entry.path).relative_to(root).as_posix()
+    if not _KEY.match(key):
+        return None
+    try:
+        return key, datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, UTC)
+    except FileNotFoundError:
+        return None
 
 
 def write_atomically(path: Path, data: bytes) -> None:

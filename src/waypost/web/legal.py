@@ -138,8 +138,7 @@ def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
              "Until the address is removed from the list or you ask us to delete it."),
         Kept("The mail you send, as it arrived, with your original photos and all their hidden data.",
              "To read the photos once.",
-             f"{originals.capitalize()}. Mail we refuse or cannot read is kept for the operator to "
-             "check until the operator deletes it."),
+             f"{originals.capitalize()}. {_unanswered(settings)}"),
         Kept("Small copies of your photos (two sizes), with all hidden camera data removed.",
              "To show them on your journey page.",
              "Until the journey is deleted."),
@@ -158,6 +157,18 @@ def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
              "To stop writing to addresses that do not work or do not want our mail.",
              f"The reports themselves are {reports}; what they tell us goes onto the do-not-send list."),
     )
+
+
+def _unanswered(settings: Settings) -> str:
+    """How long refused and unreadable mail stays (retention.*): the operator checks it first."""
+    refused, dead = settings.retention.refused_raw_days, settings.retention.dead_raw_days
+    return (f"Mail we refuse is kept for the operator to check for {_period(refused)}, and mail we cannot "
+            f"read for {_period(dead)}, then deleted; a record that it came and why it was not "
+            "answered stays.")
+
+
+def _period(days: float) -> str:
+    return _days(days) if days else "no longer than the next clean-up"
 
 
 def _processors(settings: Settings, tile_host: str | None) -> tuple[Processor, ...]:

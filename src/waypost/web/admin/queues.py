@@ -12,7 +12,7 @@ import json
 from starlette.responses import Response
 from starlette.routing import Route
 
-from waypost.pipeline.deadletters import LISTED_STATES, AlreadySent, DeadLetters
+from waypost.pipeline.deadletters import LISTED_STATES, CannotRetry, DeadLetters
 from waypost.store.queue import JobState
 from waypost.transactions import transaction
 from waypost.web.admin.console import Call, Console
@@ -52,7 +52,7 @@ def queue_routes(console: Console) -> list[Route]:
                 done = bool(job_id) and dead_letters.retry(job_id, tx)
                 if done:
                     console.audit(tx, call, "deadletter.retry", f"job {job_id}")
-        except AlreadySent as err:
+        except CannotRetry as err:
             return console.problem(call, str(err), 409)
         return console.redirect(f"/admin/jobs/{job_id}", "retried" if done else "not-found")
 

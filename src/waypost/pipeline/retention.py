@@ -1,0 +1,143 @@
+"""Bounded retention of raw mail and removal of orphaned blobs (invariant 7).
+
+Two kinds of bytes would otherwise stay forever:
+
+- the raw message of mail that was refused (nobody will answer it) or is dead (kept so the
+  operator can look and retry): deleted once ``refused_after`` / ``dead_after`` have passed
+  since its outcome. The row and its reason stay; ``raw_deleted_at`` says the bytes are gone.
+- blobs no row needs: a crash between writing a message (or a photo's JPEGs) and committing its
+  row leaves them behind. Once older than ``orphan_grace`` (so nothing being stored right now is
+  taken for one) they are deleted.
+
+A sweep works in batches of ``batch_size`` keys or rows, so its memory does not grow with the
+store. Several workers may sweep at once: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from waypost.clock import utcnow
+from waypost.store.blobs import BlobStore
+from waypost.store.models import InboundStatus, inbound_messages, photos
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+# Which keys of a batch a row still needs (the rest are orphans), per blob folder whose owner
+# table is known. Folders not named here are never swept.
+Owned = Callable[[Connection, list[str]], set[str]]
+
+
+@dataclass(frozen=True)
+class SweepCounts:
+    refused_raw: int = 0  # raw messages of refused mail deleted
+    dead_raw: int = 0  # raw messages of dead mail deleted
+    orphans: int = 0  # blobs no row needed, deleted
+
+    @property
+    def total(self) -> int:
+        return self.refused_raw + self.dead_raw + self.orphans
+
+
+class RetentionSweeper:
+    def __init__(self, engine: Engine, blobs: BlobStore, *, refused_after: timedelta, dead_after: timedelta,
+                 orphan_grace: timedelta, batch_size: int = BATCH_SIZE,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.blobs = blobs
+        self.raw_after = {InboundStatus.REFUSED: refused_after, InboundStatus.DEAD: dead_after}
+        self.orphan_grace = orphan_grace
+        self.batch_size = batch_size
+        self.clock = clock
+
+    def sweep(self) -> SweepCounts:
+        """One pass over everything due; logs one line when it deleted anything."""
+        counts = SweepCounts(self.expire_raw(InboundStatus.REFUSED), self.expire_raw(InboundStatus.DEAD),
+                             self.remove_orphans())
+        if counts.total:
+            log.info("retention: deleted the raw bytes of %d refused and %d dead messages, and %d orphaned blobs",
+                     counts.refused_raw, counts.dead_raw, counts.orphans)
+        return counts
+
+    def expire_raw(self, status: InboundStatus) -> int:
+        """Delete the raw bytes of messages in ``status`` whose outcome is older than its period."""
+        cutoff = self.clock() - self.raw_after[status]
+        deleted = 0
+        while keys := self._mark_raw_deleted(status, cutoff):
+            # marked first, deleted after the commit: a crash in between leaves a blob no row
+            # needs, which the orphan sweep removes; never a row whose bytes vanished unmarked
+            for key in filter(None, keys):  # a row that never had bytes has nothing to delete
+                self.blobs.delete(key)
+            deleted += len(keys)
+        return deleted
+
+    def _mark_raw_deleted(self, status: InboundStatus, cutoff: datetime) -> list[str]:
+        """Set ``raw_deleted_at`` on up to one batch of due rows; the blob keys of those marked."""
+        decided_at = sa.func.coalesce(inbound_messages.c.processed_at, inbound_messages.c.received_at)
+        due = (inbound_messages.c.status == status, inbound_messages.c.raw_deleted_at.is_(None))
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(inbound_messages.c.id, inbound_messages.c.blob_key)
+                                .where(*due, decided_at < cutoff).limit(self.batch_size)).all()
+            now = self.clock()
+            # the conditions again: a retry that requeued the message since it was read keeps its bytes
+            return [row.blob_key for row in rows
+                    if conn.execute(inbound_messages.update().where(inbound_messages.c.id == row.id, *due)
+                                    .values(raw_deleted_at=now)).rowcount == 1]
+
+    def remove_orphans(self) -> int:
+        """Delete blobs older than the grace period that no row needs."""
+        cutoff = self.clock() - self.orphan_grace
+        removed = 0
+        for folder, owned in OWNERS.items():
+            old = (key for key, written in self.blobs.iter_keys(folder) if written < cutoff)
+            for batch in _batches(old, self.batch_size):
+                with self.engine.connect() as conn:
+                    needed = owned(conn, batch)
+                orphans = [key for key in batch if key not in needed]
+                for key in orphans:
+                    self.blobs.delete(key)
+                removed += len(orphans)
+        return removed
+
+
+def _inbound_owned(conn: Connection, keys: list[str]) -> set[str]:
+    """Raw messages whose row exists and still has them (``raw_deleted_at`` unset). Looked up
+    by the id in the file name (the primary key); a name of another shape by its blob key."""
+    by_id = {key.rsplit("/", 1)[-1].removesuffix(".eml"): key for key in keys}
+    ids = [ident for ident in by_id if _is_message_id(ident)]
+    others = [key for ident, key in by_id.items() if not _is_message_id(ident)]
+    table = inbound_messages
+    query = sa.select(table.c.blob_key).where(table.c.raw_deleted_at.is_(None))
+    found = set(conn.execute(query.where(table.c.id.in_(ids))).scalars()) if ids else set()
+    if others:
+        found |= set(conn.execute(query.where(table.c.blob_key.in_(others))).scalars())
+    return found
+
+
+def _photos_owned(conn: Connection, keys: list[str]) -> set[str]:
+    """Photo JPEGs some photo row names (one file may serve the same photo in several journeys)."""
+    rows = conn.execute(sa.select(photos.c.thumb_key, photos.c.display_key)
+                        .where(sa.or_(photos.c.thumb_key.in_(keys), photos.c.display_key.in_(keys))))
+    return {key for row in rows for key in row if key is not None}
+
+
+def _is_message_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+OWNERS: dict[str, Owned] = {"inbound": _inbound_owned, "photos": _photos_owned}
