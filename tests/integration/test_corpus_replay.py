@@ -204,9 +204,11 @@ def replay(runtime: Any, cases: list[Case], caplog: pytest.LogCaptureFixture) ->
         check_outcome(case, row, runtime, result)
         check_expectations(case, row, sender_of(case.raw), result)
         result.outcomes[case.kind]["notes"] += bool(notes_of(case.raw))
-        if row.status == "processed" and sent[f"journeys-reply-{message_id}"] != 1:
+        # files that are copies of one mail (same sender and Message-ID) are answered once
+        answered = 0 if (row.reason or "").startswith("duplicate of ") else 1
+        if row.status == "processed" and sent[f"journeys-reply-{message_id}"] != answered:
             result.problems.append(f"{case.record['file']}: processed ({row.reason}) with "
-                                   f"{sent[f'journeys-reply-{message_id}']} replies, not 1")
+                                   f"{sent[f'journeys-reply-{message_id}']} replies, not {answered}")
     check_photos(accepted.values(), runtime, result)
     crashes = [r.getMessage() for r in caplog.records if r.name.startswith("waypost.pipeline.worker")
                and not any(f"dead-lettered: {kind}:" in r.getMessage() for kind in INTENDED_DEATHS)]

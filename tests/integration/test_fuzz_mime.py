@@ -438,8 +438,9 @@ def fuzz_runtime(make_settings: Callable[..., Settings], database_url: str) -> I
         "database": {"url": database_url}, "trusted_networks": ["127.0.0.0/8"],
         "worker": {"max_attempts": 1, "retry_base_delay": 0.05, "retry_max_delay": 0.2, "poll_interval": 0.05},
     }
-    if "gate" in Settings.model_fields:  # many cases share a sender: no per-sender rate limit here
-        overrides["gate"] = {"sender_max_messages": 1_000_000}
+    if "gate" in Settings.model_fields:  # many cases share a sender: no per-sender rate limit here,
+        # and mutations keep their Message-ID: each must reach the app, not be taken for a copy
+        overrides["gate"] = {"sender_max_messages": 1_000_000, "duplicate_window_days": 0}
     built = wiring.build(make_settings(**overrides))
     yield built
     built.close()

@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from waypost import failpoints
 from waypost.errors import StorageError
 from waypost.pipeline.arrival import Arrival, Authenticate
 from waypost.pipeline.inbox import AcceptMail, ReceivedMail
@@ -327,7 +328,7 @@ class IngressHandler:
 
     async def _store(self, mail: ReceivedMail, session: Session, envelope: Envelope) -> str:
         try:
-            message_id = await asyncio.get_running_loop().run_in_executor(None, self.accept, mail)
+            message_id = await asyncio.get_running_loop().run_in_executor(None, self._accept, mail)
         except StorageError as err:
             log.error("temporary failure storing mail from %s: %s", envelope.mail_from, err)
             return "451 4.3.0 Temporary storage failure, please try again later"
@@ -336,6 +337,13 @@ class IngressHandler:
             return "451 4.3.0 Temporary failure, please try again later"
         self.accepted(message_id, session, envelope)
         return f"250 2.0.0 OK: queued as {message_id}"
+
+    def _accept(self, mail: ReceivedMail) -> str:
+        message_id = self.accept(mail)
+        # committed, not yet answered: a crash here makes the sender retry a mail we hold
+        # (pipeline/duplicates.py); in the executor, so a paused point stops only this session
+        failpoints.hit("smtp.after_accept")
+        return message_id
 
     def extra(self, session: Session) -> dict[str, str]:
         return {}

@@ -13,6 +13,7 @@ from waypost import failpoints
 from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.mail.verdict import AuthVerdict
+from waypost.pipeline.duplicates import DuplicateGuard, dedupe_key, duplicate_reason
 from waypost.pipeline.gate import Gate, GateInput, Refusal
 from waypost.pipeline.inbox import INBOUND_JOB
 from waypost.pipeline.router import OPERATOR_MAILBOXES, Commit, InboundMail, Router
@@ -27,8 +28,10 @@ PURGE_RAW_JOB = "purge-raw"
 
 class InboundProcessor:
     def __init__(self, engine: Engine, blobs: BlobStore, queue: JobQueue, gate: Gate, router: Router,
-                 mime_limits: MimeLimits | None = None) -> None:
+                 mime_limits: MimeLimits | None = None, *, duplicate_window: timedelta | None = None) -> None:
         self.mime_limits = mime_limits
+        # None or zero: every copy of a mail is handled (gate.duplicate_window_days = 0)
+        self.duplicates = DuplicateGuard(duplicate_window) if duplicate_window else None
         self.engine = engine
         self.blobs = blobs
         self.queue = queue
@@ -64,9 +67,17 @@ class InboundProcessor:
             self._finish(job, message, InboundStatus.PROCESSED, _operator_note(row.rcpt_tos))
             return
         app, recipient = routed
+        key = self._dedupe_key(row, message)
+        if key is not None and (earlier := self._earlier_copy(key, row)) is not None:
+            # answered already: no slow work, no effects; its raw bytes go as the handled copy's do
+            self._finish(job, message, InboundStatus.PROCESSED, duplicate_reason(earlier),
+                         purge_after=app.raw_retention)
+            return
         raw = self.blobs.get(row.blob_key) if app.reads_raw else None
         mail = InboundMail(row.id, message, message.from_address or "", recipient, row.received_at, raw)
         commit = app.handle(mail)
+        if key is not None:
+            commit = self._claiming(key, row, commit)
         failpoints.hit("processor.before_commit")
         self._finish(job, message, InboundStatus.PROCESSED, f"handled by {app.name}", commit,
                      purge_after=app.raw_retention)
@@ -113,6 +124,33 @@ class InboundProcessor:
                 enqueue(conn, PURGE_RAW_JOB, {"message_id": job.payload["message_id"]},
                         max_attempts=job.max_attempts, run_after=utcnow() + purge_after)
             self.queue.complete(conn, job)
+
+    def _dedupe_key(self, row: sa.Row, message: ParsedMessage) -> str | None:
+        if self.duplicates is None:
+            return None
+        return dedupe_key(message.from_address or row.mail_from, message.message_id)
+
+    def _earlier_copy(self, key: str, row: sa.Row) -> str | None:
+        assert self.duplicates is not None
+        with self.engine.connect() as conn:
+            earlier = self.duplicates.earlier_copy(conn, key, row.id, row.received_at)
+        if earlier is not None:
+            log.info("%s is a duplicate of %s: not handled", row.id, earlier)
+        return earlier
+
+    def _claiming(self, key: str, row: sa.Row, commit: Commit) -> Commit:
+        """The app's commit, run only if this message wins the claim on its (sender, Message-ID)
+        in the same transaction; a copy handled meanwhile (another worker) makes it a duplicate."""
+        guard = self.duplicates
+        assert guard is not None
+
+        def claim_then_commit(conn: Connection) -> str | None:
+            earlier = guard.claim(conn, key, row.id, row.received_at)
+            if earlier is not None:
+                log.info("%s is a duplicate of %s: not handled", row.id, earlier)
+                return duplicate_reason(earlier)
+            return commit(conn)
+        return claim_then_commit
 
     def _load(self, message_id: str) -> sa.Row | None:
         with self.engine.connect() as conn:

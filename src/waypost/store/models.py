@@ -69,6 +69,19 @@ inbound_messages = sa.Table(
     sa.Column("auth", sa.JSON, nullable=True),
 )
 
+# Which inbound message was handled for a (sender, Message-ID): claimed in the transaction that
+# records it processed, so a second copy (a sender retrying after a crash lost our 250, perhaps
+# on another worker at the same moment) finds the claim and is not answered again
+# (pipeline/duplicates.py). Keyed by a digest: a Message-ID of 998 characters is too long for an
+# index entry on PostgreSQL. No foreign key: a claim whose message is gone is simply taken over.
+inbound_dedupe = sa.Table(
+    "inbound_dedupe",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),  # SHA-256 hex of the sender key and Message-ID
+    sa.Column("inbound_id", sa.String(32), nullable=False),  # the copy that was handled
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),  # its arrival: the window's start
+)
+
 jobs = sa.Table(
     "jobs",
     metadata,
