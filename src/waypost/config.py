@@ -68,6 +68,9 @@ class GateSettings(_Group):
     require_dkim_without_dmarc: bool = True
     sender_max_messages: int = Field(30, ge=1)  # per sender within sender_window_minutes
     sender_window_minutes: float = Field(60.0, gt=0)
+    # a second copy of a mail (same sender, same Message-ID) within this many days is recorded
+    # as a duplicate and not answered: a sender retries when a crash lost our 250; 0: off
+    duplicate_window_days: float = Field(7.0, ge=0)
 
 
 class MimeSettings(_Group):
@@ -271,6 +274,17 @@ class AlarmSettings(_Group):
     mail_interval_hours: float = Field(6.0, gt=0)  # at most one mail per alarm in this time
 
 
+class RetentionSettings(_Group):
+    # raw bytes of mail nobody will answer (refused) or that gave up (dead, kept for a retry),
+    # deleted this long after the outcome; the row and its reason stay for the operator
+    refused_raw_days: float = Field(7.0, ge=0)
+    dead_raw_days: float = Field(30.0, ge=0)
+    # a blob no row refers to (a crash between writing it and committing its row) goes once this
+    # old; long enough that a message or photo being stored right now is never taken for one
+    orphan_grace_minutes: float = Field(60.0, ge=1)
+    sweep_interval_minutes: float = Field(60.0, gt=0)  # each worker sweeps at start, then this often
+
+
 # No key may end in "_file": WAYPOST_<KEY>_FILE names a secret file (see _FileSecretsSource).
 class DkimSettings(_Group):
     selector: str | None = None  # set selector and private_key_path to sign (SMTP mode)
@@ -322,6 +336,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     guard: GuardSettings = GuardSettings()
     alarms: AlarmSettings = AlarmSettings()
+    retention: RetentionSettings = RetentionSettings()
     legal: LegalSettings = LegalSettings()
     # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
     # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key

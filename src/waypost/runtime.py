@@ -39,6 +39,7 @@ from waypost.pipeline.gate import Gate
 from waypost.pipeline.history import SenderHistory
 from waypost.pipeline.inbox import Inbox
 from waypost.pipeline.processor import InboundProcessor
+from waypost.pipeline.retention import RetentionSweeper
 from waypost.pipeline.router import Router
 from waypost.pipeline.worker import Worker
 from waypost.reputation.alarms import AlarmMonitor
@@ -88,8 +89,17 @@ class Runtime:
             companions.append(self.feedback_consumer().run)
         return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds()],
                       poll_interval=self.settings.worker.poll_interval,
-                      periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check)],
+                      periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check),
+                                # first at start (a crash leaves its orphans then), then every interval
+                                (self.settings.retention.sweep_interval_minutes * 60, self.retention().sweep)],
                       companions=companions)
+
+    def retention(self) -> RetentionSweeper:
+        """The sweep of raw mail past its retention period and of orphaned blobs."""
+        kept = self.settings.retention
+        return RetentionSweeper(self.engine, self.blobs, refused_after=timedelta(days=kept.refused_raw_days),
+                                dead_after=timedelta(days=kept.dead_raw_days),
+                                orphan_grace=timedelta(minutes=kept.orphan_grace_minutes))
 
     def feedback_consumer(self) -> SqsFeedbackConsumer:
         """The SQS consumer of SES feedback (feedback.sqs_queue_url)."""
@@ -166,7 +176,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         allowlist=allowlist,
         router=router,
         outbox=outbox,
-        processor=InboundProcessor(engine, blobs, queue, gate, router, MimeLimits.from_settings(settings.mime)),
+        processor=InboundProcessor(engine, blobs, queue, gate, router, MimeLimits.from_settings(settings.mime),
+                                   duplicate_window=timedelta(days=settings.gate.duplicate_window_days)),
         journeys=JourneyReader(engine, rules=route_rules(settings.journeys), locate=places.lookup),
         images=images,
         unsubscriber=unsubscriber,
