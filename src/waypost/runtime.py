@@ -95,11 +95,13 @@ class Runtime:
                       companions=companions)
 
     def retention(self) -> RetentionSweeper:
-        """The sweep of raw mail past its retention period and of orphaned blobs."""
+        """The sweep of raw mail past its retention period, of orphaned blobs and of duplicate
+        claims past gate.duplicate_window_days."""
         kept = self.settings.retention
         return RetentionSweeper(self.engine, self.blobs, refused_after=timedelta(days=kept.refused_raw_days),
                                 dead_after=timedelta(days=kept.dead_raw_days),
-                                orphan_grace=timedelta(minutes=kept.orphan_grace_minutes))
+                                orphan_grace=timedelta(minutes=kept.orphan_grace_minutes),
+                                duplicate_window=timedelta(days=self.settings.gate.duplicate_window_days))
 
     def feedback_consumer(self) -> SqsFeedbackConsumer:
         """The SQS consumer of SES feedback (feedback.sqs_queue_url)."""

@@ -1,5 +1,6 @@
-"""Retention (invariant 7): the raw bytes of refused and dead mail go after their periods, and
-blobs no row needs go after a grace period. Time is moved by writing old timestamps into rows
+"""Retention (invariant 7): the raw bytes of refused and dead mail go after their periods,
+blobs no row needs go after a grace period, and duplicate claims go once they can no longer
+decide. Time is moved by writing old timestamps into rows
 and old modification times onto blob files, never by waiting."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.integration.test_pipeline import deliver, drain, inbound, photo_mail
 from waypost.clock import utcnow
 from waypost.errors import PermanentError
 from waypost.pipeline.deadletters import DeadLetters, RawDeleted
-from waypost.store.models import JobState, inbound_messages, jobs, photos
+from waypost.store.models import JobState, inbound_dedupe, inbound_messages, jobs, photos
 
 
 def _decided(runtime: Any, message_id: str, days_ago: float) -> None:
@@ -168,14 +169,18 @@ def test_the_sweep_reads_in_batches(runtime: Any) -> None:
 
     refused = [_refused(runtime, 10) for _ in range(3)]
     orphans = [_orphan(runtime, timedelta(hours=2)) for _ in range(5)]
+    for _ in range(5):
+        _claim(runtime, timedelta(days=8))
     sweeper = RetentionSweeper(runtime.engine, runtime.blobs, refused_after=timedelta(days=7),
-                               dead_after=timedelta(days=30), orphan_grace=timedelta(hours=1), batch_size=2)
+                               dead_after=timedelta(days=30), orphan_grace=timedelta(hours=1),
+                               duplicate_window=timedelta(days=7), batch_size=2)
 
     counts = sweeper.sweep()
 
-    assert (counts.refused_raw, counts.orphans) == (3, 5)
+    assert (counts.refused_raw, counts.orphans, counts.claims) == (3, 5, 5)
     assert not any(_raw_kept(runtime, message_id) for message_id in refused)
     assert not any(runtime.blobs.exists(key) for key in orphans)
+    assert _claims(runtime) == {}
 
 
 def test_the_worker_sweeps_at_start_and_then_periodically(runtime: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -188,7 +193,8 @@ def test_the_worker_sweeps_at_start_and_then_periodically(runtime: Any, caplog: 
         worker.run_periodic()  # what Worker.run does before its first job
     assert not runtime.blobs.exists(first)
     (line,) = [r.getMessage() for r in caplog.records if r.name == "waypost.pipeline.retention"]
-    assert line == "retention: deleted the raw bytes of 0 refused and 0 dead messages, and 1 orphaned blobs"
+    assert line == ("retention: deleted the raw bytes of 0 refused and 0 dead messages, 1 orphaned blobs "
+                    "and 0 expired duplicate claims")
 
     second = _orphan(runtime, timedelta(hours=2))
     now[0] += 60  # the alarms' interval, not the sweep's
@@ -214,3 +220,100 @@ def test_blob_store_lists_keys_with_their_write_times(tmp_path: Any) -> None:
     assert listed[1].utcoffset() == timedelta(0)
     assert [key for key, _ in store.iter_keys("photos")] == ["photos/ab/thumb.jpg"]
     assert list(store.iter_keys("nothing-here")) == []
+
+
+def _claim(runtime: Any, age: timedelta, key: str | None = None) -> str:
+    """A duplicate claim (inbound_dedupe) of a mail that arrived ``age`` ago."""
+    key = key or uuid.uuid4().hex * 2
+    with runtime.engine.begin() as conn:
+        conn.execute(inbound_dedupe.insert().values(key=key, inbound_id=uuid.uuid4().hex,
+                                                    received_at=utcnow() - age))
+    return key
+
+
+def _claims(runtime: Any) -> dict[str, str]:
+    with runtime.engine.connect() as conn:
+        return {row.key: row.inbound_id for row in conn.execute(sa.select(inbound_dedupe))}
+
+
+def _backdate(runtime: Any, message_id: str, age: timedelta) -> None:
+    """As if the message arrived ``age`` ago; its claim (if it has one) with it."""
+    when = utcnow() - age
+    with runtime.engine.begin() as conn:
+        conn.execute(inbound_messages.update().where(inbound_messages.c.id == message_id).values(received_at=when))
+        conn.execute(inbound_dedupe.update().where(inbound_dedupe.c.inbound_id == message_id)
+                     .values(received_at=when))
+
+
+def test_duplicate_claims_older_than_the_window_are_removed_and_younger_ones_stay(runtime: Any) -> None:
+    window = timedelta(days=runtime.settings.gate.duplicate_window_days)  # default: 7 days
+    old = [_claim(runtime, window + timedelta(days=1)), _claim(runtime, window + timedelta(hours=2))]
+    young = [_claim(runtime, window - timedelta(days=1)), _claim(runtime, timedelta(hours=1))]
+
+    counts = runtime.retention().sweep()
+
+    assert (counts.refused_raw, counts.dead_raw, counts.orphans, counts.claims) == (0, 0, 0, 2)
+    assert counts.total == 2
+    assert set(_claims(runtime)) == set(young) and not set(old) & set(_claims(runtime))
+    assert runtime.retention().sweep().total == 0, "a second sweep finds nothing more"
+
+
+def test_a_copy_within_the_window_is_still_a_duplicate_after_a_sweep(runtime: Any) -> None:
+    runtime.allowlist.add("ann@example.org")
+    first = deliver(runtime, photo_mail())
+    drain(runtime)
+    _backdate(runtime, first, timedelta(days=6))  # its claim: a day inside the 7-day window
+    expired = _claim(runtime, timedelta(days=30))
+
+    assert runtime.retention().sweep().claims == 1
+    assert list(_claims(runtime).values()) == [first] and expired not in _claims(runtime)
+
+    second = deliver(runtime, photo_mail())
+    drain(runtime)
+    assert inbound(runtime, second).reason == f"duplicate of {first} (same sender and Message-ID)"
+    assert len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("waiting", ["queued", "dead"])
+def test_a_claim_past_the_window_today_stays_while_an_older_copy_waits_for_its_decision(
+        runtime: Any, waiting: str) -> None:
+    """duplicates.py compares a claim with the arrival of the copy it decides, not with now: a
+    copy that arrived 8 days ago and waits in the queue (or dead, retryable) is still a duplicate
+    of a claim from 9 days ago, so the sweep keeps that claim."""
+    runtime.allowlist.add("ann@example.org")
+    first = deliver(runtime, photo_mail())
+    drain(runtime)
+    # the same mail again, waiting in the queue, or dead (its job failed) for the operator to retry
+    second = deliver(runtime, photo_mail()) if waiting == "queued" else _dead(runtime, 1)
+    _backdate(runtime, first, timedelta(days=9))
+    _backdate(runtime, second, timedelta(days=8))
+    expired = _claim(runtime, timedelta(days=16))  # a window before the waiting copy's arrival
+
+    assert runtime.retention().sweep().claims == 1
+    assert list(_claims(runtime).values()) == [first] and expired not in _claims(runtime)
+
+    if waiting == "dead":
+        (letter,) = DeadLetters(runtime.queue).list()
+        assert DeadLetters(runtime.queue).retry(letter.job_id) is True
+    drain(runtime)
+    assert inbound(runtime, second).reason == f"duplicate of {first} (same sender and Message-ID)"
+    assert len(list(runtime.settings.outbox_dir.glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("window_days", [2, 0])
+def test_the_claim_window_comes_from_the_settings_and_zero_removes_every_claim(
+        make_settings: Any, database_url: str, window_days: float) -> None:
+    from waypost import runtime as wiring
+
+    built = wiring.build(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
+                                       gate={"duplicate_window_days": window_days}))
+    try:
+        old, young = _claim(built, timedelta(days=3)), _claim(built, timedelta(days=1))
+        counts = built.retention().sweep()
+        if window_days:
+            assert counts.claims == 1 and set(_claims(built)) == {young}
+        else:  # the check is off: no claim decides anything
+            assert counts.claims == 2 and _claims(built) == {}
+        assert old not in _claims(built)
+    finally:
+        built.close()

@@ -1,6 +1,6 @@
-"""Bounded retention of raw mail and removal of orphaned blobs (invariant 7).
+"""Bounded retention of raw mail, orphaned blobs and old duplicate claims (invariant 7).
 
-Two kinds of bytes would otherwise stay forever:
+Three kinds of data would otherwise stay forever:
 
 - the raw message of mail that was refused (nobody will answer it) or is dead (kept so the
   operator can look and retry): deleted once ``refused_after`` / ``dead_after`` have passed
@@ -8,6 +8,15 @@ Two kinds of bytes would otherwise stay forever:
 - blobs no row needs: a crash between writing a message (or a photo's JPEGs) and committing its
   row leaves them behind. Once older than ``orphan_grace`` (so nothing being stored right now is
   taken for one) they are deleted.
+- the claims of ``inbound_dedupe`` (pipeline/duplicates.py), one per handled mail. A claim
+  decides for a copy only while ``claim.received_at > copy.received_at - window``: it compares
+  the two arrival times, not the time now. So claims are pruned by their ``received_at``
+  against the arrival of the oldest copy that may still be decided: a queued message, a dead
+  one that still has its raw bytes (an operator may retry it), or one being stored right now
+  (its ``received_at`` is taken before its row commits: ``orphan_grace`` covers it). A claim
+  older than that arrival minus the window can never decide again, so pruning it changes no
+  decision. With the window 0 (``gate.duplicate_window_days = 0``, the check off) nothing reads
+  claims and every one is deleted; turning the check on again starts from an empty table.
 
 A sweep works in batches of ``batch_size`` keys or rows, so its memory does not grow with the
 store. Several workers may sweep at once: every step is idempotent.
@@ -26,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from waypost.clock import utcnow
 from waypost.store.blobs import BlobStore
-from waypost.store.models import InboundStatus, inbound_messages, photos
+from waypost.store.models import InboundStatus, inbound_dedupe, inbound_messages, photos
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +51,33 @@ class SweepCounts:
     refused_raw: int = 0  # raw messages of refused mail deleted
     dead_raw: int = 0  # raw messages of dead mail deleted
     orphans: int = 0  # blobs no row needed, deleted
+    claims: int = 0  # duplicate claims (inbound_dedupe) that can no longer decide, deleted
 
     @property
     def total(self) -> int:
-        return self.refused_raw + self.dead_raw + self.orphans
+        return self.refused_raw + self.dead_raw + self.orphans + self.claims
 
 
 class RetentionSweeper:
     def __init__(self, engine: Engine, blobs: BlobStore, *, refused_after: timedelta, dead_after: timedelta,
-                 orphan_grace: timedelta, batch_size: int = BATCH_SIZE,
+                 orphan_grace: timedelta, duplicate_window: timedelta, batch_size: int = BATCH_SIZE,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
         self.blobs = blobs
         self.raw_after = {InboundStatus.REFUSED: refused_after, InboundStatus.DEAD: dead_after}
         self.orphan_grace = orphan_grace
+        self.duplicate_window = duplicate_window
         self.batch_size = batch_size
         self.clock = clock
 
     def sweep(self) -> SweepCounts:
         """One pass over everything due; logs one line when it deleted anything."""
         counts = SweepCounts(self.expire_raw(InboundStatus.REFUSED), self.expire_raw(InboundStatus.DEAD),
-                             self.remove_orphans())
+                             self.remove_orphans(), self.prune_claims())
         if counts.total:
-            log.info("retention: deleted the raw bytes of %d refused and %d dead messages, and %d orphaned blobs",
-                     counts.refused_raw, counts.dead_raw, counts.orphans)
+            log.info("retention: deleted the raw bytes of %d refused and %d dead messages, %d orphaned blobs "
+                     "and %d expired duplicate claims", counts.refused_raw, counts.dead_raw, counts.orphans,
+                     counts.claims)
         return counts
 
     def expire_raw(self, status: InboundStatus) -> int:
@@ -107,6 +119,31 @@ class RetentionSweeper:
                     self.blobs.delete(key)
                 removed += len(orphans)
         return removed
+
+    def prune_claims(self) -> int:
+        """Delete the duplicate claims no copy can be decided by any more (see the module's doc)."""
+        expired: tuple[sa.ColumnElement[bool], ...] = ()
+        if self.duplicate_window > timedelta(0):
+            with self.engine.connect() as conn:
+                oldest_pending = conn.execute(sa.select(sa.func.min(inbound_messages.c.received_at)).where(
+                    sa.or_(inbound_messages.c.status == InboundStatus.QUEUED,
+                           sa.and_(inbound_messages.c.status == InboundStatus.DEAD,
+                                   inbound_messages.c.raw_deleted_at.is_(None))))).scalar()
+            horizon = self.clock() - self.orphan_grace
+            if oldest_pending is not None:
+                horizon = min(horizon, oldest_pending)
+            # duplicates.py: a claim decides for a copy only while claim.received_at > copy's - window
+            expired = (inbound_dedupe.c.received_at <= horizon - self.duplicate_window,)
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                keys = list(conn.execute(sa.select(inbound_dedupe.c.key).where(*expired)
+                                         .limit(self.batch_size)).scalars())
+                if not keys:
+                    return deleted
+                # the condition again: a claim taken over since it was read has a new received_at
+                deleted += conn.execute(inbound_dedupe.delete()
+                                        .where(inbound_dedupe.c.key.in_(keys), *expired)).rowcount
 
 
 def _inbound_owned(conn: Connection, keys: list[str]) -> set[str]:
