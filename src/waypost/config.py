@@ -56,6 +56,9 @@ class SmtpSettings(_Group):
     max_header_bytes: int = Field(256 * 1024, ge=1024)  # the whole header section
     max_header_count: int = Field(1000, ge=10)
     max_connections_per_ip: int = Field(20, ge=1)  # at once
+    # sessions at once over the SMTP and submission ports together; None: derived from the
+    # open-file limit, and an explicit value is capped the same way (server.connection_ceiling)
+    max_connections: int | None = Field(None, ge=1)
     timeout: float = Field(300.0, gt=0)  # idle seconds before the session is closed (RFC 5321 §4.5.3.2.7)
     tls_cert_path: Path | None = None  # PEM chain; with tls_key_path, STARTTLS is offered
     tls_key_path: Path | None = None

@@ -27,7 +27,13 @@ from click.testing import CliRunner
 from tests.integration.test_smtp_ingress import SmtpListener, listeners, small_message, stored
 from tests.support.smtp_capture import self_signed_cert
 from waypost.cli import cli
-from waypost.ingress.smtp import DATA_PROGRESS_BYTES, IngressHandler, SessionLimits, server_tls_context
+from waypost.ingress.smtp import (
+    DATA_PROGRESS_BYTES,
+    ConnectionCeiling,
+    IngressHandler,
+    SessionLimits,
+    server_tls_context,
+)
 from waypost.ingress.submission import (
     LoginThrottle,
     SubmissionHandler,
@@ -285,6 +291,20 @@ def test_connections_per_client_are_limited(runtime: Any, listen: Callable[..., 
     while (code := raw(listener).reply()[0]) != 220 and time.monotonic() < deadline:
         pass  # the server counts the closed one down as it notices; try again
     assert code == 220, "a place freed by a closed connection is given to the next"
+
+
+def test_the_ceiling_counts_sessions_on_every_listener_sharing_it(runtime: Any, listen: Callable[..., SmtpListener],
+                                                                 raw: Any) -> None:
+    ceiling = ConnectionCeiling(2)
+    limits = SessionLimits(max_connections_per_ip=1)
+    public, submission, third = (listen(runtime.inbox, limits=limits, ceiling=ceiling) for _ in range(3))
+    assert raw(public).reply()[0] == 220
+    assert raw(public).reply() == (421, b"4.7.0 Too many connections from your address")
+    assert raw(submission).reply()[0] == 220, "a client refused by its own limit holds no place in the total"
+    over = raw(third)
+    assert over.reply() == (421, b"4.7.0 waypost.test Too many connections, try again later")
+    assert over.closed(), "refused before reading anything, then closed"
+    assert ceiling.open == 2
 
 
 def test_trusted_networks_are_not_limited(runtime: Any, listen: Callable[..., SmtpListener], raw: Any) -> None:

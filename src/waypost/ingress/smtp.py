@@ -15,6 +15,7 @@ header section octets         ``552 5.3.4 Header section too large ...``        
 header field count            ``552 5.3.4 Too many header fields ...``                end of DATA
 command line (512, aiosmtpd)  ``500 Command line too long``                           command
 connections from one client   ``421 4.7.0 Too many connections from your address``    connect
+connections in all            ``421 4.7.0 <host> Too many connections ...``           connect
 timeout                       ``421 4.4.2 <host> Timeout exceeded ...``               any time
 ============================  =====================================================  ==========
 
@@ -38,6 +39,12 @@ after the final dot: then the client is waiting on us.
 
 Clients are counted by address, IPv6 ones by their /64 (one host usually holds a whole /64);
 ``trusted_networks`` (a front relay, the operator's own machines) are not limited.
+
+Sessions in all, over the SMTP and submission listeners together, are capped by a
+``ConnectionCeiling`` that ``server.py`` sets below the process's open-file limit: every session
+holds a descriptor, and a process out of them can no longer accept anything, HTTP included.
+Trusted networks count towards it too. Both refusals are RFC 5321 §3.8's: the server, unable
+to serve, answers 421 instead of the greeting and closes the connection, reading nothing.
 
 Never a relay: RCPT accepts only mailboxes of our own domain that an app serves, and refuses
 with 5.7.1 the syntaxes that name another host inside a local address: source routes (the
@@ -81,6 +88,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from waypost import failpoints
 from waypost.errors import StorageError
+from waypost.ingress.throttle import LogThrottle
 from waypost.pipeline.arrival import Arrival, Authenticate
 from waypost.pipeline.inbox import AcceptMail, ReceivedMail
 
@@ -95,6 +103,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_RECIPIENTS = 100
 # during DATA, this much received pushes the timeout back by a whole period
 DATA_PROGRESS_BYTES = 64 * 1024
+# the listen queue, and how many connections asyncio accepts in one go before any of them is
+# refused and closed: a flood past the ceiling briefly holds a few such batches of descriptors
+# (server.RESERVED_FILES leaves room for them); a queue this long still absorbs bursts
+ACCEPT_BACKLOG = 32
 
 RELAY_DENIED = "550 5.7.1 Relaying denied: we accept mail only for our own domain"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
@@ -213,6 +225,34 @@ class ConnectionCounter:
         self._open[key] -= 1
         if self._open[key] <= 0:
             del self._open[key]
+
+
+class ConnectionCeiling:
+    """Sessions open at once over every listener sharing it. Used only on the listeners' loop
+    (``serve`` runs both on one). Refusals are logged once per interval with their count: a
+    flood past the ceiling would otherwise write a line per connection."""
+
+    def __init__(self, limit: int, *, refusals: LogThrottle | None = None) -> None:
+        self.limit = limit
+        self.open = 0
+        self._refusals = refusals or LogThrottle()
+
+    def enter(self) -> bool:
+        if self.open >= self.limit:
+            if (count := self._refusals.note()) is not None:
+                log.warning("refused %d connection(s) since the last report: %d sessions open, "
+                            "smtp.max_connections is %d", count, self.open, self.limit)
+            return False
+        self.open += 1
+        return True
+
+    def leave(self) -> None:
+        self.open -= 1
+
+
+def too_many_connections(hostname: str) -> str:
+    # RFC 5321 §3.8: 421 in place of the greeting; 4.7.0, a policy refusal (RFC 3463)
+    return f"421 4.7.0 {hostname} Too many connections, try again later"
 
 
 def received_header(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: str,
@@ -361,7 +401,8 @@ class GuardedSMTP(SMTP):
     behaviour, so an aiosmtpd upgrade that moves them fails loudly.
     """
 
-    def __init__(self, handler: IngressHandler, *, connections: ConnectionCounter, **options: Any) -> None:
+    def __init__(self, handler: IngressHandler, *, connections: ConnectionCounter,
+                 ceiling: ConnectionCeiling | None = None, **options: Any) -> None:
         limits = handler.limits
         # both read by SMTP.__init__; instance values, not aiosmtpd's shared class ones.
         # +1: the wire line may carry the transparency dot (RFC 5321 §4.5.2);
@@ -370,6 +411,7 @@ class GuardedSMTP(SMTP):
         self.command_size_limits = defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, timeout=limits.timeout, **options)
         self._connections = connections
+        self._ceiling = ceiling
         self._counted: str | None = None
         self._refused = False
         self._in_data = False
@@ -394,14 +436,21 @@ class GuardedSMTP(SMTP):
     def _admit(self, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
-        if self._connections.enter(ip):
-            self._counted = ip
-            return True
-        log.warning("refused a connection from %s: over %d at once", ip, self._connections.limit)
+        if self._ceiling is not None and not self._ceiling.enter():
+            return self._refuse(transport, too_many_connections(self.hostname))
+        if not self._connections.enter(ip):
+            if self._ceiling is not None:
+                self._ceiling.leave()
+            log.warning("refused a connection from %s: over %d at once", ip, self._connections.limit)
+            return self._refuse(transport, TOO_MANY_CONNECTIONS)
+        self._counted = ip
+        return True
+
+    def _refuse(self, transport: asyncio.BaseTransport, reply: str) -> bool:
         self._refused = True
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(TOO_MANY_CONNECTIONS.encode() + b"\r\n")
-        transport.close()
+        transport.write(reply.encode() + b"\r\n")
+        transport.close()  # flushes the reply; nothing from the client is read
         return False
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -409,6 +458,8 @@ class GuardedSMTP(SMTP):
             return
         if self._counted is not None:
             self._connections.leave(self._counted)
+            if self._ceiling is not None:
+                self._ceiling.leave()
             self._counted = None
         super().connection_lost(error)
 
@@ -484,18 +535,20 @@ async def listen(factory: Callable[[], SMTP], *, host: str, port: int) -> asynci
     except OSError:
         sock.close()
         raise
-    return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, sock=sock, backlog=ACCEPT_BACKLOG)
 
 
 async def start_smtp_server(handler: IngressHandler, *, host: str, port: int, hostname: str,
-                            max_message_size: int, tls_context: ssl.SSLContext | None = None) -> asyncio.Server:
+                            max_message_size: int, tls_context: ssl.SSLContext | None = None,
+                            ceiling: ConnectionCeiling | None = None) -> asyncio.Server:
     """Listen on host:port (0 picks a free port); the caller reads the bound address from
     ``server.sockets``. With ``tls_context`` STARTTLS is offered, never required: a
-    receiving MX must take mail from servers that cannot encrypt."""
+    receiving MX must take mail from servers that cannot encrypt. ``ceiling``: sessions in
+    all, shared with the other listeners of the process; None: no total limit."""
     connections = ConnectionCounter(handler.limits.max_connections_per_ip, handler.limits.unlimited_networks)
 
     def factory() -> SMTP:
-        return GuardedSMTP(handler, connections=connections, data_size_limit=max_message_size,
+        return GuardedSMTP(handler, connections=connections, ceiling=ceiling, data_size_limit=max_message_size,
                            hostname=hostname, ident="Waypost ESMTP", decode_data=False, enable_SMTPUTF8=True,
                            tls_context=tls_context, require_starttls=False,
                            auth_exclude_mechanism=["PLAIN", "LOGIN"])

@@ -49,6 +49,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from waypost.errors import WaypostError
 from waypost.ingress.smtp import (
+    ConnectionCeiling,
     ConnectionCounter,
     GuardedSMTP,
     IngressHandler,
@@ -317,14 +318,16 @@ def _text(value: bytes) -> str | None:
 
 
 async def start_submission_server(handler: SubmissionHandler, *, host: str, port: int, hostname: str,
-                                  max_message_size: int, tls_context: ssl.SSLContext) -> asyncio.Server:
+                                  max_message_size: int, tls_context: ssl.SSLContext,
+                                  ceiling: ConnectionCeiling | None = None) -> asyncio.Server:
     """Listen for authenticated submission on host:port (0 picks a free port). TLS is
-    required before AUTH and before any mail command."""
+    required before AUTH and before any mail command. ``ceiling``: as for
+    ``start_smtp_server``, the same object for both listeners."""
     limits = handler.limits
     connections = ConnectionCounter(limits.max_connections_per_ip, limits.unlimited_networks)
 
     def factory() -> SMTP:
-        return GuardedSMTP(handler, connections=connections, data_size_limit=max_message_size,
+        return GuardedSMTP(handler, connections=connections, ceiling=ceiling, data_size_limit=max_message_size,
                            hostname=hostname, ident="Waypost ESMTP submission", decode_data=False,
                            enable_SMTPUTF8=True, tls_context=tls_context, require_starttls=True,
                            auth_required=True, auth_require_tls=True)
