@@ -316,6 +316,25 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
+def allowing_runtime() -> Iterator[Callable[[Settings], Any]]:
+    """Wires a Runtime for the given settings with ann@example.org on the allowlist; every one
+    built is closed when the test ends."""
+    from waypost import runtime as wiring
+
+    built: list[Any] = []
+
+    def build(settings: Settings) -> Any:
+        wired = wiring.build(settings)
+        wired.allowlist.add("ann@example.org")
+        built.append(wired)
+        return wired
+
+    yield build
+    for wired in built:
+        wired.close()
+
+
+@pytest.fixture
 def runtime(make_settings: Callable[..., Settings], database_url: str) -> Iterator[Any]:
     """A wired Runtime on the parametrized database (SQLite, then PostgreSQL)."""
     from waypost import runtime as wiring

@@ -6,7 +6,7 @@ loopback that answers SERVFAIL for the names a test makes fail."""
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from tests.integration.test_pipeline import drain, photo_mail
 from tests.integration.test_smtp_ingress import listeners, stored
 from tests.support.dns_server import LoopbackDns
-from waypost import runtime as wiring
 from waypost.ingress.smtp import IngressHandler
 from waypost.mail.dkim_sign import DkimSigner, generate_key
 from waypost.store.models import inbound_messages
@@ -37,21 +36,14 @@ def signer(tmp_path: Path, dns: LoopbackDns) -> DkimSigner:
 
 
 @pytest.fixture
-def make_runtime(make_settings: Callable[..., Any], database_url: str,
-                 dns: LoopbackDns) -> Iterator[Callable[..., Any]]:
-    built: list[Any] = []
-
+def make_runtime(make_settings: Callable[..., Any], database_url: str, dns: LoopbackDns,
+                 allowing_runtime: Callable[..., Any]) -> Callable[..., Any]:
     def build(**overrides: Any) -> Any:
         # no trusted_networks unless asked: the test client on 127.0.0.1 is an ordinary sending server
-        runtime = wiring.build(make_settings(database={"url": database_url}, dns_nameservers=[dns.nameserver],
-                                             dns_timeout=2.0, **overrides))
-        runtime.allowlist.add("ann@example.org")
-        built.append(runtime)
-        return runtime
+        return allowing_runtime(make_settings(database={"url": database_url}, dns_nameservers=[dns.nameserver],
+                                              dns_timeout=2.0, **overrides))
 
-    yield build
-    for runtime in built:
-        runtime.close()
+    return build
 
 
 def send(runtime: Any, raw: bytes, to: str = JOURNEYS, mail_from: str = "bounce@attacker.test") -> tuple[int, bytes]:

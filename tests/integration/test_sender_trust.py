@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -43,19 +43,13 @@ def signers(tmp_path: Path, dns: LoopbackDns) -> dict[str, DkimSigner]:
 
 
 @pytest.fixture
-def trust_runtime(make_settings: Callable[..., Any], dns: LoopbackDns) -> Iterator[Callable[..., Any]]:
-    built: list[Any] = []
-
+def trust_runtime(make_settings: Callable[..., Any], dns: LoopbackDns,
+                  allowing_runtime: Callable[..., Any]) -> Callable[..., Any]:
     def build(**gate: Any) -> Any:
         # no trusted_networks: the test client on 127.0.0.1 is an ordinary sending server
-        runtime = wiring.build(make_settings(dns_nameservers=[dns.nameserver], gate=gate))
-        runtime.allowlist.add("ann@example.org")
-        built.append(runtime)
-        return runtime
+        return allowing_runtime(make_settings(dns_nameservers=[dns.nameserver], gate=gate))
 
-    yield build
-    for runtime in built:
-        runtime.close()
+    return build
 
 
 def submit(runtime: Any, raw: bytes, mail_from: str = "ann@example.org") -> str:

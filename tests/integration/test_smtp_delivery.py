@@ -4,7 +4,7 @@ twice when the worker is killed between the server's 250 and its own commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +39,13 @@ def smtp_settings(capture: SmtpCapture, dkim_key: Path, **smarthost: Any) -> dic
 
 
 @pytest.fixture
-def smtp_runtime(make_settings: Callable[..., Any], database_url: str) -> Iterator[Callable[..., Any]]:
-    built: list[Any] = []
-
+def smtp_runtime(make_settings: Callable[..., Any], database_url: str,
+                 allowing_runtime: Callable[..., Any]) -> Callable[..., Any]:
     def build(**settings: Any) -> Any:
-        runtime = wiring.build(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
-                                             **settings))
-        runtime.allowlist.add("ann@example.org")
-        built.append(runtime)
-        return runtime
+        return allowing_runtime(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
+                                              **settings))
 
-    yield build
-    for runtime in built:
-        runtime.close()
+    return build
 
 
 def outbound_rows(runtime: Any) -> list[sa.Row]:
