@@ -60,6 +60,9 @@ class SmtpSettings(_Group):
     # open-file limit, and an explicit value is capped the same way (server.connection_ceiling)
     max_connections: int | None = Field(None, ge=1)
     timeout: float = Field(300.0, gt=0)  # idle seconds before the session is closed (RFC 5321 §4.5.3.2.7)
+    # bytes of message data held in memory at once over all sessions; the rest waits on disk in
+    # <data_dir>/spool (ingress/spool.py). A message bigger than this is handled alone.
+    inflight_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     tls_cert_path: Path | None = None  # PEM chain; with tls_key_path, STARTTLS is offered
     tls_key_path: Path | None = None
     submission_port: int | None = Field(None, ge=0, le=65535)  # AUTH required there (devices)

@@ -34,7 +34,7 @@ from waypost.outbound.senders.base import Sender
 from waypost.outbound.senders.factory import LazySender, make_sender
 from waypost.outbound.unsubscribe import StreamHook, Unsubscriber, UnsubscribeTokens
 from waypost.pipeline.allowlist import Allowlist
-from waypost.pipeline.arrival import Authenticate, arrival_authentication
+from waypost.pipeline.arrival import Authenticate, Screen, arrival_authentication, arrival_screen
 from waypost.pipeline.gate import Gate
 from waypost.pipeline.history import SenderHistory
 from waypost.pipeline.inbox import Inbox
@@ -76,8 +76,10 @@ class Runtime:
     alarms: AlarmMonitor
     # the state `waypost status`, the alarms and /metrics all read
     snapshot: Callable[[], Snapshot]
-    # SPF, DKIM and DMARC as mail arrives over SMTP (None for trusted networks)
+    # SPF, DKIM and DMARC as mail arrives over SMTP (None for trusted networks), and the gate's
+    # steps that refuse mail while the sending server waits (pipeline/arrival.py)
     authenticate: Authenticate
+    screen: Screen
 
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
@@ -190,6 +192,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         snapshot=snapshot,
         authenticate=arrival_authentication(gate, router,
                                             Authenticator(settings.dns_nameservers, settings.dns_timeout)),
+        screen=arrival_screen(gate, router),
     )
 
 

@@ -22,13 +22,9 @@ import uvicorn
 from waypost import runtime as wiring
 from waypost.config import Settings
 from waypost.errors import WaypostError
-from waypost.ingress.smtp import (
-    ConnectionCeiling,
-    IngressHandler,
-    SessionLimits,
-    server_tls_context,
-    start_smtp_server,
-)
+from waypost.ingress.limits import ConnectionCeiling, SessionLimits
+from waypost.ingress.smtp import IngressHandler, Spooling, server_tls_context, start_smtp_server
+from waypost.ingress.spool import InflightBudget, spool_directory
 from waypost.ingress.submission import SubmissionHandler, SubmissionUsers, start_submission_server, users_path
 from waypost.ingress.throttle import LogThrottle
 
@@ -245,9 +241,12 @@ async def _start_smtp_listeners(settings: Settings, runtime: wiring.Runtime, cei
     common: dict[str, Any] = {"host": host, "hostname": settings.smtp_hostname,
                               "max_message_size": settings.smtp.max_message_size, "tls_context": tls,
                               "ceiling": ceiling}
+    # one budget for both listeners: it bounds the message data in memory in the whole process
+    spooling = Spooling(InflightBudget(settings.smtp.inflight_bytes), spool_directory(settings.data_dir))
     handler = IngressHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, limits=limits,
                              mail_domain=settings.mail_domain, authenticate=runtime.authenticate,
-                             authserv_id=settings.smtp_hostname)
+                             authserv_id=settings.smtp_hostname, screen=runtime.screen,
+                             record_refusal=runtime.inbox.refuse, spooling=spooling)
     smtp = await _bind("SMTP", host, settings.smtp.port, "--smtp-port or smtp.port",
                        start_smtp_server(handler, port=settings.smtp.port, **common))
     if settings.smtp.submission_port is None:
@@ -257,7 +256,7 @@ async def _start_smtp_listeners(settings: Settings, runtime: wiring.Runtime, cei
         if not users.read():
             log.warning("no submission users in %s; add one with `waypost submission passwd USER`", users.path)
         submitting = SubmissionHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, users=users,
-                                       limits=limits, mail_domain=settings.mail_domain)
+                                       limits=limits, mail_domain=settings.mail_domain, spooling=spooling)
         submission = await _bind("submission", host, settings.smtp.submission_port, "smtp.submission_port",
                                  start_submission_server(submitting, port=settings.smtp.submission_port, **common))
     except WaypostError:

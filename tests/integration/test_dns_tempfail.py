@@ -52,7 +52,8 @@ def send(runtime: Any, raw: bytes, to: str = JOURNEYS, mail_from: str = "bounce@
     with listeners(runtime) as start:
         handler = IngressHandler(runtime.inbox.accept, runtime.router.accepts, runtime.router.is_local_domain,
                                  mail_domain="waypost.test", authenticate=runtime.authenticate,
-                                 authserv_id="mx.waypost.test")
+                                 authserv_id="mx.waypost.test", screen=runtime.screen,
+                                 record_refusal=runtime.inbox.refuse)
         listener = start(handler=handler, max_message_size=20 * 1024 * 1024)
         with listener.client() as client:
             client.ehlo("mail.example.org")
@@ -119,8 +120,9 @@ def test_trusted_networks_are_not_checked_so_never_deferred(make_runtime: Callab
 @pytest.mark.parametrize("case", ["no key", "signed by another domain whose key fails", "DNS answers"])
 def test_what_dns_decided_is_accepted_and_judged_as_before(make_runtime: Callable[..., Any], dns: LoopbackDns,
                                                           signer: DkimSigner, tmp_path: Path, case: str) -> None:
-    """Only an undecided verdict is deferred: a missing key (permerror), a failing lookup for a
-    signature that could never align, and mail whose DNS answers all get 250 and the gate."""
+    """Only an undecided verdict is deferred: a missing key (permerror) and a failing lookup for a
+    signature that could never align are decided (refused during the session, 550 5.7.1, as the
+    gate would); mail whose DNS answers gets 250 and is answered."""
     dns.add_txt(POLICY, "v=DMARC1; p=reject")
     runtime = make_runtime()
     raw = signer.sign(photo_mail().as_bytes())
@@ -132,9 +134,10 @@ def test_what_dns_decided_is_accepted_and_judged_as_before(make_runtime: Callabl
         raw = DkimSigner("attacker.test", SELECTOR, other_key.read_bytes()).sign(photo_mail().as_bytes())
         dns.fail(f"{SELECTOR}._domainkey.attacker.test")
 
-    assert send(runtime, raw)[0] == 250
+    code, text = send(runtime, raw)
     status, reason = outcome(runtime)
     if case == "DNS answers":
-        assert status == "processed", reason
+        assert code == 250 and status == "processed", reason
     else:
+        assert (code, text.split(b" ", 1)[0]) == (550, b"5.7.1")
         assert status == "refused" and reason.startswith("not-authenticated: DMARC did not pass"), reason

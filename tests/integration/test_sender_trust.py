@@ -1,11 +1,13 @@
 """Sender trust end to end: mail arrives over SMTP from a peer outside trusted_networks, is
 checked against SPF, DKIM and DMARC records served by a real DNS server on loopback, and the
-gate answers only an allowlisted sender whose mail authenticates for its From domain."""
+gate answers only an allowlisted sender whose mail authenticates for its From domain. Mail for
+journeys that does not is refused during the session (550 5.7.1), and only its metadata kept."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import smtplib
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -52,21 +54,51 @@ def trust_runtime(make_settings: Callable[..., Any], dns: LoopbackDns,
     return build
 
 
-def submit(runtime: Any, raw: bytes, mail_from: str = "ann@example.org") -> str:
-    """Send over real SMTP to a listener wired like `waypost serve`; return the message id."""
+def submitted(runtime: Any, raw: bytes, mail_from: str = "ann@example.org",
+              to: str = "journeys@waypost.test") -> tuple[bytes, str]:
+    """Send over real SMTP to a listener wired like `waypost serve`; the reply to DATA (code and
+    enhanced status) and the id of the message's row (refused mail gets one too)."""
     with listeners(runtime) as start:
         handler = IngressHandler(runtime.inbox.accept, runtime.router.accepts, runtime.router.is_local_domain,
                                  mail_domain="waypost.test", authenticate=runtime.authenticate,
-                                 authserv_id="mx.waypost.test")
+                                 authserv_id="mx.waypost.test", screen=runtime.screen,
+                                 record_refusal=runtime.inbox.refuse)
         listener = start(handler=handler, max_message_size=20 * 1024 * 1024)
         with listener.client() as client:
             client.ehlo("mail.example.org")
             # smtplib sends bytes as they are: give it CRLF lines, as a mail server would
-            client.sendmail(mail_from, ["journeys@waypost.test"], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+            try:
+                client.sendmail(mail_from, [to], raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+                reply = b"250 2.0.0"
+            except smtplib.SMTPDataError as refused:
+                reply = b"%d %s" % (refused.smtp_code, refused.smtp_error.split(b" ", 1)[0])
     drain(runtime)
     with runtime.engine.connect() as conn:
-        return conn.execute(sa.select(inbound_messages.c.id).order_by(inbound_messages.c.received_at.desc())
-                            ).scalars().first()
+        return reply, conn.execute(sa.select(inbound_messages.c.id).order_by(inbound_messages.c.received_at.desc())
+                                   ).scalars().first()
+
+
+def submit(runtime: Any, raw: bytes, mail_from: str = "ann@example.org") -> str:
+    """``submitted`` for mail that must be accepted: the message id."""
+    reply, message_id = submitted(runtime, raw, mail_from)
+    assert reply == b"250 2.0.0", reply
+    return message_id
+
+
+def refused_at_smtp(runtime: Any, raw: bytes, mail_from: str = "ann@example.org") -> str:
+    """``submitted`` for mail that must be refused while the sender waits: the id of the row
+    that records it, which holds no raw bytes."""
+    reply, message_id = submitted(runtime, raw, mail_from)
+    assert reply == b"550 5.7.1", reply
+    with runtime.engine.connect() as conn:
+        row = conn.execute(sa.select(inbound_messages).where(inbound_messages.c.id == message_id)).one()
+    assert row.blob_key == "" and row.raw_deleted_at is not None and row.subject is None
+    assert row.reason.endswith("(refused during the SMTP session)"), row.reason
+    with runtime.engine.connect() as conn:
+        kept = conn.execute(sa.select(inbound_messages.c.blob_key).where(
+            inbound_messages.c.blob_key != "", inbound_messages.c.raw_deleted_at.is_(None))).scalars().all()
+    assert sorted(key for key, _ in runtime.blobs.iter_keys("inbound")) == sorted(kept)  # no bytes of it
+    return message_id
 
 
 def outcome(runtime: Any, message_id: str) -> tuple[str, str, AuthVerdict | None, bytes]:
@@ -105,7 +137,10 @@ def test_the_stored_message_carries_our_authentication_results_on_top(
     try:
         forged = b"Authentication-Results: mx.waypost.test; dmarc=pass header.from=example.org\r\n"
         # unsigned, and the envelope is another domain's: nothing aligns with example.org
-        message_id = submit(runtime, forged + photo_mail().as_bytes(), mail_from="bounce@attacker.test")
+        # to a service mailbox, which keeps mail from anyone: journeys would refuse it at once
+        reply, message_id = submitted(runtime, forged + photo_mail().as_bytes(), mail_from="bounce@attacker.test",
+                                      to="postmaster@waypost.test")
+        assert reply == b"250 2.0.0"
         _, _, verdict, stored = outcome(runtime, message_id)
         first = stored.split(b"\r\n", 1)[0]
         assert first.startswith(b"Authentication-Results: mx.waypost.test; spf=pass smtp.mailfrom=attacker.test")
@@ -136,7 +171,7 @@ def test_mail_that_does_not_authenticate_is_refused_without_a_reply(trust_runtim
     # the envelope of the first three is another domain's, so SPF cannot align for example.org
     mail_from = "ann@example.org" if case.startswith("SPF") else "bounce@attacker.test"
 
-    message_id = submit(runtime, raw, mail_from=mail_from)
+    message_id = refused_at_smtp(runtime, raw, mail_from=mail_from)
 
     status, reason, verdict, _ = outcome(runtime, message_id)
     assert status == "refused" and reason.startswith("not-authenticated: DMARC did not pass"), reason
@@ -165,8 +200,8 @@ def test_content_appended_after_a_body_length_limit_is_refused(trust_runtime: An
     assert status == "processed", reason
 
     appended = signed_with_body_length(tmp_path / "example.org.pem", photo_mail(subject="Appended"))
-    message_id = submit(runtime, appended + b"Pay at https://attacker.test/invoice\r\n",
-                        mail_from="bounce@attacker.test")
+    message_id = refused_at_smtp(runtime, appended + b"Pay at https://attacker.test/invoice\r\n",
+                                 mail_from="bounce@attacker.test")
     status, reason, verdict, _ = outcome(runtime, message_id)
     assert status == "refused" and reason.startswith("not-authenticated: DMARC did not pass"), reason
     assert verdict is not None and [s.result for s in verdict.dkim] == ["policy"]
@@ -182,8 +217,8 @@ def test_dmarc_fail_is_refused_whatever_the_published_policy(trust_runtime: Any,
     mail may not come from the person on the allowlist."""
     dns.add_txt("_dmarc.example.org", f"v=DMARC1; {policy}")
     runtime = trust_runtime()
-    status, _, verdict, _ = outcome(runtime, submit(runtime, signed(signers["attacker.test"]),
-                                                    mail_from="bounce@attacker.test"))
+    status, _, verdict, _ = outcome(runtime, refused_at_smtp(runtime, signed(signers["attacker.test"]),
+                                                             mail_from="bounce@attacker.test"))
     assert status == expected and verdict is not None and verdict.dmarc_policy == policy.split("=")[1]
 
 
@@ -201,7 +236,7 @@ def test_relaxed_and_strict_subdomain_alignment(trust_runtime: Any, dns: Loopbac
 
     dns.remove("_dmarc.example.org")
     dns.add_txt("_dmarc.example.org", "v=DMARC1; p=reject; adkim=s")
-    status, reason, _, _ = outcome(runtime, submit(runtime, signed(subdomain, photo_mail(subject="Strict"))))
+    status, reason, _, _ = outcome(runtime, refused_at_smtp(runtime, signed(subdomain, photo_mail(subject="Strict"))))
     assert status == "refused" and "DMARC did not pass" in reason
 
 
@@ -209,7 +244,7 @@ def test_a_domain_without_dmarc_needs_an_aligned_dkim_pass(trust_runtime: Any, d
                                                           signers: dict[str, DkimSigner]) -> None:
     runtime = trust_runtime()
     # SPF passes and aligns, but without a DMARC record only a DKIM signature is enough (setting)
-    status, reason, verdict, _ = outcome(runtime, submit(runtime, photo_mail().as_bytes()))
+    status, reason, verdict, _ = outcome(runtime, refused_at_smtp(runtime, photo_mail().as_bytes()))
     assert status == "refused" and "publishes no DMARC record" in reason
     assert verdict is not None and verdict.dmarc == "none" and verdict.spf == "pass"
 

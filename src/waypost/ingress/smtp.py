@@ -17,7 +17,18 @@ command line (512, aiosmtpd)  ``500 Command line too long``                     
 connections from one client   ``421 4.7.0 Too many connections from your address``    connect
 connections in all            ``421 4.7.0 <host> Too many connections ...``           connect
 timeout                       ``421 4.4.2 <host> Timeout exceeded ...``               any time
+never answered (journeys)     ``550 5.7.1 Message refused: <why>``                    end of DATA
 ============================  =====================================================  ==========
+
+Message data is never gathered in memory: each line goes into a ``MessageSpool``
+(``spool.py``), which keeps it in memory only while the process-wide ``InflightBudget`` has
+room and otherwise on disk; the limits on lines and headers are read on the way in.
+
+Mail whose every recipient is an app only members may use (journeys) and which the gate would
+refuse for good is refused after the final dot with ``550 5.7.1`` (``pipeline/arrival.py``): a
+From that is missing or not allowlisted, read from the header alone before the body is read
+back, or a message that does not authenticate for its From domain. Only its metadata is
+recorded (``RecordRefusal``). The sending server, not Waypost, then tells its user.
 
 Line length gets ``500`` because RFC 5321 §4.5.3.1.9 gives "500 Line too long" for it, and
 ``5.5.2`` because it is a violation of the data syntax (§4.5.3.1.6), which is the enhanced
@@ -70,222 +81,55 @@ assigned inside ``Inbox.accept``, after the header must already be written.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import ipaddress
 import logging
-import re
 import socket
 import ssl
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from waypost import failpoints
 from waypost.errors import StorageError
-from waypost.ingress.throttle import LogThrottle
-from waypost.pipeline.arrival import Arrival, Authenticate
-from waypost.pipeline.inbox import AcceptMail, ReceivedMail
-
-if TYPE_CHECKING:
-    from waypost.config import Settings
+from waypost.ingress.limits import (
+    TOO_MANY_CONNECTIONS,
+    ConnectionCeiling,
+    ConnectionCounter,
+    SessionLimits,
+    line_too_long,
+    too_many_connections,
+)
+from waypost.ingress.spool import InflightBudget, MessageSpool
+from waypost.ingress.trace import received_header, with_protocol
+from waypost.mail.verdict import AuthVerdict
+from waypost.pipeline.arrival import Arrival, Authenticate, Screen, Sender
+from waypost.pipeline.gate import Refusal, Verdict
+from waypost.pipeline.inbox import AcceptMail, ReceivedMail, RecordRefusal, RefusedMail
 
 log = logging.getLogger(__name__)
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# RFC 5321 §4.5.3.1.8 requires room for at least 100 recipients; we need far fewer.
-MAX_RECIPIENTS = 100
 # during DATA, this much received pushes the timeout back by a whole period
 DATA_PROGRESS_BYTES = 64 * 1024
 # the listen queue, and how many connections asyncio accepts in one go before any of them is
 # refused and closed: a flood past the ceiling briefly holds a few such batches of descriptors
 # (server.RESERVED_FILES leaves room for them); a queue this long still absorbs bursts
 ACCEPT_BACKLOG = 32
+# bytes of message data in memory at once over all sessions, unless smtp.inflight_bytes says
+DEFAULT_INFLIGHT_BYTES = 64 * 1024 * 1024
 
 RELAY_DENIED = "550 5.7.1 Relaying denied: we accept mail only for our own domain"
-TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address"
 # RFC 7489 §7: a temporary error while evaluating DMARC (a DKIM key or DMARC record that DNS did
 # not give) should be answered with a temporary failure, so the sending server retries rather
 # than Waypost accepting mail it would then refuse unanswered; 4.7.0: a security status (RFC 3463)
 DNS_TEMPFAIL = "451 4.7.0 Temporary DNS failure authenticating your domain (DKIM/DMARC), please try again later"
+# _receive's answer when the connection closed before the final dot: nobody to answer
+_LOST = "connection lost"
 # local-part characters that route to another host: %-hack, UUCP bang path, quoted "@"
 _ROUTING_CHARACTERS = frozenset("%!@")
-_DOMAIN = re.compile(r"(?=.{1,253}\.?\Z)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
-                     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?\Z")
-_ADDRESS_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class SessionLimits:
-    """What one client may ask of a listener. Defaults match ``SmtpSettings``."""
-
-    max_recipients: int = MAX_RECIPIENTS
-    max_line_length: int = 10_000  # octets per line of message data, CRLF included
-    max_header_bytes: int = 256 * 1024  # the whole header section, line ends included
-    max_header_count: int = 1000
-    max_connections_per_ip: int = 20  # at once, per client (see client_key)
-    timeout: float = 300.0  # seconds; see the module docstring
-    unlimited_networks: tuple[Network, ...] = ()  # not subject to max_connections_per_ip
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SessionLimits:
-        smtp = settings.smtp
-        return cls(max_recipients=smtp.max_recipients, max_line_length=smtp.max_line_length,
-                   max_header_bytes=smtp.max_header_bytes, max_header_count=smtp.max_header_count,
-                   max_connections_per_ip=smtp.max_connections_per_ip, timeout=smtp.timeout,
-                   unlimited_networks=tuple(settings.trusted_networks))
-
-    def content_refusal(self, raw: bytes) -> str | None:
-        """The reply refusing ``raw`` (message data as received, dot-stuffing undone), or
-        None when it is within the line and header limits."""
-        if _long_line(self.max_line_length).search(raw):
-            return line_too_long(self.max_line_length)
-        header = header_section(raw, self.max_header_bytes)
-        if header is None:
-            return f"552 5.3.4 Header section too large: at most {self.max_header_bytes} octets"
-        if header_field_count(header) > self.max_header_count:
-            return f"552 5.3.4 Too many header fields: at most {self.max_header_count}"
-        return None
-
-
-def line_too_long(limit: int) -> str:
-    return f"500 5.5.2 Line too long: at most {limit} octets per line including CRLF (RFC 5321 4.5.3.1.6)"
-
-
-@lru_cache(maxsize=8)
-def _long_line(limit: int) -> re.Pattern[bytes]:
-    # a line start followed by limit-1 octets that are not a line end: with CRLF, over the
-    # limit. Anchoring at line starts keeps the scan linear in the message size.
-    return re.compile(rb"(?m)^[^\r\n]{%d}" % (limit - 1))
-
-
-def header_section(raw: bytes, limit: int) -> bytes | None:
-    """The header section (RFC 5322 §2.1) with its line ends, up to the empty line; the
-    whole message when there is no body; None when it runs past ``limit`` octets."""
-    if raw.startswith(b"\r\n"):
-        return b""
-    end = raw.find(b"\r\n\r\n", 0, limit + 2)
-    if end != -1:
-        return raw[:end + 2]
-    return raw if len(raw) <= limit else None
-
-
-def header_field_count(header: bytes) -> int:
-    """Fields, not lines: a line that starts with white space continues the field above."""
-    return sum(1 for line in header.split(b"\r\n") if line and line[:1] not in (b" ", b"\t"))
-
-
-def client_key(ip: str) -> str:
-    """Whom to count: the address, an IPv6 one by its /64, an IPv4-mapped one as IPv4."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
-def _in_networks(ip: str, networks: Sequence[Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
-
-
-class ConnectionCounter:
-    """Open connections per client on one listener. Used only on the listener's loop."""
-
-    def __init__(self, limit: int, unlimited: Iterable[Network] = ()) -> None:
-        self.limit = limit
-        self.unlimited = tuple(unlimited)
-        self._open: defaultdict[str, int] = defaultdict(int)
-
-    def enter(self, ip: str) -> bool:
-        key = client_key(ip)
-        if self._open[key] >= self.limit and not _in_networks(ip, self.unlimited):
-            return False
-        self._open[key] += 1
-        return True
-
-    def leave(self, ip: str) -> None:
-        key = client_key(ip)
-        self._open[key] -= 1
-        if self._open[key] <= 0:
-            del self._open[key]
-
-
-class ConnectionCeiling:
-    """Sessions open at once over every listener sharing it. Used only on the listeners' loop
-    (``serve`` runs both on one). Refusals are logged once per interval with their count: a
-    flood past the ceiling would otherwise write a line per connection."""
-
-    def __init__(self, limit: int, *, refusals: LogThrottle | None = None) -> None:
-        self.limit = limit
-        self.open = 0
-        self._refusals = refusals or LogThrottle()
-
-    def enter(self) -> bool:
-        if self.open >= self.limit:
-            if (count := self._refusals.note()) is not None:
-                log.warning("refused %d connection(s) since the last report: %d sessions open, "
-                            "smtp.max_connections is %d", count, self.open, self.limit)
-            return False
-        self.open += 1
-        return True
-
-    def leave(self) -> None:
-        self.open -= 1
-
-
-def too_many_connections(hostname: str) -> str:
-    # RFC 5321 §3.8: 421 in place of the greeting; 4.7.0, a policy refusal (RFC 3463)
-    return f"421 4.7.0 {hostname} Too many connections, try again later"
-
-
-def received_header(*, helo: str | None, peer_ip: str | None, hostname: str, protocol: str,
-                    recipients: Sequence[str], when: datetime) -> bytes:
-    """Our trace line (RFC 5321 §4.4), folded, with CRLF line ends; see the module docstring."""
-    literal = _address_literal(peer_ip) if peer_ip else None
-    if helo and (_DOMAIN.match(helo) or _ADDRESS_LITERAL.match(helo)):
-        origin = f"{helo} ({literal})" if literal else helo
-    else:
-        origin = f"{literal} ({literal})" if literal else "unknown"
-    lines = [f"Received: from {origin}", f"\tby {hostname} (Waypost) with {protocol}"]
-    one = recipients[0] if len(recipients) == 1 else None
-    if one is not None and not _CONTROL.search(one):
-        lines.append(f"\tfor <{one}>")
-    lines[-1] += f"; {email.utils.format_datetime(when)}"
-    return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
-
-
-def _address_literal(ip: str) -> str:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return "[unknown]"
-    return f"[IPv6:{address}]" if address.version == 6 else f"[{address}]"
-
-
-def with_protocol(session: Session, envelope: Envelope, server: SMTP) -> str:
-    """The ``with`` keyword: RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA), RFC 6531 (UTF8SMTP…)."""
-    if not session.extended_smtp:
-        return "SMTP"
-    base = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
-    tls = "S" if server.transport is not None and server.transport.get_extra_info("sslcontext") else ""
-    return f"{base}{tls}{'A' if session.authenticated else ''}"
 
 
 def _routes_elsewhere(address: str) -> bool:
@@ -302,10 +146,14 @@ class IngressHandler:
     def __init__(self, accept: AcceptMail, accepts_recipient: Callable[[str], bool],
                  is_local_domain: Callable[[str], bool], *, limits: SessionLimits | None = None,
                  mail_domain: str | None = None, authenticate: Authenticate | None = None,
-                 authserv_id: str | None = None) -> None:
+                 authserv_id: str | None = None, screen: Screen | None = None,
+                 record_refusal: RecordRefusal | None = None, spooling: Spooling | None = None) -> None:
         """``mail_domain``: where RFC 5321's bare ``<Postmaster>`` is delivered (§4.1.1.3).
         ``authenticate``: SPF/DKIM/DMARC for a message (None for trusted networks); its verdict
-        is stored with the message and stamped on it as ``Authentication-Results``."""
+        is stored with the message and stamped on it as ``Authentication-Results``. ``screen``:
+        refuses from the header section what will never be answered; with ``authenticate``'s
+        refusals, recorded by ``record_refusal``. ``spooling``: the in-flight budget and spool
+        directory, shared by every listener of the process."""
         self.accept = accept
         self.accepts_recipient = accepts_recipient
         self.is_local_domain = is_local_domain
@@ -313,6 +161,12 @@ class IngressHandler:
         self.mail_domain = mail_domain
         self.authenticate = authenticate
         self.authserv_id = authserv_id or mail_domain or "localhost"
+        self.screen = screen
+        self.record_refusal = record_refusal
+        self.spooling = spooling or Spooling()
+
+    def new_spool(self) -> MessageSpool:
+        return MessageSpool(self.spooling.budget, self.limits, self.spooling.directory)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -335,19 +189,28 @@ class IngressHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content
-        assert isinstance(raw, bytes)
+        assert isinstance(server, GuardedSMTP) and server.spool is not None
+        spool = server.spool
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
-        loop = asyncio.get_running_loop()
-        refusal = await loop.run_in_executor(None, self.limits.content_refusal, raw)
+        refusal = spool.refusal()
         if refusal is not None:
             log.info("refused mail from %s (peer %s): %s", envelope.mail_from, peer, refusal)
             return refusal
+        loop = asyncio.get_running_loop()
+        screening = None
+        if self.screen is not None:  # the header alone: the body is not even read for these
+            screening = await loop.run_in_executor(None, self.screen, spool.header, peer, tuple(envelope.rcpt_tos))
+            if screening.refusal is not None:
+                return await self._refuse(screening.refusal, screening.sender, None, spool.size, session, envelope)
+        raw = await spool.load()  # waits, when the message is on disk, until the budget has room
         arrival = await self._authenticate(raw, peer, session, envelope)
         if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
             log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,
                      peer, ", ".join(envelope.rcpt_tos), arrival.verdict.detail if arrival.verdict else "")
             return DNS_TEMPFAIL
+        if arrival.refusal is not None:
+            sender = screening.sender if screening is not None else Sender(None, None)
+            return await self._refuse(arrival.refusal, sender, arrival.verdict, spool.size, session, envelope)
         trace = received_header(helo=session.host_name, peer_ip=peer, hostname=server.hostname,
                                 protocol=with_protocol(session, envelope, server), recipients=envelope.rcpt_tos,
                                 when=datetime.now(UTC))
@@ -357,6 +220,7 @@ class IngressHandler:
         mail = ReceivedMail(raw=trace + raw, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
                             peer_ip=peer, helo=session.host_name, ingress=self.ingress, extra=self.extra(session),
                             auth=verdict)
+        del raw
         return await self._store(mail, session, envelope)
 
     async def _authenticate(self, raw: bytes, peer: str | None, session: Session, envelope: Envelope) -> Arrival:
@@ -365,6 +229,23 @@ class IngressHandler:
         # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
         return await asyncio.get_running_loop().run_in_executor(
             None, self.authenticate, raw, peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
+
+    async def _refuse(self, verdict: Verdict, sender: Sender, auth: AuthVerdict | None, size: int,
+                      session: Session, envelope: Envelope) -> str:
+        """Answer 550 5.7.1 for a mail that will never be answered, keeping only its metadata."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        reason = f"{verdict.reason}: {verdict.detail} (refused during the SMTP session)"
+        log.info("refused mail from %s (peer %s, From %s) to %s: %s", envelope.mail_from, peer,
+                 sender.from_address, ", ".join(envelope.rcpt_tos), reason)
+        if self.record_refusal is not None:
+            refused = RefusedMail(mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos), size=size,
+                                  reason=reason, peer_ip=peer, helo=session.host_name, ingress=self.ingress,
+                                  from_address=sender.from_address, message_id=sender.message_id, auth=auth)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, refused)
+            except Exception:  # the refusal stands; only the operator's record of it is missing
+                log.exception("could not record the refused mail from %s", envelope.mail_from)
+        return refusal_reply(verdict)
 
     async def _store(self, mail: ReceivedMail, session: Session, envelope: Envelope) -> str:
         try:
@@ -392,6 +273,26 @@ class IngressHandler:
         """Called once a message is stored; a place for subclasses to log."""
 
 
+def refusal_reply(verdict: Verdict) -> str:
+    """550 5.7.1 (RFC 3463: delivery not authorized, message refused), with the gate's reason in
+    words the sender's user can act on; the detail (addresses, verdicts) stays in our log."""
+    why = {
+        Refusal.NO_FROM: "the From header must hold exactly one valid address",
+        Refusal.NOT_ALLOWLISTED: "the sender in From is not allowed to use this address",
+        Refusal.NOT_AUTHENTICATED: "the message is not authenticated for the domain in From (SPF/DKIM/DMARC)",
+    }.get(verdict.reason or Refusal.NOT_ALLOWLISTED, "the message was refused by policy")
+    return f"550 5.7.1 Message refused: {why}"
+
+
+@dataclass(frozen=True)
+class Spooling:
+    """Where message data waits while it arrives, and how much of it may be in memory at once
+    (``ingress/spool.py``). One per process: every listener shares the budget."""
+
+    budget: InflightBudget = field(default_factory=lambda: InflightBudget(DEFAULT_INFLIGHT_BYTES))
+    directory: Path | None = None  # None: the system's temporary directory
+
+
 class GuardedSMTP(SMTP):
     """aiosmtpd's protocol with our limits: line length, connections per client, a timeout
     that answers 421, DATA progress, and enhanced codes on aiosmtpd's own limit replies.
@@ -416,6 +317,7 @@ class GuardedSMTP(SMTP):
         self._refused = False
         self._in_data = False
         self._data_progress = 0
+        self.spool: MessageSpool | None = None  # the message being answered, for the DATA hook
         size = options.get("data_size_limit")
         self._replies = {
             "500 Line too long (see RFC5321 4.5.3.1.6)": line_too_long(limits.max_line_length),
@@ -483,12 +385,73 @@ class GuardedSMTP(SMTP):
                 self._reset_timeout()
         super().data_received(data)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, but each line goes to a ``MessageSpool`` as it arrives instead of a
+        list that holds the whole message (twice, once joined). Refusals for the size limit and
+        for a line past the stream's limit wait for the final dot (RFC 5321 §4.2.5)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        assert isinstance(self.event_handler, IngressHandler)
+        spool = self.event_handler.new_spool()
         self._in_data, self._data_progress = True, 0
         try:
-            await super().smtp_DATA(arg)
+            refusal = await self._receive(spool)
+            if refusal is _LOST:
+                return
+            if refusal is not None:
+                await self.push(refusal)
+                self._set_post_data_state()
+                return
+            self.spool = spool
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push("250 OK" if status is MISSING else status)
         finally:
             self._in_data = False
+            self.spool = None
+            spool.close()
+
+    async def _receive(self, spool: MessageSpool) -> str | None:
+        """Read message data up to the final dot into ``spool``; a refusal, or None."""
+        limit = self.data_size_limit
+        received = 0
+        refusal: str | None = None
+        partial = False  # inside a line longer than the stream reader's limit
+        while self.transport is not None:
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as err:
+                # a line past line_length_limit: keep reading, keep nothing (RFC 5321 §4.2.5)
+                line = await self._reader.read(err.consumed)
+                received += len(line)
+                refusal = refusal or "500 Line too long (see RFC5321 4.5.3.1.6)"
+                partial = True
+                continue
+            except asyncio.CancelledError:  # the connection went away during DATA
+                log.info("connection lost during DATA")
+                self._writer.close()
+                raise
+            if partial:  # the end of an overlong line
+                partial = False
+                received += len(line)
+                continue
+            if line == b".\r\n":
+                return refusal
+            received += len(line)
+            if limit and received > limit and refusal is None:
+                refusal = "552 Error: Too much mail data"
+            if refusal is None:
+                spool.write(line[1:] if line.startswith(b".") else line)  # transparency (§4.5.2)
+        return _LOST
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         if command != "DATA":  # other hooks may wait on the client (AUTH challenges)

@@ -48,15 +48,8 @@ from typing import TYPE_CHECKING
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from waypost.errors import WaypostError
-from waypost.ingress.smtp import (
-    ConnectionCeiling,
-    ConnectionCounter,
-    GuardedSMTP,
-    IngressHandler,
-    SessionLimits,
-    client_key,
-    listen,
-)
+from waypost.ingress.limits import ConnectionCeiling, ConnectionCounter, SessionLimits, client_key
+from waypost.ingress.smtp import GuardedSMTP, IngressHandler, Spooling, listen
 from waypost.passwords import decoy_hash, hash_password, verify_password
 from waypost.pipeline.inbox import AcceptMail
 
@@ -221,8 +214,10 @@ class SubmissionHandler(IngressHandler):
     def __init__(self, accept: AcceptMail, accepts_recipient: Callable[[str], bool],
                  is_local_domain: Callable[[str], bool], *, users: SubmissionUsers,
                  limits: SessionLimits | None = None, mail_domain: str | None = None,
-                 throttle: LoginThrottle | None = None, failure_delay: float = FAILURE_DELAY) -> None:
-        super().__init__(accept, accepts_recipient, is_local_domain, limits=limits, mail_domain=mail_domain)
+                 throttle: LoginThrottle | None = None, failure_delay: float = FAILURE_DELAY,
+                 spooling: Spooling | None = None) -> None:
+        super().__init__(accept, accepts_recipient, is_local_domain, limits=limits, mail_domain=mail_domain,
+                         spooling=spooling)
         self.users = users
         self.throttle = throttle or LoginThrottle()
         self.failure_delay = failure_delay

@@ -95,6 +95,19 @@ class Gate:
                 return verdict
         return Verdict(True, trusted_network=self.is_trusted(mail.peer_ip))
 
+    def screen(self, mail: GateInput, *, authenticated: bool) -> Verdict | None:
+        """What refuses a mail for an app only members may use while its sending server still
+        waits for our answer (``pipeline/arrival.py``): before authentication, steps 1 and 2
+        (they need only the header); after it, step 3. Steps 4 and 5 stay with ``decide``:
+        their answer can change (a ``start``, a quieter hour) and a rate refusal sends a
+        notice. None: nothing against the mail so far."""
+        checks = (self._authenticated,) if authenticated else (self._has_sender, self._allowlisted)
+        for check in checks:
+            verdict = check(mail)
+            if verdict is not None:
+                return verdict
+        return None
+
     def is_trusted(self, peer_ip: str | None) -> bool:
         if not peer_ip:
             return False

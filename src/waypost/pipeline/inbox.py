@@ -35,10 +35,31 @@ class ReceivedMail:
     auth: AuthVerdict | None = None  # SPF/DKIM/DMARC, checked by the ingress; None: not checked
 
 
+@dataclass(frozen=True)
+class RefusedMail:
+    """What is kept of a mail refused during the SMTP session (``pipeline/arrival.py``): who sent
+    it, to whom, from where, and why; never its content."""
+
+    mail_from: str | None
+    rcpt_tos: tuple[str, ...]
+    size: int
+    reason: str
+    peer_ip: str | None = None
+    helo: str | None = None
+    ingress: str = "smtp"
+    from_address: str | None = None
+    message_id: str | None = None
+    auth: AuthVerdict | None = None
+
+
 # The Ingress port: what every way in (the SMTP listeners today; SES receipts through S3 and
 # SQS, a Lambda) calls for each message, acknowledging its sender only after it returned; it
 # returns the message's id and raises StorageError when the message could not be made durable.
 AcceptMail = Callable[[ReceivedMail], str]
+# What an ingress calls for a mail it refused before storing it (the refusal is its answer):
+# records the metadata for the operator and returns the row's id. It may raise StorageError;
+# the refusal stands all the same.
+RecordRefusal = Callable[[RefusedMail], str]
 
 
 class Inbox:
@@ -74,4 +95,21 @@ class Inbox:
         except SQLAlchemyError as err:
             self.blobs.delete(blob_key)
             raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
+        return message_id
+
+    def refuse(self, mail: RefusedMail) -> str:
+        """Record a mail refused at arrival: a row the console and retention treat as any other
+        refused message, with no raw bytes (an empty ``blob_key``, ``raw_deleted_at`` set)."""
+        now = utcnow()
+        message_id = uuid.uuid4().hex
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(inbound_messages.insert().values(
+                    id=message_id, received_at=now, peer_ip=mail.peer_ip, helo=mail.helo, mail_from=mail.mail_from,
+                    rcpt_tos=list(mail.rcpt_tos), blob_key="", size=mail.size, ingress=mail.ingress,
+                    status=InboundStatus.REFUSED, reason=mail.reason[:2000], from_address=mail.from_address,
+                    message_id_header=(mail.message_id or "")[:998] or None, processed_at=now,
+                    raw_deleted_at=now, auth=mail.auth.to_json() if mail.auth is not None else None))
+        except SQLAlchemyError as err:
+            raise StorageError(f"cannot record a refused message: {err.__class__.__name__}: {err}") from err
         return message_id

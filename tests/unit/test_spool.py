@@ -1,0 +1,139 @@
+"""The spool that receives message data and the budget that bounds what of it is in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from waypost.ingress.limits import SessionLimits
+from waypost.ingress.spool import LOAN, InflightBudget, MessageSpool
+
+
+def lines(count: int, width: int = 76) -> list[bytes]:
+    return [(b"%06d" % n).ljust(width - 2, b"x") + b"\r\n" for n in range(count)]
+
+
+def message(body_lines: int) -> list[bytes]:
+    return [b"From: ann@example.org\r\n", b"Subject: big\r\n", b"\r\n", *lines(body_lines)]
+
+
+def spooled(data: list[bytes], budget: InflightBudget, directory: Path | None = None,
+            limits: SessionLimits | None = None) -> MessageSpool:
+    spool = MessageSpool(budget, limits or SessionLimits(), directory)
+    for line in data:
+        spool.write(line)
+    return spool
+
+
+def test_small_mail_stays_in_memory_and_holds_part_of_the_budget(tmp_path: Path) -> None:
+    budget = InflightBudget(1024 * 1024)
+    data = message(10)
+    spool = spooled(data, budget, tmp_path)
+    assert not spool.on_disk and not list(tmp_path.iterdir())
+    assert budget.used == spool.held >= spool.size == sum(map(len, data))
+    assert asyncio.run(spool.load()) == b"".join(data)
+    spool.close()
+    assert budget.used == 0
+
+
+def test_data_moves_to_disk_when_the_budget_has_no_room_and_nothing_stays_behind(tmp_path: Path) -> None:
+    budget = InflightBudget(LOAN * 2)
+    data = message(20_000)  # about 1.5 MB, far over the budget
+    spool = spooled(data, budget, tmp_path)
+    assert spool.on_disk and spool.held == 0 and budget.used == 0
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # the file has no name to leave behind
+
+    async def load() -> bytes:
+        raw = await spool.load()
+        assert budget.used == spool.size  # reading it back borrows its whole size
+        return raw
+
+    assert asyncio.run(load()) == b"".join(data)
+    assert spool.header == b"From: ann@example.org\r\nSubject: big\r\n"
+    spool.close()
+    assert budget.used == 0
+
+
+def test_the_limits_are_read_while_the_data_arrives() -> None:
+    limits = SessionLimits(max_line_length=1000, max_header_bytes=2048, max_header_count=10)
+    budget = InflightBudget(1024 * 1024)
+
+    def refusal(data: list[bytes]) -> str | None:
+        spool = spooled(data, budget, limits=limits)
+        try:
+            return spool.refusal()
+        finally:
+            spool.close()
+
+    ok = [b"Subject: x\r\n", b"\r\n", b"a" * 998 + b"\r\n"]  # 1000 octets with CRLF: at the limit
+    assert refusal(ok) is None
+    assert (refusal([*ok, b"a" * 999 + b"\r\n"]) or "").startswith("500 5.5.2")  # one octet more
+    # a bare LF ends a line too: two runs of 600 are two short lines
+    assert refusal([*ok, b"a" * 600 + b"\n" + b"b" * 600 + b"\r\n"]) is None
+    assert (refusal([b"X-Pad: " + b"p" * 990 + b"\r\n"] * 3 + [b"\r\n"]) or "").startswith("552 5.3.4 Header section")
+    fields = [b"X-%d: v\r\n" % n for n in range(11)]
+    assert (refusal([*fields, b"\r\n"]) or "").startswith("552 5.3.4 Too many header fields")
+    folded = [b"X-Long: v\r\n", *[b" continued\r\n"] * 20, b"\r\n"]  # one field, many lines
+    assert refusal(folded) is None
+    assert budget.used == 0
+
+
+def test_a_message_without_a_body_is_all_header() -> None:
+    budget = InflightBudget(1024 * 1024)
+    spool = spooled([b"From: ann@example.org\r\n", b"Subject: no body\r\n"], budget)
+    assert spool.header == b"From: ann@example.org\r\nSubject: no body\r\n" and spool.refusal() is None
+    spool.close()
+
+
+def test_the_budget_serves_in_arrival_order_and_lets_a_giant_through_alone() -> None:
+    async def scenario() -> list[str]:
+        budget = InflightBudget(100)
+        order: list[str] = []
+        await budget.take(60)
+
+        async def wants(name: str, size: int) -> None:
+            await budget.take(size)
+            order.append(name)
+
+        first = asyncio.create_task(wants("giant", 500))  # more than the whole budget
+        await asyncio.sleep(0)
+        second = asyncio.create_task(wants("small", 10))  # would fit now, but waits its turn
+        await asyncio.sleep(0)
+        assert order == [] and not budget.try_take(1)  # nobody jumps the queue
+        budget.give(60)
+        await first
+        assert order == ["giant"] and budget.used == 500
+        await asyncio.sleep(0)
+        assert order == ["giant"]  # the small one waits until the giant is done
+        budget.give(500)
+        await second
+        assert budget.used == 10 and budget.peak == 500
+        return order
+
+    assert asyncio.run(scenario()) == ["giant", "small"]
+
+
+def test_a_session_that_goes_away_while_waiting_leaves_the_budget_whole() -> None:
+    async def scenario() -> InflightBudget:
+        budget = InflightBudget(100)
+        await budget.take(100)
+        waiting = asyncio.create_task(budget.take(50))
+        behind = asyncio.create_task(budget.take(50))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        budget.give(100)
+        await behind  # the one behind the cancelled waiter is served
+        budget.give(50)
+        return budget
+
+    budget = asyncio.run(scenario())
+    assert budget.used == 0 and not budget._waiting
+
+
+def test_a_budget_needs_room_for_something() -> None:
+    with pytest.raises(ValueError):
+        InflightBudget(0)
