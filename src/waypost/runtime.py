@@ -50,7 +50,7 @@ from waypost.reputation.status import Snapshot, read_snapshot
 from waypost.store import migrate
 from waypost.store.blobs import BlobStore, LocalBlobStore
 from waypost.store.db import create_engine
-from waypost.store.queue import RetryPolicy, TableJobQueue
+from waypost.store.queue import Doorbell, RetryPolicy, TableJobQueue
 
 if TYPE_CHECKING:  # boto3 loads only in a process that consumes the queue
     from waypost.feedback.sqs import SqsFeedbackConsumer
@@ -62,6 +62,8 @@ class Runtime:
     engine: Engine
     blobs: BlobStore
     queue: TableJobQueue
+    # rung when this process commits inbound mail, so its worker takes it without polling delay
+    doorbell: Doorbell
     inbox: Inbox
     allowlist: Allowlist
     router: Router
@@ -94,7 +96,7 @@ class Runtime:
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check),
                                 # first at start (a crash leaves its orphans then), then every interval
                                 (self.settings.retention.sweep_interval_minutes * 60, self.retention().sweep)],
-                      companions=companions)
+                      companions=companions, doorbell=self.doorbell)
 
     def retention(self) -> RetentionSweeper:
         """The sweep of raw mail past its retention period, of orphaned blobs and of duplicate
@@ -138,6 +140,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     outbound, worker = settings.outbound, settings.worker
     blobs = LocalBlobStore(settings.blob_dir)
     queue = _job_queue(settings, engine)
+    doorbell = Doorbell()
     keys = signing_keys(settings)
     sender = sender or LazySender(outbound.transport, lambda: make_sender(settings))
     verp = Verp(outbound.bounce_mailbox, settings.bounce_domain, keys)
@@ -176,7 +179,8 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         engine=engine,
         blobs=blobs,
         queue=queue,
-        inbox=Inbox(engine, blobs, max_attempts=worker.max_attempts),
+        doorbell=doorbell,
+        inbox=Inbox(engine, blobs, max_attempts=worker.max_attempts, doorbell=doorbell),
         allowlist=allowlist,
         router=router,
         outbox=outbox,

@@ -18,7 +18,7 @@ from waypost.errors import StorageError
 from waypost.mail.verdict import AuthVerdict
 from waypost.store.blobs import BlobStore
 from waypost.store.models import InboundStatus, inbound_messages, utcnow
-from waypost.store.queue import enqueue
+from waypost.store.queue import Doorbell, enqueue
 
 INBOUND_JOB = "inbound"
 
@@ -63,10 +63,14 @@ RecordRefusal = Callable[[RefusedMail], str]
 
 
 class Inbox:
-    def __init__(self, engine: Engine, blobs: BlobStore, *, max_attempts: int) -> None:
+    def __init__(self, engine: Engine, blobs: BlobStore, *, max_attempts: int,
+                 doorbell: Doorbell | None = None) -> None:
+        """``doorbell``: rung once a message and its job are committed, so a worker of this
+        process takes it at once."""
         self.engine = engine
         self.blobs = blobs
         self.max_attempts = max_attempts
+        self.doorbell = doorbell
 
     def accept(self, mail: ReceivedMail) -> str:
         """Store the message durably and queue its processing; return its id."""
@@ -95,6 +99,8 @@ class Inbox:
         except SQLAlchemyError as err:
             self.blobs.delete(blob_key)
             raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
+        if self.doorbell is not None:
+            self.doorbell.ring()
         return message_id
 
     def refuse(self, mail: RefusedMail) -> str:

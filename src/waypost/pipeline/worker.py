@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from waypost.errors import PermanentError
-from waypost.store.queue import Job, JobKind, JobQueue
+from waypost.store.queue import Doorbell, Job, JobKind, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,16 @@ class Worker:
     def __init__(self, queue: JobQueue, kinds: Sequence[JobKind], *, poll_interval: float,
                  periodic: Sequence[tuple[float, Callable[[], object]]] = (),
                  companions: Sequence[Callable[[threading.Event], None]] = (),
-                 clock: Clock = time.monotonic, wait: Wait = threading.Event.wait) -> None:
+                 clock: Clock = time.monotonic, wait: Wait = threading.Event.wait,
+                 doorbell: Doorbell | None = None) -> None:
         """``kinds``: the jobs this worker runs, as their owners declare them (the wiring
         collects them); ``periodic``: (seconds, task) run between jobs at that interval (the
         alarms); ``companions``: loops run in their own threads until ``stop`` (the SQS consumer).
-        ``clock`` and ``wait`` are time as the worker sees it (tests pass their own)."""
+        ``clock`` and ``wait`` are time as the worker sees it (tests pass their own).
+        ``doorbell``: ends an idle wait as soon as a job is committed in this process."""
         self.clock = clock
         self.wait = wait
+        self.doorbell = doorbell
         self.periodic: list[tuple[float, Callable[[], object]]] = []
         self._next_run: list[float] = []
         for interval, task in periodic:
@@ -138,7 +141,10 @@ class Worker:
             return
         self.claim_failures.succeeded()
         if not busy:
-            self.wait(stop, self._idle_wait())
+            if self.doorbell is not None:
+                self.doorbell.wait(stop, self._idle_wait())
+            else:
+                self.wait(stop, self._idle_wait())
 
     def every(self, interval: float, task: Callable[[], object]) -> None:
         """Run ``task`` between jobs, first at the next chance, then every ``interval`` seconds."""

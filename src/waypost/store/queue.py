@@ -10,6 +10,8 @@ SQLite serialises writers with ``BEGIN IMMEDIATE`` (see db.py), which gives the 
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +34,33 @@ class Job:
     max_attempts: int
     lease_owner: str
     dead_reason: str | None = None  # set when the claim dead-lettered the job instead of leasing it
+
+
+class Doorbell:
+    """Wakes an idle worker of this process as soon as a job is committed here, instead of after
+    its poll interval (``worker.poll_interval``): `waypost serve` rings it for each mail it
+    stores. Jobs queued by another process are still found by polling."""
+
+    # how often a waiting worker looks at its stop event: ringing is what ends a wait early
+    STOP_CHECK = 0.05  # seconds
+
+    def __init__(self) -> None:
+        self._rung = threading.Event()
+
+    def ring(self) -> None:
+        self._rung.set()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Until the bell rings (True), ``stop`` is set or ``seconds`` have passed (False)."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._rung.wait(min(remaining, self.STOP_CHECK)):
+                self._rung.clear()
+                return True
+        return False
 
 
 def _never_held_back() -> float:
