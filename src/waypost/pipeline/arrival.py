@@ -49,7 +49,7 @@ class Sender:
 
 @dataclass(frozen=True)
 class Screening:
-    sender: Sender
+    sender: Sender  # read only when the mail was screened
     refusal: Verdict | None = None  # None: read the whole message and authenticate it
 
 
@@ -84,9 +84,9 @@ def arrival_screen(gate: Gate, router: Router) -> Screen:
     """Steps 1 and 2 of the gate on the header section, for mail only members may receive."""
 
     def screen(header: bytes, peer_ip: str | None, rcpt_tos: Sequence[str]) -> Screening:
-        sender = _sender(header)
         if gate.is_trusted(peer_ip) or not members_only(router, rcpt_tos):
-            return Screening(sender)
+            return Screening(Sender(None, None))  # not screened: nobody needs to read the header now
+        sender = _sender(header)
         return Screening(sender, gate.screen(GateInput(sender.from_address, peer_ip, "smtp"), authenticated=False))
 
     return screen

@@ -7,11 +7,13 @@ answer with a temporary failure and the sending server retries.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from waypost.errors import StorageError
@@ -71,6 +73,7 @@ class Inbox:
         self.blobs = blobs
         self.max_attempts = max_attempts
         self.doorbell = doorbell
+        self._group = GroupCommit(engine, self._record)
 
     def accept(self, mail: ReceivedMail) -> str:
         """Store the message durably and queue its processing; return its id."""
@@ -78,30 +81,22 @@ class Inbox:
         message_id = uuid.uuid4().hex
         blob_key = f"inbound/{now:%Y/%m/%d}/{message_id}.eml"
         self.blobs.put(blob_key, mail.raw)  # raises StorageError: nothing to undo
+        row = {"id": message_id, "received_at": now, "peer_ip": mail.peer_ip, "helo": mail.helo,
+               "mail_from": mail.mail_from, "rcpt_tos": list(mail.rcpt_tos), "blob_key": blob_key,
+               "size": len(mail.raw), "ingress": mail.ingress, "status": InboundStatus.QUEUED,
+               "auth": mail.auth.to_json() if mail.auth is not None else None}
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    inbound_messages.insert().values(
-                        id=message_id,
-                        received_at=now,
-                        peer_ip=mail.peer_ip,
-                        helo=mail.helo,
-                        mail_from=mail.mail_from,
-                        rcpt_tos=list(mail.rcpt_tos),
-                        blob_key=blob_key,
-                        size=len(mail.raw),
-                        ingress=mail.ingress,
-                        status=InboundStatus.QUEUED,
-                        auth=mail.auth.to_json() if mail.auth is not None else None,
-                    )
-                )
-                enqueue(conn, INBOUND_JOB, {"message_id": message_id}, max_attempts=self.max_attempts)
+            self._group.commit(row)
         except SQLAlchemyError as err:
             self.blobs.delete(blob_key)
             raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
         if self.doorbell is not None:
             self.doorbell.ring()
         return message_id
+
+    def _record(self, conn: Connection, row: dict[str, Any]) -> None:
+        conn.execute(inbound_messages.insert().values(**row))
+        enqueue(conn, INBOUND_JOB, {"message_id": row["id"]}, max_attempts=self.max_attempts)
 
     def refuse(self, mail: RefusedMail) -> str:
         """Record a mail refused at arrival: a row the console and retention treat as any other
@@ -119,3 +114,78 @@ class Inbox:
         except SQLAlchemyError as err:
             raise StorageError(f"cannot record a refused message: {err.__class__.__name__}: {err}") from err
         return message_id
+
+
+class GroupCommit:
+    """Commits the rows of messages accepted at about the same time in one transaction.
+
+    Each ingress session stores its message from its own thread and may answer 250 only once
+    its row is committed. The first thread to arrive commits what is waiting, its own row
+    included; rows that arrive meanwhile wait for the next commit, which one of them makes for
+    all. Under load that is one transaction (one lock, one WAL sync on SQLite) for several
+    messages; alone, a message is committed at once. A batch that fails is retried row by row,
+    so one bad row costs only its own message a temporary failure."""
+
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Engine, write: Callable[[Connection, dict[str, Any]], None]) -> None:
+        self.engine = engine
+        self.write = write
+        self._changed = threading.Condition()
+        self._waiting: list[_Pending] = []
+        self._committing = False
+
+    def commit(self, row: dict[str, Any]) -> None:
+        """Return once ``row`` is committed; raise the database's error when it could not be."""
+        mine = _Pending(row)
+        with self._changed:
+            self._waiting.append(mine)
+            while not mine.done:
+                if self._committing:
+                    self._changed.wait()
+                    continue
+                self._committing = True
+                batch, self._waiting = self._waiting[:self.MAX_BATCH], self._waiting[self.MAX_BATCH:]
+                self._changed.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._changed.acquire()
+                    self._committing = False
+                    self._changed.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self._in_one(batch)
+        except SQLAlchemyError as err:
+            if len(batch) == 1:
+                batch[0].finish(err)
+                return
+            for pending in batch:  # find the one that failed: the others still deserve their 250
+                try:
+                    self._in_one([pending])
+                except SQLAlchemyError as own:
+                    pending.finish(own)
+        except BaseException as err:  # not a database error: every waiter must hear of it
+            for pending in batch:
+                pending.finish(SQLAlchemyError(f"{err.__class__.__name__}: {err}"))
+            raise
+
+    def _in_one(self, batch: list[_Pending]) -> None:
+        with self.engine.begin() as conn:
+            for pending in batch:
+                self.write(conn, pending.row)
+        for pending in batch:
+            pending.finish(None)
+
+
+class _Pending:
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+        self.done = False
+        self.error: SQLAlchemyError | None = None
+
+    def finish(self, error: SQLAlchemyError | None) -> None:
+        self.done, self.error = True, error
