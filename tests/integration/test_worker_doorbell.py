@@ -17,7 +17,8 @@ AN_HOUR = 3600.0
 def test_a_worker_polling_hourly_answers_mail_stored_in_its_process_at_once(
         make_settings: Callable[..., Any], database_url: str, allowing_runtime: Callable[..., Any]) -> None:
     runtime = allowing_runtime(make_settings(database={"url": database_url}, trusted_networks=["127.0.0.0/8"],
-                                             worker={"poll_interval": AN_HOUR}, retention={"sweep_interval_minutes": 60}))
+                                             worker={"poll_interval": AN_HOUR},
+                                             retention={"sweep_interval_minutes": 60}))
     worker = runtime.worker()
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
