@@ -6,9 +6,19 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from waypost.ingress.limits import SessionLimits
-from waypost.ingress.spool import LOAN, InflightBudget, MessageSpool
+from waypost.ingress.spool import (
+    LOAN,
+    TOO_MUCH_DATA,
+    WIRE_LINE_TOO_LONG,
+    InflightBudget,
+    MessageSpool,
+    WireData,
+    read_data,
+)
 
 
 def lines(count: int, width: int = 76) -> list[bytes]:
@@ -137,3 +147,73 @@ def test_a_session_that_goes_away_while_waiting_leaves_the_budget_whole() -> Non
 def test_a_budget_needs_room_for_something() -> None:
     with pytest.raises(ValueError):
         InflightBudget(0)
+
+
+# -- reading DATA off the wire in large pieces --------------------------------------------------
+
+PIECES = [b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b".\r\n", b"..", b"x" * 70]
+
+
+def line_by_line(wire: bytes) -> tuple[bytes, bytes]:
+    """What RFC 5321 §4.1.1.4 and §4.5.2 make of ``wire``, one CRLF line at a time (as aiosmtpd
+    reads): the message data, and what follows the line holding a single dot."""
+    data, position = [], 0
+    while True:
+        end = wire.index(b"\r\n", position) + 2
+        line, position = wire[position:end], end
+        if line == b".\r\n":
+            return b"".join(data), wire[position:]
+        data.append(line[1:] if line.startswith(b".") else line)
+
+
+async def chunked(wire: bytes, pieces: list[int], reader_limit: int) -> tuple[bytes, bytes, str | None]:
+    reader = asyncio.StreamReader(limit=reader_limit)
+    spool = MessageSpool(InflightBudget(1 << 30), SessionLimits(max_header_bytes=1 << 20, max_header_count=1 << 20))
+    wire_data = WireData(spool, size_limit=None, line_limit=1 << 20)
+    reading = asyncio.create_task(read_data(reader, wire_data.feed))
+    position = 0
+    for size in pieces:  # the client's bytes arrive in pieces of any size
+        reader.feed_data(wire[position:position + size])
+        position += size
+        await asyncio.sleep(0)
+    reader.feed_data(wire[position:])
+    reader.feed_eof()
+    await reading
+    try:
+        return await spool.load(), await reader.read(), wire_data.refusal
+    finally:
+        spool.close()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60), st.lists(st.integers(1, 9), max_size=12),
+       st.sampled_from([16, 64, 10_001]))
+def test_data_read_in_pieces_is_what_reading_line_by_line_gives(parts: list[bytes], pieces: list[int],
+                                                                reader_limit: int) -> None:
+    body = b"".join(parts)
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    wire = body + b".\r\nQUIT\r\n"  # a pipelined command after the data stays unread
+    expected, rest = line_by_line(wire)
+    assert asyncio.run(chunked(wire, pieces, reader_limit)) == (expected, rest, None)
+
+
+def test_an_empty_message_and_a_lone_dot_line_inside_a_line() -> None:
+    assert asyncio.run(chunked(b".\r\nQUIT\r\n", [1, 1, 1], 16)) == (b"", b"QUIT\r\n", None)
+    wire = b"a.\r\n..\r\n.x\r\n.\r\nNOOP\r\n"
+    assert asyncio.run(chunked(wire, [2, 3], 16)) == (b"a.\r\n.\r\nx\r\n", b"NOOP\r\n", None)
+
+
+def test_wire_limits_are_answered_after_the_final_dot_and_nothing_is_kept() -> None:
+    budget = InflightBudget(1 << 20)
+    spool = MessageSpool(budget, SessionLimits())
+    too_much = WireData(spool, size_limit=100, line_limit=1000)
+    too_much.feed(b"x" * 60 + b"\r\n")
+    too_much.feed(b"y" * 60 + b"\r\n")
+    assert too_much.refusal == TOO_MUCH_DATA and spool.size == 62
+    long_line = WireData(MessageSpool(budget, SessionLimits()), size_limit=None, line_limit=1000)
+    long_line.feed(b"z" * 999)
+    assert long_line.refusal is None
+    long_line.feed(b"z" * 2)
+    assert long_line.refusal == WIRE_LINE_TOO_LONG
+    spool.close()

@@ -103,7 +103,7 @@ from waypost.ingress.limits import (
     line_too_long,
     too_many_connections,
 )
-from waypost.ingress.spool import InflightBudget, MessageSpool
+from waypost.ingress.spool import InflightBudget, MessageSpool, WireData, read_data
 from waypost.ingress.trace import received_header, with_protocol
 from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.arrival import Arrival, Authenticate, Screen, Sender
@@ -387,9 +387,10 @@ class GuardedSMTP(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's DATA, but each line goes to a ``MessageSpool`` as it arrives instead of a
-        list that holds the whole message (twice, once joined). Refusals for the size limit and
-        for a line past the stream's limit wait for the final dot (RFC 5321 §4.2.5)."""
+        """aiosmtpd's DATA, but the data goes to a ``MessageSpool`` in large pieces as it arrives,
+        instead of line by line into a list that holds the whole message (twice, once joined).
+        Refusals for the size limit and for a line past the limit wait for the final dot (RFC
+        5321 §4.2.5)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
@@ -421,37 +422,18 @@ class GuardedSMTP(SMTP):
             spool.close()
 
     async def _receive(self, spool: MessageSpool) -> str | None:
-        """Read message data up to the final dot into ``spool``; a refusal, or None."""
-        limit = self.data_size_limit
-        received = 0
-        refusal: str | None = None
-        partial = False  # inside a line longer than the stream reader's limit
-        while self.transport is not None:
-            try:
-                line = await self._reader.readuntil(b"\r\n")
-            except asyncio.LimitOverrunError as err:
-                # a line past line_length_limit: keep reading, keep nothing (RFC 5321 §4.2.5)
-                line = await self._reader.read(err.consumed)
-                received += len(line)
-                refusal = refusal or "500 Line too long (see RFC5321 4.5.3.1.6)"
-                partial = True
-                continue
-            except asyncio.CancelledError:  # the connection went away during DATA
-                log.info("connection lost during DATA")
-                self._writer.close()
-                raise
-            if partial:  # the end of an overlong line
-                partial = False
-                received += len(line)
-                continue
-            if line == b".\r\n":
-                return refusal
-            received += len(line)
-            if limit and received > limit and refusal is None:
-                refusal = "552 Error: Too much mail data"
-            if refusal is None:
-                spool.write(line[1:] if line.startswith(b".") else line)  # transparency (§4.5.2)
-        return _LOST
+        """Read message data up to the final dot into ``spool``, in large pieces (``read_data``);
+        a refusal, or None."""
+        wire = WireData(spool, size_limit=self.data_size_limit, line_limit=self.line_length_limit)
+        try:
+            await read_data(self._reader, wire.feed)
+        except asyncio.IncompleteReadError:  # the client closed the connection before the final dot
+            return _LOST
+        except asyncio.CancelledError:  # the connection went away during DATA
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        return wire.refusal
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         if command != "DATA":  # other hooks may wait on the client (AUTH challenges)

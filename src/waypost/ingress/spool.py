@@ -23,6 +23,8 @@ import io
 import re
 import tempfile
 from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +32,6 @@ from waypost.ingress.limits import SessionLimits, line_too_long
 
 # how much of the budget a spool in memory takes at a time
 LOAN = 64 * 1024
-_LINE_END = re.compile(rb"[\r\n]")
 
 
 class InflightBudget:
@@ -111,35 +112,41 @@ class MessageSpool:
 
     # -- while the data arrives --------------------------------------------------------
 
-    def write(self, line: bytes) -> None:
-        """One line as read, its CRLF included (a bare CR or LF inside it is kept as sent)."""
-        self.size += len(line)
-        if len(line) > self.limits.max_line_length and not self._long_line:
-            self._long_line = _longest_run(line) > self.limits.max_line_length - 2
+    def write(self, block: bytes) -> None:
+        """Complete lines of message data, dot-stuffing undone, each with its CRLF (a bare CR or
+        LF inside a line is kept as sent)."""
+        self.size += len(block)
+        if not self._long_line and len(block) > self.limits.max_line_length - 2:
+            self._long_line = _long_line(self.limits.max_line_length).search(block) is not None
         if self._in_header:
-            self._read_header(line)
+            self._read_header(block)
         if self._file is not None:
-            self._file.write(line)
+            self._file.write(block)
             return
         assert self._memory is not None
         if self.size > self.held and not self._borrow():
             self._to_disk()
             assert self._file is not None
-            self._file.write(line)
+            self._file.write(block)
             return
-        self._memory.write(line)
+        self._memory.write(block)
 
-    def _read_header(self, line: bytes) -> None:
-        if line == b"\r\n":  # the empty line ending the header section (RFC 5322 §2.1)
-            self._in_header = False
-            return
-        if line[:1] not in (b" ", b"\t"):  # a line starting with white space continues a field
-            self._fields += 1
-        if len(self._header) + len(line) > self.limits.max_header_bytes:
-            self._header_too_large = True
-            self._in_header = False
-            return
-        self._header += line
+    def _read_header(self, block: bytes) -> None:
+        start = 0
+        while self._in_header and start < len(block):
+            end = block.find(b"\r\n", start)
+            end = len(block) if end == -1 else end + 2
+            line, start = block[start:end], end
+            if line == b"\r\n":  # the empty line ending the header section (RFC 5322 §2.1)
+                self._in_header = False
+                return
+            if line[:1] not in (b" ", b"\t"):  # a line starting with white space continues a field
+                self._fields += 1
+            if len(self._header) + len(line) > self.limits.max_header_bytes:
+                self._header_too_large = True
+                self._in_header = False
+                return
+            self._header += line
 
     def _borrow(self) -> bool:
         loan = max(LOAN, self.size - self.held)
@@ -206,11 +213,95 @@ class MessageSpool:
             self.held = 0
 
 
-def _longest_run(line: bytes) -> int:
-    """The longest stretch of ``line`` without CR or LF, counting the CRLF that ends it as two:
-    a bare CR or LF ends a line for the limit too, as it does for most MTAs."""
-    parts = _LINE_END.split(line[:-2] if line.endswith(b"\r\n") else line)
-    return max(map(len, parts))
+# the end of message data (RFC 5321 §4.1.1.4): a line holding a single dot
+END_OF_DATA = b"\r\n.\r\n"
+# what aiosmtpd's own line reader answered for a line past its limit (GuardedSMTP rewrites it)
+WIRE_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+TOO_MUCH_DATA = "552 Error: Too much mail data"
+
+
+async def read_data(reader: asyncio.StreamReader, feed: Callable[[bytes], None]) -> None:
+    """Read DATA's content up to its end marker in large pieces, passing on every byte before the
+    final ".\r\n" (the CRLF before it ends the last line) as it arrives, still dot-stuffed.
+    Whatever follows the marker (pipelined commands) stays in ``reader``. Raises
+    asyncio.IncompleteReadError when the client goes away first.
+
+    ``StreamReader.readuntil`` finds the marker within what it holds, and when it holds more
+    than its limit without one it says how much can be taken safely (no marker can start in
+    it). The one place it cannot see is a marker that starts in bytes already taken: at the
+    very start of the data (a first line of ".") and after settling such a case. There the
+    bytes are read one at a time until they cannot begin the marker."""
+    matched = 2  # the data begins at a line start, as if a CRLF had just been read
+    while True:
+        if matched:
+            matched, data = _step(matched, await reader.readexactly(1))
+            if matched == len(END_OF_DATA):
+                return
+            if data:
+                feed(data)
+            continue
+        try:
+            chunk = await reader.readuntil(END_OF_DATA)
+        except asyncio.LimitOverrunError as err:
+            feed(await reader.read(err.consumed))
+            continue
+        feed(chunk[:-3])
+        return
+
+
+def _step(matched: int, byte: bytes) -> tuple[int, bytes]:
+    """How much of END_OF_DATA the bytes read so far end with, after ``byte``, and which bytes are
+    now known to be data. Only the "." and the CR after a CRLF are held back: the CRLF before
+    the dot is data either way (the last line's end)."""
+    if matched == 3:  # "\r\n." with the dot held
+        return (4, b"") if byte == b"\r" else (0, b"." + byte)
+    if matched == 4:  # "\r\n.\r" with ".\r" held
+        if byte == b"\n":
+            return 5, b""
+        return (1 if byte == b"\r" else 0), b".\r" + byte
+    if matched == 2 and byte == b".":
+        return 3, b""
+    if matched == 1 and byte == b"\n":
+        return 2, byte
+    return (1 if byte == b"\r" else 0), byte
+
+
+class WireData:
+    """Turns data as it comes off the wire (dot-stuffed, in pieces of any size) into complete
+    lines with the transparency dots removed (RFC 5321 §4.5.2), for a ``MessageSpool``; past
+    the size limit or in a line longer than the wire limit it keeps reading and keeps nothing."""
+
+    def __init__(self, spool: MessageSpool, *, size_limit: int | None, line_limit: int) -> None:
+        self.spool = spool
+        self.size_limit = size_limit
+        self.line_limit = line_limit  # octets of one line as sent, CRLF and a stuffed dot included
+        self.received = 0
+        self.refusal: str | None = None
+        self._partial = b""  # the start of a line whose end has not arrived yet
+
+    def feed(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.refusal is None and self.size_limit and self.received > self.size_limit:
+            self.refusal, self._partial = TOO_MUCH_DATA, b""
+        if self.refusal is not None:
+            return
+        data = self._partial + chunk
+        cut = data.rfind(b"\r\n") + 2  # 1 when there is no line end
+        if cut == 1:
+            self._partial = data
+        else:
+            self._partial = data[cut:]
+            # lines start the block: a dot starting any line is a transparency dot
+            self.spool.write((b"\r\n" + data[:cut]).replace(b"\r\n.", b"\r\n")[2:])
+        if len(self._partial) > self.line_limit:
+            self.refusal, self._partial = WIRE_LINE_TOO_LONG, b""
+
+
+@lru_cache(maxsize=8)
+def _long_line(limit: int) -> re.Pattern[bytes]:
+    # a line start followed by limit-1 octets that are not a line end: with CRLF, over the
+    # limit. Anchored at line starts (after a CR or LF) so the scan stays linear in the size.
+    return re.compile(rb"(?:^|(?<=[\r\n]))[^\r\n]{%d}" % (limit - 1))
 
 
 def spool_directory(data_dir: Path) -> Path:
