@@ -115,6 +115,7 @@ def test_a_dsn_to_the_verp_address_suppresses_our_recipient(live_server: Any, tm
     assert entry["reason"] == "BOUNCE" and entry["source"] == "dsn" and "5.1.1" in entry["detail"]
     listed = cli(data_dir, "feedback", "list", WAYPOST_DATABASE__URL=database_url).stdout
     assert "dsn bounce" in listed and "-> suppressed" in listed and "-> review" in listed
+    assert "5.1.1 userunknown -> suppressed" in listed  # the reason is kept with the event (migration 0008)
 
     status = cli(data_dir, "status", WAYPOST_DATABASE__URL=database_url).stdout
     assert "queues" in status and "reputation" in status and "suppressed bounce 1" in status

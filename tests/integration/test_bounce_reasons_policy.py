@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tests.integration.test_feedback_policy import entry, events, send
 from tests.integration.test_outbox import Recorder
 from waypost import runtime as wiring
+from waypost.feedback import log as feedback_log
 from waypost.feedback.events import BounceType, FeedbackEvent, Kind, Source
 from waypost.outbound.senders.base import RecipientRefusedError
 from waypost.reputation.alarms import evaluate
@@ -63,6 +64,9 @@ def test_bounces_about_our_sending_never_suppress_and_raise_the_setup_alarm(buil
     rows = events(runtime)
     assert {(row.outcome, row.counts_as) for row in rows} == {("review", "setup")}
     assert all(row.note.startswith("authfailure:") for row in rows)
+    assert {row.reason for row in rows} == {"authfailure"}  # kept with each event (migration 0008)
+    with runtime.engine.connect() as conn:
+        assert {record.reason for record in feedback_log.recent(conn, limit=10)} == {"authfailure"}
     alarm = _setup_alarm(runtime)
     assert alarm.firing and alarm.value == 3 and alarm.threshold == 3
     assert "3 authfailure" in alarm.detail and "DMARC" in alarm.advice
@@ -81,6 +85,7 @@ def test_a_dead_address_is_still_suppressed_at_once(build: Any) -> None:
                                      feedback_id="d1", status="5.1.1")])
     found = entry(runtime, "gone@example.org")
     assert found is not None and found.expires_at is None
+    assert [(row.outcome, row.reason) for row in events(runtime)] == [("suppressed", "userunknown")]
     assert not _setup_alarm(runtime).firing
 
 

@@ -88,6 +88,19 @@ CASES: list[tuple[str, str, str, str]] = [
     ("5.5.0", "smtp; 554 <ann@example.org>... Service unavailable", "systemerror", "score"),
     ("5.5.0", "mail.local: unknown user: ann", "userunknown", "suppress"),
     ("5.0.0", "Invalid final delivery userid: ann@example.org", "userunknown", "suppress"),
+    # Outlook.com's missing account: RFC 5321's generic words, with its own trace after them
+    ("5.5.0", "smtp;550 Requested action not taken: mailbox unavailable (-1828233154:2356:-2147467259)",
+     "userunknown", "suppress"),
+    ("5.5.0", "smtp;550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302).", "userunknown",
+     "suppress"),
+    ("5.5.0", "smtp;550 Requested action not taken: mailbox unavailable", "filtered", "score"),  # bare: no proof
+    # Cox names its IP blocklist in a code, whatever the words around it
+    ("5.1.0", "smtp; 550 5.1.0 <bounces@mail.waypost.test> sender rejected. AUP#CXBL", "blocked", "alarm"),
+    ("5.0.0", "Connected to 192.0.2.25 but sender was rejected. Remote host said: 553 sorry", "rejected", "alarm"),
+    ("5.2.0", "550 5.2.0 <bounces@mail.waypost.test> From: Domain is invalid. Please provide a valid From:",
+     "rejected", "alarm"),
+    # an x.7.x Status the reporting MTA chose, beside a remote's words that carry no code of their own
+    ("5.7.1", "SMTP; 553 Invalid recipient ann@example.org (Mode: normal)", "userunknown", "suppress"),
 ]
 
 
@@ -261,3 +274,79 @@ def test_a_success_line_in_a_transcript_is_no_diagnostic() -> None:
             " Out: 451 4.3.0 Error: queue file write error")
     events = read_report(_notice(body, subject="Postfix SMTP server: errors from localhost")).events
     assert [(e.recipient, e.status, e.reason) for e in events] == [("ann@example.org", "4.3.0", "systemerror")]
+
+
+def test_a_refusal_naming_another_mailbox_is_no_proof() -> None:
+    """The receiving side forwarded ann to bob, and bob is unknown: ann exists, nothing is proven."""
+    event = _one("5.2.1", "smtp; 550 5.2.1 <bob@example.org>... User Unknown")
+    assert (event.reason, event.bounce_type) == ("filtered", BounceType.TRANSIENT)
+    assert _one("5.2.1", "smtp; 550 5.2.1 <ann@example.org>... User Unknown").bounce_type == BounceType.PERMANENT
+
+
+def test_a_notice_gives_each_recipient_its_own_reason() -> None:
+    """Per-recipient paragraphs: each address gets the words (and code) of its own paragraph, not
+    the first reason the notice as a whole contains."""
+    body = ("Message from example.org.\nUnable to deliver message to the following address(es).\n\n"
+            "<ann@example.org>:\nThis user doesn't have a example.org account (ann@example.org) [0]\n\n"
+            "<bob@example.org>:\nSorry your message to bob@example.org cannot be delivered. This account has been "
+            "disabled or discontinued [#102].\n\n"
+            "<cat@example.org>:\nSorry, this user's mailbox is full [#104].\n")
+    events = read_report(_notice(body)).events
+    assert [(e.recipient, e.reason, explain_action(e)) for e in events] == [
+        ("ann@example.org", "userunknown", "suppress"), ("bob@example.org", "suspend", "score"),
+        ("cat@example.org", "mailboxfull", "score")]
+
+
+def test_each_recipient_keeps_its_own_code_and_continuation() -> None:
+    body = ("Hi. This is the qmail-send program at mx.example.net.\nI'm afraid I wasn't able to deliver your "
+            "message to the following addresses.\n\n"
+            "<ann@example.org>:\nRemote host said: 552 5.2.2 <ann@example.org> mailbox\n    is over quota\n\n"
+            "<bob@example.net>:\nConnected to 192.0.2.7 but sender was rejected.\n"
+            "Remote host said: 550 5.7.1 <bounces@mail.waypost.test>... Access denied\n\n"
+            "<cat@example.com>:\nRemote host said: 550 5.1.1 <cat@example.com>... User unknown\n")
+    events = read_report(_notice(body, subject="failure notice")).events
+    assert [(e.recipient, e.status, e.reason) for e in events] == [
+        ("ann@example.org", "5.2.2", "mailboxfull"), ("bob@example.net", "5.7.1", "rejected"),
+        ("cat@example.com", "5.1.1", "userunknown")]
+    assert "is over quota" in (events[0].diagnostic or "")  # the indented continuation line
+    assert [e.bounce_type for e in events] == [BounceType.TRANSIENT, BounceType.UNDETERMINED, BounceType.PERMANENT]
+
+
+def test_a_listing_of_the_envelope_is_not_a_reason() -> None:
+    """A notice that lists the envelope ("MAIL FROM: ...", "RCPT TO: ...") after its reason: the
+    sender listed there is never reported, and the listing line is no diagnostic."""
+    body = ("Error: Invalid user address\n\nError message below:\n550 - Requested action not taken: no such user "
+            "here\n\nMessage details:\n  MAIL FROM: bounces@mail.waypost.test\n  RCPT TO: ann@example.org\n"
+            "  From: someone@mail.waypost.test\n  Size (in bytes): 39\n")
+    events = read_report(_notice(body, from_="post_master@example.org", subject="Re: hello")).events
+    assert [(e.recipient, e.diagnostic, e.reason) for e in events] == [("ann@example.org", None, "userunknown")]
+
+
+def test_a_nested_multipart_whose_boundary_is_lost_is_still_read() -> None:
+    """A boundary parameter folded without indentation (RFC 5322 §2.2.3) is lost: the nested
+    part stays one unsplit text, and the recipient is read from it."""
+    raw = _crlf(f"From: MAILER-DAEMON@mx.example.net\nTo: {VERP}\nSubject: Undeliverable\nDate: {DATE}\n"
+                "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"outer\"\n\n--outer\n"
+                "Content-Type: multipart/alternative;\nboundary=\"inner\"\n\n--inner\nContent-Type: text/plain\n\n"
+                "Delivery to ann@example.org failed:\n550 5.1.1 <ann@example.org>... User unknown\n\n--inner--\n"
+                "\n--outer--\n")
+    [event] = read_report(raw).events
+    assert (event.recipient, event.status, event.reason) == ("ann@example.org", "5.1.1", "userunknown")
+
+
+@pytest.mark.parametrize(("word", "written", "plain"), [
+    ("spam", reasons._whole("spam"), r"\bspam\b"), ("ptr", reasons._whole("ptr"), r"\bptr\b"),
+    ("header error", reasons._starting("header error"), r"\bheader error"),
+])
+def test_fast_word_boundaries_match_what_the_plain_ones_do(word: str, written: str, plain: str) -> None:
+    """The phrase table writes ``\\bword`` so that the regex engine can skip ahead; it must find
+    exactly what the plain form finds, in every position and beside every kind of character."""
+    import random
+    import re
+
+    pieces = [word, word[:-1], word[1:], " ", "x", "_", "1", "é", "-", "\n", "("]
+    rng = random.Random(16)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))) for _ in range(3000)]
+    fast, slow = re.compile(written, re.MULTILINE), re.compile(plain, re.MULTILINE)
+    assert [bool(fast.search(t)) for t in texts] == [bool(slow.search(t)) for t in texts]
+    assert any(fast.search(t) for t in texts) and not all(fast.search(t) for t in texts)

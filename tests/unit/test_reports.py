@@ -489,3 +489,38 @@ def test_reading_costs_the_same_per_recipient_however_many() -> None:
     large_steps, large = steps_while(lambda: read_report(_dsn(_failed_groups(5_000))))
     assert (len(small.events), len(large.events)) == (500, 5_000)
     assert large_steps / 5_000 <= 1.05 * small_steps / 500, (small_steps, large_steps)
+
+
+def test_what_the_readers_remember_goes_with_the_message() -> None:
+    """The parts, fields and text that ``arf``, ``dsn`` and ``reports`` share are worked out
+    once per message object (``mailparts``) and never keep that object alive."""
+    import weakref
+
+    from waypost.feedback.arf import read_arf
+    from waypost.feedback.dsn import read_dsn
+    from waypost.feedback.mailparts import _READINGS, header, human_text, iter_parts
+
+    message = email.message_from_bytes(_dsn(_failed_groups(2)), policy=compat32)
+    assert read_arf(message) is None
+    first = read_dsn(message)
+    assert first is not None and len(first.recipients) == 2
+    assert read_dsn(message) == first and human_text(message) == human_text(message)
+    assert header(message, "content-type") == header(message, "Content-Type")
+    assert [part.get_content_type() for part in iter_parts(message)][:1] == ["multipart/report"]
+    assert message in _READINGS
+    gone = weakref.ref(message)
+    del message, first
+    assert gone() is None
+
+
+def test_8bit_text_in_a_delivery_status_field_is_read() -> None:
+    """A Diagnostic-Code in the remote server's own language, sent as raw UTF-8 (RFC 6533 allows
+    it in message/global-delivery-status, servers send it in the plain type too)."""
+    group = "Final-Recipient: rfc822; ann@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n" \
+            "Diagnostic-Code: smtp; 550 5.1.1 Benutzer unbekannt: Empfänger existiert nicht\r\n\r\n"
+    for ds_type in ("message/delivery-status", "message/global-delivery-status"):
+        report = read_report(_dsn(group, ds_type=ds_type))  # _dsn encodes as UTF-8
+        assert report.kind == "dsn", report.summary
+        [event] = report.events
+        assert (event.recipient, event.reason, event.bounce_type) == ("ann@example.org", "userunknown", P)
+        assert event.diagnostic == "smtp; 550 5.1.1 Benutzer unbekannt: Empfänger existiert nicht"

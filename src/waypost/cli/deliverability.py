@@ -177,7 +177,7 @@ def feedback_list(data_dir: Path, kind: str | None, outcome: str | None, address
     for row in rows:
         what = "/".join(p for p in (row.bounce_type, row.bounce_subtype, row.feedback_type) if p)
         click.echo(f"{row.id:>6}  {row.received_at:%Y-%m-%d %H:%M}Z  {row.source:3} {row.kind:10} "
-                   f"{row.recipient or '-'}  {what} {row.status or ''} -> {row.outcome}")
+                   f"{row.recipient or '-'}  {what} {row.status or ''} {row.reason or ''} -> {row.outcome}")
         for line in (row.note, row.diagnostic):
             if line:
                 click.echo(f"        {line[:200]}")

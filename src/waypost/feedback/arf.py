@@ -26,9 +26,9 @@ from waypost.feedback.mailparts import (
     find_original,
     header,
     human_text,
-    iter_parts,
     parse_date,
     part_text,
+    typed_parts,
 )
 
 OPT_OUT = "opt-out"  # not an IANA feedback type (RFC 5965 §7.3); sisimai's name for an unsubscribe
@@ -60,8 +60,8 @@ class ArfReport:
 def read_arf(message: Message) -> ArfReport | None:
     """Read a feedback report; None when ``message`` is not one (no feedback-report part,
     no ``Feedback-Type:`` field in its text, no Apple unsubscribe header)."""
-    raw = next((part_text(part) for part in iter_parts(message)
-                if part.get_content_type() == "message/feedback-report"), None)  # RFC 5965 §2 (b)
+    raw = next((part_text(part) for part, content_type in typed_parts(message)
+                if content_type == "message/feedback-report"), None)  # RFC 5965 §2 (b)
     if raw is None:
         text = human_text(message)
         start = _FEEDBACK_LINE.search(text)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -60,9 +60,9 @@ from waypost.feedback.mailparts import (
     header,
     headers,
     human_text,
-    iter_parts,
     parse_date,
     part_text,
+    typed_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,19 @@ _ADDRESS_TOKEN = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 _ENHANCED = re.compile(r"(?<![\w.])([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
 _REPLY_THEN_ENHANCED = re.compile(r"(?<![\w.-])[245]\d\d[\s'\"#:-]*([245]\.\d{1,3}\.\d{1,3})(?!\w|\.\d)")
 _REPLY = re.compile(r"(?<![\w.-])([45])\d\d(?![\w.])")  # RFC 5321 §4.2 reply code
+_CODE_START = re.compile(r"\s*(?:<<<|>>>|(?:in|out):|[2-5]\d\d\b)", re.IGNORECASE)  # a transcript line, a reply
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_HELP_LINE = re.compile(r"\bcontact\b|for (?:further )?assistance", re.IGNORECASE)
+_SENDER_LISTING = re.compile(r"\s*(?:mail from|from|sender|return-path|reply-to|envelope-from)\s*:", re.IGNORECASE)
+_LISTING = re.compile(r"\s*[^\W\d][\w -]{0,24}:\s*<?[\w.+=-]+@")  # "RCPT TO: ann@...": a listing, not a reason
+
+
+def _address_tokens(text: str) -> list[str]:
+    """The address-like tokens of ``text``. Most lines of a notice hold none: without an "@"
+    the pattern is not run, since it would try a match from every word character (quadratic
+    on long lines such as base64)."""
+    return _ADDRESS_TOKEN.findall(text) if "@" in text else []
+
 
 def action_word(action: str | None) -> str | None:
     """RFC 3464 §2.3.3 Action, lower-cased, comments dropped ("failed (bad mailbox)" → "failed")."""
@@ -146,10 +159,13 @@ class Verdict:
 
 
 def assess(status: str | None, action: str | None, diagnostic: str | None, permanent_hint: bool | None,
-           *, context: str | None = None) -> Verdict:
+           *, context: str | None = None, recipient: Collection[str] = (), transcript: str | None = None) -> Verdict:
     """The verdict for one recipient; ``context``: the notice's text, read for phrases when the
-    status and diagnostic say nothing. ``permanent_hint`` (flufl.bounce) only separates "no
-    evidence at all" (undetermined) from "a failure without a cause" (scored, never hard)."""
+    status and diagnostic say nothing; ``recipient``: the recipient's addresses (original and
+    final), to tell a refusal about it from one about another mailbox; ``transcript``: the text
+    read for the SMTP stage the refusal answered, when it is more than ``context``.
+    ``permanent_hint`` (flufl.bounce) only separates "no evidence at all" (undetermined) from "a
+    failure without a cause" (scored, never hard)."""
     verb = action_word(action)
     if verb == "delayed":  # not a failure yet: if it stays so, the retries expire
         said = reasons.classify(effective_status(status, diagnostic), diagnostic)
@@ -163,7 +179,7 @@ def assess(status: str | None, action: str | None, diagnostic: str | None, perma
         return Verdict(Kind.DELIVERY, "delivered", None, None) if verb is None else \
             Verdict(Kind.BOUNCE, "undefined", BounceType.UNDETERMINED, "Undetermined")
     reason = reasons.classify(code, diagnostic, context=context)
-    if reason == "userunknown" and not _proves_no_mailbox(code, diagnostic, context):
+    if reason == "userunknown" and not _proves_no_mailbox(code, diagnostic, transcript or context, recipient):
         reason = "filtered"
     if reason in ("undefined", "onhold") and code is None and permanent_hint is None:
         return Verdict(Kind.BOUNCE, reason, BounceType.UNDETERMINED, "Undetermined")
@@ -176,13 +192,19 @@ def assess(status: str | None, action: str | None, diagnostic: str | None, perma
     return Verdict(Kind.BOUNCE, reason, bounce_type, _SUBTYPE.get(reason, subtype))
 
 
-def _proves_no_mailbox(code: str | None, diagnostic: str | None, context: str | None) -> bool:
+def _proves_no_mailbox(code: str | None, diagnostic: str | None, context: str | None,
+                       recipient: Collection[str] = ()) -> bool:
     """An "unknown user" is proof only with an x.1.x code (RFC 3463 §3.2, addressing status;
     x.2.1 too, which MTAs commonly send for unknown users),
     or when the refusal answered RCPT TO (RFC 5321 §4.1.1.3), never when it answered DATA: a
-    content filter that pretends the user is unknown after taking the address is "filtered"."""
+    content filter that pretends the user is unknown after taking the address is "filtered".
+    Nor when the refusal names another mailbox than the recipient's (the target of an alias or
+    forward at the receiving side): that one is unknown, ours was found."""
     text = " ".join(f"{diagnostic or ''} {context or ''}".split())
     if _DATA_STAGE.search(text):
+        return False
+    named = {token.lower() for token in _address_tokens(diagnostic or "")}
+    if named and recipient and not named & {address.lower() for address in recipient}:
         return False
     addressing = code is not None and (code.split(".")[1] == "1" or code.endswith(".2.1"))
     return addressing or bool(_RCPT_STAGE.search(text)) or reasons.names_no_mailbox(text)
@@ -233,7 +255,7 @@ def read_dsn(message: Message, *, heuristics: bool = True, forwarded: bool = Tru
     auto-replies and huge mail), flufl.bounce looks for failed addresses. Recipients are
     de-duplicated, first one wins. ``forwarded``: a notice without a status part that encloses
     a whole DSN (a gateway passing the real report on) is read from that DSN, one level deep."""
-    status_parts = [part for part in iter_parts(message) if part.get_content_type() in _STATUS_PARTS]
+    status_parts = [part for part, content_type in typed_parts(message) if content_type in _STATUS_PARTS]
     if not status_parts and forwarded and (enclosed := _enclosed_report(message)) is not None:
         report = read_dsn(enclosed, heuristics=heuristics, forwarded=False)
         if report is not None and report.standard:
@@ -265,8 +287,8 @@ def read_dsn(message: Message, *, heuristics: bool = True, forwarded: bool = Tru
 
 def _enclosed_report(message: Message) -> Message | None:
     """A multipart/report (RFC 6522) enclosed as message/rfc822: a forwarded DSN."""
-    for part in iter_parts(message):
-        payload = part.get_payload() if part.get_content_type() == "message/rfc822" else None
+    for part, content_type in typed_parts(message):
+        payload = part.get_payload() if content_type == "message/rfc822" else None
         if isinstance(payload, list) and payload and isinstance(payload[0], Message) \
                 and payload[0].get_content_type() == "multipart/report":
             return payload[0]
@@ -274,11 +296,15 @@ def _enclosed_report(message: Message) -> Message | None:
 
 
 def _body_text(message: Message) -> str:
-    """The body when no text part could be found (a multipart whose boundary never occurs)."""
+    """The body when no text part could be found: a multipart whose boundary never occurs, at
+    the top or nested (a boundary parameter folded without indentation is lost, RFC 5322
+    §2.2.3, and the part's text stays one unsplit string)."""
     payload = message.get_payload(decode=False)
     if isinstance(payload, str):
         return payload
-    return "\n".join(part for part in (message.preamble, message.epilogue) if part)
+    unsplit = [text for part, content_type in typed_parts(message) if content_type.startswith("multipart/")
+               and isinstance(text := part.get_payload(decode=False), str)]
+    return "\n".join(part for part in (message.preamble, *unsplit, message.epilogue) if part)
 
 
 def _read_status_fields(text: str, context: str) -> tuple[dict[str, str], tuple[Recipient, ...]]:
@@ -303,12 +329,14 @@ def _read_status_fields(text: str, context: str) -> tuple[dict[str, str], tuple[
 def _add(recipients: dict[str, Recipient], fields: dict[str, str], context: str) -> None:
     # RFC 3464 §2.3.1: Original-Recipient is the address we gave in RCPT TO; Final-Recipient
     # (§2.3.2) may be an alias the receiving side rewrote it to
-    address = clean_address(fields.get("original-recipient")) or clean_address(fields.get("final-recipient"))
+    named = [a for a in (clean_address(fields.get("original-recipient")), clean_address(fields.get("final-recipient")))
+             if a]
+    address = named[0] if named else None
     if address is None or address.lower() in recipients:
         return
     status, action = fields.get("status"), fields.get("action")
     diagnostic = fields.get("diagnostic-code") or _comment(status)
-    verdict = assess(status, action, diagnostic, None, context=context)
+    verdict = assess(status, action, diagnostic, None, context=context, recipient=named)
     recipients[address.lower()] = Recipient(
         address, action_word(action), effective_status(status, diagnostic), diagnostic, fields.get("remote-mta"),
         parse_date(fields.get("last-attempt-date")), verdict.kind, verdict.bounce_type, verdict.subtype,
@@ -331,8 +359,11 @@ def _read_notice(message: Message, text: str, original: Original | None) -> tupl
         verdicts = _without({address: reply == "5" for address, reply in _reply_lines(text)}, ours, set())
     if not verdicts:  # Exim names them in a header, even when they are also our own addresses
         verdicts = {address: True for address in addresses_in(header(message, "X-Failed-Recipients"))}
-    if not verdicts:  # last resort: any foreign address the notice names before the original
-        verdicts = _without({address: True for address in _notice_addresses(text)}, ours)
+    if not verdicts:  # last resort: any foreign address the notice names before the original,
+        # only those the original was sent to when there are such (a help desk, in any language)
+        named = _without({address: True for address in _notice_addresses(text)}, ours)
+        sent_to = {address.lower() for address in (*(original.to if original else ()), *_quoted_to(text))}
+        verdicts = {address: True for address in named if address.lower() in sent_to} or named
     if not verdicts:
         # a notice that names only the recipient's domain ("example.com (smtp)... Deferred"): the
         # quoted original's own To in that domain
@@ -343,13 +374,19 @@ def _read_notice(message: Message, text: str, original: Original | None) -> tupl
         verdicts = _without(detected, set())
     near = _diagnostics_near(text, {address.lower() for address in verdicts})
     context = _notice(text)
-    recipients = []
     lowered = text.lower()
+    # with several recipients, one that has its own paragraph reads only the notice's words
+    # before the first of them: the rest of the notice is the other recipients' reasons
+    lowered_context = context.lower()
+    preamble = context[:min((_position(lowered_context, address) for address in verdicts), default=0)]
+    recipients = []
     # in the order the notice names them (an address it never names goes last, by name)
     for address, permanent in sorted(verdicts.items(), key=lambda item: (_position(lowered, item[0]), item[0].lower())):
         status, diagnostic = near.get(address.lower(), (None, None))
         action = "failed" if permanent else "delayed"  # inferred: flufl's temporary means a warning
-        verdict = assess(status, action, diagnostic, permanent, context=context)
+        own_context = preamble if len(verdicts) > 1 and diagnostic else context
+        verdict = assess(status, action, diagnostic, permanent, context=own_context, recipient=(address,),
+                         transcript=context)
         recipients.append(Recipient(address, action, status, diagnostic, None, None, verdict.kind,
                                     verdict.bounce_type, verdict.subtype, verdict.reason,
                                     reasons.reply_code(diagnostic)))
@@ -399,9 +436,13 @@ def _without(verdicts: dict[str, bool], ours: set[str], daemons: frozenset[str] 
 
 def _notice_addresses(text: str) -> Iterator[str]:
     """Addresses in the notice's own words, up to the copy of the original. Safe to be generous:
-    a report acts only on the recipient of the outbound row it links to (``policy``)."""
+    a report acts only on the recipient of the outbound row it links to (``policy``). A line
+    that lists the sender ("MAIL FROM: ...", "From: ...") names our side, and one that offers
+    help ("please contact <support@...>") the reporting site's, not a failure."""
     for line in _notice_lines(text):
-        for token in _ADDRESS_TOKEN.findall(line):
+        if _SENDER_LISTING.match(line) or _HELP_LINE.search(line):
+            continue
+        for token in _address_tokens(line):
             if (address := clean_address(token)) is not None:
                 yield address
 
@@ -424,7 +465,7 @@ def _reply_lines(text: str) -> Iterator[tuple[str, str]]:
     for line in _notice_lines(text, _QUOTED_HEADER):
         reply = _REPLY.search(line)
         if reply:
-            for token in _ADDRESS_TOKEN.findall(line):
+            for token in _address_tokens(line):
                 if (address := clean_address(token)) is not None:
                     yield address, reply.group(1)
 
@@ -443,24 +484,96 @@ def _our_addresses(message: Message, original: Original | None) -> set[str]:
 
 
 def _diagnostics_near(text: str, wanted: set[str]) -> dict[str, tuple[str | None, str]]:
-    """address → (status, diagnostic line) from the first line of ``text`` with a 4xx/5xx
-    reply code or enhanced code, among the 8 lines from the address's first mention, stopping
-    at a line that names another wanted address (the next recipient's paragraph)."""
+    """address → (status, diagnostic) from the address's own paragraph, so that a notice naming
+    several recipients gives each its own: the first line with a 4xx/5xx reply code or enhanced
+    code among the 8 lines from the address's first mention, stopping at a line that names
+    another wanted address (the next recipient's paragraph), with the words before it in the
+    same paragraph and its continuation lines. A paragraph of the notice with no code gives its
+    own words ("This user doesn't have an account"), which the notice's text as a whole would
+    blur with the other recipients' reasons."""
     lines = text.splitlines()
-    mentions = [{token.lower() for token in _ADDRESS_TOKEN.findall(line)} & wanted for line in lines]
+    mentions = [_mentioned(line, wanted) for line in lines]
     first: dict[str, int] = {}
     for index, found in enumerate(mentions):
         for address in found:
             first.setdefault(address, index)
+    notice_end = next((index for index, line in enumerate(lines) if _ORIGINAL_STARTS.match(line)), len(lines))
     near: dict[str, tuple[str | None, str]] = {}
     for address, start in first.items():
-        for index in range(start, min(start + 8, len(lines))):
-            if index > start and mentions[index] and address not in mentions[index]:
-                break
-            line = lines[index]
-            enhanced = _ENHANCED.search(line)  # a 2.x.x success code ("250 2.1.5 Ok") is no diagnostic
-            if _REPLY.search(line) or (enhanced and enhanced.group(1)[0] != "2"):
-                near[address] = (effective_status(None, line), line.strip())
-                break
+        paragraph = _Paragraph(lines, mentions, address, start)
+        coded = paragraph.coded()
+        if coded is not None:
+            near[address] = (effective_status(None, coded[1]), " ".join(part for part in coded if part))
+        elif start < notice_end and (words := paragraph.words()):
+            near[address] = (None, words)
     return near
 
+
+def _mentioned(line: str, wanted: set[str]) -> frozenset[str]:
+    """The wanted addresses a line names (lower-cased)."""
+    if "@" not in line:
+        return _NONE_MENTIONED
+    return frozenset(token.lower() for token in _ADDRESS_TOKEN.findall(line)) & wanted
+
+
+_NONE_MENTIONED: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Paragraph:
+    """The lines about one recipient in a notice, from its first mention."""
+
+    lines: list[str]
+    mentions: list[frozenset[str]]
+    address: str
+    start: int
+
+    def _others(self, index: int) -> bool:
+        return bool(self.mentions[index]) and self.address not in self.mentions[index]
+
+    def _ends(self, index: int) -> bool:
+        line = self.lines[index]
+        return not line.strip() or self._others(index) or _ORIGINAL_STARTS.match(line) is not None
+
+    def coded(self) -> tuple[str, str] | None:
+        """(the words before it in the same paragraph, the first line with a failure code and
+        the indented lines that continue it)."""
+        for index in range(self.start, min(self.start + 8, len(self.lines))):
+            if index > self.start and self._others(index):
+                return None
+            line = self.lines[index]
+            enhanced = _ENHANCED.search(line)  # a 2.x.x success code ("250 2.1.5 Ok") is no diagnostic
+            if _REPLY.search(line) or (enhanced and enhanced.group(1)[0] != "2"):
+                return (" ".join(part.strip() for part in self._before(index)),
+                        " ".join(part.strip() for part in [line, *self._after(index)]))
+        return None
+
+    def _before(self, index: int) -> list[str]:
+        """Lines after the mention and before the code line, when no blank line parts them and
+        they are words, not an SMTP transcript."""
+        between = self.lines[self.start + 1:index]
+        if any(self._ends(self.start + 1 + offset) or _CODE_START.match(line) for offset, line in enumerate(between)):
+            return []
+        return between
+
+    def _after(self, index: int) -> list[str]:
+        after = []
+        for following in range(index + 1, min(index + 5, len(self.lines))):
+            line = self.lines[following]
+            if self._ends(following) or not line[:1].isspace() or _CODE_START.match(line):
+                break
+            after.append(line)
+        return after
+
+    def words(self) -> str | None:
+        """The paragraph's own text (up to 4 lines), when it says more than the address; never
+        a piece of an SMTP transcript."""
+        taken = [self.lines[self.start]]
+        if _CODE_START.match(taken[0]) or _LISTING.match(taken[0]):
+            return None
+        for index in range(self.start + 1, min(self.start + 5, len(self.lines))):
+            if self._ends(index) or _CODE_START.match(self.lines[index]):
+                break
+            taken.append(self.lines[index])
+        said = " ".join(line.strip() for line in taken)
+        return said if len(_WORD.findall(_ADDRESS_TOKEN.sub(" ", said))) >= 3 else None

@@ -29,6 +29,7 @@ class FeedbackRecord:
     outcome: str
     note: str | None
     diagnostic: str | None
+    reason: str | None = None  # ``reasons`` vocabulary; None for events recorded before it was kept
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ CONTENT_SUBTYPES = ("MessageTooLarge", "ContentRejected", "AttachmentRejected")
 NOT_COMPLAINTS = ("not-spam",)
 OPT_OUTS = ("opt-out", "unsubscribe")
 SIMULATOR_DOMAIN = "simulator.amazonses.com"
+# `waypost drill`'s local simulator mails only this reserved domain (RFC 2606 .invalid): its
+# bounces and complaints are checked for their classification, never suppress or count
+DRILL_DOMAIN = "drill.waypost.invalid"
 ON_ACCOUNT_LIST = "OnAccountSuppressionList"
 _SEVERITY = {BounceType.PERMANENT: 3, BounceType.TRANSIENT: 2, BounceType.UNDETERMINED: 1}
 
@@ -205,6 +208,9 @@ class FeedbackPolicy:
         if event.recipient and event.recipient.lower().endswith("@" + SIMULATOR_DOMAIN):
             decision.note = "mailbox simulator: never suppressed or counted"
             return decision
+        if event.recipient and event.recipient.lower().endswith("@" + DRILL_DOMAIN):
+            decision.note = "drill address: never suppressed or counted"
+            return decision
         rule = _RULES.get(event.kind)
         if rule is not None:
             rule(self, decision)
@@ -344,7 +350,7 @@ def explain_action(event: FeedbackEvent) -> str:
     a database: suppress, score, alarm (counted toward the setup alarm), record or ignore."""
     if event.kind in _IGNORED_KINDS:
         return "ignore"
-    if event.recipient and event.recipient.lower().endswith("@" + SIMULATOR_DOMAIN):
+    if event.recipient and event.recipient.lower().endswith(("@" + SIMULATOR_DOMAIN, "@" + DRILL_DOMAIN)):
         return "record"
     if event.kind == Kind.BOUNCE:
         return _ACTIONS[bounce_verdict(event)]
@@ -364,7 +370,7 @@ def _row(d: _Decision, now: datetime) -> dict[str, object]:
         "feedback_type": (e.feedback_type or None) and e.feedback_type[:32], "diagnostic": e.diagnostic,
         "outcome": d.outcome, "note": d.note, "counts_as": d.counts_as, "occurred_at": e.occurred_at,
         "received_at": now, "provider_message_id": (e.provider_message_id or None) and e.provider_message_id[:255],
-        "raw": e.raw,
+        "raw": e.raw, "reason": (e.reason or None) and e.reason[:24],
     }
 
 

@@ -117,7 +117,28 @@ _PROVIDER_CODES: dict[str, str] = {
     "5.1.7": "rejected", "5.1.8": "rejected",  # RFC 3463 §3.2: our *sender* address, whatever the text
 }
 
-# 2. phrases, most specific first; matched against the lower-cased diagnostic
+# Outlook.com (Hotmail) answers a closed or missing account with RFC 5321's generic 550 text
+# followed by its own trace in parentheses, "(S2017062302)" or "(-1828233154:2356:-2147467259)":
+# bare, the same words prove nothing (RFC 5321 §4.2.3); with the trace, they are that dialect
+_OUTLOOK_CONSUMER = r"mailbox unavailable \((?:s\d{6,}|-?\d+:\d+:-?\d+)\)"
+
+
+
+def _starting(words: str) -> str:
+    """``words`` after a word boundary, written to start with its first letter: the same as
+    ``\\bwords`` but found several times faster, since the regex engine can then skip to that
+    letter (a lookbehind checks the boundary once the words are found)."""
+    return rf"{words}(?<!\w{words})"
+
+
+def _whole(word: str) -> str:
+    """``\\bword\\b``, written as ``_starting`` does."""
+    return rf"{_starting(word)}\b"
+
+
+# 2. phrases, most specific first; matched against the lower-cased diagnostic. An alternative
+# that cannot start with a letter slows the whole pattern down (the engine tries it at every
+# position): such are written with ``_starting`` or given an entry of their own.
 _PHRASES: tuple[tuple[str, str], ...] = (
     ("spamdetected", r"spam classification|scored as spam"),  # before the long texts that also cite DMARC
     ("authfailure", r"dmarc (?:policy|verification)|does not pass dmarc|unauthenticated (?:e-?mail|senders? from)"
@@ -126,16 +147,19 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     ("securityerror", r"unauthenticated senders? not allowed|authentication required|authrequired|"
                       r"delivery not authori[sz]ed|must use tls|tls required|encryption required|"
                       r"turn on smtp authentication|relay through this server without authentication"),
-    ("requireptr", r"reverse dns|\bptr\b|\brdns\b|ip name lookup failed|unverifyable sending ip|"
+    ("requireptr", rf"reverse dns|{_whole('ptr')}|{_whole('rdns')}|ip name lookup failed|unverifyable sending ip|"
                    r"mismatches client ip|no ptr|dns ptr"),
     ("badreputation", r"reputation|deferred due to unexpected volume|user complaints"),
-    ("blocked", r"blacklist|blocklist|\bdnsbl\b|blocked using|client host (?:\[\S+\] )?(?:rejected|blocked)|"
+    ("blocked", rf"blacklist|blocklist|{_whole('dnsbl')}|blocked using|client host (?:\[\S+\] )?(?:rejected|blocked)|"
                 r"ip (?:address )?(?:\S+ )?(?:is )?(?:blocked|banned|listed)|adresse ip source bloquee|"
                 r"not accepting connections|access denied\.{3}|banned sending ip|"
                 r"messages from \S+ weren't sent|"
-                r"^\W*(?:\w+;\s*)?554 blocked|service refuse|\(bl\)|refused to talk to me|spamhaus|"
+                r"service refuse|\(bl\)|refused to talk to me|spamhaus|"
                 # our sending host taken for an open relay, or not allowed to send for its domain
-                r"which is an open relay|invalid ip for sending"),
+                r"which is an open relay|invalid ip for sending|"
+                # Cox's error codes for its IP blocklists (AUP#CXBL, AUP#CDRBL), whatever the text says
+                r"aup#c(?:x|dr)bl\b"),
+    ("blocked", r"^\W*(?:\w+;\s*)?554 blocked"),
     ("toomanyconn", r"too many (?:connections|recipients|messages|concurrent)|connection rate limit|"
                     r"rate limit(?:ed)? exceeded|throttl"),
     ("norelaying", r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|not configured to relay|"
@@ -143,20 +167,22 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                    r"unable to relay|address is not verified|identities failed the check|relay not allowed|"
                    r"insecure mail relay"),
     ("virusdetected", r"virus|malware|infected"),
-    ("spamdetected", r"\bspam\b|\bube\b|message content rejected|blacklisted url|mail rejet|junk mail|"
+    ("spamdetected", rf"{_whole('spam')}|{_whole('ube')}|message content rejected|blacklisted url|mail rejet|junk mail|"
                      r"scored as spam"),
     ("notcompliantrfc", r"duplicate header|multiple addresses in from|not rfc ?5322|rfc 5322 compliant|"
                         r"header (?:is )?(?:malformed|invalid)"),
     # Gmail's refusal of content that "presents a potential security issue": its message policy
     ("policyviolation", r"polic(?:y|ies)(?! domain)|protocol violation|not allowed - dm|"
-                        r"content presents a potential|\bheader error"),
+                        rf"content presents a potential|{_starting('header error')}"),
     # Google Groups (in every language): the group refused our sender
     ("rejected", r"not have permission to post|(?:not|n't) accept mail from (?:this|the) sender|"
                  r"groups\.google\.com/support|sender (?:address )?rejected|sender (?:is )?not allowed|"
                  r"domain of sender address|"
                  r"unroutable sender|purported responsible address|sender (?:address )?(?:domain )?"
                  r"(?:does not exist|unknown|invalid)|mail from .* rejected|"
-                 r"not a member of (?:this|the) (?:mailing )?list"),  # a list manager (fml) refused us
+                 r"not a member of (?:this|the) (?:mailing )?list|"  # a list manager (fml) refused us
+                 # qmail's own words for a refusal at MAIL FROM; a From domain refused after DATA
+                 r"but sender was rejected|provide a valid from"),
     ("hasmoved", r"has moved|no longer on (?:this )?server|not our customer|mailbox has moved"),
     ("suspend", r"(?:account|mailbox|address|recipient)[\w ]{0,30}(?:disabled|suspended|inactive|frozen|"
                 r"discontinued|locked|blocked|deactivated|expired)|is frozen|temporary locked|"
@@ -181,7 +207,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     ("networkerror", r"dns error|name service error|connection (?:refused|reset)|no route to host|"
                      r"hop count exceeded|routing loop|unable to connect|establish an smtp connection|"
                      r"network error"),
-    ("expired", r"retry (?:time|timeout) (?:exceeded|expired)|(?:too|been) long in|"
+    ("expired", r"retry (?:time|timeout) (?:exceeded|expired)|too long in|been long in|"
                 r"message expired|did not accept our requests to connect|has been delayed|"
                 r"could not be delivered (?:for|within) \d+|delivery time expired|timed out"),
     ("userunknown", r"user(?:name)? (?:unknown|not (?:found|exist))|unknown (?:user|recipient|local|address)|"
@@ -192,7 +218,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                     r"doesn't have a \S+ account|inactive email address|"
                     r"account that you tried to reach does not exist|mailbox not found|"
                     r"recipient name is not recognized|unknown recipient|user not listed in|"
-                    r"invalid final delivery userid"),
+                    r"invalid final delivery userid|" + _OUTLOOK_CONSUMER),
     ("mailererror", r"^x-unix;\s*[a-z]|pipe to \|"),  # a local delivery program (or Exim's pipe) failed
     ("systemerror", r"system error|internal error|service (?:currently )?unavailable|transaction failed|"
                     r"could not load|ldap|duplicated message-id|queue file write error"),  # fml's loop alert
@@ -232,6 +258,8 @@ _REPLY_CODES: dict[str, str] = {
     "556": "notaccept",
 }
 _REPLY = re.compile(r"(?<![\w.+-])([245]\d\d)(?=[\s\-:;,.)\]'\"]|$)")
+# an enhanced status code (RFC 3463) in the remote server's own words
+_REMOTE_CODE = re.compile(r"(?<![\w.])[245]\.\d{1,3}\.\d{1,3}(?!\w|\.\d)")
 
 
 # provider wording that names a missing mailbox outright, whatever the stage or code
@@ -240,7 +268,7 @@ _NO_MAILBOX = re.compile(
     r"recipient name is not recognized|unknown recipient|recipnotfound|no mailbox here by that name|"
     r"user not listed in|invalid final delivery userid|"
     # the receiving host's own local delivery agent, or its own notice, naming the address
-    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+", re.IGNORECASE)
+    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+|" + _OUTLOOK_CONSUMER, re.IGNORECASE)
 
 
 def names_no_mailbox(text: str) -> bool:
@@ -293,11 +321,14 @@ def classify(status: str | None, diagnostic: str | None, *, reply: str | None = 
     diagnostic = " ".join(diagnostic.split()) if diagnostic else diagnostic  # folded lines read as one
     reason = by_phrase(diagnostic)
     subject, detail = status.split(".")[1:] if status else (None, None)
-    if reason in _NOT_UNDER_POLICY and subject == "7" or reason in _DEAD_PHRASES and subject == "2" and detail != "1":
+    policy_coded = subject == "7" and (status is None or _REMOTE_CODE.search(diagnostic or "") is not None)
+    if reason in _NOT_UNDER_POLICY and policy_coded or reason in _DEAD_PHRASES and subject == "2" and detail != "1":
         # RFC 3463 §3.8: an x.7.x code is a security or policy refusal; a "quota" there is our
         # sending quota, and an "unknown address" beside it proves nothing about the mailbox.
-        # §3.3: x.2.x says the mailbox exists (full, filtered): the code wins there, except
-        # x.2.1 "mailbox disabled", which MTAs commonly send for unknown users
+        # That holds when the remote server sent the x.7.x itself: when its words carry no
+        # enhanced code ("553 Invalid recipient"), the x.7.x is the reporting MTA's guess, and
+        # the remote's words speak. §3.3: x.2.x says the mailbox exists (full, filtered): the
+        # code wins there, except x.2.1 "mailbox disabled", which MTAs commonly send for unknown users
         reason = None
     reason = reason or by_status(status)
     if reason is not None:

@@ -29,7 +29,7 @@ from email.policy import compat32
 from waypost.feedback.arf import ArfReport, read_arf
 from waypost.feedback.dsn import DsnReport, read_dsn
 from waypost.feedback.events import FeedbackEvent, FeedbackFormatError, Kind, Source
-from waypost.feedback.mailparts import addresses_in, header, human_text, iter_parts, parse_date, part_text
+from waypost.feedback.mailparts import addresses_in, header, human_text, parse_date, part_text, typed_parts
 from waypost.feedback.ses_events import parse_ses_notification
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ def _from_ses_json(message: Message, report_id: str | None, verp: str | None) ->
     """An SES notification sent as mail (SES's email feedback forwarding to an address, or an
     SNS email subscription): its JSON is the text. It came by mail, so it is trusted like any
     mail report (``Source.DSN``: it acts only through one of our messages), never like SES's."""
-    for part in iter_parts(message):
-        if part.get_content_maintype() != "text" or not _SES_JSON.search(str(part.get_payload())[:4000]):
+    for part, content_type in typed_parts(message):
+        if not content_type.startswith("text/") or not _SES_JSON.search(str(part.get_payload())[:4000]):
             continue  # cheap look at the undecoded text first: nearly every report is no such thing
         text = part_text(part).strip()
         if not text.startswith("{") or not _SES_JSON.search(text[:2000]):
@@ -219,7 +219,7 @@ def has_bounce_evidence(message: Message) -> bool:
     if message.get_content_type() == "multipart/report":
         return True
     if header(message, "X-Failed-Recipients") or any(
-            part.get_content_type() in _STATUS_PARTS for part in iter_parts(message)):
+            content_type in _STATUS_PARTS for _, content_type in typed_parts(message)):
         return True
     senders = addresses_in(header(message, "From")) + addresses_in(header(message, "Sender"))
     if any(address.split("@")[0].lower() in _DAEMONS for address in senders):
