@@ -6,6 +6,7 @@ together. Entries are never changed or deleted by the application.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,3 +63,18 @@ def recorded_since(conn: Connection, action: str, since: datetime) -> list[Audit
 
 def _entry(row: sa.Row) -> AuditEntry:
     return AuditEntry(row.id, row.at, row.actor, row.action, row.target, row.detail, row.ip)
+
+
+def truncated_ip(ip: str | None) -> str | None:
+    """A visitor's address cut to its network, IPv4 /24 and IPv6 /48 (``203.0.113.0/24``): enough
+    to see where views come from, not who made them. Anything unreadable is dropped."""
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

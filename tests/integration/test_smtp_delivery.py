@@ -124,7 +124,7 @@ def test_a_worker_killed_after_the_servers_250_never_delivers_twice(make_setting
         runtime.allowlist.add("ann@example.org")
         deliver(runtime, photo_mail())
         env = server_env(data_dir, WAYPOST_DATABASE__URL=database_url, WAYPOST_OUTBOUND__TRANSPORT="smtp",
-                         WAYPOST_BASE_URL="https://trips.waypost.test",
+                         WAYPOST_BASE_URL="https://trips.waypost.test", WAYPOST_OPERATOR_EMAIL="ops@example.net",
                          WAYPOST_OUTBOUND__MAX_PER_SECOND="1000", WAYPOST_SMARTHOST__HOST=capture.host,
                          WAYPOST_SMARTHOST__PORT=str(capture.port), WAYPOST_SMARTHOST__SECURITY="none",
                          WAYPOST_DKIM__SELECTOR=SELECTOR, WAYPOST_DKIM__PRIVATE_KEY_PATH=str(dkim_key),

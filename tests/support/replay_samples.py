@@ -108,8 +108,9 @@ def generated_files() -> list[GeneratedFile]:
     files = []
     for sample in SAMPLES:  # bounces and auto-replies are "dsn" in the corpus, complaints "arf"
         category = "arf" if sample.family == "arf" else "dsn"
+        # sent to the journeys mailbox, each is a program's mail: never answered (RFC 3834)
         files.append(GeneratedFile(f"{category}/{sample.name.replace('/', '-')}.eml", category, sample.raw,
-                                   "processed", "handled by"))
+                                   "refused", "automatic-mail: "))
     files += _mime_messages()
     for number, (latitude, longitude) in enumerate([(38.70, -9.13), (38.69, -9.21)]):
         files.append(GeneratedFile(f"exif/trip-{number}.jpg", "exif", _photo(f"trip {number}", latitude, longitude,

@@ -29,6 +29,7 @@ from waypost.config import load_settings
 from waypost.outbound.compose import Composer, Draft, unlinked
 from waypost.outbound.unsubscribe import UnsubscribeTokens
 from waypost.reputation.alarms import Alarm
+from waypost.reputation.digest import KINDS, Notice
 from waypost.reputation.notify import TEMPLATES as OPERATOR_TEMPLATES
 
 BASE_URL = "https://waypost.example.org"
@@ -120,10 +121,31 @@ def journey_reply(template: str) -> Callable[[str], Case]:
     return case
 
 
-def no_photos(hostile: str) -> Case:
-    context = {"journey": None, "ignored": [hostile, f"application/{hostile}"], "notes": [hostile]}
-    return Case(_draft("journeys/no_photos", f"No photos found in “{hostile}”", context),
+def command_help(hostile: str) -> Case:
+    context = {"asked": False, "commands": (("help", "this message"),), "ignored": [hostile, f"application/{hostile}"],
+               "notes": [hostile]}
+    return Case(_draft("journeys/help", f"No photos found in “{hostile}”", context),
                 (*context["ignored"], *context["notes"]))
+
+
+def command_list(hostile: str) -> Case:
+    created = datetime(2024, 7, 13, 21, 0, tzinfo=UTC)
+    entries = [{"title": hostile, "created": created, "photos": 3, "state": "live", "url": f"{BASE_URL}/j/token"},
+               {"title": f"{hostile} 2", "created": created, "photos": 1, "state": "revoked", "url": None}]
+    return Case(_draft("journeys/list", "Your journeys", {"entries": entries}), (hostile, f"{hostile} 2"))
+
+
+def command_reply(template: str) -> Callable[[str], Case]:
+    """The answers to rename, new link, revoke link, delete, stop, start and an unplaced command:
+    the journey's title (and the old one) are the person's text."""
+
+    def case(hostile: str) -> Case:
+        context = {"title": hostile, "old_title": f"old {hostile}", "url": f"{BASE_URL}/j/token", "photos": 2,
+                   "returned": True, "command": "rename"}
+        shown = {"journeys/renamed": (hostile, f"old {hostile}"), "journeys/link_new": (hostile,),
+                 "journeys/link_revoked": (hostile,), "journeys/deleted": (hostile,)}.get(template, ())
+        return Case(_draft(template, f"Renamed: {hostile}", context), shown)
+    return case
 
 
 def rate_limited(hostile: str) -> Case:
@@ -139,6 +161,20 @@ def alarm(hostile: str) -> Case:
                 (fired.name, fired.detail, fired.advice))
 
 
+def digest(hostile: str) -> Case:
+    when = datetime(2024, 7, 13, 21, 0, tzinfo=UTC)
+    found = [Notice(at=when, kind=kind, address=hostile, detail=f"{kind}: {hostile}") for kind, _ in KINDS]
+    context = {"notices": found, "since": when, "kinds": KINDS, "interval_minutes": "60"}
+    return Case(_draft("operator/digest", f"Waypost: {hostile}", context, stream="operator"), (hostile,))
+
+
+def forward(hostile: str) -> Case:
+    context = {"mailbox": "abuse@example.org", "sender": hostile, "original_subject": hostile,
+               "received_at": datetime(2024, 7, 13, 21, 0, tzinfo=UTC), "excerpt": hostile, "attached": False,
+               "inbox_id": "0123abcd"}
+    return Case(_draft("operator/forward", f"[abuse@example.org] {hostile}", context, stream="operator"), (hostile,))
+
+
 def _draft(template: str, subject: str, context: dict[str, Any], stream: str = "journeys") -> Draft:
     context = {"journeys_address": "journeys@example.org", **context}
     return Draft(template, "ann@example.org", subject, stream, context, in_reply_to="<in@example.net>",
@@ -148,9 +184,14 @@ def _draft(template: str, subject: str, context: dict[str, Any], stream: str = "
 CASES: dict[str, Callable[[str], Case]] = {
     "journeys/journey_ready": journey_reply("journeys/journey_ready"),
     "journeys/journey_updated": journey_reply("journeys/journey_updated"),
-    "journeys/no_photos": no_photos,
     "journeys/rate_limited": rate_limited,
+    "journeys/help": command_help,
+    "journeys/list": command_list,
+    **{f"journeys/{name}": command_reply(f"journeys/{name}")
+       for name in ("renamed", "link_new", "link_revoked", "deleted", "stopped", "started", "which_journey")},
     "operator/alarm": alarm,
+    "operator/digest": digest,
+    "operator/forward": forward,
 }
 
 
@@ -197,7 +238,9 @@ def assert_safe_render(composer: Composer, case: Case) -> None:
     subject = str(message["Subject"])
     assert "\n" not in subject and "\r" not in subject and autolinks(subject) == []
     assert subject == unlinked(case.draft.subject)
-    assert sorted(message.keys()) == sorted(HEADERS)  # nothing smuggled in through the subject
+    # nothing smuggled in through the subject; mail to the operator has no unsubscribe (its own stream)
+    expected = HEADERS if case.draft.stream != "operator" else [h for h in HEADERS if not h.startswith("List-")]
+    assert sorted(message.keys()) == sorted(expected)
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     markup = Markup.read(html)
@@ -209,8 +252,8 @@ def assert_safe_render(composer: Composer, case: Case) -> None:
         assert " ".join(unlinked(value).split()) in flat
 
 
-HEADERS = ("From", "To", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
-           "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type", "MIME-Version")
+HEADERS = ["From", "To", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
+           "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type", "MIME-Version"]
 TEMPLATE_TAGS = frozenset({"html", "head", "meta", "title", "body", "div", "p", "h1", "h2", "ul", "li", "a"})
 TEMPLATE_ATTRIBUTES = frozenset({"lang", "charset", "name", "content", "style", "href"})
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from waypost.outbound.unsubscribe import Unsubscriber
 from waypost.pipeline.router import BaseApp, Commit, InboundMail
+from waypost.reputation.digest import REMOVAL_REQUEST_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class UnsubscribeApp(BaseApp):
                      mail.sender)
 
             def nothing(conn: Connection) -> str:
-                return "no valid unsubscribe token: nothing changed; kept for the operator"
+                # the digest (reputation/digest.py) finds these removal requests by this note
+                return f"{REMOVAL_REQUEST_NOTE}: nothing changed; kept for the operator"
 
             return nothing
 

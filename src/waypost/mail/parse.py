@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from waypost.mail.addresses import AddressError, first_mailbox, normalise_address
 from waypost.mail.limits import MalformedMessage, MimeLimitExceeded, MimeLimits, PartMeter, describe_bytes
+from waypost.mail.robots import ROBOT_HEADERS
 
 __all__ = ["Attachment", "MalformedMessage", "MimeLimitExceeded", "MimeLimits", "ParsedMessage", "clean_filename",
            "parse_message"]
@@ -68,6 +69,8 @@ class ParsedMessage:
     notes: tuple[str, ...] = ()
     # attachments left out past the attachment total, one sentence each for the reply
     skipped: tuple[str, ...] = ()
+    # (lower-case name, first value) of the headers that tell a program's mail (mail/robots.py)
+    robot_headers: tuple[tuple[str, str], ...] = ()
 
 
 def parse_message(raw: bytes | BinaryIO, limits: MimeLimits | None = None) -> ParsedMessage:
@@ -104,6 +107,7 @@ def _view(message: EmailMessage, meter: PartMeter) -> ParsedMessage:
         defects=tuple(type(defect).__name__ for defect in message.defects),
         notes=tuple(collected.notes),
         skipped=tuple(collected.skipped),
+        robot_headers=_robot_headers(message),
     )
 
 
@@ -190,6 +194,16 @@ def _size_of(raw: bytes | BinaryIO) -> int | None:
 
 
 # --- headers -------------------------------------------------------------------------------
+
+
+def _robot_headers(message: Message) -> tuple[tuple[str, str], ...]:
+    """The first value of each of ``ROBOT_HEADERS`` the message carries, in one pass."""
+    found: dict[str, str] = {}
+    for key, value in message.raw_items():
+        name = key.lower()
+        if name in ROBOT_HEADERS and name not in found:
+            found[name] = _text(_LINE_BREAKS.sub("", str(value)))[:200]
+    return tuple(found.items())
 
 
 def _raw_header(message: Message, name: str) -> str | None:

@@ -27,6 +27,7 @@ import jinja2
 from waypost.config import Settings
 from waypost.errors import PermanentError
 from waypost.mail.addresses import AddressError, domain_of, format_mailbox
+from waypost.outbound.control import OPERATOR_STREAM
 from waypost.outbound.unsubscribe import UnsubscribeTokens
 from waypost.store.models import utcnow
 
@@ -153,9 +154,13 @@ class Composer:
         self.html_env.filters.update({"reflow": _unflowed, "unlinked": unlinked, **(filters or {})})
 
     def compose(self, draft: Draft) -> Composed:
-        """Render and assemble; raises RenderError before anything is queued."""
-        one_click, mailto = self.tokens.links(draft.to, draft.stream, base_url=self.settings.public_base_url,
-                                              mailto=self.settings.unsubscribe_address)
+        """Render and assemble; raises RenderError before anything is queued. Mail to the operator
+        (stream ``operator``) carries no unsubscribe link: one click must not silence the alarms."""
+        one_click: str | None = None
+        mailto: str | None = None
+        if draft.stream != OPERATOR_STREAM:
+            one_click, mailto = self.tokens.links(draft.to, draft.stream, base_url=self.settings.public_base_url,
+                                                  mailto=self.settings.unsubscribe_address)
         # the subject echoes what the person wrote (their own subject, their journey's title)
         subject = unlinked(draft.subject)
         context = {**self._common_context(), **draft.context, "subject": subject, "unsubscribe_url": one_click}
@@ -182,7 +187,7 @@ class Composer:
         self.check_links(text, html)
         return text, html
 
-    def _headers(self, draft: Draft, subject: str, one_click: str, mailto: str) -> EmailMessage:
+    def _headers(self, draft: Draft, subject: str, one_click: str | None, mailto: str | None) -> EmailMessage:
         message = EmailMessage()
         message["From"] = format_mailbox(self.settings.reply_from_name, self.settings.reply_address)
         message["To"] = draft.to
@@ -196,9 +201,10 @@ class Composer:
             message["References"] = " ".join((*draft.references, draft.in_reply_to)[-20:])
         # RFC 3834 §5: an automatic response says so, which stops auto-reply loops.
         message["Auto-Submitted"] = "auto-replied"
-        # RFC 8058: an https URI (and a mailto one) that unsubscribes with one POST
-        message["List-Unsubscribe"] = f"<{one_click}>, <{mailto}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if one_click is not None:
+            # RFC 8058: an https URI (and a mailto one) that unsubscribes with one POST
+            message["List-Unsubscribe"] = f"<{one_click}>, <{mailto}>"
+            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return message
 
     def check_links(self, text: str, html: str) -> None:

@@ -7,7 +7,8 @@ limiter still paces them). Every pause and resume is kept in ``pause_log``.
 
 The operator stream (alarm mail to the operator) is held only by its own scope, not by the
 global one: an alarm saying "sending is paused" must not wait for the resume it asks for.
-It still passes the suppression list, the rate and the quota.
+It still passes the rate and the quota, but never the suppression list: that list is the
+people's, and one click or one bounce must not silence the operator's alarms.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ complaints) take mail from anyone; trusted networks and authenticated submission
 screened; whether a sender has left or is over their rate stays with the worker's gate, whose
 answer can change and which sends a notice. Two questions, so the body is read only when needed:
 
-1. ``Screen``, on the header section alone: one From address, on the allowlist;
+1. ``Screen``, on the header section alone: one From address, on the allowlist (or left by their
+   own ``stop`` by mail: the body may ask to ``start``, which the worker's gate decides);
 2. ``Authenticate``, on the whole message: SPF, DKIM and DMARC, then step 3 on the verdict.
 """
 

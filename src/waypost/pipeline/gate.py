@@ -5,16 +5,24 @@ its reason are recorded by the caller. The gate sees a ``GateInput`` built from 
 ingress delivered the mail: our own SMTP-time SPF/DKIM/DMARC verdict or SES's receipt
 verdicts feed the same decision.
 
-Decision, for the apps only members may use (journeys):
+Decision, for the apps only members may use (journeys), which are the apps that answer:
 
+0. the mail was written by a person, not a program (mail/robots.py, RFC 3834): no null
+   reverse-path, no ``Auto-Submitted`` other than ``no``, no bulk or list mail, no auto-reply
+   marker, no report, no MAILER-DAEMON-style sender, nothing from Waypost's own addresses.
+   This holds for every sender, ``trusted_networks`` included: an allowed person's
+   out-of-office must not be answered either;
 1. exactly one From address;
-2. that sender is allowlisted (address, ``+tag`` tolerant, or domain);
+2. that sender is allowlisted (address, ``+tag`` tolerant, or domain), or left by their own
+   ``stop`` by mail (``stopped_by_self``: they may still ask to ``start``, step 4);
 3. the mail is authenticated for the From domain: DMARC pass (an aligned SPF or DKIM pass
    under a published policy, whatever the policy says); for a domain without a DMARC record,
    an aligned DKIM pass (``gate.require_dkim_without_dmarc``, default) or an aligned SPF
    pass. SES spam or virus verdicts of FAIL refuse too. Mail from ``trusted_networks`` (local
    submission) skips this step; mail that was never checked is refused;
-4. the sender has not left (unsubscribed or complained);
+4. the sender has not left (unsubscribed or complained), unless they left by their own ``stop``
+   by mail and this mail's command is ``start`` (``GateInput.asks_to_start``): that command
+   alone passes;
 5. the sender is within ``gate.sender_max_messages`` per ``gate.sender_window_minutes``.
 
 Apps anyone may write to (unsubscribe) need only step 1.
@@ -24,9 +32,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from waypost.mail.robots import IsOwnAddress, RobotInput, robot_sign
 from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.allowlist import Allowlist
 
@@ -34,6 +43,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Refusal(StrEnum):
+    AUTOMATIC = "automatic-mail"
     NO_FROM = "no-single-from-address"
     NOT_ALLOWLISTED = "sender-not-allowlisted"
     NOT_AUTHENTICATED = "not-authenticated"
@@ -48,6 +58,10 @@ class GateInput:
     peer_ip: str | None
     ingress: str
     auth: AuthVerdict | None = None
+    envelope_sender: str | None = None  # MAIL FROM: "" is the null reverse-path; None: not known
+    # the headers mail/robots.py reads (ParsedMessage.robot_headers)
+    robot_headers: tuple[tuple[str, str], ...] = field(default=())
+    asks_to_start: bool = False  # the mail's command is ``start`` (mail/commands.py)
 
 
 @dataclass(frozen=True)
@@ -68,19 +82,25 @@ Check = Callable[[GateInput], Verdict | None]  # None: this check has nothing ag
 HasLeft = Callable[[str], str | None]
 # messages this sender had processed within the rate window
 RecentCount = Callable[[str], int]
+# whether a sender left by their own ``stop`` by mail (the one leaving they may undo)
+StoppedBySelf = Callable[[str], bool]
 
 
 class Gate:
     def __init__(self, allowlist: Allowlist, trusted_networks: Sequence[Network],
                  has_left: HasLeft | None = None, *, require_dkim_without_dmarc: bool = True,
-                 sender_limit: int | None = None, recent_count: RecentCount | None = None) -> None:
+                 sender_limit: int | None = None, recent_count: RecentCount | None = None,
+                 is_own: IsOwnAddress | None = None, stopped_by_self: StoppedBySelf | None = None) -> None:
+        """``is_own``: whether an address is Waypost's own (mail from it is a loop)."""
+        self.stopped_by_self = stopped_by_self
         self.allowlist = allowlist
+        self.is_own = is_own
         self.trusted_networks = tuple(trusted_networks)
         self.has_left = has_left
         self.require_dkim_without_dmarc = require_dkim_without_dmarc
         self.sender_limit = sender_limit
         self.recent_count = recent_count
-        self.checks: tuple[Check, ...] = (self._has_sender,)
+        self.checks: tuple[Check, ...] = (self._written_by_a_person, self._has_sender)
         self.member_checks: tuple[Check, ...] = (self._allowlisted, self._authenticated, self._not_left,
                                                  self._within_rate)
 
@@ -116,6 +136,12 @@ class Gate:
         except ValueError:
             return False
         return any(address in network for network in self.trusted_networks)
+
+    def _written_by_a_person(self, mail: GateInput) -> Verdict | None:
+        sign = robot_sign(RobotInput(mail.envelope_sender, mail.from_address, dict(mail.robot_headers)), self.is_own)
+        if sign is not None:
+            return Verdict.refuse(Refusal.AUTOMATIC, f"{sign.describe()}; never answered (RFC 3834)")
+        return None
 
     @staticmethod
     def _has_sender(mail: GateInput) -> Verdict | None:
@@ -163,12 +189,15 @@ class Gate:
     def _not_left(self, mail: GateInput) -> Verdict | None:
         assert mail.from_address is not None
         why = self.has_left(mail.from_address) if self.has_left else None
-        if why is not None:
+        if why is not None and not (mail.asks_to_start and self._left_by_own_stop(mail.from_address)):
             return Verdict.refuse(Refusal.UNSUBSCRIBED, f"{mail.from_address} {why}")
         return None
 
     def _allowlisted(self, mail: GateInput) -> Verdict | None:
         assert mail.from_address is not None
-        if not self.allowlist.allows(mail.from_address):
+        if not self.allowlist.allows(mail.from_address) and not self._left_by_own_stop(mail.from_address):
             return Verdict.refuse(Refusal.NOT_ALLOWLISTED, f"{mail.from_address} is not on the allowlist")
         return None
+
+    def _left_by_own_stop(self, address: str) -> bool:
+        return self.stopped_by_self is not None and self.stopped_by_self(address)

@@ -34,3 +34,11 @@ class SenderHistory:
             # leaving as ann@ covers ann+trips@ too: the gate compares senders without +tags
             entry = suppression.lookup(conn, address) or suppression.lookup(conn, address_key(address))
         return _LEFT.get(entry.reason) if entry is not None else None
+
+    def stopped_by_self(self, address: str) -> bool:
+        """Whether ``address`` left by their own ``stop`` by mail, which they alone may undo
+        (``start``): not an operator's removal, a complaint or a bounce."""
+        with self.engine.connect() as conn:
+            entry = suppression.lookup(conn, address) or suppression.lookup(conn, address_key(address))
+        return entry is not None and entry.reason == suppression.Reason.UNSUBSCRIBE \
+            and entry.source == suppression.STOP_BY_MAIL

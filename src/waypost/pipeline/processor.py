@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost import failpoints
+from waypost.mail.commands import Verb, read_command
 from waypost.mail.limits import MimeLimits
 from waypost.mail.parse import ParsedMessage, parse_message
 from waypost.mail.verdict import AuthVerdict
@@ -47,9 +48,13 @@ class InboundProcessor:
         with self.blobs.open(row.blob_key) as stream:
             message = parse_message(stream, self.mime_limits)
         routed = self.router.app_for(row.rcpt_tos)
-        open_to_all = routed is not None and routed[0].open_to_all
+        # no app (an operator mailbox without one): kept, never answered, so nothing to gate
+        open_to_all = routed is None or routed[0].open_to_all
         auth = _verdict(row.auth)
-        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress, auth),
+        command = read_command(message.subject, message.text)
+        verdict = self.gate.decide(GateInput(message.from_address, row.peer_ip, row.ingress, auth,
+                                             envelope_sender=row.mail_from, robot_headers=message.robot_headers,
+                                             asks_to_start=command is not None and command.verb == Verb.START),
                                    open_to_all=open_to_all)
         if not verdict.allowed:
             log.info("refused %s: %s (%s)", row.id, verdict.reason, verdict.detail)

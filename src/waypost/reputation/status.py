@@ -61,6 +61,8 @@ class Snapshot:
     setup_last_day: dict[str, int] = field(default_factory=dict)
     setup_advice: dict[str, str] = field(default_factory=dict)  # reason → what to check
     setup_alarm_after: int = 3
+    # bounces of mail to the operator (stream "operator"), last 7 days: the operator cannot be reached
+    operator_bounces: int = 0
 
 
 def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, *,
@@ -82,6 +84,9 @@ def read_snapshot(engine: Engine, limiter: RateLimiter, guard: ReputationGuard, 
                 .group_by(feedback_events.c.kind)).all()),
             inbound_last_day=_inbound(conn, now - timedelta(days=1)),
             **_setup_reasons(conn, now - timedelta(days=1)), setup_alarm_after=setup_alarm_after,
+            operator_bounces=_count(conn, feedback_events, feedback_events.c.kind == "bounce",
+                                    feedback_events.c.stream == control.OPERATOR_STREAM,
+                                    feedback_events.c.received_at > now - timedelta(days=7)),
         )
 
 

@@ -96,6 +96,8 @@ def create_app(runtime: Runtime) -> Starlette:
     def journey_page(request: Request) -> Response:
         shared = runtime.journeys.shared(token) if TOKEN.match(token := request.path_params["token"]) else None
         if shared is None:
+            if TOKEN.match(token) and runtime.journeys.was_deleted(token):  # its owner deleted it
+                return page(request, "gone.html", {}, status=410, extra=private)
             return not_found(request)
         view = shared.view
         data = json.dumps({**journey_json(view), "tiles": {"url": settings.web.tile_url,
@@ -107,8 +109,9 @@ def create_app(runtime: Runtime) -> Starlette:
                    "page_url": page_url}
         response = page(request, "journey.html", context, extra=private)
         if request.method == "GET":  # a HEAD shows nobody anything
+            # the visitor's network only (IPv4 /24, IPv6 /48): nobody needs to know who viewed it
             audit.record_alone(runtime.engine, "journey.view", actor="visitor", target=str(shared.id),
-                               ip=request.client.host if request.client else None)
+                               ip=audit.truncated_ip(request.client.host if request.client else None))
         return response
 
     def journey_preview(request: Request) -> Response:

@@ -32,8 +32,19 @@ def _local(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _round(value: float | None, places: int = 6) -> float | None:
-    return None if value is None else round(value, places)
+# public coordinates carry 5 decimals at most (about 1 m): more says nothing true about a phone's
+# fix and only narrows down a doorstep
+PUBLIC_PLACES = 5
+
+
+def _round(value: float | None, places: int = PUBLIC_PLACES) -> float | None:
+    return None if value is None else round(value, min(places, PUBLIC_PLACES))
+
+
+def public_name(photo: JourneyPhoto) -> str:
+    """The name a photo has in public: its number, never the file name the owner's phone gave
+    it (which may hold a name, a date or a place); the owner sees that in their reply mail."""
+    return f"Photo {photo.number}"
 
 
 def photo_json(photo: JourneyPhoto, base: str) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def photo_json(photo: JourneyPhoto, base: str) -> dict[str, Any]:
     return {
         "id": photo.public_id,
         "number": photo.number,
-        "filename": photo.filename,
+        "filename": public_name(photo),
         "taken_at": _iso(photo.taken_at),
         "local_time": _local(local),
         "utc_offset_minutes": photo.utc_offset_minutes,
@@ -196,13 +207,15 @@ def journey_gpx(view: JourneyView) -> str:
     segment = gpxpy.gpx.GPXTrackSegment()
     for photo in view.route:
         lat, lon = photo.position  # type: ignore[misc]
-        segment.points.append(gpxpy.gpx.GPXTrackPoint(lat, lon, elevation=photo.altitude, time=photo.taken_at,
-                                                      name=_xml_text(photo.filename)))
+        segment.points.append(gpxpy.gpx.GPXTrackPoint(_round(lat), _round(lon), elevation=_round(photo.altitude, 1),
+                                                      time=photo.taken_at,
+                                                      name=_xml_text(public_name(photo))))
     track.segments.append(segment)
     document.tracks.append(track)
     for stop in view.stops:
         document.waypoints.append(gpxpy.gpx.GPXWaypoint(
-            stop.position[0], stop.position[1], time=stop.arrival.astimezone(UTC), name=_xml_text(stop.label),
+            _round(stop.position[0]), _round(stop.position[1]), time=stop.arrival.astimezone(UTC),
+            name=_xml_text(stop.label),
             description=f"{len(stop.photos)} photo{'s' if len(stop.photos) != 1 else ''}",
         ))
     return document.to_xml(version="1.1")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
-from waypost.apps.journeys import advice, repository
+from waypost.apps.journeys import advice, commands, repository
 from waypost.apps.journeys.build import Locate, RouteRules
 from waypost.apps.journeys.exif import PhotoMetadata
 from waypost.apps.journeys.imagepool import ImagePool
@@ -19,6 +19,7 @@ from waypost.apps.journeys.repository import NewPhoto
 from waypost.apps.journeys.timeline import PhotoTime, ZoneAt, resolve_time
 from waypost.config import JourneySettings
 from waypost.mail.addresses import address_key
+from waypost.mail.commands import Verb
 from waypost.mail.parse import Attachment, ParsedMessage
 from waypost.outbound.compose import Composer, Draft
 from waypost.outbound.outbox import OutboundMessage, Outbox
@@ -73,13 +74,16 @@ class JourneysApp(BaseApp):
         self.locate = locate
         self.zone_at = zone_at
         self.rate_window = rate_window
+        self.commands = commands.CommandDesk(outbox, composer, blobs, base_url=base_url,
+                                             journeys_address=f"{self.mailbox}@{mail_domain}", mailbox=self.mailbox,
+                                             mail_domain=mail_domain, envelope_sender=envelope_sender)
 
     def handle(self, mail: InboundMail) -> Commit:
         batch = self._read_photos(mail)
 
-        def commit(conn: Connection) -> None:
+        def commit(conn: Connection) -> str | None:
             if repository.find_by_inbound(conn, mail.id) is not None:
-                return  # an earlier run of this job already committed
+                return None  # an earlier run of this job already committed
             message = mail.message
             # what the reader left out (archives, TNEF, attachments over the size budget), said in the reply
             notes = [*message.notes, *message.skipped]
@@ -87,10 +91,11 @@ class JourneysApp(BaseApp):
                 conn, sender=mail.sender, reply_token=self._reply_token(mail.recipient),
                 message_ids=[*message.references, *([message.in_reply_to] if message.in_reply_to else [])],
             )
-            if not batch.photos:
-                self._queue_reply(conn, mail, "journeys/no_photos", {"ignored": batch.ignored, "journey": None,
-                                                                     "notes": notes}, journey)
-                return
+            command = commands.command_of(mail)
+            returning = command is not None and command.verb == Verb.START and commands.stopped_by_self(
+                conn, mail.sender)  # the gate let them in for this alone: their photos wait
+            if not batch.photos or returning:
+                return self.commands.answer(conn, commands.Request(mail, command, journey, batch.ignored, notes))
             template = "journeys/journey_updated" if journey else "journeys/journey_ready"
             if journey is None:
                 journey = repository.create_journey(conn, title=message.subject or "Your journey",
@@ -105,6 +110,7 @@ class JourneysApp(BaseApp):
             context = {"journey": view, "url": url, "ignored": batch.ignored,
                        "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
             self._queue_reply(conn, mail, template, context, journey)
+            return None
 
         return commit
 
@@ -179,8 +185,6 @@ class JourneysApp(BaseApp):
 
 
 def _reply_subject(template: str, subject: str, journey: repository.JourneyRef | None) -> str:
-    if template.endswith("no_photos"):
-        return f"No photos found in “{subject}”" if subject else "No photos found in your message"
     if template.endswith("journey_updated") and journey is not None:
         return f"Your journey, updated: {journey.title}"
     return f"Your journey: {subject}" if subject else "Your journey is ready"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from waypost.apps.journeys.build import JourneyView, Locate, PhotoPoint, RouteRu
 from waypost.errors import WaypostError
 from waypost.mail.addresses import AddressError, address_key
 from waypost.store.db import inserted_id
-from waypost.store.models import journey_messages, journeys, photos, utcnow
+from waypost.store.models import audit_log, inbound_messages, journey_messages, journeys, photos, utcnow
 
 TOKEN_BYTES = 24  # 192 random bits in every share link
 REPLY_TOKEN_BYTES = 20  # 160 bits: 32 base32 characters, well inside a 64-octet local part
@@ -197,6 +198,58 @@ def set_expiry(conn: Connection, journey_id: int, expires_at: datetime | None) -
     _update(conn, journey_id, expires_at=expires_at)
 
 
+def rename(conn: Connection, journey_id: int, title: str) -> None:
+    """The journey's title, as its owner asked by mail. Raises JourneyNotFound."""
+    _update(conn, journey_id, title=title, updated_at=utcnow())
+
+
+DELETED = "journey.delete"  # the audit action that remembers a deleted journey's link
+
+
+def token_digest(token: str) -> str:
+    """How a deleted journey's link is remembered: a hash, so the audit log holds no live secret."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Deleted:
+    photos: int
+    blob_keys: list[str]  # images no other journey uses, and the raw mails that brought them
+
+
+def delete_journey(conn: Connection, journey_id: int) -> Deleted:
+    """Remove the journey, its photos and its thread, and remember its link as deleted (the web
+    answers 410 for it). The caller deletes ``blob_keys`` from the blob store: should its
+    transaction roll back after that, a re-run finds the same rows and the same keys (deleting
+    a missing blob is no error), so the end is the same. Raises JourneyNotFound."""
+    row = conn.execute(sa.select(journeys.c.token).where(journeys.c.id == journey_id)).first()
+    if row is None:
+        raise JourneyNotFound(f"no journey with id {journey_id}")
+    keys = {k for pair in conn.execute(sa.select(photos.c.thumb_key, photos.c.display_key)
+                                       .where(photos.c.journey_id == journey_id)) for k in pair if k}
+    count = conn.execute(photos.delete().where(photos.c.journey_id == journey_id)).rowcount
+    raw = conn.execute(sa.select(inbound_messages.c.id, inbound_messages.c.blob_key).where(
+        inbound_messages.c.id.in_(sa.select(journey_messages.c.inbound_message_id)
+                                  .where(journey_messages.c.journey_id == journey_id)),
+        inbound_messages.c.raw_deleted_at.is_(None), inbound_messages.c.blob_key != "")).all()
+    if raw:
+        conn.execute(inbound_messages.update().where(inbound_messages.c.id.in_([r.id for r in raw]))
+                     .values(raw_deleted_at=utcnow()))
+    conn.execute(journey_messages.delete().where(journey_messages.c.journey_id == journey_id))
+    conn.execute(journeys.delete().where(journeys.c.id == journey_id))
+    conn.execute(audit_log.insert().values(at=utcnow(), actor="owner", action=DELETED,
+                                           target=token_digest(row.token)))
+    still_used = set(conn.execute(sa.select(photos.c.thumb_key).where(photos.c.thumb_key.in_(keys))).scalars()) | \
+        set(conn.execute(sa.select(photos.c.display_key).where(photos.c.display_key.in_(keys))).scalars())
+    return Deleted(count, sorted(keys - still_used) + [r.blob_key for r in raw])
+
+
+def was_deleted(conn: Connection, token: str) -> bool:
+    """Whether ``token`` was the link of a journey its owner deleted (while the audit keeps it)."""
+    return conn.execute(sa.select(audit_log.c.id).where(audit_log.c.action == DELETED,
+                                                        audit_log.c.target == token_digest(token))).first() is not None
+
+
 @dataclass(frozen=True)
 class JourneySummary:
     """One line of the console's list of journeys."""
@@ -286,6 +339,11 @@ class JourneyReader:
         extras = {r.public_id: PhotoExtras(_camera(r.make, r.model), r.thumb_key is not None) for r in rows}
         view = _build(journey, rows, rules=self.rules, locate=self.locate)
         return SharedJourney(journey.id, view, extras, journey.expires_at)
+
+    def was_deleted(self, token: str) -> bool:
+        """Whether the link was a journey's that its owner deleted (the web answers 410, Gone)."""
+        with self.engine.connect() as conn:
+            return was_deleted(conn, token)
 
     def photo_blob_key(self, token: str, public_id: str, size: str) -> str | None:
         column = photos.c.thumb_key if size == "thumb" else photos.c.display_key
