@@ -1,4 +1,5 @@
-"""`waypost suppression sync-ses`: copy SES's account-level suppression list into ours.
+"""`waypost suppression sync-ses`: copy SES's account-level suppression list into ours (the
+pull); and ``SesSuppressionPush``, the job that mirrors our changes to it (the push).
 
 boto3 has no paginator for ``ListSuppressedDestinations`` (REFERENCE-SES §4), so this follows
 ``NextToken`` itself, 1,000 entries a page, pausing between pages because SES throttles
@@ -18,8 +19,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from waypost.config import Settings
-from waypost.errors import WaypostError
+from waypost.errors import TransientError, WaypostError
 from waypost.outbound import suppression
+from waypost.store.queue import Job, JobKind, JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +100,55 @@ def _client(settings: Settings) -> Any:
     return boto3.session.Session().client(
         "sesv2", region_name=settings.ses.region, endpoint_url=settings.ses.endpoint_url,
         config=Config(retries={"total_max_attempts": 1}))
+
+
+class SesSuppressionPush:
+    """Runs ``suppression.SES_PUSH_JOB``: makes SES's account-level list agree with ours for one
+    address. It reads our entry when it runs, not when it was queued, so jobs that run late
+    or out of order still leave SES with our latest state: a bounce or complaint in force is
+    put (PutSuppressedDestination), anything else is deleted (DeleteSuppressedDestination;
+    absent already is fine). Any SES failure raises ``TransientError``: the worker retries
+    with backoff, and our own entry was committed before the job ran."""
+
+    def __init__(self, engine: Engine, queue: JobQueue, settings: Settings, client: Any = None) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.settings = settings
+        self._client = client
+
+    def job_kinds(self) -> list[JobKind]:
+        return [JobKind(suppression.SES_PUSH_JOB, self.run, self._gave_up)]
+
+    def run(self, job: Job) -> None:
+        address = str(job.payload["address"])
+        with self.engine.connect() as conn:
+            entry = suppression.lookup(conn, address)
+        if entry is not None and entry.reason in suppression.SES_REASONS:
+            self._call("PutSuppressedDestination", EmailAddress=address, Reason=entry.reason.value)
+        else:
+            self._call("DeleteSuppressedDestination", EmailAddress=address)
+        with self.engine.begin() as conn:
+            self.queue.complete(conn, job)
+
+    def _call(self, operation: str, **params: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if self._client is None:
+            self._client = _client(self.settings)
+        method = getattr(self._client, "put_suppressed_destination" if operation.startswith("Put")
+                         else "delete_suppressed_destination")
+        try:
+            method(**params)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if operation.startswith("Delete") and code == "NotFoundException":
+                return  # SES never had it, or it is gone already: what we wanted
+            raise TransientError(f"SES {operation} failed: {code}: {err}") from err
+        except BotoCoreError as err:
+            raise TransientError(f"SES {operation} failed: {err}") from err
+
+    @staticmethod
+    def _gave_up(job: Job, why: str) -> None:
+        log.error("gave up pushing %s to SES's suppression list (%s); our own list has it as it should; "
+                  "fix SES access and change the entry again, or mirror it in the SES console",
+                  job.payload.get("address"), why)

@@ -35,7 +35,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from waypost.clock import utcnow
 from waypost.store.blobs import BlobStore
-from waypost.store.models import InboundStatus, inbound_dedupe, inbound_messages, photos
+from waypost.store.models import (
+    InboundStatus,
+    dmarc_records,
+    dmarc_reports,
+    inbound_dedupe,
+    inbound_messages,
+    photos,
+    tls_report_policies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +60,21 @@ class SweepCounts:
     dead_raw: int = 0  # raw messages of dead mail deleted
     orphans: int = 0  # blobs no row needed, deleted
     claims: int = 0  # duplicate claims (inbound_dedupe) that can no longer decide, deleted
+    reports: int = 0  # DMARC and TLS reports past dmarc.keep_reports_days / keep_failure_reports_days
 
     @property
     def total(self) -> int:
-        return self.refused_raw + self.dead_raw + self.orphans + self.claims
+        return self.refused_raw + self.dead_raw + self.orphans + self.claims + self.reports
 
 
 class RetentionSweeper:
     def __init__(self, engine: Engine, blobs: BlobStore, *, refused_after: timedelta, dead_after: timedelta,
                  orphan_grace: timedelta, duplicate_window: timedelta, batch_size: int = BATCH_SIZE,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, reports_after: timedelta | None = None,
+                 failure_reports_after: timedelta | None = None) -> None:
+        # DMARC/TLS reports by age (None: kept); failure reports carry mail headers, so have their own
+        self.reports_after = reports_after
+        self.failure_reports_after = failure_reports_after or reports_after
         self.engine = engine
         self.blobs = blobs
         self.raw_after = {InboundStatus.REFUSED: refused_after, InboundStatus.DEAD: dead_after}
@@ -73,11 +86,13 @@ class RetentionSweeper:
     def sweep(self) -> SweepCounts:
         """One pass over everything due; logs one line when it deleted anything."""
         counts = SweepCounts(self.expire_raw(InboundStatus.REFUSED), self.expire_raw(InboundStatus.DEAD),
-                             self.remove_orphans(), self.prune_claims())
-        if counts.total:
+                             self.remove_orphans(), self.prune_claims(), self.expire_reports())
+        if counts.total - counts.reports:
             log.info("retention: deleted the raw bytes of %d refused and %d dead messages, %d orphaned blobs "
                      "and %d expired duplicate claims", counts.refused_raw, counts.dead_raw, counts.orphans,
                      counts.claims)
+        if counts.reports:
+            log.info("retention: deleted %d DMARC and TLS reports past their retention", counts.reports)
         return counts
 
     def expire_raw(self, status: InboundStatus) -> int:
@@ -104,6 +119,23 @@ class RetentionSweeper:
             return [row.blob_key for row in rows
                     if conn.execute(inbound_messages.update().where(inbound_messages.c.id == row.id, *due)
                                     .values(raw_deleted_at=now)).rowcount == 1]
+
+    def expire_reports(self) -> int:
+        """Delete DMARC and TLS reports (and their rows) received longer ago than their period."""
+        if self.reports_after is None or self.failure_reports_after is None:
+            return 0
+        now, kind = self.clock(), dmarc_reports.c.kind
+        due = sa.or_(sa.and_(kind == "failure", dmarc_reports.c.received_at < now - self.failure_reports_after),
+                     sa.and_(kind != "failure", dmarc_reports.c.received_at < now - self.reports_after))
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(conn.execute(sa.select(dmarc_reports.c.id).where(due).limit(self.batch_size)).scalars())
+                if not ids:
+                    return deleted
+                for child in (dmarc_records, tls_report_policies):
+                    conn.execute(child.delete().where(child.c.report_pk.in_(ids)))
+                deleted += conn.execute(dmarc_reports.delete().where(dmarc_reports.c.id.in_(ids))).rowcount
 
     def remove_orphans(self) -> int:
         """Delete blobs older than the grace period that no row needs."""
