@@ -25,6 +25,8 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageDraw
 from PIL.TiffImagePlugin import IFDRational
 
+from waypost.apps.journeys.samples import display_p3_profile
+
 CACHE = Path(__file__).resolve().with_name(".cache")
 GENERATION = 1  # bump when the recipe changes
 PHONE_SIZE = (4000, 3000)
@@ -127,9 +129,9 @@ def _dms(degrees: float) -> tuple[IFDRational, IFDRational, IFDRational]:
     return IFDRational(whole), IFDRational(int(minutes)), IFDRational(round((minutes % 1) * 60 * 100), 100)
 
 
-def encode_jpeg(picture: Image.Image, detail: Detail, exif: Image.Exif) -> bytes:
+def encode_jpeg(picture: Image.Image, detail: Detail, exif: Image.Exif, icc_profile: bytes | None = None) -> bytes:
     buffer = io.BytesIO()
-    picture.save(buffer, "JPEG", quality=detail.quality, exif=exif.tobytes())
+    picture.save(buffer, "JPEG", quality=detail.quality, exif=exif.tobytes(), icc_profile=icc_profile)
     return buffer.getvalue()
 
 
@@ -148,6 +150,20 @@ def phone_jpegs(count: int) -> list[Path]:
         _cached(f"phone-{index:02d}.jpg", lambda i=index: encode_jpeg(scene(i, PHONE), PHONE, phone_exif(i)))
         for index in range(count)
     ]
+
+
+def phone_p3_jpegs(count: int) -> list[Path]:
+    """The same scenes as ``phone_jpegs``, tagged Display P3 as an iPhone's are."""
+    return [
+        _cached(f"phone-{index:02d}-p3.jpg",
+                lambda i=index: encode_jpeg(scene(i, PHONE), PHONE, phone_exif(i), display_p3_profile()))
+        for index in range(count)
+    ]
+
+
+def p3_twin(path: Path) -> Path:
+    """The Display P3 version of a ``phone_jpegs`` file."""
+    return path.with_name(path.name.replace(".jpg", "-p3.jpg"))
 
 
 def phone_heics(count: int) -> list[Path]:

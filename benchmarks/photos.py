@@ -162,6 +162,11 @@ def waypost_photo(path: Path) -> ProcessedPhoto:
     return process_photo(path.read_bytes(), thumb_px=THUMB_PX, display_px=DISPLAY_PX)
 
 
+def waypost_p3_photo(path: Path) -> ProcessedPhoto:
+    """The same photo tagged Display P3: process_photo converts its colours to sRGB."""
+    return waypost_photo(photo_inputs.p3_twin(path))
+
+
 def pillow_full_decode(path: Path) -> tuple[bytes, bytes]:
     """The obvious way: decode every pixel, then shrink with LANCZOS (the thumbnail from the
     display picture, as process_photo does). Both JPEGs are written by process_photo's own
@@ -296,6 +301,7 @@ def prepare_inputs(mode: Mode) -> str:
     """Generate (or find cached) every input up front, so no timing pays for it."""
     started = time.perf_counter()
     photo_inputs.phone_jpegs(mode.jpegs)
+    photo_inputs.phone_p3_jpegs(mode.jpegs)
     photo_inputs.phone_heics(mode.heics)
     photo_inputs.photo_mail("ann@example.org", "journeys@waypost.test")
     return f"ready in {time.perf_counter() - started:.1f} s, cached under {photo_inputs.CACHE}"
@@ -321,6 +327,7 @@ def bench_jpeg(report: Report, mode: Mode, imagemagick: ImageMagick | str) -> No
     photos = photo_inputs.phone_jpegs(mode.jpegs)
     contenders: dict[str, Callable[[Any], object]] = {
         "process_photo": waypost_photo,
+        "process_photo, Display P3 twin": waypost_p3_photo,
         "Pillow full decode + 2 resizes": pillow_full_decode,
         "floor: read + DCT-scaled decode": dct_scaled_decode,
     }
@@ -341,6 +348,9 @@ def bench_jpeg(report: Report, mode: Mode, imagemagick: ImageMagick | str) -> No
                at_least=True, note="" if magick else f"(ImageMagick {imagemagick})", busy=busy),
         Target("JPEG: process_photo / floor (read + DCT-scaled decode)",
                ours / timings["floor: read + DCT-scaled decode"].best, 1.3, at_least=False, busy=busy),
+        Target("JPEG, Display P3: process_photo / floor (of the untagged twin)",
+               timings["process_photo, Display P3 twin"].best / timings["floor: read + DCT-scaled decode"].best,
+               1.3, at_least=False, busy=busy),
     ]
 
 

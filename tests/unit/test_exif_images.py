@@ -37,7 +37,7 @@ from tests.conftest import CORPUS, corpus_dir
 from waypost.apps.journeys import images
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata, read_metadata_bytes
 from waypost.apps.journeys.images import DAMAGED_MEDIA, ImageError, is_supported_image, process_photo
-from waypost.apps.journeys.samples import DEMO_TRIP, Shot, make_photo
+from waypost.apps.journeys.samples import DEMO_TRIP, Shot, display_p3_profile, make_photo
 from waypost.errors import PermanentError
 
 # Every kind of file in the corpus; a DNG is a TIFF to Pillow (its first IFD is a preview).
@@ -736,6 +736,34 @@ def test_process_photo_ignores_an_unusable_profile() -> None:
         assert display.getpixel((16, 16)) == pytest.approx((255, 0, 0), abs=8)
 
 
+# Display P3 -> linear sRGB (both D65): the P3 primaries' XYZ through the inverse sRGB matrix.
+_P3_TO_SRGB = ((1.2249, -0.2247, 0.0), (-0.0420, 1.0419, 0.0), (-0.0197, -0.0786, 1.0979))
+_P3_RED = (220, 60, 50)  # saturated, yet inside sRGB, so a right conversion is not clipped
+
+
+def _p3_as_srgb(colour: tuple[int, int, int]) -> tuple[float, ...]:
+    """What a colour-managed viewer shows for a Display P3 pixel, worked out without LittleCMS."""
+    linear = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in (c / 255 for c in colour)]
+    mixed = [min(1.0, max(0.0, sum(w * v for w, v in zip(row, linear, strict=True)))) for row in _P3_TO_SRGB]
+    return tuple(255 * (12.92 * v if v <= 0.0031308 else 1.055 * v ** (1 / 2.4) - 0.055) for v in mixed)
+
+
+@pytest.mark.parametrize(("image_format", "size"), [("JPEG", (1200, 900)), ("PNG", (120, 90))])
+def test_a_display_p3_red_stays_the_red_the_camera_saw(image_format: str, size: tuple[int, int]) -> None:
+    # The JPEG is scaled on decode (libvips), the PNG by Pillow: both honour the profile.
+    source = io.BytesIO()
+    Image.new("RGB", size, _P3_RED).save(source, image_format, icc_profile=display_p3_profile())
+    photo = process_photo(source.getvalue(), display_px=500, thumb_px=60)
+    expected = _p3_as_srgb(_P3_RED)  # about (239, 35, 36): redder than the P3 numbers read as sRGB
+    for output in (photo.display, photo.thumbnail):
+        _assert_clean_jpeg(output, longest=500)
+        with Image.open(io.BytesIO(output)) as published:
+            pixel = published.getpixel((published.width // 2, published.height // 2))
+        assert pixel == pytest.approx(expected, abs=6), (pixel, expected)
+        # Ignoring the profile would publish the P3 numbers as they are: washed out.
+        assert pixel[0] - _P3_RED[0] > 12 and _P3_RED[1] - pixel[1] > 15, pixel
+
+
 def test_process_photo_opens_once_and_decodes_at_reduced_scale(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1186,3 +1214,17 @@ def test_bad_sizes_are_a_programming_error() -> None:
 )
 def test_is_supported_image(content_type: str, filename: str | None, supported: bool) -> None:
     assert is_supported_image(content_type, filename) is supported
+
+
+@pytest.mark.corpus
+def test_a_jpeg_libvips_stops_at_is_decoded_by_pillow_as_before() -> None:
+    """exif-py's corrupted sample has a damaged restart marker: libvips stops there, libjpeg
+    through Pillow only warns and decodes the photo, as Waypost did before libvips."""
+    from waypost.apps.journeys.jpegscale import ScaleError, display_from_jpeg
+
+    data = _corpus_file("exifpy_jpg_corrupted.jpg")
+    with pytest.raises(ScaleError):
+        display_from_jpeg(data, (3648, 2736), (1600, 1200))
+    processed = process_photo(data)
+    with Image.open(io.BytesIO(processed.display)) as display:
+        assert display.size == (1600, 1200)

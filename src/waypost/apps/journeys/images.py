@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata
+from waypost.apps.journeys.jpegscale import ScaleError, display_from_jpeg
 from waypost.errors import PermanentError
+
+log = logging.getLogger(__name__)
 
 
 class JpegOptions(TypedDict):
@@ -95,6 +99,9 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# JPEGs libvips scales (CMYK, with Adobe's inverted ink, stays with Pillow).
+_SCALED_FORMATS = frozenset({"JPEG", "MPO"})
+_SCALED_MODES = frozenset({"RGB", "L"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK"})
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -139,7 +146,7 @@ def process_photo(data: bytes, *, thumb_px: int = 512, display_px: int = 1600) -
         # The decode left less than twice the display size, where Pillow's area-aware
         # bilinear filter is as sharp as Lanczos at a third of the cost. Resized while the
         # file is open, so the decoded pixels go with it and only the display size stays.
-        display = _shrink_to(_decode_upright(image, display_px), display_px, Image.Resampling.BILINEAR,
+        display = _shrink_to(_decode_upright(image, data, display_px), display_px, Image.Resampling.BILINEAR,
                              reducing_gap=None)
         if display is image:  # already small, upright RGB: keep the pixels past close()
             display = image.copy()
@@ -248,19 +255,37 @@ def _all_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, 
         start += size
 
 
-def _decode_upright(image: Image.Image, display_px: int) -> Image.Image:
+def _decode_upright(image: Image.Image, data: bytes, display_px: int) -> Image.Image:
     """Decode once, as small as the display size allows, in RGB, the right way up."""
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for the display size so a
-    # 12 MP photo never becomes 36 MB of pixels. A no-op for the other formats.
-    image.draft("RGB", _fitted_size(image.size, display_px))
     try:
-        rgb = _to_srgb(_reduced(image, display_px))
-    except (*_DECODER_ERRORS, Warning) as err:
+        rgb = _to_srgb(_decoded(image, data, display_px))
+    except (*_DECODER_ERRORS, Warning, ScaleError) as err:
         if image.format in _MEDIA_FORMATS:
             raise ImageError(f"{DAMAGED_MEDIA}: {err}") from err
         raise ImageError(f"image data is truncated or corrupt: {err}") from err
     transpose = _UPRIGHT.get(_orientation_left(image))
     return rgb if transpose is None else rgb.transpose(transpose)
+
+
+def _decoded(image: Image.Image, data: bytes, display_px: int) -> Image.Image:
+    """The pixels at no more than the display size needs. A YCbCr or grey JPEG, what
+    cameras write, goes through libvips, which decodes at a DCT scale and resizes to the
+    display size in one pass; its ``info`` (the ICC profile) is carried over."""
+    target = _fitted_size(image.size, display_px)
+    if image.format in _SCALED_FORMATS and image.mode in _SCALED_MODES:
+        try:
+            scaled = display_from_jpeg(data, image.size, target)
+        except ScaleError as err:
+            # libvips stops at damage libjpeg only warns about ("Corrupt JPEG data: N extraneous
+            # bytes"); Pillow decodes such photos as it always did, and refuses what it cannot
+            log.info("libvips could not scale the JPEG (%s); decoding it with Pillow", err)
+        else:
+            scaled.info = image.info
+            return scaled
+    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for the display size so a
+    # 12 MP photo never becomes 36 MB of pixels. A no-op for the other formats.
+    image.draft("RGB", target)
+    return _reduced(image, display_px)
 
 
 def _reduced(image: Image.Image, display_px: int) -> Image.Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+import struct
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -191,3 +192,37 @@ DEMO_TRIP: tuple[Shot, ...] = (
     Shot(38.69256, -9.41899, _lisbon(20, 12, 27), "Cascais marina at sunset", 3.0),
 )
 """One summer Saturday around Lisbon (WEST, UTC+01:00): Belém, Alfama, Sintra, the coast."""
+
+
+# Display P3 (what iPhones tag their photos with): DCI-P3 primaries, D65 white, the sRGB
+# tone curve. Colorants are the primaries' XYZ adapted to the ICC's D50 by Bradford, as in
+# Apple's own profile; each column sums to the D50 white.
+_D50 = (0.9642, 1.0, 0.8249)
+_P3_COLORANTS = ((b"rXYZ", (0.5151, 0.2412, -0.0011)), (b"gXYZ", (0.2919, 0.6922, 0.0419)),
+                 (b"bXYZ", (0.1572, 0.0666, 0.7841)))
+
+
+def display_p3_profile() -> bytes:
+    """A minimal ICC v2 display profile for Display P3, to tag sample photos as a phone does."""
+    curve = [round(65535 * _srgb_to_linear(step / 1023)) for step in range(1024)]
+    trc = b"curv\0\0\0\0" + struct.pack(f">I{len(curve)}H", len(curve), *curve)
+    text = b"Display P3 (Waypost sample)\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(79)),
+            (b"wtpt", _xyz_tag(_D50)), *((name, _xyz_tag(xyz)) for name, xyz in _P3_COLORANTS),
+            (b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    header = (struct.pack(">I", offset + len(body)) + b"lcms" + bytes.fromhex("02100000") + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(24) + struct.pack(">I", 0) + _xyz_tag(_D50)[8:] + bytes(48))
+    return header + table + body
+
+
+def _srgb_to_linear(value: float) -> float:
+    return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+
+def _xyz_tag(xyz: tuple[float, float, float]) -> bytes:
+    return b"XYZ \0\0\0\0" + struct.pack(">3i", *(round(value * 65536) for value in xyz))
