@@ -171,6 +171,12 @@ class OutboundSettings(_Group):
     max_attempts: int = Field(60, ge=1)
     retry_base_delay: float = Field(30.0, gt=0)
     retry_max_delay: float = Field(3600.0, gt=0)
+    # before the first send to a domain: its MX, or the A/AAAA fallback, through dns_nameservers;
+    # a null MX or no mail host fails the message (outbound/recipient_domains.py). None: on when
+    # mail really leaves (smtp, ses), off for the catcher, which delivers nowhere (and so works
+    # on a laptop without DNS, the demo included)
+    check_recipient_domains: bool | None = None
+    recipient_domain_cache_seconds: float = Field(3600.0, gt=0)
 
     @field_validator("bounce_domain")
     @classmethod
@@ -278,6 +284,9 @@ class AlarmSettings(_Group):
     check_interval_seconds: float = Field(60.0, gt=0)
     mail_operator: bool = True  # mail operator_email when an alarm fires (never users)
     mail_interval_hours: float = Field(6.0, gt=0)  # at most one mail per alarm in this time
+    # complaints, abuse@ reports, removal requests without a token and new suppressions other
+    # than a person's own stop reach the operator in one digest mail at most this often
+    digest_interval_minutes: float = Field(60.0, gt=0)
 
 
 class RetentionSettings(_Group):
@@ -304,6 +313,36 @@ class SesSettings(_Group):
     configuration_set: str | None = None  # ConfigurationSetName on every send (event publishing)
 
 
+class DoctorSettings(_Group):
+    """`waypost doctor` and its rerun by the worker (see docs/readiness.md)."""
+
+    interval_hours: float = Field(24.0, ge=0)  # the worker reruns the doctor this often; 0: never
+    receiving: Literal["smtp", "ses"] = "smtp"  # where mail_domain's MX should lead: this host or SES inbound
+    # the public addresses mail leaves from in SMTP mode (SPF, reverse DNS); empty: the
+    # addresses of the HELO name (smtp.hostname)
+    sending_ips: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("sending_ips", mode="before")
+    @classmethod
+    def _ips(cls, value: Any) -> Any:
+        return tuple(str(ipaddress.ip_address(word)) for word in _words(value))
+
+
+class DmarcSettings(_Group):
+    """DMARC aggregate and failure reports and SMTP TLS reports (see docs/readiness.md)."""
+
+    # the rua/ruf (and TLS-RPT) mailbox on mail_domain: publish rua=mailto:<mailbox>@<mail_domain>
+    mailbox: str = "dmarc"
+    # a gzip or zip report unpacks to at most this many bytes; a larger one is kept as malformed
+    max_report_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    keep_reports_days: float = Field(400.0, gt=0)  # aggregate and TLS reports, then deleted
+    # failure reports quote the failed mail's headers (personal data): deleted sooner
+    keep_failure_reports_days: float = Field(30.0, gt=0)
+    # own_mail_failing_dmarc fires when this many of our messages failed DMARC in the last alarm_days
+    alarm_min_messages: int = Field(1, ge=1)
+    alarm_days: float = Field(7.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -318,6 +357,16 @@ class Settings(BaseSettings):
     base_url: str | None = None  # None: http://<http.host>:<bound port>
     operator_name: str = "Waypost operator"
     operator_email: str | None = None  # None: operator@<mail_domain>
+    # where mail to the operator mailboxes on mail_domain (operator_email there, postmaster@,
+    # abuse@) is forwarded, DMARC-safe; None: it is only kept in the console's operator inbox
+    operator_forward_to: str | None = None
+    # local parts on mail_domain kept in the operator inbox like postmaster@, for the mail that asks
+    # to prove the address is ours: SES identity verification, registrars, certificate authorities
+    # (CA/Browser Forum baseline requirements 3.2.2.4.4: admin, administrator, hostmaster, postmaster,
+    # webmaster; RFC 2142 §4-5), and the no-reply sender one verifies with SES. Those an app serves
+    # stay the app's. Comma/space list in the environment.
+    verification_mailboxes: Annotated[tuple[str, ...], NoDecode] = (
+        "no-reply", "noreply", "verify", "hostmaster", "webmaster", "admin", "administrator", "info")
     reply_from: str | None = None  # None: <journeys.mailbox>@<mail_domain>
     reply_from_name: str = "Waypost journeys"
     # NoDecode: the env value is a comma/space list, not JSON; _networks splits it
@@ -339,10 +388,12 @@ class Settings(BaseSettings):
     smarthost: SmarthostSettings = SmarthostSettings()
     dkim: DkimSettings = DkimSettings()
     ses: SesSettings = SesSettings()
+    doctor: DoctorSettings = DoctorSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     guard: GuardSettings = GuardSettings()
     alarms: AlarmSettings = AlarmSettings()
     retention: RetentionSettings = RetentionSettings()
+    dmarc: DmarcSettings = DmarcSettings()
     legal: LegalSettings = LegalSettings()
     # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
     # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key
@@ -367,6 +418,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [part for part in value.replace(",", " ").split() if part]
         return tuple(_nameserver(str(item)) for item in value)
+
+    @field_validator("verification_mailboxes", mode="before")
+    @classmethod
+    def _local_parts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        parts = tuple(dict.fromkeys(str(item).strip().lower() for item in value))
+        if any(not part or "@" in part or "+" in part for part in parts):
+            raise ValueError("list bare local parts such as hostmaster, webmaster (no @domain, no +tag)")
+        return parts
 
     @field_validator("secret_keys", mode="before")
     @classmethod
@@ -417,6 +478,12 @@ class Settings(BaseSettings):
     @property
     def operator_address(self) -> str:
         return self.operator_email or f"operator@{self.mail_domain}"
+
+    @property
+    def operator_delivery_address(self) -> str:
+        """Where mail for the operator (alarms, digests, forwards) is sent: operator_forward_to when
+        set, else the operator address itself."""
+        return self.operator_forward_to or self.operator_address
 
     @property
     def reply_address(self) -> str:
@@ -529,6 +596,7 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
         raise ConfigError(f"{err}; a group takes one variable per key, such as WAYPOST_SMTP__PORT") from None
     _check_addresses(settings)
     _check_public_links(settings)
+    _check_operator_forward(settings)
     return settings
 
 
@@ -564,6 +632,39 @@ def _check_public_links(settings: Settings) -> None:
             f"base_url: with outbound.transport = {settings.outbound.transport!r} every message links to "
             f"base_url, and one-click unsubscribe (RFC 8058) needs https; set base_url to the public https "
             f"address of this server (got {settings.base_url or 'none'})")
+
+
+def _on_our_domains(settings: Settings, address: str) -> bool:
+    return normalise_address(address).rsplit("@", 1)[1] in {settings.mail_domain, settings.bounce_domain}
+
+
+def _check_operator_forward(settings: Settings) -> None:
+    """A forward to our own domains would only come back to us."""
+    forward = settings.operator_forward_to
+    if forward is None:
+        return
+    try:
+        forward = normalise_address(forward)
+    except AddressError as err:
+        raise ConfigError(f"operator_forward_to: {err}; set a full address such as you@example.org") from None
+    if _on_our_domains(settings, forward):
+        raise ConfigError(f"operator_forward_to: {forward} is on this Waypost's own domain, so forwarded "
+                          "mail would come straight back; set a mailbox you read elsewhere")
+
+
+def check_operator_reachable(settings: Settings) -> None:
+    """Raise ConfigError, saying how to fix it, when the contact shown in every mail leads nowhere:
+    outside catcher mode, an operator address on mail_domain only lands in the console's operator
+    inbox, where nobody is told of it, unless operator_forward_to passes it on. Checked when the
+    service starts (`waypost serve`, `waypost worker`), not by every command."""
+    if settings.outbound.transport == "catcher" or settings.operator_forward_to is not None:
+        return
+    if _on_our_domains(settings, settings.operator_address):
+        raise ConfigError(
+            f"operator_email: {settings.operator_address} is on {settings.mail_domain}, whose mail Waypost "
+            "receives itself: alarms and people's questions would only wait in the console's operator inbox. "
+            "Set operator_forward_to to a mailbox you read elsewhere (each mail is forwarded there), or set "
+            "operator_email to that mailbox")
 
 
 def _check_addresses(settings: Settings) -> None:

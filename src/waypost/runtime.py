@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from waypost.apps.dmarc_reports import DmarcReportsApp
 from waypost.apps.feedback_mail import FeedbackMailApp
 from waypost.apps.journeys.build import describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
@@ -18,18 +19,22 @@ from waypost.apps.journeys.imagepool import ImagePool, default_workers
 from waypost.apps.journeys.places import default_index
 from waypost.apps.journeys.repository import JourneyReader
 from waypost.apps.journeys.zones import zone_at
+from waypost.apps.operator_inbox import Forwarding, OperatorInboxApp, operator_mailboxes
 from waypost.apps.unsubscribe import UnsubscribeApp
 from waypost.config import Settings
+from waypost.dmarc.watch import DmarcWatch
 from waypost.feedback.intake import FeedbackIntake
-from waypost.feedback.policy import FeedbackPolicy
+from waypost.feedback.policy import DRILL_DOMAIN, SIMULATOR_DOMAIN, FeedbackPolicy
 from waypost.keys import signing_keys
 from waypost.mail.authenticator import Authenticator
 from waypost.mail.limits import MimeLimits
-from waypost.outbound import control
+from waypost.mail.resolver import make_resolver
+from waypost.outbound import control, suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.limits import send_limits
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp, ensure_send_lock
 from waypost.outbound.ratelimit import RateLimiter
+from waypost.outbound.recipient_domains import RecipientDomains
 from waypost.outbound.senders.base import Sender
 from waypost.outbound.senders.factory import LazySender, make_sender
 from waypost.outbound.unsubscribe import StreamHook, Unsubscriber, UnsubscribeTokens
@@ -40,9 +45,10 @@ from waypost.pipeline.history import SenderHistory
 from waypost.pipeline.inbox import Inbox
 from waypost.pipeline.processor import InboundProcessor
 from waypost.pipeline.retention import RetentionSweeper
-from waypost.pipeline.router import Router
+from waypost.pipeline.router import App, Router
 from waypost.pipeline.worker import Worker
 from waypost.reputation.alarms import AlarmMonitor
+from waypost.reputation.digest import OperatorDigest
 from waypost.reputation.guard import ReputationGuard
 from waypost.reputation.notify import TEMPLATES as OPERATOR_TEMPLATES
 from waypost.reputation.notify import alarm_mailer
@@ -50,9 +56,10 @@ from waypost.reputation.status import Snapshot, read_snapshot
 from waypost.store import migrate
 from waypost.store.blobs import BlobStore, LocalBlobStore
 from waypost.store.db import create_engine
-from waypost.store.queue import Doorbell, RetryPolicy, TableJobQueue
+from waypost.store.queue import Doorbell, JobKind, RetryPolicy, TableJobQueue
 
 if TYPE_CHECKING:  # boto3 loads only in a process that consumes the queue
+    from waypost.doctor.history import DoctorWatch
     from waypost.feedback.sqs import SqsFeedbackConsumer
 
 
@@ -82,6 +89,8 @@ class Runtime:
     # steps that refuse mail while the sending server waits (pipeline/arrival.py)
     authenticate: Authenticate
     screen: Screen
+    # complaints, abuse@ reports, removal requests and suppressions, mailed to the operator
+    digest: OperatorDigest
 
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
@@ -91,12 +100,24 @@ class Runtime:
         companions = []
         if self.settings.feedback.sqs_queue_url:
             companions.append(self.feedback_consumer().run)
-        return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds()],
+        if self.settings.doctor.interval_hours > 0 and self.settings.outbound.transport != "catcher":
+            companions.append(self.doctor_watch().loop)  # its own thread: DNS and SES calls never delay jobs
+        return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds(), *self._ses_push_kinds()],
                       poll_interval=self.settings.worker.poll_interval,
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check),
+                                (self.settings.alarms.check_interval_seconds, self.digest.run),
+                                (self.settings.alarms.check_interval_seconds, self.dmarc_watch().check),
                                 # first at start (a crash leaves its orphans then), then every interval
                                 (self.settings.retention.sweep_interval_minutes * 60, self.retention().sweep)],
                       companions=companions, doorbell=self.doorbell)
+
+    def _ses_push_kinds(self) -> list[JobKind]:
+        """SES mode: the push of our suppression changes to SES's account-level list."""
+        if self.settings.outbound.transport != "ses":
+            return []
+        from waypost.feedback.ses_sync import SesSuppressionPush
+
+        return SesSuppressionPush(self.engine, self.queue, self.settings).job_kinds()
 
     def retention(self) -> RetentionSweeper:
         """The sweep of raw mail past its retention period, of orphaned blobs and of duplicate
@@ -105,7 +126,21 @@ class Runtime:
         return RetentionSweeper(self.engine, self.blobs, refused_after=timedelta(days=kept.refused_raw_days),
                                 dead_after=timedelta(days=kept.dead_raw_days),
                                 orphan_grace=timedelta(minutes=kept.orphan_grace_minutes),
-                                duplicate_window=timedelta(days=self.settings.gate.duplicate_window_days))
+                                duplicate_window=timedelta(days=self.settings.gate.duplicate_window_days),
+                                reports_after=timedelta(days=self.settings.dmarc.keep_reports_days),
+                                failure_reports_after=timedelta(days=self.settings.dmarc.keep_failure_reports_days))
+
+    def doctor_watch(self) -> DoctorWatch:
+        """The daily `waypost doctor` rerun with its drift alarm (doctor.interval_hours)."""
+        from waypost.doctor.history import DoctorWatch
+        from waypost.doctor.runner import run_doctor
+
+        return DoctorWatch(self.engine, lambda: run_doctor(self.settings),
+                           timedelta(hours=self.settings.doctor.interval_hours), self.alarms)
+
+    def dmarc_watch(self) -> DmarcWatch:
+        """The own_mail_failing_dmarc alarm, from the stored DMARC aggregate reports."""
+        return DmarcWatch(self.engine, self.settings, self.alarms)
 
     def feedback_consumer(self) -> SqsFeedbackConsumer:
         """The SQS consumer of SES feedback (feedback.sqs_queue_url)."""
@@ -152,8 +187,10 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
     limiter = RateLimiter(lambda: send_limits(outbound, sender),
                           in_flight_limit=timedelta(seconds=worker.visibility_timeout))
     outbox = Outbox(engine, queue, sender, max_attempts=outbound.max_attempts, limiter=limiter, verp=verp,
-                    paused_recheck=outbound.paused_recheck_seconds, guard=guard, on_refused=intake.recipient_refused)
+                    paused_recheck=outbound.paused_recheck_seconds, guard=guard, on_refused=intake.recipient_refused,
+                    recipient_domains=_recipient_domains(settings))
     ensure_send_lock(engine)
+    suppression.push_to_ses(engine, outbound.transport == "ses")
     tokens = UnsubscribeTokens(keys)
     composer = Composer(settings, [JOURNEY_TEMPLATES, OPERATOR_TEMPLATES], tokens, filters={"moment": describe_moment})
     images = ImagePool(settings.journeys.image_workers or default_workers())
@@ -164,16 +201,20 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                                rate_window=timedelta(minutes=settings.gate.sender_window_minutes))
     allowlist = Allowlist(engine)
     unsubscriber = Unsubscriber(tokens, hooks=leave_hooks)
-    router = Router(settings.mail_domain, [journeys_app, UnsubscribeApp(outbound.unsubscribe_mailbox, unsubscriber),
-                                           *_feedback_apps(settings, intake)])
-    gate = _gate(settings, engine, allowlist)
+    apps: list[App] = [journeys_app, UnsubscribeApp(outbound.unsubscribe_mailbox, unsubscriber),
+                       *_feedback_apps(settings, intake),
+                       DmarcReportsApp(settings.dmarc.mailbox, max_report_bytes=settings.dmarc.max_report_bytes,
+                                       keep_days=settings.feedback.keep_reports_days)]
+    served = {app.mailbox for app in apps if (app.domain or settings.mail_domain) == settings.mail_domain}
+    router = Router(settings.mail_domain, [*apps, *_operator_apps(settings, composer, outbox, served)])
+    gate = _gate(settings, engine, allowlist, router)
 
     def snapshot() -> Snapshot:
         return read_snapshot(engine, limiter, guard, stale_after=timedelta(seconds=settings.alarms.stale_job_seconds),
                              setup_alarm_after=settings.feedback.setup_alarm_count)
 
-    mailer = alarm_mailer(composer, outbox, operator=settings.operator_address, envelope_sender=settings.reply_address,
-                          interval_hours=settings.alarms.mail_interval_hours)
+    mailer = alarm_mailer(composer, outbox, operator=settings.operator_delivery_address,
+                          envelope_sender=settings.reply_address, interval_hours=settings.alarms.mail_interval_hours)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -197,7 +238,34 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         authenticate=arrival_authentication(gate, router,
                                             Authenticator(settings.dns_nameservers, settings.dns_timeout)),
         screen=arrival_screen(gate, router),
+        digest=OperatorDigest(engine, composer, outbox, operator=settings.operator_delivery_address,
+                              envelope_sender=settings.reply_address,
+                              interval=timedelta(minutes=settings.alarms.digest_interval_minutes)),
     )
+
+
+def _recipient_domains(settings: Settings) -> RecipientDomains | None:
+    """The MX check before a domain's first send. The drill's domains are exempt: the local one
+    is reserved (RFC 6761 .invalid) and served by the drill's own MX, and SES answers for its
+    mailbox simulator itself."""
+    check = settings.outbound.check_recipient_domains
+    if check is False or (check is None and settings.outbound.transport == "catcher"):
+        return None
+    return RecipientDomains(lambda: make_resolver(settings.dns_nameservers, settings.dns_timeout),
+                            exempt=(DRILL_DOMAIN, SIMULATOR_DOMAIN),
+                            ttl=settings.outbound.recipient_domain_cache_seconds)
+
+
+def _operator_apps(settings: Settings, composer: Composer, outbox: Outbox,
+                   served: set[str]) -> list[OperatorInboxApp]:
+    """postmaster@, abuse@, the operator address on mail_domain and the verification mailboxes no
+    app serves (``served``): kept, and forwarded when operator_forward_to is set."""
+    forwarding = None
+    if settings.operator_forward_to:
+        forwarding = Forwarding(settings.operator_forward_to, composer, outbox, settings.reply_address)
+    mailboxes = operator_mailboxes(settings.mail_domain, [settings.operator_address])
+    mailboxes += [m for m in settings.verification_mailboxes if m not in mailboxes and m not in served]
+    return [OperatorInboxApp(mailbox, settings.mail_domain, forwarding) for mailbox in mailboxes]
 
 
 def _job_queue(settings: Settings, engine: Engine) -> TableJobQueue:
@@ -216,8 +284,14 @@ def _feedback_apps(settings: Settings, intake: FeedbackIntake) -> list[FeedbackM
             FeedbackMailApp("complaints", feedback.complaints_mailbox, None, intake, keep_days=keep_days)]
 
 
-def _gate(settings: Settings, engine: Engine, allowlist: Allowlist) -> Gate:
+def _gate(settings: Settings, engine: Engine, allowlist: Allowlist, router: Router) -> Gate:
     history = SenderHistory(engine, timedelta(minutes=settings.gate.sender_window_minutes))
+    reply_from = settings.reply_address.lower()
+
+    def is_own(address: str) -> bool:  # our domains' mailboxes and our From: mail from them is a loop
+        return router.is_local_domain(address) or address.lower() == reply_from
+
     return Gate(allowlist, settings.trusted_networks, has_left=history.has_left,
                 require_dkim_without_dmarc=settings.gate.require_dkim_without_dmarc,
-                sender_limit=settings.gate.sender_max_messages, recent_count=history.recent_count)
+                sender_limit=settings.gate.sender_max_messages, recent_count=history.recent_count,
+                is_own=is_own, stopped_by_self=history.stopped_by_self)

@@ -22,7 +22,7 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.resolver
-from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,10 @@ class LoopbackDns:
 
     def add_cname(self, name: str, target: str) -> None:
         self._add(name, "CNAME", CNAME(DNSLabel(_fqdn(target))))
+
+    def add_ptr(self, address: str, target: str) -> None:
+        """Reverse DNS: PTR ``target`` at the in-addr.arpa / ip6.arpa name of ``address``."""
+        self._add(ipaddress.ip_address(address).reverse_pointer, "PTR", PTR(DNSLabel(_fqdn(target))))
 
     def remove(self, name: str) -> None:
         """Forget every record at ``name``: it answers NXDOMAIN again."""

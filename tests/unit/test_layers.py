@@ -24,8 +24,10 @@ WIRING = ("waypost.runtime",)
 # adapters that may use a framework or an SDK, each only its own
 ADAPTER_LIBRARIES = {
     "aiosmtpd": ("waypost.ingress",),
-    "boto3": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs"),
-    "botocore": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs"),
+    "boto3": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs",
+              "waypost.doctor.ses"),
+    "botocore": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs",
+                 "waypost.doctor.ses"),
     "starlette": ("waypost.web",),
     "uvicorn": ("waypost.server",),
 }

@@ -124,3 +124,18 @@ def test_0002_gives_existing_journeys_a_reply_token_and_their_thread(any_engine:
     assert schema_differences(any_engine) == []
     with any_engine.connect() as conn:  # nothing cascaded away on the way
         assert conn.execute(sa.select(sa.func.count()).select_from(models.photos)).scalar() == 1
+
+
+def test_0008_keeps_recorded_feedback_and_gives_it_no_reason(sqlite_engine: Engine) -> None:
+    """Events recorded before 0008 stay as they were; their reason was never worked out (NULL)."""
+    migrate.upgrade(sqlite_engine, "0007")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    with sqlite_engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO feedback_events (dedupe_key, kind, source, outcome, received_at, raw) "
+                             "VALUES ('k1', 'bounce', 'dsn', 'suppressed', :at, '')"), {"at": now})
+
+    migrate.upgrade(sqlite_engine, "0008")
+
+    with sqlite_engine.connect() as conn:
+        rows = conn.execute(sa.select(models.feedback_events.c.dedupe_key, models.feedback_events.c.reason)).all()
+    assert [tuple(row) for row in rows] == [("k1", None)]

@@ -40,6 +40,16 @@ def settings_from(data_dir: Path, **overrides: Any) -> Settings:
         raise click.ClickException(str(err)) from None
 
 
+def reachable_operator(settings: Settings) -> None:
+    """Refuse to start a service whose operator contact leads nowhere (config.check_operator_reachable)."""
+    from waypost.config import check_operator_reachable
+
+    try:
+        check_operator_reachable(settings)
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -18,6 +18,7 @@ from waypost.cli.base import (
     data_dir_option,
     database_for,
     friendly_errors,
+    reachable_operator,
     runtime_for,
     settings_from,
 )
@@ -39,6 +40,7 @@ def serve(data_dir: Path, smtp_port: int | None, http_port: int | None, demo: bo
     from waypost.server import serve as run_server
 
     settings = settings_from(data_dir)
+    reachable_operator(settings)
     updates: dict[str, Any] = {}
     if smtp_port is not None:
         updates["smtp"] = settings.smtp.model_copy(update={"port": smtp_port})
@@ -73,6 +75,7 @@ def worker(data_dir: Path) -> None:
     import signal
 
     runtime = runtime_for(data_dir)
+    reachable_operator(runtime.settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -4,11 +4,14 @@ Queueing happens inside the caller's transaction, keyed by a deterministic idemp
 so a handler that runs twice queues one message. Delivery is one job per message:
 
 1. **Admission**, in one transaction that holds the send lock: the pause switches (global
-   and per stream), the suppression list, the per-second rate and the rolling 24-hour quota.
+   and per stream), the suppression list (not for the operator stream: mail to the operator
+   is never suppressed), the per-second rate and the rolling 24-hour quota.
    A paused message waits (state ``paused``), a suppressed one ends ``suppressed`` and never
    reaches a Sender, a rate-limited one is deferred to the moment the window frees. Deferrals
    do not use up attempts. An admitted message is ``sending`` with ``admitted_at`` set; the
-   rate windows count those times, so several worker processes share one budget.
+   rate windows count those times, so several worker processes share one budget. Then,
+   outside the lock, the recipient's domain must take mail (recipient_domains.py): a null MX
+   or no mail host ends ``failed`` with the reason; no DNS answer is a transient failure.
 2. **Handoff**: the Sender calls back just before the message's bytes leave, and
    ``handoff_at`` is committed. From then on the message is never handed over again unless the
    transport said no: after a crash, a row still ``sending`` with ``handoff_at`` set is settled
@@ -64,6 +67,12 @@ FINAL = (OutboundState.SENT, OutboundState.FAILED, OutboundState.SUPPRESSED)
 class SendGuard(Protocol):
     def check_send(self, conn: Connection, stream: str, recipient: str) -> tuple[str, str] | None:
         """(scope, reason) to pause for before this message goes, or None."""
+
+
+class RecipientCheck(Protocol):
+    def refusal(self, address: str) -> str | None:
+        """Why mail to ``address`` can never be delivered (its domain takes no mail), or None.
+        Raises TransientError when that cannot be told now."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +191,12 @@ class Outbox:
     def __init__(self, engine: Engine, queue: JobQueue, sender: Sender, *, max_attempts: int,
                  limiter: RateLimiter, verp: Verp | None = None, paused_recheck: float = 60.0,
                  guard: SendGuard | None = None,
-                 on_refused: Callable[[sa.Row, RecipientRefusedError], None] | None = None) -> None:
+                 on_refused: Callable[[sa.Row, RecipientRefusedError], None] | None = None,
+                 send_job: str = SEND_JOB, recipient_domains: RecipientCheck | None = None) -> None:
         self.engine = engine
+        # the job kind of this outbox's sends: `waypost drill` uses its own, so that only the
+        # drill's process (with the drill's transport) hands its messages over
+        self.send_job = send_job
         self.queue = queue
         self.sender = sender
         self.max_attempts = max_attempts
@@ -192,6 +205,8 @@ class Outbox:
         self.paused_recheck = paused_recheck
         self.guard = guard
         self.on_refused = on_refused  # a recipient refused at RCPT: the feedback policy hears of it
+        # asked after admission, outside the send lock (a DNS lookup must not hold every sender up)
+        self.recipient_domains = recipient_domains
         # this process knows no send can start before then (monotonic clock); the worker
         # leaves send jobs alone until it passes instead of claiming and deferring each one
         self._blocked_until = 0.0
@@ -222,7 +237,7 @@ class Outbox:
         if self.verp is not None:
             conn.execute(outbound_messages.update().where(outbound_messages.c.id == row_id)
                          .values(envelope_sender=self.verp.address(row_id)))
-        enqueue(conn, SEND_JOB, {"outbound_id": row_id}, max_attempts=self.max_attempts)
+        enqueue(conn, self.send_job, {"outbound_id": row_id}, max_attempts=self.max_attempts)
         return row_id
 
     # -- delivery ------------------------------------------------------------------------
@@ -233,7 +248,7 @@ class Outbox:
 
     def job_kinds(self) -> list[JobKind]:
         """The send job, held back while the rate, the quota or a pause says wait."""
-        return [JobKind(SEND_JOB, self.deliver,
+        return [JobKind(self.send_job, self.deliver,
                         lambda job, why: self.record_failure(job.payload["outbound_id"], why, final=True),
                         held_back=self.blocked_for)]
 
@@ -249,9 +264,28 @@ class Outbox:
             self._settle_interrupted(job, decision.row)
         else:
             try:
-                self._send(job, decision.row, decision.admitted_at)
+                if self._domain_takes_mail(job, decision):
+                    self._send(job, decision.row, decision.admitted_at)
             except _TakenOver as err:
                 log.warning("outbound %s: %s", job.payload["outbound_id"], err)
+
+    def _domain_takes_mail(self, job: Job, admitted: _Admitted) -> bool:
+        """False when the recipient's domain takes no mail: the message ends ``failed`` with the
+        reason and no Sender sees it. No answer from DNS: back to ``queued`` and retried."""
+        row = admitted.row
+        if self.recipient_domains is None:
+            return True
+        try:
+            refusal = self.recipient_domains.refusal(row.recipient)
+        except TransientError as err:
+            self._requeue(row.id, f"{type(err).__name__}: {err}", None, admitted.admitted_at)
+            raise
+        if refusal is None:
+            return True
+        self._finish(job, row.id, OutboundState.FAILED, error=f"recipient domain: {refusal}",
+                     fence=admitted.admitted_at)
+        log.warning("outbound %s not sent: %s", row.idempotency_key, refusal)
+        return False
 
     def _send(self, job: Job, row: sa.Row, admitted_at: datetime) -> None:
         envelope = Envelope(row.envelope_sender, row.recipient, row.idempotency_key, row.stream,
@@ -362,8 +396,10 @@ class Outbox:
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
                              .values(state=OutboundState.PAUSED, last_error=f"sending paused ({scope}): {reason}"))
                 return _Later(self.paused_recheck, f"paused: {reason}", all_sends=False)
-            entry = suppression.lookup(conn, row.recipient)
-            if entry is not None:
+            # mail to the operator is its own stream, never held by the people's suppression list:
+            # a bounce of it raises the operator_mail_bouncing alarm instead
+            entry = None if row.stream == control.OPERATOR_STREAM else suppression.lookup(conn, row.recipient)
+            if entry is not None and not suppression.lets_through(entry, row.idempotency_key, row.created_at):
                 detail = f"suppressed: {entry.reason} ({entry.source}{', ' + entry.detail if entry.detail else ''})"
                 conn.execute(outbound_messages.update().where(outbound_messages.c.id == outbound_id)
                              .values(state=OutboundState.SUPPRESSED, last_error=detail))

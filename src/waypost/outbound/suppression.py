@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,11 +18,12 @@ from enum import StrEnum
 from typing import TextIO
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from waypost.mail.addresses import AddressError, normalise_address
 from waypost.store.db import in_chunks
 from waypost.store.models import suppression_log, suppressions, utcnow
+from waypost.store.queue import enqueue
 
 CSV_FIELDS = ("address", "reason", "source", "detail", "created_at", "expires_at")
 
@@ -58,6 +60,44 @@ class SuppressionImportError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__(f"{len(problems)} bad line(s), nothing imported:\n" + "\n".join(problems[:50]))
         self.problems = list(problems)
+
+
+# the source of a person's own ``stop`` by mail: the one suppression they may lift themselves
+# (``start``), and the one that lets its own confirmation through (``lets_through``)
+STOP_BY_MAIL = "stop-by-mail"
+# the idempotency key prefix of that confirmation
+STOP_CONFIRMATION = "stop-confirmation-"
+
+# SES mode: changes are pushed to SES's account-level list by a job queued in the same
+# transaction, so the push runs only after the commit and an SES failure never touches ours
+# (feedback/ses_sync.py runs it). SES's list holds only bounces and complaints
+# (PutSuppressedDestination takes no other Reason): unsubscribes and manual entries stay ours.
+SES_PUSH_JOB = "ses-suppression-push"
+SES_PUSH_ATTEMPTS = 20
+SES_REASONS = frozenset({Reason.BOUNCE, Reason.COMPLAINT})
+SES_SYNC_SOURCE = "ses-sync"  # copied from SES's list: never pushed back
+_PUSHING: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def push_to_ses(engine: Engine, enabled: bool) -> None:
+    """Whether changes made through ``engine`` queue a push to SES (the wiring says so in SES mode)."""
+    if enabled:
+        _PUSHING.add(engine)
+    else:
+        _PUSHING.discard(engine)
+
+
+def _queue_push(conn: Connection, keys: Iterable[str]) -> None:
+    if conn.engine in _PUSHING:
+        for key in keys:
+            enqueue(conn, SES_PUSH_JOB, {"address": key}, max_attempts=SES_PUSH_ATTEMPTS)
+
+
+def lets_through(entry: Suppression, idempotency_key: str, created_at: datetime) -> bool:
+    """Whether ``entry`` lets a message pass anyway: a person's own stop by mail holds every
+    message but the one confirming it, queued in the transaction that suppressed them."""
+    return (entry.reason == Reason.UNSUBSCRIBE and entry.source == STOP_BY_MAIL
+            and idempotency_key.startswith(STOP_CONFIRMATION) and created_at >= entry.created_at)
 
 
 def suppression_key(address: str) -> str:
@@ -108,6 +148,7 @@ def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = 
     conn.execute(suppression_log.insert(), [
         {"at": now, "action": "add", "address": key, "reason": e.reason.value, "by": (by or e.source)[:64],
          "note": e.detail} for key, e in new.items()])
+    _queue_push(conn, [key for key, e in new.items() if e.reason in SES_REASONS and e.source != SES_SYNC_SOURCE])
     return set(new)
 
 
@@ -119,6 +160,7 @@ def remove(conn: Connection, address: str, *, by: str = "operator", note: str | 
     conn.execute(suppressions.delete().where(suppressions.c.address == key))
     conn.execute(suppression_log.insert().values(at=utcnow(), action="remove", address=key, reason=row.reason,
                                                  by=by[:64], note=note))
+    _queue_push(conn, [key])
     return True
 
 

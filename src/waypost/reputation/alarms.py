@@ -63,6 +63,10 @@ def evaluate(snapshot: Snapshot, settings: AlarmSettings) -> list[Alarm]:
               f"{snapshot.unreadable} feedback messages could not be read in 24 hours",
               "see `waypost feedback unreadable`"),
         _sending_setup(snapshot),
+        Alarm("operator_mail_bouncing", snapshot.operator_bounces > 0, snapshot.operator_bounces, 0,
+              f"{snapshot.operator_bounces} mails to the operator bounced in 7 days: alarms and notices may not "
+              "reach anyone", "check operator_email and operator_forward_to; mail to the operator is never "
+              "suppressed, so it is tried again every time (see `waypost feedback list --kind bounce`)"),
     ]
 
 
@@ -101,12 +105,17 @@ class AlarmMonitor:
             with self.engine.begin() as conn:
                 self.judge(conn)
         alarms = evaluate(self.read(), self.settings)
+        self.record(alarms)
+        return alarms
+
+    def record(self, alarms: list[Alarm]) -> None:
+        """Log, store and mail these alarms' states as ``check`` does its own; for alarms
+        judged elsewhere (the doctor's drift alarm), which ``check`` then leaves alone."""
         now = utcnow()
         with self.engine.begin() as conn:
             states = self._lock_states(conn, [alarm.name for alarm in alarms], now)
             for alarm in alarms:
                 self._record(conn, alarm, states[alarm.name], now)
-        return alarms
 
     @staticmethod
     def _lock_states(conn: Connection, names: list[str], now: datetime) -> dict[str, sa.Row]:

@@ -270,6 +270,8 @@ feedback_events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("provider_message_id", sa.String(255), nullable=True),
     sa.Column("raw", sa.Text, nullable=False),
+    # why the recipient failed (feedback.reasons.Reason value); None before revision 0008
+    sa.Column("reason", sa.String(24), nullable=True),
     # covers the reputation guard's counts (per window, per stream) without reading the rows
     sa.Index("ix_feedback_events_counts_as_received_at", "counts_as", "received_at", "stream"),
     sa.Index("ix_feedback_events_outcome_received_at", "outcome", "received_at"),
@@ -344,4 +346,82 @@ audit_log = sa.Table(
     sa.Column("target", sa.String(320), nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
     sa.Column("ip", sa.String(64), nullable=True),
+)
+
+# Each `waypost doctor` run, from the command or the worker's daily rerun: the drift alarm
+# compares with the previous one, and the production-access request cites the latest.
+doctor_runs = sa.Table(
+    "doctor_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("origin", sa.String(16), nullable=False),  # cli | worker
+    sa.Column("worst", sa.String(8), nullable=False),  # ok | warn | fail
+    sa.Column("results", sa.JSON, nullable=False),  # the report as `waypost doctor --json` prints it
+    sa.Column("drift", sa.JSON, nullable=False),  # names of checks that passed before and fail now
+)
+
+# Each `waypost drill` run: what was sent to which test address, what came back, the verdict;
+# `drill --history`, the console and the production-access request read them.
+drill_runs = sa.Table(
+    "drill_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),  # None: still running (or the process died)
+    sa.Column("mode", sa.String(16), nullable=False),  # ses | smtp | catcher
+    sa.Column("verdict", sa.String(8), nullable=False),  # running | pass | fail
+    sa.Column("scenarios", sa.JSON, nullable=False),  # one object per test address (drill.runner.Outcome)
+    sa.Column("detail", sa.Text, nullable=False),  # a one-line summary, or why the run failed
+)
+
+# DMARC aggregate (rua) and failure (ruf) reports and SMTP TLS reports (RFC 8460), one row per
+# report; the same report twice (same kind, reporter and report id) is one row (dedupe_key).
+# A report that could not be read is kept with ``malformed`` and its bytes (``raw``).
+dmarc_reports = sa.Table(
+    "dmarc_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # aggregate | failure | tls
+    sa.Column("dedupe_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("org_name", sa.String(255), nullable=True),
+    sa.Column("report_id", sa.String(255), nullable=True),
+    sa.Column("policy_domain", sa.String(255), nullable=True),
+    sa.Column("date_begin", UTCDateTime, nullable=True),
+    sa.Column("date_end", UTCDateTime, nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("malformed", sa.Boolean, nullable=False),
+    sa.Column("problem", sa.Text, nullable=True),
+    sa.Column("details", sa.JSON, nullable=False),  # published policy, failure report fields
+    sa.Column("raw", sa.LargeBinary, nullable=True),  # only for a malformed report
+)
+
+# the <record> rows of an aggregate report: aligned results (policy_evaluated) and raw ones (auth)
+dmarc_records = sa.Table(
+    "dmarc_records",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("report_pk", sa.Integer, sa.ForeignKey("dmarc_reports.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("source_ip", sa.String(64), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("disposition", sa.String(16), nullable=False),  # none | quarantine | reject | pass
+    sa.Column("dkim", sa.String(16), nullable=False),  # DMARC-aligned DKIM result: pass | fail
+    sa.Column("spf", sa.String(16), nullable=False),  # DMARC-aligned SPF result: pass | fail
+    sa.Column("header_from", sa.String(255), nullable=True),
+    sa.Column("auth", sa.JSON, nullable=False),  # auth_results and override reasons as reported
+)
+
+# the policies of an SMTP TLS report (RFC 8460 §4.4), with their session counts
+tls_report_policies = sa.Table(
+    "tls_report_policies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("report_pk", sa.Integer, sa.ForeignKey("dmarc_reports.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("policy_domain", sa.String(255), nullable=False),
+    sa.Column("policy_type", sa.String(16), nullable=False),  # sts | tlsa | no-policy-found
+    sa.Column("success_count", sa.Integer, nullable=False),
+    sa.Column("failure_count", sa.Integer, nullable=False),
+    sa.Column("failures", sa.JSON, nullable=False),  # failure-details as reported
 )

@@ -9,6 +9,9 @@ from waypost.web.admin.auditlog import audit_routes
 from waypost.web.admin.auth import Login
 from waypost.web.admin.console import Console
 from waypost.web.admin.dashboard import dashboard_routes
+from waypost.web.admin.dmarc import dmarc_routes
+from waypost.web.admin.drills import drill_routes
+from waypost.web.admin.inbox import inbox_routes
 from waypost.web.admin.journeys import journey_routes
 from waypost.web.admin.lists import allowlist_routes, suppression_routes
 from waypost.web.admin.outbox import outbox_routes
@@ -30,5 +33,8 @@ def console_routes(runtime: Runtime) -> list[BaseRoute]:
         *outbox_routes(console),
         *journey_routes(console),
         *reputation_routes(console),
+        *dmarc_routes(console),
+        *drill_routes(console),
+        *inbox_routes(console),
         *audit_routes(console),
     ]
