@@ -271,8 +271,9 @@ def test_delete_removes_the_journey_its_photos_and_images_and_the_link_is_gone(
     reply = answer_to(people, mail)  # one answer, though the job ran twice
     assert str(reply["Subject"]) == "Deleted: Lisbon" and "3 photos" in text_of(reply)
     web = TestClient(create_app(people))
-    assert web.get(f"/j/{journey.token}").status_code == 410
-    assert web.get("/j/" + "x" * 32).status_code == 404  # never a journey: not "gone"
+    for path in ("", ".json", ".geojson", ".gpx", "/preview.png", "/photos/" + "a" * 16 + "/display.jpg"):
+        assert web.get(f"/j/{journey.token}{path}").status_code == 410, path  # every form of the link is gone
+        assert web.get("/j/" + "x" * 32 + path).status_code == 404, path  # never a journey: not "gone"
 
     # the same mail delivered again is the same request: no second answer
     send(people, mail)

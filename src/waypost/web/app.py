@@ -117,7 +117,8 @@ def create_app(runtime: Runtime) -> Starlette:
     def journey_preview(request: Request) -> Response:
         view = _journey(request)
         if view is None:
-            return not_found(request)
+            return PlainTextResponse("gone", status_code=410, headers=private) if _deleted(request) \
+                else not_found(request)
         # private: a shared cache must not keep what only the link's holders may see
         return Response(preview_png(view), media_type="image/png",
                         headers={**private, "Cache-Control": "private, max-age=3600"})
@@ -125,13 +126,13 @@ def create_app(runtime: Runtime) -> Starlette:
     def journey_data(request: Request) -> Response:
         view = _journey(request)
         if view is None:
-            return JSONResponse({"error": "not found"}, status_code=404, headers=private)
+            return _missing_json(request)
         return JSONResponse(journey_json(view), headers=private)
 
     def journey_geo(request: Request) -> Response:
         view = _journey(request)
         if view is None:
-            return JSONResponse({"error": "not found"}, status_code=404, headers=private)
+            return _missing_json(request)
         disposition = f'attachment; filename="{download_name(view.title, "geojson")}"'
         return JSONResponse(journey_geojson(view), media_type="application/geo+json",
                             headers={**private, "Content-Disposition": disposition})
@@ -139,7 +140,8 @@ def create_app(runtime: Runtime) -> Starlette:
     def journey_track(request: Request) -> Response:
         view = _journey(request)
         if view is None:
-            return PlainTextResponse("not found", status_code=404, headers=private)
+            gone = _deleted(request)
+            return PlainTextResponse("gone" if gone else "not found", status_code=410 if gone else 404, headers=private)
         disposition = f'attachment; filename="{download_name(view.title, "gpx")}"'
         return Response(journey_gpx(view), media_type="application/gpx+xml",
                         headers={**private, "Content-Disposition": disposition})
@@ -150,12 +152,24 @@ def create_app(runtime: Runtime) -> Starlette:
             return not_found(request)
         key = runtime.journeys.photo_blob_key(token, public_id, size)
         if key is None:
-            return not_found(request)
+            return page(request, "gone.html", {}, status=410, extra=private) if _deleted(request) \
+                else not_found(request)
         try:
             body = runtime.blobs.get(key)
         except KeyError:
             return not_found(request)
         return Response(body, media_type="image/jpeg", headers={**private, "Cache-Control": "private, max-age=86400"})
+
+    def _deleted(request: Request) -> bool:
+        """Whether the link's journey was deleted by its owner: its page, data, images and preview
+        answer 410 Gone, while a token that never was a journey answers 404."""
+        token = request.path_params["token"]
+        return bool(TOKEN.match(token)) and runtime.journeys.was_deleted(token)
+
+    def _missing_json(request: Request) -> Response:
+        if _deleted(request):
+            return JSONResponse({"error": "gone"}, status_code=410, headers=private)
+        return JSONResponse({"error": "not found"}, status_code=404, headers=private)
 
     def _journey(request: Request) -> JourneyView | None:
         token = request.path_params["token"]
