@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.loops import run_apart
 from waypost.ingress.limits import SessionLimits
 from waypost.ingress.spool import (
     LOAN,
@@ -43,7 +44,7 @@ def test_small_mail_stays_in_memory_and_holds_part_of_the_budget(tmp_path: Path)
     spool = spooled(data, budget, tmp_path)
     assert not spool.on_disk and not list(tmp_path.iterdir())
     assert budget.used == spool.held >= spool.size == sum(map(len, data))
-    assert asyncio.run(spool.load()) == b"".join(data)
+    assert run_apart(spool.load()) == b"".join(data)
     spool.close()
     assert budget.used == 0
 
@@ -60,7 +61,7 @@ def test_data_moves_to_disk_when_the_budget_has_no_room_and_nothing_stays_behind
         assert budget.used == spool.size  # reading it back borrows its whole size
         return raw
 
-    assert asyncio.run(load()) == b"".join(data)
+    assert run_apart(load()) == b"".join(data)
     assert spool.header == b"From: ann@example.org\r\nSubject: big\r\n"
     spool.close()
     assert budget.used == 0
@@ -122,7 +123,7 @@ def test_the_budget_serves_in_arrival_order_and_lets_a_giant_through_alone() -> 
         assert budget.used == 10 and budget.peak == 500
         return order
 
-    assert asyncio.run(scenario()) == ["giant", "small"]
+    assert run_apart(scenario()) == ["giant", "small"]
 
 
 def test_a_session_that_goes_away_while_waiting_leaves_the_budget_whole() -> None:
@@ -140,7 +141,7 @@ def test_a_session_that_goes_away_while_waiting_leaves_the_budget_whole() -> Non
         budget.give(50)
         return budget
 
-    budget = asyncio.run(scenario())
+    budget = run_apart(scenario())
     assert budget.used == 0 and not budget._waiting
 
 
@@ -195,13 +196,13 @@ def test_data_read_in_pieces_is_what_reading_line_by_line_gives(parts: list[byte
         body += b"\r\n"
     wire = body + b".\r\nQUIT\r\n"  # a pipelined command after the data stays unread
     expected, rest = line_by_line(wire)
-    assert asyncio.run(chunked(wire, pieces, reader_limit)) == (expected, rest, None)
+    assert run_apart(chunked(wire, pieces, reader_limit)) == (expected, rest, None)
 
 
 def test_an_empty_message_and_a_lone_dot_line_inside_a_line() -> None:
-    assert asyncio.run(chunked(b".\r\nQUIT\r\n", [1, 1, 1], 16)) == (b"", b"QUIT\r\n", None)
+    assert run_apart(chunked(b".\r\nQUIT\r\n", [1, 1, 1], 16)) == (b"", b"QUIT\r\n", None)
     wire = b"a.\r\n..\r\n.x\r\n.\r\nNOOP\r\n"
-    assert asyncio.run(chunked(wire, [2, 3], 16)) == (b"a.\r\n.\r\nx\r\n", b"NOOP\r\n", None)
+    assert run_apart(chunked(wire, [2, 3], 16)) == (b"a.\r\n.\r\nx\r\n", b"NOOP\r\n", None)
 
 
 def test_wire_limits_are_answered_after_the_final_dot_and_nothing_is_kept() -> None:
