@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
 import smtplib
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+
+from smtp_servers import start, stop
 
 SESSIONS = 20
 MESSAGE_BYTES = 10 * 1024
@@ -76,39 +74,6 @@ def message(n: int) -> bytes:
             f"Message-ID: <ingest-{n}@example.org>\r\n\r\n").encode()
     line = b"x" * 76 + b"\r\n"
     return head + line * ((MESSAGE_BYTES - len(head)) // len(line))
-
-
-def start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env, start_new_session=True)
-    assert process.stdout is not None
-    seen = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line.rstrip())
-        if match := re.match(r"^smtp: .*:(\d+)$", line.strip()):
-            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
-            return process, int(match.group(1))
-    process.kill()
-    raise SystemExit("the server did not report its SMTP port:\n" + "\n".join(seen))
-
-
-def _drain(stream: TextIO) -> None:
-    for _ in stream:
-        pass
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -26,19 +26,16 @@ import argparse
 import base64
 import json
 import os
-import re
-import signal
 import smtplib
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
 
 from process_tree import descendants, status_kib
+from smtp_servers import start, stop
 
 MESSAGE_BYTES = 39 * 1000 * 1000
 TARGET_MB = 400
@@ -80,39 +77,6 @@ def big_message(sender: str) -> bytes:
             f"Message-ID: <big@example.net>\r\nMIME-Version: 1.0\r\n"
             f"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n").encode()
     return head + body
-
-
-def start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line.rstrip())
-        if match := re.match(r"^smtp: .*:(\d+)$", line.strip()):
-            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
-            return process, int(match.group(1))
-    process.kill()
-    raise SystemExit("the server did not report its SMTP port:\n" + "\n".join(seen))
-
-
-def _drain(stream: TextIO) -> None:
-    for _ in stream:  # keep the pipe from filling up; the lines are not needed
-        pass
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def tree_peak_mb(pid: int) -> float:
