@@ -15,9 +15,10 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from tests.support.json_http import serving_json
 
 PREFIX = "/v2/email/suppression/addresses"
 
@@ -58,31 +59,5 @@ class SuppressionListStub:
 @contextmanager
 def running_suppression_stub() -> Iterator[tuple[str, SuppressionListStub]]:
     stub = SuppressionListStub()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            status, error, body = stub.handle(self.command, self.path, self.rfile.read(length))
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            if error:
-                self.send_header("x-amzn-ErrorType", error)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_PUT = do_DELETE = _answer  # noqa: N815 (http.server's names)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", stub
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving_json(stub.handle) as url:
+        yield url, stub

@@ -12,13 +12,13 @@ change ``responses`` (path → body) while it runs.
 from __future__ import annotations
 
 import copy
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from tests.support.json_http import serving_json
 
 TOKENS = ("tok1abcdefghijklmnopqrstuvwxyz", "tok2abcdefghijklmnopqrstuvwxyz", "tok3abcdefghijklmnopqrstuvwxyz")
 EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "RENDERING_FAILURE", "DELIVERY_DELAY",
@@ -70,27 +70,9 @@ class SesV2Stub:
 def running_ses_v2_stub() -> Iterator[tuple[str, SesV2Stub]]:
     stub = SesV2Stub()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            status, body = stub.answer(self.path)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            if status == 404:
-                self.send_header("x-amzn-ErrorType", "NotFoundException")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(method: str, path: str, body: bytes) -> tuple[int, str | None, Any]:
+        status, found = stub.answer(path)  # the doctor only reads (GET)
+        return status, "NotFoundException" if status == 404 else None, found
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", stub
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with serving_json(answer) as url:
+        yield url, stub
