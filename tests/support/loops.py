@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,3 +29,12 @@ def run_apart(coroutine: Coroutine[Any, Any, T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+async def until(condition: Callable[[], bool], *, within: float = 10.0, what: str = "condition") -> None:
+    """Let the other tasks on this loop run until ``condition`` holds; fail at the deadline."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {within} s")
+        await asyncio.sleep(0)  # one turn of the loop: the other tasks run, no time passes

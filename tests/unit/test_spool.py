@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.loops import run_apart
+from tests.support.loops import run_apart, until
 from waypost.ingress.limits import SessionLimits
 from waypost.ingress.spool import (
     LOAN,
@@ -109,15 +109,15 @@ def test_the_budget_serves_in_arrival_order_and_lets_a_giant_through_alone() -> 
             order.append(name)
 
         first = asyncio.create_task(wants("giant", 500))  # more than the whole budget
-        await asyncio.sleep(0)
+        await until(lambda: len(budget._waiting) == 1, what="the giant waiting")
         second = asyncio.create_task(wants("small", 10))  # would fit now, but waits its turn
-        await asyncio.sleep(0)
+        await until(lambda: len(budget._waiting) == 2, what="the small one waiting behind it")
         assert order == [] and not budget.try_take(1)  # nobody jumps the queue
         budget.give(60)
         await first
         assert order == ["giant"] and budget.used == 500
-        await asyncio.sleep(0)
-        assert order == ["giant"]  # the small one waits until the giant is done
+        # the small one waits until the giant is done
+        assert not second.done() and [size for size, _ in budget._waiting] == [10]
         budget.give(500)
         await second
         assert budget.used == 10 and budget.peak == 500
@@ -132,7 +132,7 @@ def test_a_session_that_goes_away_while_waiting_leaves_the_budget_whole() -> Non
         await budget.take(100)
         waiting = asyncio.create_task(budget.take(50))
         behind = asyncio.create_task(budget.take(50))
-        await asyncio.sleep(0)
+        await until(lambda: len(budget._waiting) == 2, what="both waiting")
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
@@ -176,7 +176,8 @@ async def chunked(wire: bytes, pieces: list[int], reader_limit: int) -> tuple[by
     for size in pieces:  # the client's bytes arrive in pieces of any size
         reader.feed_data(wire[position:position + size])
         position += size
-        await asyncio.sleep(0)
+        # until the reader has taken what it can and waits for more (StreamReader's own waiter)
+        await until(lambda: reading.done() or reader._waiter is not None, what="the reader waiting for data")
     reader.feed_data(wire[position:])
     reader.feed_eof()
     await reading
