@@ -47,9 +47,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
 
-from flufl.bounce import all_failures
-
 from waypost.feedback import reasons
+from waypost.feedback.detectors import all_failures
 from waypost.feedback.events import BounceType, Kind
 from waypost.feedback.mailparts import (
     Original,

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 
 
 class Kind(StrEnum):
@@ -68,7 +69,7 @@ class FeedbackEvent:
     reply_code: str | None = None  # the SMTP reply code (RFC 5321 §4.2) the remote server gave
     raw: str = ""  # the payload as received (JSON text, or the report's text part)
 
-    @property
+    @cached_property  # the fields never change (frozen); the policy asks twice per event
     def dedupe_key(self) -> str:
         """Same report, same key: SES may deliver a notification twice, and identity
         notifications and event publishing both report the same bounce (REFERENCE-SES §1b)."""

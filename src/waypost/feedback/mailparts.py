@@ -9,7 +9,7 @@ import binascii
 import quopri
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.generator import BytesGenerator
 from email.message import Message
@@ -33,6 +33,7 @@ _UTF8_XTEXT = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")  # RFC 6533 §3 utf-8-add
 # a field holding one address and nothing else: dot-atom local part, bare or in angle brackets
 _DOT_ATOM_ADDRESS = r"[A-Za-z0-9_%+=-]+(?:\.[A-Za-z0-9_%+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _PLAIN_ADDRESS = re.compile(rf"({_DOT_ATOM_ADDRESS})|<({_DOT_ATOM_ADDRESS})>")
+BARE_ADDRESS = re.compile(_DOT_ATOM_ADDRESS)  # fullmatch: an address with nothing to parse around it
 # the same after a display name of plain words or one simple quoted string: "Ann Example <ann@...>"
 _NAMED_ADDRESS = re.compile(rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]+)*|"
                             rf"\"[^\"\\]*\") ?<({_DOT_ATOM_ADDRESS})>")
@@ -52,6 +53,7 @@ class _Reading:
     ``dsn`` and ``reports`` each look at the same fields, parts and text of one report."""
 
     fields: dict[str, list[Any]] | None = None  # lower-cased field name → raw values, in order
+    values: dict[str, list[str]] = field(default_factory=dict)  # ``headers`` answers, by lower-cased name
     parts: tuple[tuple[Message, str], ...] | None = None  # ``typed_parts`` after the message's own
     content_type: str = "text/plain"  # the message's own, once ``parts`` is set
     text: str | None = None  # ``human_text`` at its default limit
@@ -79,13 +81,17 @@ def header(message: Message, name: str) -> str | None:
 def headers(message: Message, name: str) -> list[str]:
     """Every non-empty ``name`` field in order, unfolded (raw values: 8-bit text kept)."""
     reading = _reading(message)
-    if reading.fields is None:
-        reading.fields = {}
-        for key, value in message.raw_items():
-            reading.fields.setdefault(key.lower(), []).append(value)
-    values = (" ".join(clean_text(value).split()) for value in reading.fields.get(name.lower(), ())
-              if isinstance(value, str))
-    return [value for value in values if value]
+    key = name.lower()
+    found = reading.values.get(key)
+    if found is None:
+        if reading.fields is None:
+            reading.fields = {}
+            for field_name, value in message.raw_items():
+                reading.fields.setdefault(field_name.lower(), []).append(value)
+        values = (" ".join(clean_text(value).split()) for value in reading.fields.get(key, ())
+                  if isinstance(value, str))
+        found = reading.values[key] = [value for value in values if value]
+    return list(found)
 
 
 def iter_parts(message: Message) -> Iterator[Message]:

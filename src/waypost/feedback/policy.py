@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -139,8 +140,7 @@ class FeedbackPolicy:
         keys = [e.dedupe_key for e in stored]
         seen: set[str] = set()
         for chunk in in_chunks(keys):
-            seen.update(conn.execute(sa.select(feedback_events.c.dedupe_key)
-                                     .where(feedback_events.c.dedupe_key.in_(chunk))).scalars())
+            seen.update(conn.execute(_SEEN, {"keys": chunk}).scalars())
         fresh = []
         for event, key in zip(stored, keys, strict=True):
             if key in seen:
@@ -151,32 +151,31 @@ class FeedbackPolicy:
         return fresh
 
     def _links(self, conn: Connection, events: list[FeedbackEvent]) -> dict[tuple[str, str], _Link]:
-        """Our outbound rows, by ("provider", id), ("header", Message-ID) and ("verp", address)."""
-        wanted: dict[str, set[str]] = {"provider": set(), "header": set()}
+        """Our outbound rows, by ("provider", id), ("header", Message-ID) and ("verp", address).
+        ``_link_of`` tries the provider id first: an event linked by it needs no other lookup."""
+        links: dict[tuple[str, str], _Link] = {}
+        self._look_up(conn, links, "provider", {e.provider_message_id for e in events if e.provider_message_id})
+        rest = [e for e in events if not e.provider_message_id or ("provider", e.provider_message_id) not in links]
         verp_ids: dict[str, int] = {}
-        for e in events:
-            if e.provider_message_id:
-                wanted["provider"].add(e.provider_message_id)
-            if e.message_id_header:
-                wanted["header"].update(_header_forms(e.message_id_header))
+        for e in rest:
             if e.verp_address and self.verp_outbound_id is not None:
                 number = self.verp_outbound_id(e.verp_address)
                 if number is not None:
                     verp_ids[e.verp_address] = number
-        links: dict[tuple[str, str], _Link] = {}
-        columns = (outbound_messages.c.id, outbound_messages.c.recipient, outbound_messages.c.stream)
-        lookups = (("provider", outbound_messages.c.provider_message_id, wanted["provider"]),
-                   ("header", outbound_messages.c.message_id_header, wanted["header"]),
-                   ("id", outbound_messages.c.id, set(verp_ids.values())))
-        for kind, column, values in lookups:
-            for chunk in in_chunks(list(values)):
-                for row in conn.execute(sa.select(*columns, column.label("key")).where(column.in_(chunk))):
-                    links[(kind, _norm_header(str(row.key)) if kind == "header" else str(row.key))] = \
-                        _Link(row.id, row.recipient, row.stream)
+        self._look_up(conn, links, "header",
+                      {form for e in rest if e.message_id_header for form in _header_forms(e.message_id_header)})
+        self._look_up(conn, links, "id", set(verp_ids.values()))
         for address, number in verp_ids.items():
             if ("id", str(number)) in links:
                 links[("verp", address)] = links[("id", str(number))]
         return links
+
+    @staticmethod
+    def _look_up(conn: Connection, links: dict[tuple[str, str], _Link], kind: str, values: set[Any]) -> None:
+        for chunk in in_chunks(list(values)):
+            for row in conn.execute(_LINKS[kind], {"keys": chunk}):
+                links[(kind, _norm_header(str(row.key)) if kind == "header" else str(row.key))] = \
+                    _Link(row.id, row.recipient, row.stream)
 
     def _per_row(self, events: list[FeedbackEvent], links: dict[tuple[str, str], _Link],
                  applied: Applied) -> Iterable[FeedbackEvent]:
@@ -264,7 +263,7 @@ class FeedbackPolicy:
         keys = sorted({suppression.suppression_key(d.address) for d in scored if d.address})
         state: dict[str, list[datetime]] = {}
         for chunk in in_chunks(keys):
-            for row in conn.execute(sa.select(bounce_scores).where(bounce_scores.c.address.in_(chunk))):
+            for row in conn.execute(_SCORES, {"keys": chunk}):
                 state[row.address] = [datetime.fromisoformat(at) for at in row.bounces]
         now, window, limit = utcnow(), timedelta(days=self.settings.soft_bounce_window_days), \
             self.settings.soft_bounce_limit
@@ -280,7 +279,7 @@ class FeedbackPolicy:
                 recent = []
             state[key] = recent
         for chunk in in_chunks(list(state)):
-            conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
+            conn.execute(_FORGET_SCORES, {"keys": chunk})
         kept = [{"address": key, "score": len(times), "bounces": [at.isoformat() for at in times],
                  "last_at": times[-1]} for key, times in state.items() if times]
         if kept:
@@ -289,7 +288,7 @@ class FeedbackPolicy:
     def _clear_scores(self, conn: Connection, addresses: list[str]) -> None:
         keys = sorted({suppression.suppression_key(a) for a in addresses})
         for chunk in in_chunks(keys):
-            conn.execute(bounce_scores.delete().where(bounce_scores.c.address.in_(chunk)))
+            conn.execute(_FORGET_SCORES, {"keys": chunk})
 
     def _suppress(self, conn: Connection, decisions: list[_Decision]) -> set[str]:
         entries = [suppression.NewEntry(d.address, d.suppress, d.event.source.value, _detail(d), d.expires_at)
@@ -311,6 +310,17 @@ class FeedbackPolicy:
         now = utcnow()
         conn.execute(feedback_events.insert(), [_row(d, now) for d in decisions])
 
+
+# statements built once: an IN list of literals is coerced value by value on every execution,
+# an expanding parameter only bound (a batch makes a handful of these, each with up to 500 values)
+_KEYS: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
+_SEEN = sa.select(feedback_events.c.dedupe_key).where(feedback_events.c.dedupe_key.in_(_KEYS))
+_LINKS = {kind: sa.select(outbound_messages.c.id, outbound_messages.c.recipient, outbound_messages.c.stream,
+                          column.label("key")).where(column.in_(_KEYS))
+          for kind, column in (("provider", outbound_messages.c.provider_message_id),
+                               ("header", outbound_messages.c.message_id_header), ("id", outbound_messages.c.id))}
+_SCORES = sa.select(bounce_scores).where(bounce_scores.c.address.in_(_KEYS))
+_FORGET_SCORES = bounce_scores.delete().where(bounce_scores.c.address.in_(_KEYS))
 
 _RULES: dict[Kind, Callable[[FeedbackPolicy, _Decision], None]] = {
     Kind.BOUNCE: FeedbackPolicy._bounce,

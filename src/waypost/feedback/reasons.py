@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 DEAD, SETUP, TRANSIENT, MESSAGE, INFO = "dead", "setup", "transient", "message", "info"
 
@@ -122,6 +123,10 @@ _PROVIDER_CODES: dict[str, str] = {
 # bare, the same words prove nothing (RFC 5321 §4.2.3); with the trace, they are that dialect
 _OUTLOOK_CONSUMER = r"mailbox unavailable \((?:s\d{6,}|-?\d+:\d+:-?\d+)\)"
 
+# the reporting system asking the sender to check the address it named (InterScan's notice):
+# its judgement that the address, not the message or our sending, is wrong
+_CHECK_ADDRESS = (r"check (?:if|whether|that) (?:the )?(?:e-?mail |recipient )?address(?:es)? (?:is|are) "
+                  r"(?:correct|valid)")
 
 
 def _starting(words: str) -> str:
@@ -218,7 +223,7 @@ _PHRASES: tuple[tuple[str, str], ...] = (
                     r"doesn't have a \S+ account|inactive email address|"
                     r"account that you tried to reach does not exist|mailbox not found|"
                     r"recipient name is not recognized|unknown recipient|user not listed in|"
-                    r"invalid final delivery userid|" + _OUTLOOK_CONSUMER),
+                    r"invalid final delivery userid|" + _CHECK_ADDRESS + "|" + _OUTLOOK_CONSUMER),
     ("mailererror", r"^x-unix;\s*[a-z]|pipe to \|"),  # a local delivery program (or Exim's pipe) failed
     ("systemerror", r"system error|internal error|service (?:currently )?unavailable|transaction failed|"
                     r"could not load|ldap|duplicated message-id|queue file write error"),  # fml's loop alert
@@ -268,7 +273,8 @@ _NO_MAILBOX = re.compile(
     r"recipient name is not recognized|unknown recipient|recipnotfound|no mailbox here by that name|"
     r"user not listed in|invalid final delivery userid|"
     # the receiving host's own local delivery agent, or its own notice, naming the address
-    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+|" + _OUTLOOK_CONSUMER, re.IGNORECASE)
+    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+|" + _CHECK_ADDRESS + "|" + _OUTLOOK_CONSUMER,
+    re.IGNORECASE)
 
 
 def names_no_mailbox(text: str) -> bool:
@@ -364,6 +370,7 @@ _SES_SUBTYPES: dict[tuple[str, str], str] = {
 }
 
 
+@lru_cache(maxsize=4096)  # pure; a provider answers many recipients with the same few diagnostics
 def classify_ses(bounce_type: str | None, subtype: str | None, status: str | None,
                  diagnostic: str | None) -> str:
     """An SES bounce: the diagnostic speaks first (SES's General hides every cause), then the

@@ -20,6 +20,7 @@ from typing import Any
 from waypost.feedback import reasons
 from waypost.feedback.dsn import effective_status
 from waypost.feedback.events import BounceType, FeedbackEvent, FeedbackFormatError, Kind, Source
+from waypost.feedback.mailparts import BARE_ADDRESS
 
 Record = Mapping[str, Any]
 
@@ -129,8 +130,8 @@ def _timestamp(section: Record) -> datetime | None:
 def _address(value: Any) -> str | None:
     """The bare address; ``mail.destination`` may carry display names as given to SendEmail."""
     text = _text(value)
-    if text is None:
-        return None
+    if text is None or BARE_ADDRESS.fullmatch(text):  # as ``parseaddr`` would give it back, for less
+        return text
     _, bare = parseaddr(text)
     return bare if "@" in bare else text
 
