@@ -375,15 +375,29 @@ class BrowserPage:
     page: Any
     blocked: list[str]  # requests to anywhere but loopback, refused (tiles, CDNs, ...)
     transferred: dict[str, int]  # URL → bytes received (encoded, as on the wire)
+    referers: dict[str, str | None]  # refused URL → the Referer it would have carried
+
+
+DESKTOP = {"width": 1280, "height": 800}
 
 
 @pytest.fixture
 def browser_page(browser: Any) -> Iterator[BrowserPage]:
     """A phone-sized page that may reach loopback only: every other request is aborted and
     recorded, so a test sees what a page would have fetched from the internet."""
-    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    with loopback_page(browser, PHONE) as page:
+        yield page
+
+
+@contextlib.contextmanager
+def loopback_page(browser: Any, viewport: dict[str, int]) -> Iterator[BrowserPage]:
+    """``browser_page`` at any size: a phone (touch, 2x pixels) below 640 pixels, else a desktop."""
+    phone = viewport["width"] < 640
+    context = browser.new_context(viewport=viewport, device_scale_factor=2 if phone else 1, is_mobile=phone,
+                                  has_touch=phone)
     blocked: list[str] = []
     transferred: dict[str, int] = {}
+    referers: dict[str, str | None] = {}
 
     def only_loopback(route: Any) -> None:
         host = re.sub(r"^\[|\]$", "", route.request.url.split("/")[2].rsplit(":", 1)[0]) \
@@ -392,6 +406,7 @@ def browser_page(browser: Any) -> Iterator[BrowserPage]:
             route.continue_()
         else:
             blocked.append(route.request.url)
+            referers[route.request.url] = route.request.headers.get("referer")
             route.abort()
 
     def measure(response: Any) -> None:
@@ -404,7 +419,7 @@ def browser_page(browser: Any) -> Iterator[BrowserPage]:
     context.route("**/*", only_loopback)
     page = context.new_page()
     page.on("response", measure)
-    yield BrowserPage(page, blocked, transferred)
+    yield BrowserPage(page, blocked, transferred, referers)
     context.close()
 
 

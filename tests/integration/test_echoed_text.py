@@ -26,14 +26,14 @@ def test_a_url_in_the_subject_still_gets_the_journey_reply(runtime: Any, subject
 
     assert inbound(runtime, message_id).status == "processed"
     (reply,) = caught(runtime)
-    assert "\n" not in str(reply["Subject"]) and str(reply["Subject"]).startswith("Your journey: ")
+    assert "\n" not in str(reply["Subject"]) and str(reply["Subject"]).startswith("Re: ")
     text = " ".join(reply.get_body(("plain",)).get_content().split())
     html = reply.get_body(("html",)).get_content()
     for shown in (str(reply["Subject"]), text, html):
         assert "google.com" not in shown and "evil.example" not in shown and "www.example" not in shown
     if "lisbon" in subject:  # the person still reads what they wrote, as text
         assert "“Photos from maps\u2024google\u2024com/?q=lisbon”" in text
-        assert str(reply["Subject"]) == "Your journey: Photos from maps\u2024google\u2024com/?q=lisbon"
+        assert str(reply["Subject"]) == "Re: Photos from maps\u2024google\u2024com/?q=lisbon"
 
 
 def test_a_url_in_the_subject_of_a_mail_without_photos_gets_its_answer(runtime: Any) -> None:
@@ -61,9 +61,13 @@ def test_urls_in_file_names_and_a_thread_title_are_echoed_as_text(runtime: Any) 
 
     replies = caught(runtime)
     assert len(replies) == 2
-    for reply in replies:
-        text = " ".join(reply.get_body(("plain",)).get_content().split())
-        assert "“Lisbon via bit\u2024ly/abc”" in text and "bit.ly" not in str(reply["Subject"])
-        assert "from www\u2024evil\u2024example, x.jpg: no location" in text
-    assert {str(reply["Subject"]) for reply in replies} == {"Your journey: Lisbon via bit\u2024ly/abc",
-                                                            "Your journey, updated: Lisbon via bit\u2024ly/abc"}
+    texts = {str(reply["In-Reply-To"]): " ".join(reply.get_body(("plain",)).get_content().split()) for reply in replies}
+    for text in texts.values():
+        assert "“Lisbon via bit\u2024ly/abc”" in text
+    update = texts.pop("<second@example.org>")
+    (ready,) = texts.values()
+    assert "from www\u2024evil\u2024example, x.jpg: no location" in ready
+    # the update says only what changed: the first reply's photos to check are not listed again
+    assert "x.jpg" not in update
+    # one subject for the whole thread, the person's own
+    assert {str(reply["Subject"]) for reply in replies} == {"Re: Lisbon via bit\u2024ly/abc"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
@@ -33,7 +34,7 @@ def answer(original: EmailMessage, reply: EmailMessage, shots: tuple[Shot, ...],
     message = EmailMessage()
     message["From"] = sender
     message["To"] = str(reply["Reply-To"])
-    message["Subject"] = "Re: " + str(reply["Subject"])
+    message["Subject"] = str(reply["Subject"])  # a mail client keeps a subject that starts with "Re:"
     message["Message-ID"] = email.utils.make_msgid(domain="example.org")
     message["Date"] = "Sat, 13 Jul 2024 22:00:00 +0100"
     if threaded:
@@ -76,8 +77,15 @@ def test_reply_in_thread_adds_photos_to_the_journey(runtime: Any) -> None:
     view = runtime.journeys.view(journey.token)
     assert [p.filename for p in view.route] == ["Belém.jpg", "Castelo.jpg", "Pena.jpg", "Baixa.jpg", "Tower.jpg"]
     updated = next(m for m in caught(runtime) if m["In-Reply-To"] == second["Message-ID"])
-    assert "updated" in str(updated["Subject"])
-    assert "Your journey has 2 new photos" in updated.get_body(("plain",)).get_content()
+    # one subject for the whole thread: theirs, as a person would answer
+    assert str(ready["Subject"]) == str(updated["Subject"]) == "Re: Lisbon"
+    text = updated.get_body(("plain",)).get_content()
+    assert text.startswith("2 new photos in your journey\n")
+    # only what changed: the stops the new photos went to, numbered as on the page
+    lines = [line for line in text.splitlines() if re.match(r"\s+- \d+\. ", line)]
+    assert len(lines) >= 1 and all("new photo" in line for line in lines), text
+    assert sum(int(re.search(r"(\d+) new photos?$", line).group(1)) for line in lines) == 2  # type: ignore[union-attr]
+    assert "Photos to check" not in text and "UTC" not in text
     assert updated["Reply-To"] == ready["Reply-To"]
 
 
@@ -112,7 +120,7 @@ def test_a_photo_sent_again_in_the_thread_is_stored_once(runtime: Any) -> None:
 
     assert count(runtime, photos) == 3
     updated = next(m for m in caught(runtime) if m["In-Reply-To"] == again["Message-ID"])
-    assert "those photos were already in it" in updated.get_body(("plain",)).get_content()
+    assert "already had the photos in your message, so nothing changed" in updated.get_body(("plain",)).get_content()
 
 
 def test_someone_else_replying_in_the_thread_starts_their_own_journey(runtime: Any) -> None:

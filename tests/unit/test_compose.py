@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from waypost.config import load_settings
-from waypost.outbound.compose import Attachment, Composer, Draft, RenderError, reflow
+from waypost.outbound.compose import Attachment, Composer, Draft, InlineImage, RenderError, reflow
 from waypost.outbound.unsubscribe import UnsubscribeTokens
 
 TOKENS = UnsubscribeTokens([b"compose-test-key-0123456789"])
@@ -109,6 +110,33 @@ def test_attachments_travel_with_both_parts(tmp_path: Path) -> None:
     (attachment,) = message.iter_attachments()
     assert attachment.get_filename() == "trip.gpx" and attachment.get_content() == b"<gpx/>"
     assert message.get_body(("plain",)) is not None and message.get_body(("html",)) is not None
+
+
+PICTURE = '{% if "route" in inline %}{{ b.picture(inline.route, "Map of the route", 512, 269) }}{% endif %}'
+PICTURED = MESSAGE.replace("{% endblock %}", PICTURE + "\n{% endblock %}")
+
+
+def test_an_inline_picture_is_a_related_part_the_html_refers_to_by_cid(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    made = composer(tmp_path, {"t/m.jinja": PICTURED}).compose(Draft(
+        "t/m", "ann@example.org", "Hi", "journeys", {"name": "Ann", "title": "Trip"},
+        inline=(InlineImage("route", "image/png", png),)))
+    message = email.message_from_bytes(made.raw, policy=email.policy.default)
+
+    assert message.get_content_type() == "multipart/alternative"
+    plain, related = message.get_payload()  # type: ignore[misc]
+    assert plain.get_content_type() == "text/plain" and "cid:" not in plain.get_content()
+    assert related.get_content_type() == "multipart/related"
+    html, image = related.get_payload()
+    source = re.search(r'<img src="cid:([^"]+)" alt="Map of the route"', html.get_content())
+    assert source, html.get_content()
+    assert image.get_content_type() == "image/png" and image.get_content() == png
+    assert image["Content-ID"] == f"<{source.group(1)}>" and image.get_content_disposition() == "inline"
+    # without the picture the same template shows none, and a cid the message does not carry is refused
+    plain_only = compose(tmp_path, PICTURED)
+    assert plain_only.get_body(("html",)).get_content_type() == "text/html"  # type: ignore[union-attr]
+    with pytest.raises(RenderError, match="cid:elsewhere"):
+        compose(tmp_path, MESSAGE.replace("{% endblock %}", '<img src="cid:elsewhere@example.org">{% endblock %}'))
 
 
 def test_reflow_never_breaks_a_url() -> None:

@@ -49,6 +49,16 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class InlineImage:
+    """A picture the HTML part shows in place: sent beside it in a multipart/related part and
+    referred to by a ``cid:`` URL (RFC 2392). A template finds that URL as ``inline[name]``."""
+
+    name: str  # "route"
+    content_type: str  # "image/png"
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Draft:
     template: str  # "<app>/<name>": renders <name>.jinja as HTML and as text
     to: str
@@ -59,6 +69,7 @@ class Draft:
     references: tuple[str, ...] = ()
     reply_to: str | None = None  # where the person's answer should go, when not to From
     attachments: tuple[Attachment, ...] = ()
+    inline: tuple[InlineImage, ...] = ()  # pictures the HTML part shows (the text part goes without)
 
 
 @dataclass(frozen=True)
@@ -163,11 +174,20 @@ class Composer:
                                                   mailto=self.settings.unsubscribe_address)
         # the subject echoes what the person wrote (their own subject, their journey's title)
         subject = unlinked(draft.subject)
-        context = {**self._common_context(), **draft.context, "subject": subject, "unsubscribe_url": one_click}
-        text, html = self._render(f"{draft.template}.jinja", context)
+        cids = {image.name: make_msgid(idstring=image.name, domain=self.settings.mail_domain)[1:-1]
+                for image in draft.inline}
+        inline = {name: f"cid:{cid}" for name, cid in cids.items()}
+        context = {**self._common_context(), **draft.context, "subject": subject, "unsubscribe_url": one_click,
+                   "inline": inline}
+        text, html = self._render(f"{draft.template}.jinja", context, frozenset(inline.values()))
         message = self._headers(draft, subject, one_click, mailto)
         message.set_content(text)
         message.add_alternative(html, subtype="html")
+        html_part = message.get_body(("html",))
+        for image in draft.inline:  # the HTML part becomes multipart/related: the page and its pictures
+            maintype, _, subtype = image.content_type.partition("/")
+            html_part.add_related(image.data, maintype=maintype, subtype=subtype,  # type: ignore[union-attr]
+                                  cid=f"<{cids[image.name]}>", disposition="inline", filename=f"{image.name}.{subtype}")
         for attachment in draft.attachments:
             maintype, _, subtype = attachment.content_type.partition("/")
             message.add_attachment(attachment.data, maintype=maintype, subtype=subtype or "octet-stream",
@@ -178,13 +198,13 @@ class Composer:
         raw = message.as_bytes(policy=message.policy.clone(max_line_length=998))
         return Composed(raw, str(message["Message-ID"]), subject)
 
-    def _render(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
+    def _render(self, name: str, context: dict[str, Any], inline: frozenset[str] = frozenset()) -> tuple[str, str]:
         try:
             text = _tidy_text(self.text_env.get_template(name).render(context, fmt="text"))
             html = self.html_env.get_template(name).render(context, fmt="html")
         except jinja2.TemplateError as err:
             raise RenderError(f"template {name} did not render: {type(err).__name__}: {err}") from err
-        self.check_links(text, html)
+        self.check_links(text, html, inline)
         return text, html
 
     def _headers(self, draft: Draft, subject: str, one_click: str | None, mailto: str | None) -> EmailMessage:
@@ -207,15 +227,16 @@ class Composer:
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return message
 
-    def check_links(self, text: str, html: str) -> None:
-        """Every link points at our base URL, or mails our own domain; else RenderError."""
+    def check_links(self, text: str, html: str, inline: frozenset[str] = frozenset()) -> None:
+        """Every link points at our base URL, mails our own domain, or is one of the message's
+        own ``inline`` pictures (``cid:`` URLs); else RenderError."""
         links = {link.rstrip(".,;:!?") for link in _URL_IN_TEXT.findall(text)}
         collector = _LinkCollector()
         collector.feed(html)
         collector.close()
         links.update(collector.links)
         links.update(link.rstrip(".,;:!?") for link in _URL_IN_TEXT.findall(collector.text))
-        bad = sorted(link for link in links if not self._allowed(link))
+        bad = sorted(link for link in links if link not in inline and not self._allowed(link))
         if bad:
             raise RenderError(f"links outside {self.settings.public_base_url}: {', '.join(bad[:5])}")
 

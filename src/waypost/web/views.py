@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -20,7 +19,19 @@ import jsonschema.protocols
 import jsonschema.validators
 
 from waypost.apps.journeys.build import SCHEMA_VERSION, JourneyPhoto, JourneyView, Leg, Stop
-from waypost.apps.journeys.geo import arc, split_at_antimeridian, unwrap
+from waypost.apps.journeys.geo import split_at_antimeridian, unwrap
+from waypost.apps.journeys.sketch import leg_path, route_sketch
+from waypost.apps.journeys.story import (
+    StoryStop,
+    cover_photo,
+    describe_dates,
+    describe_km,
+    journey_figures,
+    journey_summary,
+    stop_lines,
+    story_stops,
+    timeline_days,
+)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -68,12 +79,6 @@ def photo_json(photo: JourneyPhoto, base: str) -> dict[str, Any]:
         "thumbnail_url": f"{base}/photos/{photo.public_id}/thumb.jpg",
         "display_url": f"{base}/photos/{photo.public_id}/display.jpg",
     }
-
-
-def leg_path(leg: Leg) -> list[tuple[float, float]]:
-    """Flights follow the great circle (an arc on the map); other legs are straight."""
-    a, b = leg.start.placed_at, leg.end.placed_at
-    return arc(a, b) if leg.flight else unwrap([a, b])
 
 
 def _leg_fields(leg: Leg) -> dict[str, Any]:
@@ -205,7 +210,11 @@ def journey_gpx(view: JourneyView) -> str:
     document.time = view.updated_at or view.created_at
     track = gpxpy.gpx.GPXTrack(name=_xml_text(view.title))
     segment = gpxpy.gpx.GPXTrackSegment()
-    for photo in view.route:
+    joined = {(leg.start.public_id, leg.end.public_id) for leg in view.legs}
+    for before, photo in zip((None, *view.route), view.route, strict=False):
+        if before is not None and (before.public_id, photo.public_id) not in joined:
+            track.segments.append(segment)  # a privacy zone cut the route here: a new segment
+            segment = gpxpy.gpx.GPXTrackSegment()
         lat, lon = photo.position  # type: ignore[misc]
         segment.points.append(gpxpy.gpx.GPXTrackPoint(_round(lat), _round(lon), elevation=_round(photo.altitude, 1),
                                                       time=photo.taken_at,
@@ -228,120 +237,34 @@ def download_name(title: str, extension: str) -> str:
     return f"{slug}.{extension}"
 
 
-# --- the journey page: its timeline, its figures, its one-line summary -------------------------
+# --- the journey page ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TimelineDay:
-    """Photos of one local calendar day, in time order; ``date`` None for "Time unknown"."""
-
-    date: date | None
-    places: tuple[str, ...]  # names of the stops of that day's photos, in order
-    photos: tuple[JourneyPhoto, ...]
-
-    @property
-    def heading(self) -> str:
-        return describe_day(self.date) if self.date else "Time unknown"
+def _with_image(extras: Mapping[str, Any]) -> Any:
+    """Whether a photo has images to show (``extras``: the repository's ``PhotoExtras`` by id)."""
+    return lambda photo: (extra := extras.get(photo.public_id)) is None or extra.has_image
 
 
-@dataclass(frozen=True)
-class Figure:
-    value: str  # "1,642 km"
-    label: str  # "travelled"
-    note: str | None = None  # "1,565 km flown"
+def page_context(view: JourneyView, extras: Mapping[str, Any]) -> dict[str, Any]:
+    """What journey.html shows besides the journey itself: cover, sketch, figures, the
+    numbered stops and the timeline told day by day."""
+    return {"sketch": route_sketch(view), "days": timeline_days(view), "figures": journey_figures(view),
+            "dates": describe_dates(view), "summary": journey_summary(view), "stops": stop_lines(view),
+            "cover": cover_photo(view, _with_image(extras)),
+            "distance": f"{describe_km(view.distance_km)} travelled" if view.legs else None}
 
 
-def describe_day(day: date) -> str:
-    """'Sat 13 Jul 2024' (English, whatever the server's locale)."""
-    return f"{_WEEKDAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+def _story_stop_json(stop: StoryStop, has_image: Any) -> dict[str, Any]:
+    pictured = next((photo for photo in stop.photos if has_image(photo)), None)
+    return {"number": stop.number, "label": stop.label, "position": [_round(stop.position[0]),
+                                                                     _round(stop.position[1])],
+            "photos": [photo.public_id for photo in stop.photos],
+            "cover": pictured.public_id if pictured is not None else None}
 
 
-def describe_clock(moment: datetime | None) -> str:
-    """'09:04 (UTC+01:00)': the local clock time and its offset, the day being said above it."""
-    if moment is None:
-        return "time unknown"
-    offset = moment.strftime("%z")
-    zone = "zone unknown" if not offset else "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
-    return f"{moment:%H:%M} ({zone})"
-
-
-def timeline_days(view: JourneyView) -> list[TimelineDay]:
-    """The photos by local day, in journey order. Consecutive photos of the same local date
-    share a day; a date can come twice when the traveller crossed the date line. Photos
-    without a time come last, under "Time unknown"."""
-    names = {stop.number: stop.place.name for stop in view.stops if stop.place is not None}
-    runs: list[tuple[date | None, list[JourneyPhoto]]] = []
-    untimed: list[JourneyPhoto] = []
-    for photo in view.photos:
-        local = photo.local_taken_at
-        if local is None:
-            untimed.append(photo)
-        elif runs and runs[-1][0] == local.date():
-            runs[-1][1].append(photo)
-        else:
-            runs.append((local.date(), [photo]))
-    if untimed:
-        runs.append((None, untimed))
-    return [TimelineDay(day, _distinct(names.get(p.stop) for p in group if p.stop is not None), tuple(group))
-            for day, group in runs]
-
-
-def describe_dates(view: JourneyView) -> str | None:
-    """'13 Jul 2024', '13 – 15 Jul 2024', '28 Jun – 2 Jul 2024' or '30 Dec 2023 – 2 Jan 2024'."""
-    if view.start is None or view.end is None:
-        return None
-    first, last = view.start.date(), view.end.date()
-    if first == last:
-        return describe_day(first)
-    end = f"{last.day} {_MONTHS[last.month - 1]} {last.year}"
-    if (first.year, first.month) == (last.year, last.month):
-        return f"{first.day} – {end}"
-    if first.year == last.year:
-        return f"{first.day} {_MONTHS[first.month - 1]} – {end}"
-    return f"{first.day} {_MONTHS[first.month - 1]} {first.year} – {end}"
-
-
-def describe_km(km: float) -> str:
-    return f"{km:.1f} km" if km < 10 else f"{km:,.0f} km"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{word}{'s' if count != 1 else ''}"
-
-
-def journey_figures(view: JourneyView) -> list[Figure]:
-    """The totals line: distance, days, places, photos (those there is something to say about)."""
-    totals = view.totals
-    figures = []
-    if view.legs:
-        flown = f"{describe_km(totals.flown_km)} flown" if totals.flown_km else None
-        figures.append(Figure(describe_km(totals.distance_km), "travelled", flown))
-    if totals.days:
-        figures.append(Figure(str(totals.days), _plural(totals.days, "day")))
-    if totals.places:
-        figures.append(Figure(str(len(totals.places)), _plural(len(totals.places), "place")))
-    figures.append(Figure(str(totals.photos), _plural(totals.photos, "photo")))
-    return figures
-
-
-def journey_summary(view: JourneyView) -> str:
-    """One line for link previews: '3 photos · 12.4 km · 1 day · Lisbon, Sintra'."""
-    totals = view.totals
-    parts = [f"{totals.photos} {_plural(totals.photos, 'photo')}"]
-    if view.legs:
-        parts.append(describe_km(totals.distance_km))
-    if totals.days:
-        parts.append(f"{totals.days} {_plural(totals.days, 'day')}")
-    names = _distinct(stop.place.name for stop in view.stops if stop.place is not None)
-    if names:
-        more = len(names) - 3
-        parts.append(", ".join(names[:3]) + (f" and {more} more" if more > 0 else ""))
-    return " · ".join(parts)
-
-
-def _distinct(items: Iterable[str | None]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(item for item in items if item))
-
-
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+def page_data(view: JourneyView, extras: Mapping[str, Any], tiles: dict[str, str]) -> dict[str, Any]:
+    """The page script's data: the journey's JSON, the tile layer, and the stops numbered as
+    the cards, the sketch and the mail number them (the download keeps the engine's stops)."""
+    has_image = _with_image(extras)
+    return {**journey_json(view), "tiles": tiles,
+            "numbered_stops": [_story_stop_json(stop, has_image) for stop in story_stops(view)]}

@@ -1,7 +1,8 @@
-// The journey page's script: a Leaflet map of the route, and a photo viewer.
-// Without it the page still works: the server-drawn SVG shows the route, and each thumbnail
-// is a plain link to its image. Text from the journey (title, file names, camera names,
-// place names) only ever reaches the page through textContent or attributes, never as HTML.
+// The journey page's script: a Leaflet map of the route with a thumbnail marker per numbered
+// stop, and a photo viewer that swipes on phones. Without it the page still works: the
+// server-drawn SVG shows the route, each card links to its stop in the timeline, and each
+// thumbnail is a plain link to its image. Text from the journey (title, place names) only
+// ever reaches the page through textContent or attributes, never as HTML.
 (function () {
   "use strict";
   var source = document.getElementById("journey-data");
@@ -27,13 +28,13 @@
   var current = -1;
   var returnFocus = null;
 
-  function caption(index) {
+  function caption(index) {  // "Belém · 09:04": the place and the local time, nothing technical
     var item = openers[index].closest("[data-photo]");
+    var chapter = item.closest(".chapter");
     var parts = [];
-    item.querySelectorAll(".meta .when, .meta .name, .meta .camera").forEach(function (node) {
-      parts.push(node.textContent.trim());
-    });
-    return parts.join(" · ");
+    if (chapter && chapter.getAttribute("data-place")) { parts.push(chapter.getAttribute("data-place")); }
+    item.querySelectorAll(".meta .when").forEach(function (node) { parts.push(node.textContent.trim()); });
+    return parts.join(" \u00b7 ");
   }
 
   function buildViewer() {
@@ -143,7 +144,11 @@
   var sketch = document.getElementById("route-sketch");
   if (sketch) { sketch.remove(); }
   var map = L.map(holder, { scrollWheelZoom: false, worldCopyJump: true, zoomSnap: 0.5 });
-  var tiles = L.tileLayer(journey.tiles.url, { attribution: journey.tiles.attribution, maxZoom: 19 });
+  // The page itself sends no referrer; a tile request sends the site's origin alone (never the
+  // path, which holds the share token), as tile servers such as OpenStreetMap's ask for.
+  var tiles = L.tileLayer(journey.tiles.url, {
+    attribution: journey.tiles.attribution, maxZoom: 19, referrerPolicy: "strict-origin"
+  });
   tiles.once("tileerror", function () { holder.classList.add("tiles-failed"); });
   tiles.addTo(map);
 
@@ -156,58 +161,60 @@
     line.getLatLngs().forEach(function (point) { bounds.extend(point); });
   });
 
-  function popup(photo) {
-    var box = element("div", "popup");
-    var link = element("a", "popup-photo");
-    link.href = photo.display_url;
-    box.setAttribute("data-photo", photo.id);
-    var image = element("img");
-    image.src = photo.thumbnail_url;
-    image.width = 160;
-    image.alt = photo.filename || "Photo " + photo.number;
-    link.appendChild(image);
-    link.addEventListener("click", function (event) { openFrom(event, link); });  // Leaflet stops bubbling
-    box.appendChild(link);
-    box.appendChild(element("div", "popup-caption", (photo.filename || "Photo " + photo.number)
-      + (photo.issue ? " (" + photo.issue + ")" : "")));
-    return box;
+  function openPhoto(id) {
+    var index = order.indexOf(id);
+    if (index >= 0) { show(index); }
   }
 
+  // photos on the map but at no stop (placed by time between two, or off the route): small dots
+  var inStop = {};
+  journey.numbered_stops.forEach(function (stop) { stop.photos.forEach(function (id) { inStop[id] = true; }); });
   mapped.forEach(function (photo) {
-    var marker = L.marker(photo.position, {
-      icon: L.divIcon({ className: "route-number " + photo.placement, html: String(photo.number), iconSize: [24, 24] }),
-      title: (photo.filename || "Photo " + photo.number) + (photo.issue ? " (" + photo.issue + ")" : ""),
-      keyboard: true
-    }).addTo(map);
-    marker.bindPopup(popup(photo));
     bounds.extend(photo.position);
-  });
-
-  var stops = {};
-  journey.stops.forEach(function (stop) {
-    var label = element("span", null, stop.label + " \u00b7 " + plural(stop.photo_count, "photo"));
-    stops[stop.number] = stop;
-    L.circleMarker([stop.latitude, stop.longitude],
-      { radius: 12, color: "#c2561a", weight: 2, fillOpacity: 0.15, className: "route-stop" })
-      .bindTooltip(label)
+    if (inStop[photo.id]) { return; }
+    L.circleMarker(photo.position, { radius: 6, color: "#ffffff", weight: 2, fillColor: "#8e989e", fillOpacity: 1,
+      className: "route-stray " + photo.placement })
+      .bindTooltip(element("span", null, photo.filename + (photo.issue ? " (" + photo.issue + ")" : "")))
+      .on("click", function () { openPhoto(photo.id); })
       .addTo(map);
   });
-  map.fitBounds(bounds, { padding: [24, 24], maxZoom: 15 });
 
-  // a stop in the list shows itself on the map
-  document.querySelectorAll(".stops a.stop[data-stops]").forEach(function (link) {
+  // one marker per numbered stop: a thumbnail of its photos with the stop's number
+  var markers = {};
+  journey.numbered_stops.forEach(function (stop) {
+    var icon = element("span", "marker-body");
+    var cover = stop.cover && byId[stop.cover];
+    if (cover) {
+      var image = element("img");
+      image.src = cover.thumbnail_url;
+      image.alt = "";
+      icon.appendChild(image);
+    }
+    icon.appendChild(element("span", "marker-number", String(stop.number)));
+    var marker = L.marker(stop.position, {
+      icon: L.divIcon({ className: "route-number route-thumb", html: icon, iconSize: [48, 48] }),
+      title: stop.number + ". " + stop.label + " \u00b7 " + plural(stop.photos.length, "photo"),
+      keyboard: true
+    }).addTo(map);
+    marker.on("click", function () { if (stop.cover) { openPhoto(stop.cover); } });
+    markers[stop.number] = marker;
+    bounds.extend(stop.position);
+  });
+  map.fitBounds(bounds, { padding: [32, 32], maxZoom: 15 });
+
+  // a tap on a card in "Where you were" centres its stop's marker on the map
+  var chosen = null;
+  document.querySelectorAll(".stops a.stop[data-stop]").forEach(function (link) {
     link.addEventListener("click", function (event) {
-      var area = L.latLngBounds([]);
-      link.getAttribute("data-stops").split(" ").forEach(function (number) {
-        var stop = stops[number];
-        if (!stop) { return; }
-        stop.photos.forEach(function (id) { if (byId[id] && byId[id].position) { area.extend(byId[id].position); } });
-        area.extend([stop.latitude, stop.longitude]);
-      });
-      if (!area.isValid()) { return; }
+      var marker = markers[link.getAttribute("data-stop")];
+      if (!marker) { return; }
       event.preventDefault();
-      holder.scrollIntoView({ behavior: "smooth", block: "start" });
-      map.flyToBounds(area, { padding: [40, 40], maxZoom: 16, duration: 0.8 });
+      if (chosen) { L.DomUtil.removeClass(chosen.getElement(), "chosen"); chosen.setZIndexOffset(0); }
+      chosen = marker;
+      L.DomUtil.addClass(marker.getElement(), "chosen");
+      marker.setZIndexOffset(1000);  // above the markers it may overlap
+      holder.scrollIntoView({ block: "start" });
+      map.setView(marker.getLatLng(), Math.max(map.getZoom(), 14), { animate: false });
     });
   });
 })();

@@ -1,5 +1,6 @@
 """The route drawn by the server: an SVG on the page (so the journey shows with no script and
-no tiles) and the same drawing in the Open Graph preview image (``preview.py``).
+no tiles), and the same drawing in the preview image (``preview.py``) that the link preview
+and the reply mail carry. Stops are numbered as everywhere else (``story.py``).
 
 Points are projected with Web Mercator, like the map, after unwrapping longitudes along the
 route so a journey across the antimeridian stays one continuous line. Ground legs are
@@ -11,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from waypost.apps.journeys.build import JourneyView
-from waypost.apps.journeys.geo import LatLon
-from waypost.web.views import leg_path
+from waypost.apps.journeys.build import JourneyView, Leg
+from waypost.apps.journeys.geo import LatLon, arc, unwrap
+from waypost.apps.journeys.story import story_stops
 
 WIDTH, HEIGHT, PAD = 1000, 600, 40
 MIN_SPAN = 0.00002  # of the Mercator square: about 800 m across, so one stop is not drawn at street level
@@ -44,10 +45,16 @@ class Mark:
 @dataclass(frozen=True)
 class Sketch:
     lines: tuple[Line, ...]  # one per leg, in route order
-    stops: tuple[Mark, ...]  # numbered like the stops list
+    stops: tuple[Mark, ...]  # numbered like the stops list (story.py)
     strays: tuple[Point, ...]  # placed photos off the line (estimated, outliers, untimed GPS)
     width: int = WIDTH
     height: int = HEIGHT
+
+
+def leg_path(leg: Leg) -> list[tuple[float, float]]:
+    """Flights follow the great circle (an arc on the map); other legs are straight."""
+    a, b = leg.start.placed_at, leg.end.placed_at
+    return arc(a, b) if leg.flight else unwrap([a, b])
 
 
 def _mercator(lat: float, lon: float) -> Point:
@@ -71,8 +78,7 @@ def _geography(view: JourneyView) -> tuple[list[tuple[list[LatLon], bool]],
             path = [(lat, lon + shift) for lat, lon in path]
         legs.append((path, leg.flight))
     anchor = legs[0][0][0][1] if legs else next((p.position[1] for p in view.photos if p.position), 0.0)
-    stops = [((s.position[0], _near(s.position[1], anchor)), s.number, s.label, s.place.name if s.place else None)
-             for s in view.stops]
+    stops = [((s.position[0], _near(s.position[1], anchor)), s.number, s.label, s.name) for s in story_stops(view)]
     strays = [(p.position[0], _near(p.position[1], anchor)) for p in view.photos
               if p.position is not None and not p.on_route]
     return legs, stops, strays

@@ -1,8 +1,9 @@
-"""The Open Graph preview of a journey (``/j/<token>/preview.png``): what a chat app or a
-mail client shows when someone pastes the link. 1200 x 630 pixels, drawn with Pillow from
-the same route sketch as the page: the route and its stops on a plain background (no map
-tiles, so nothing is fetched and nothing about the journey leaves the server), the title,
-the dates and the totals.
+"""The preview picture of a journey: the Open Graph image (``/j/<token>/preview.png``), what a
+chat app or a mail client shows when someone pastes the link, 1200 x 630 pixels; and the same
+picture at half size inline in the reply mail (``mail_picture``). Drawn with Pillow from the
+same route sketch as the page: the route and its numbered stops on a plain background (no
+map tiles, so nothing is fetched and nothing about the journey leaves the server), the
+title, the dates and the totals.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from functools import cache
 from PIL import Image, ImageDraw, ImageFont
 
 from waypost.apps.journeys.build import JourneyView
-from waypost.web.sketch import Sketch, route_sketch
-from waypost.web.views import describe_dates, journey_figures
+from waypost.apps.journeys.sketch import Sketch, route_sketch
+from waypost.apps.journeys.story import describe_dates, journey_figures
 
 SIZE = (1200, 630)
 PAPER, CARD, INK, MUTED = (246, 244, 239), (223, 232, 234), (29, 42, 51), (91, 103, 112)
@@ -135,6 +136,23 @@ def _name_stops(draw: ImageDraw.ImageDraw, sketch: Sketch, at: Callable[[float, 
 
 def preview_png(view: JourneyView) -> bytes:
     """The preview as PNG bytes (a few tens of kilobytes; drawing it takes milliseconds)."""
+    return _png(_preview(view))
+
+
+def mail_picture(view: JourneyView) -> bytes:
+    """The preview at half size for the reply mail (600 x 315, as wide as the mail's column), PNG.
+    Drawn while the reply's transaction is open, so it skips the PNG optimiser (a third of the
+    time for 1 % more bytes)."""
+    return _png(_preview(view).reduce(2), optimize=False)  # a 2 x 2 box: a fifth of LANCZOS's time
+
+
+def _png(image: Image.Image, *, optimize: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", optimize=optimize)
+    return buffer.getvalue()
+
+
+def _preview(view: JourneyView) -> Image.Image:
     image = Image.new("RGB", SIZE, PAPER)
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = MAP_BOX
@@ -142,6 +160,4 @@ def preview_png(view: JourneyView) -> bytes:
     with _drawing:
         _draw_route(draw, sketch)
         _draw_text(draw, view)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
+    return image
