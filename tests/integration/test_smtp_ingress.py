@@ -175,6 +175,9 @@ class FailingBlobs:
     def put(self, key: str, data: bytes) -> None:
         raise StorageError("disk full (injected)")
 
+    def put_stream(self, key: str, stream: Any) -> int:
+        raise StorageError("disk full (injected)")
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 

@@ -219,3 +219,18 @@ def test_wire_limits_are_answered_after_the_final_dot_and_nothing_is_kept() -> N
     long_line.feed(b"z" * 2)
     assert long_line.refusal == WIRE_LINE_TOO_LONG
     spool.close()
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_the_trace_goes_in_front_of_the_loaded_message_in_its_own_buffer(tmp_path: Path, on_disk: bool) -> None:
+    data = message(20_000)  # about 1.5 MB
+    spool = spooled(data, InflightBudget(LOAN * 2 if on_disk else 1 << 30), tmp_path)
+    assert spool.on_disk is on_disk
+
+    async def load() -> tuple[bytearray, bytearray]:
+        return await spool.load(), spool.prepend(b"Received: from client\r\n")
+
+    loaded, traced = run_apart(load())
+    assert traced is loaded, "the header is put in front in place, not in a copy"
+    assert traced == b"Received: from client\r\n" + b"".join(data)
+    spool.close()

@@ -202,8 +202,8 @@ class IngressHandler:
             screening = await loop.run_in_executor(None, self.screen, spool.header, peer, tuple(envelope.rcpt_tos))
             if screening.refusal is not None:
                 return await self._refuse(screening.refusal, screening.sender, None, spool.size, session, envelope)
-        raw = await spool.load()  # waits, when the message is on disk, until the budget has room
-        arrival = await self._authenticate(raw, peer, session, envelope)
+        # waits, when the message is on disk, until the budget has room; the spool's own buffer
+        arrival = await self._authenticate(await spool.load(), peer, session, envelope)
         if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
             log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,
                      peer, ", ".join(envelope.rcpt_tos), arrival.verdict.detail if arrival.verdict else "")
@@ -217,18 +217,18 @@ class IngressHandler:
         verdict = arrival.verdict
         if verdict is not None:  # ours on top; one that arrived with the message is never read (RFC 8601 §5)
             trace = f"Authentication-Results: {verdict.to_header(self.authserv_id)}\r\n".encode() + trace
-        mail = ReceivedMail(raw=trace + raw, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
+        mail = ReceivedMail(raw=spool.prepend(trace), mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
                             peer_ip=peer, helo=session.host_name, ingress=self.ingress, extra=self.extra(session),
                             auth=verdict)
-        del raw
         return await self._store(mail, session, envelope)
 
-    async def _authenticate(self, raw: bytes, peer: str | None, session: Session, envelope: Envelope) -> Arrival:
+    async def _authenticate(self, raw: bytearray, peer: str | None, session: Session, envelope: Envelope) -> Arrival:
         if self.authenticate is None:
             return Arrival()
+        # the checks read bytes; the copy lives only while they run (trusted networks skip it)
         # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
         return await asyncio.get_running_loop().run_in_executor(
-            None, self.authenticate, raw, peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
+            None, self.authenticate, bytes(raw), peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
 
     async def _refuse(self, verdict: Verdict, sender: Sender, auth: AuthVerdict | None, size: int,
                       session: Session, envelope: Envelope) -> str:

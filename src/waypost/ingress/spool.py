@@ -19,7 +19,6 @@ never has to be scanned again.
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import tempfile
 from collections import deque
@@ -32,6 +31,7 @@ from waypost.ingress.limits import SessionLimits, line_too_long
 
 # how much of the budget a spool in memory takes at a time
 LOAN = 64 * 1024
+LOAD_PIECE = 1024 * 1024  # octets read at a time from a spool file into the message's buffer
 
 
 class InflightBudget:
@@ -101,7 +101,9 @@ class MessageSpool:
         self.directory = directory
         self.size = 0  # octets of message data
         self.held = 0  # octets of the budget this spool holds
-        self._memory: io.BytesIO | None = io.BytesIO()
+        # a bytearray: grown in place as data arrives, handed out by ``load`` without a copy, and
+        # the trace header can be put in front of it in place (``prepend``)
+        self._memory: bytearray | None = bytearray()
         self._file: BinaryIO | None = None
         self._header = bytearray()
         self._in_header = True
@@ -129,7 +131,7 @@ class MessageSpool:
             assert self._file is not None
             self._file.write(block)
             return
-        self._memory.write(block)
+        self._memory += block
 
     def _read_header(self, block: bytes) -> None:
         start = 0
@@ -161,7 +163,7 @@ class MessageSpool:
             self.directory.mkdir(parents=True, exist_ok=True)
         # unlinked at once where the platform allows: nothing is left after a crash
         self._file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115  (closed by close())
-        self._file.write(self._memory.getbuffer())
+        self._file.write(self._memory)
         self._memory = None
         self._give_back()
 
@@ -187,16 +189,28 @@ class MessageSpool:
     def on_disk(self) -> bool:
         return self._file is not None
 
-    async def load(self) -> bytes:
-        """The whole message, in memory: for data on disk, once the budget lends its size (the
-        loan lasts until ``close``)."""
+    async def load(self) -> bytearray:
+        """The whole message, in memory and in one buffer, this spool's own (no copy is made of
+        data in memory): for data on disk, once the budget lends its size (the loan lasts until
+        ``close``). Put a header in front with ``prepend``, which moves the data in place."""
         if self._file is not None:
             await self.budget.take(self.size)
             self.held = self.size
+            self._memory = bytearray(self.size)
             self._file.seek(0)
-            return self._file.read()
+            filled = 0
+            while filled < self.size and (piece := self._file.read(min(LOAD_PIECE, self.size - filled))):
+                self._memory[filled:filled + len(piece)] = piece
+                filled += len(piece)
         assert self._memory is not None
-        return self._memory.getvalue()
+        return self._memory
+
+    def prepend(self, head: bytes) -> bytearray:
+        """The loaded message with ``head`` in front, in the same buffer: a 40 MB message costs
+        no second 40 MB for the Received and Authentication-Results lines."""
+        assert self._memory is not None, "load() first"
+        self._memory[0:0] = head
+        return self._memory
 
     def close(self) -> None:
         if self._closed:

@@ -9,6 +9,7 @@ SQLite serialises writers with ``BEGIN IMMEDIATE`` (see db.py), which gives the 
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -23,6 +24,13 @@ from sqlalchemy.engine import Connection, Engine
 from waypost.store.db import inserted_id, is_postgres
 from waypost.store.models import JobState as JobState  # re-exported: the queue's own states
 from waypost.store.models import jobs, utcnow
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL: the channel every commit that queued a job notifies (LISTEN/NOTIFY), with the
+# schema as payload, so that databases shared by several schemas wake only their own workers
+JOB_CHANNEL = "waypost_jobs"
+_NOTIFY_JOB = sa.text(f"SELECT pg_notify('{JOB_CHANNEL}', current_schema())")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,53 @@ class Doorbell:
                 self._rung.clear()
                 return True
         return False
+
+
+class JobNotices:
+    """PostgreSQL only: rings ``doorbell`` as soon as any connection, in any process, commits a
+    job in this schema, so that separate workers (`waypost worker`) start work without waiting
+    out ``worker.poll_interval``; polling stays the fallback for anything missed. ``run`` is a
+    worker companion: it holds one connection of its own with ``LISTEN``, reconnects after
+    ``RECONNECT`` seconds when it is lost, and rings once on each (re)connection, for jobs
+    committed while nobody listened."""
+
+    RECONNECT = 5.0  # seconds
+    STOP_CHECK = 1.0  # seconds: how long one wait for notifications lasts before looking at stop
+
+    def __init__(self, engine: Engine, doorbell: Doorbell) -> None:
+        self.engine = engine
+        self.doorbell = doorbell
+        self.listening = threading.Event()  # set while the LISTEN connection is up
+        self.heard = 0  # notifications that rang the bell
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._listen(stop)
+            except Exception as err:  # the database went away: poll meanwhile, then listen again
+                log.warning("job notifications lost (%s: %s); listening again in %.0f s",
+                            type(err).__name__, str(err).splitlines()[0][:200] if str(err) else "", self.RECONNECT)
+            self.listening.clear()
+            stop.wait(self.RECONNECT)
+
+    def _listen(self, stop: threading.Event) -> None:
+        pooled = self.engine.raw_connection()
+        driver = pooled.driver_connection
+        pooled.detach()  # LISTEN belongs to this connection alone: never handed back to the pool
+        try:
+            assert driver is not None
+            driver.autocommit = True  # a notification reaches a session only outside a transaction
+            schema = driver.execute("SELECT current_schema()").fetchone()[0]
+            driver.execute(f"LISTEN {JOB_CHANNEL}")
+            self.listening.set()
+            self.doorbell.ring()
+            while not stop.is_set():
+                for notice in driver.notifies(timeout=self.STOP_CHECK):
+                    if notice.payload == schema:
+                        self.heard += 1
+                        self.doorbell.ring()
+        finally:
+            pooled.close()
 
 
 def _never_held_back() -> float:
@@ -113,6 +168,8 @@ def enqueue(
             updated_at=now,
         )
     )
+    if is_postgres(conn):  # delivered when the transaction commits, never for a rollback
+        conn.execute(_NOTIFY_JOB)
     return inserted_id(result)
 
 
