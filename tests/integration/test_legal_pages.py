@@ -195,7 +195,37 @@ def test_retention_periods_are_the_configured_ones(pages: Any) -> None:
     assert "The mail you sent, with the original photos, is kept 7 days, then deleted." in longer["/"]
     assert "How long: Kept 7 days, then deleted." in longer["/privacy"]
     assert "The reports themselves are kept 3 days, then deleted" in longer["/privacy"]
-    assert "right after processing" not in longer["/privacy"] and "kept 30 days" not in longer["/privacy"]
+    assert "right after processing" not in longer["/privacy"]
+    assert "The reports themselves are kept 30 days" not in longer["/privacy"]
+
+
+def test_every_store_of_personal_data_is_stated_with_its_configured_period(pages: Any) -> None:
+    default = pages()["/privacy"]
+    for stated in ("The mail Waypost sends you, as sent. In this setup replies are not delivered: each is kept as "
+                   "a file on this server. Why: To show the operator what was sent if delivery fails. How long: "
+                   "Kept 30 days after it was sent, then deleted. The files of this test setup stay until the "
+                   "operator deletes them.",
+                   "How long: Kept 90 days after the mail itself was deleted, then deleted.",
+                   "(unsubscribe, postmaster, abuse and the operator's contact), as it arrived. Why: So the operator "
+                   "can read and act on it. How long: Kept 30 days after it arrived, then deleted.",
+                   "How long: Visits: kept 30 days after the visit, then deleted. Everything else: kept 180 days "
+                   "after it was written, then deleted.",
+                   "The report as each provider sent it: kept 30 days after it came, then deleted.",
+                   "How long: Until the journey is deleted."):
+        assert stated in default
+    assert "after it last changed" not in default
+
+    changed = pages(retention={"sent_raw_days": 2, "message_rows_days": "keep", "service_mail_days": 0,
+                               "audit_views_days": 0.5, "audit_days": 365, "feedback_raw_days": 10,
+                               "idle_journeys_days": 400})["/privacy"]
+    for stated in ("How long: Kept 2 days after it was sent, then deleted.",
+                   "fix problems. How long: Until the operator deletes it.",
+                   "act on it. How long: Deleted at the next clean-up.",
+                   "Visits: kept 12 hours after the visit, then deleted. Everything else: kept 365 days",
+                   "The report as each provider sent it: kept 10 days after it came",
+                   "How long: Until the journey is deleted, or 400 days after it last changed, whichever comes first."):
+        assert stated in changed
+    assert "Kept 30 days after it was sent" not in changed and "kept 180 days" not in changed
 
 
 def test_refused_and_unreadable_mail_are_kept_the_configured_periods(pages: Any) -> None:

@@ -13,7 +13,7 @@ import email.policy
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
 from typing import Any
@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from waypost.apps.journeys.build import JourneyView, PhotoPoint, build_view, describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
 from waypost.apps.journeys.places import Place
+from waypost.apps.journeys.story import reply_context
 from waypost.config import load_settings
-from waypost.outbound.compose import Composer, Draft, unlinked
+from waypost.outbound.compose import Composer, Draft, InlineImage, unlinked
 from waypost.outbound.unsubscribe import UnsubscribeTokens
 from waypost.reputation.alarms import Alarm
 from waypost.reputation.digest import KINDS, Notice
@@ -111,13 +112,22 @@ def _journey_shown(view: JourneyView) -> tuple[str, ...]:
     return (view.title, *photos, *(visit.label for visit in view.visits[:12]))
 
 
+def _updated_shown(view: JourneyView) -> tuple[str, ...]:
+    """The update reply names only what the mail added: its photos to check, the stops they went to."""
+    changes = reply_context(view, 2)["changes"]
+    photos = [text for photo in changes.attention for text in (photo.label, photo.issue or "")]  # type: ignore[attr-defined]
+    return (view.title, *photos, *(line.label for line in changes.stops))  # type: ignore[attr-defined]
+
+
 def journey_reply(template: str) -> Callable[[str], Case]:
     def case(hostile: str) -> Case:
         view = journey_view(hostile)
         context = {"journey": view, "url": f"{BASE_URL}/j/token", "ignored": [hostile, f"text/{hostile}"],
-                   "added": 2, "repeated": 1, "notes": [hostile, f"{hostile}: archives are not opened"]}
-        return Case(_draft(template, f"Your journey: {hostile}", context),
-                    (*_journey_shown(view), *context["ignored"], *context["notes"]))
+                   "added": 2, "repeated": 1, "notes": [hostile, f"{hostile}: archives are not opened"],
+                   **reply_context(view, 2)}
+        shown = _updated_shown(view) if template.endswith("updated") else _journey_shown(view)
+        draft = replace(_draft(template, f"Re: {hostile}", context), inline=(InlineImage("route", "image/png", PNG),))
+        return Case(draft, (*shown, *context["ignored"], *context["notes"]))
     return case
 
 
@@ -145,6 +155,28 @@ def command_reply(template: str) -> Callable[[str], Case]:
         shown = {"journeys/renamed": (hostile, f"old {hostile}"), "journeys/link_new": (hostile,),
                  "journeys/link_revoked": (hostile,), "journeys/deleted": (hostile,)}.get(template, ())
         return Case(_draft(template, f"Renamed: {hostile}", context), shown)
+    return case
+
+
+def people_request(template: str) -> Callable[[str], Case]:
+    """The answers to export, delete my data and yes: nothing of the person's is echoed but the
+    subject; the export link is ours."""
+
+    def case(hostile: str) -> Case:
+        context = {"days": 7, "url": f"{BASE_URL}/x/token", "expires_at": datetime(2024, 7, 20, 21, 0, tzinfo=UTC)}
+        return Case(_draft(template, f"Re: {hostile}", context), ())
+    return case
+
+
+def privacy_zone(template: str) -> Callable[[str], Case]:
+    """The answers to `hide home`: the place as the person wrote it, the journey's title and its
+    place names are echoed."""
+
+    def case(hostile: str) -> Case:
+        context = {"title": hostile, "where": f"{hostile} 2", "places": [f"{hostile} 3", "Sintra"], "hidden": [3, 4],
+                   "radius": 500.0, "url": f"{BASE_URL}/j/token"}
+        shown = (hostile, f"{hostile} 2") + ((f"{hostile} 3",) if template.endswith("hide_where") else ())
+        return Case(_draft(template, f"Re: {hostile}", context), shown)
     return case
 
 
@@ -189,6 +221,9 @@ CASES: dict[str, Callable[[str], Case]] = {
     "journeys/list": command_list,
     **{f"journeys/{name}": command_reply(f"journeys/{name}")
        for name in ("renamed", "link_new", "link_revoked", "deleted", "stopped", "started", "which_journey")},
+    **{f"journeys/{name}": people_request(f"journeys/{name}")
+       for name in ("export_ready", "erase_confirm", "erased", "nothing_to_confirm")},
+    **{f"journeys/{name}": privacy_zone(f"journeys/{name}") for name in ("hidden", "hide_where")},
     "operator/alarm": alarm,
     "operator/digest": digest,
     "operator/forward": forward,
@@ -254,12 +289,15 @@ def assert_safe_render(composer: Composer, case: Case) -> None:
 
 HEADERS = ["From", "To", "Reply-To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
            "List-Unsubscribe", "List-Unsubscribe-Post", "Content-Type", "MIME-Version"]
-TEMPLATE_TAGS = frozenset({"html", "head", "meta", "title", "body", "div", "p", "h1", "h2", "ul", "li", "a"})
-TEMPLATE_ATTRIBUTES = frozenset({"lang", "charset", "name", "content", "style", "href"})
+TEMPLATE_TAGS = frozenset({"html", "head", "meta", "title", "body", "div", "p", "h1", "h2", "ul", "li", "a", "img"})
+TEMPLATE_ATTRIBUTES = frozenset({"lang", "charset", "name", "content", "style", "href", "src", "alt", "width",
+                                 "height"})
+PNG = b"\x89PNG\r\n\x1a\n"  # the route picture's bytes do not matter here, only how it is referred to
 
 
 def _ours(link: str) -> bool:
-    return link.startswith(BASE_URL + "/") or link == "mailto:operator@example.org"
+    return (link.startswith(BASE_URL + "/") or link == "mailto:operator@example.org"
+            or re.fullmatch(r"cid:[\w.]+\.route@example\.org", link) is not None)  # the route picture
 
 
 class Markup(HTMLParser):

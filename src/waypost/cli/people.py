@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from waypost.cli.base import cli, data_dir_option, database_for, friendly_errors
+from waypost.cli.base import cli, data_dir_option, database_for, friendly_errors, runtime_for
 
 
 @cli.group()
 def person() -> None:
-    """One person: what Waypost holds about them."""
+    """One person: what Waypost holds about them, their export and their erasure."""
 
 
 @person.command("show")
@@ -48,3 +48,61 @@ def person_show(data_dir: Path, address: str) -> None:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+
+
+@person.command("export")
+@data_dir_option
+@click.argument("address")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the zip (default: waypost-export-ADDRESS.zip here). Never overwritten.")
+@friendly_errors
+def person_export(data_dir: Path, address: str, out: Path | None) -> None:
+    """Write a zip of everything Waypost holds about ADDRESS (also without +tag): journeys as
+    JSON, GeoJSON and GPX with their images, message metadata, allowlist, suppression and audit
+    entries, and a README.txt saying what each file is."""
+    from waypost.apps.people_export import export_to_file
+    from waypost.mail.addresses import AddressError
+
+    runtime = runtime_for(data_dir)
+    try:
+        target = out or Path(f"waypost-export-{address.strip().lower()}.zip")
+        size = export_to_file(runtime.engine, runtime.blobs, address, target, rules=runtime.journeys.rules,
+                              locate=runtime.journeys.locate)
+    except AddressError as err:
+        raise click.ClickException(f"{address!r} is not an address: {err}") from None
+    except FileExistsError:
+        raise click.ClickException(f"{target} exists already; name another file with --out") from None
+    finally:
+        runtime.close()
+    click.echo(f"wrote {target} ({size} bytes)")
+
+
+@person.command("erase")
+@data_dir_option
+@click.argument("address")
+@click.option("--yes", is_flag=True, help="Erase without asking.")
+@friendly_errors
+def person_erase(data_dir: Path, address: str, yes: bool) -> None:
+    """Erase everything Waypost holds about ADDRESS (any case, any +tag): journeys, photos,
+    images, messages, feedback, audit entries, exports, allowlist entry. Only a keyed hash of
+    the address stays in the suppression list, so an earlier stop or complaint still holds."""
+    from waypost.apps.erasure import Erasure, erase_alone, forget_files
+    from waypost.keys import signing_keys
+    from waypost.mail.addresses import AddressError, address_key
+
+    try:
+        person = address_key(address)
+    except AddressError as err:
+        raise click.ClickException(f"{address!r} is not an address: {err}") from None
+    if not yes:
+        click.confirm(f"Erase everything about {person} (and its +tag forms)? This cannot be undone", abort=True)
+    runtime = runtime_for(data_dir)
+    try:
+        settings = runtime.settings
+        erasure = Erasure(runtime.blobs, signing_keys(settings), forget_sent=forget_files(settings.outbox_dir)
+                          if settings.outbound.transport == "catcher" else None)
+        erased = erase_alone(runtime.engine, erasure, address)
+    finally:
+        runtime.close()
+    click.echo(f"erased {person}: " + (", ".join(f"{n} {table}" for table, n in sorted(erased.rows.items()))
+                                       or "nothing was held") + f"; {len(set(erased.blob_keys))} blobs")

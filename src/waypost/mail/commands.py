@@ -26,12 +26,16 @@ class Verb(StrEnum):
     DELETE = "delete"
     STOP = "stop"
     START = "start"
+    EXPORT = "export"
+    ERASE = "delete my data"
+    YES = "yes"  # the answer to "delete my data"'s confirmation, in its thread
+    HIDE = "hide home"  # in a journey's thread, with a photo number or a place name
 
 
 @dataclass(frozen=True)
 class Command:
     verb: Verb
-    argument: str = ""  # the new title, for rename
+    argument: str = ""  # the new title, for rename; the photo or place, for hide home
 
 
 # every phrase, after normalising (lower case, punctuation gone, single spaces)
@@ -46,12 +50,20 @@ PHRASES: dict[str, Verb] = {
     **dict.fromkeys(("stop", "unsubscribe", "stop all", "stop mail", "stop all mail", "remove me", "opt out",
                      "optout", "leave"), Verb.STOP),
     **dict.fromkeys(("start", "subscribe", "resume", "unstop", "start again", "opt in"), Verb.START),
+    **dict.fromkeys(("export", "export my data", "my data", "send my data", "download my data", "get my data",
+                     "data export"), Verb.EXPORT),
+    **dict.fromkeys(("delete my data", "forget me", "erase me", "delete everything", "erase my data",
+                     "delete all my data", "erase everything", "delete me", "remove my data"), Verb.ERASE),
+    **dict.fromkeys(("yes", "yes delete", "yes erase", "yes delete my data", "yes delete everything",
+                     "yes erase me", "yes forget me", "confirm", "confirmed", "i confirm"), Verb.YES),
 }
 POLITE = re.compile(r"^(?:please )?(.*?)(?: please| thanks| thank you)?$")
 # reply and forward prefixes of common mail clients (en, de, nl, fr, sv, …), any number of them
 SUBJECT_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|wg|sv|antw|tr|rif)\s*(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 RENAME = re.compile(r"^\s*(?:please\s+)?(?:rename|retitle)\b[\s:,.-]*(?:to\b[\s:,.-]*)?(?P<title>.*?)\s*$",
                     re.IGNORECASE)
+# "hide home photo 3", "Hide my home: Belém", "please hide home"
+HIDE = re.compile(r"^\s*(?:please\s+)?hide\s+(?:my\s+)?home\b[\s:,.-]*(?P<where>.*?)[\s.!]*$", re.IGNORECASE)
 QUOTES = "\"'“”‘’«»„"
 TITLE_MAX = 200
 
@@ -68,6 +80,9 @@ def read_line(line: str) -> Command | None:
     if rename is not None:
         title = rename.group("title").strip().strip(QUOTES).strip()[:TITLE_MAX]
         return Command(Verb.RENAME, title) if title else None
+    hide = HIDE.match(line)
+    if hide is not None:
+        return Command(Verb.HIDE, hide.group("where").strip().strip(QUOTES).strip()[:TITLE_MAX])
     match = POLITE.match(normalise(line))
     phrase = match.group(1) if match else ""
     verb = PHRASES.get(phrase)

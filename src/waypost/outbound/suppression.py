@@ -9,13 +9,16 @@ Every change is written to ``suppression_log`` with who made it and why.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
+import hmac
 import io
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TextIO
+from typing import Any, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -67,6 +70,17 @@ class SuppressionImportError(ValueError):
 STOP_BY_MAIL = "stop-by-mail"
 # the idempotency key prefix of that confirmation
 STOP_CONFIRMATION = "stop-confirmation-"
+# a person's own leaving by the link in our mail: one-click (``/u/…``, web/app.py) or its mailto
+# form (apps/unsubscribe.py). Like a stop by mail it is theirs to undo (``start``); an operator's
+# removal, a complaint or a bounce is not
+ONE_CLICK, MAILTO = "one-click", "mailto"
+OWN_LEAVING = frozenset({STOP_BY_MAIL, ONE_CLICK, MAILTO})
+LEFT_ALLOWLIST = "; allowlist entry removed"  # ends the detail when leaving took their entry off
+
+
+def left_by_self(entry: Suppression) -> bool:
+    """Whether ``entry`` is the person's own leaving (stop by mail or the unsubscribe link)."""
+    return entry.reason == Reason.UNSUBSCRIBE and entry.source in OWN_LEAVING
 
 # SES mode: changes are pushed to SES's account-level list by a job queued in the same
 # transaction, so the push runs only after the commit and an SES failure never touches ours
@@ -93,6 +107,50 @@ def _queue_push(conn: Connection, keys: Iterable[str]) -> None:
             enqueue(conn, SES_PUSH_JOB, {"address": key}, max_attempts=SES_PUSH_ATTEMPTS)
 
 
+# An erased person (apps/erasure.py) stays suppressed under a keyed hash of their address alone,
+# so the list names nobody and a later stop or complaint is still honoured. The wiring gives
+# each engine the installation's secret keys (newest first: the first hashes, every one matches).
+HASHED_PREFIX = "hmac-sha256:"
+ERASED_SOURCE = "erased"
+_HASH_KEYS: weakref.WeakKeyDictionary[Engine, tuple[bytes, ...]] = weakref.WeakKeyDictionary()
+
+
+def hash_addresses_with(engine: Engine, keys: Sequence[bytes]) -> None:
+    """Lookups through ``engine`` also match entries kept as ``hashed_key`` under ``keys``."""
+    _HASH_KEYS[engine] = tuple(keys)
+
+
+def hash_keys(engine: Engine) -> tuple[bytes, ...]:
+    """The keys entries are hashed with through ``engine`` (none: erasure is not wired)."""
+    return _HASH_KEYS.get(engine, ())
+
+
+def hashed_key(address: str, key: bytes) -> str:
+    """The entry an erased address keeps: an HMAC-SHA256 of its suppression key."""
+    return _hashed(suppression_key(address), key)
+
+
+def _hashed(suppression_key: str, key: bytes) -> str:
+    return HASHED_PREFIX + hmac.new(key, suppression_key.encode(), hashlib.sha256).hexdigest()
+
+
+@functools.cache
+def _lookup_any(count: int) -> sa.Select[Any]:
+    """One statement for the address and its ``count - 1`` keyed hashes (compiled once)."""
+    return sa.select(suppressions).where(suppressions.c.address.in_([sa.bindparam(f"k{i}") for i in range(count)]))
+
+
+def _lookup_row(conn: Connection, address: str) -> sa.Row | None:
+    """The entry of ``address``, or of its keyed hash: one query either way."""
+    key = suppression_key(address)
+    secrets = _HASH_KEYS.get(conn.engine, ())
+    if not secrets:
+        return conn.execute(_LOOKUP, {"key": key}).first()
+    keys = [key, *(_hashed(key, secret) for secret in secrets)]
+    rows = conn.execute(_lookup_any(len(keys)), {f"k{i}": k for i, k in enumerate(keys)}).all()
+    return min(rows, key=lambda row: row.address != key, default=None)  # the address as written first
+
+
 def lets_through(entry: Suppression, idempotency_key: str, created_at: datetime) -> bool:
     """Whether ``entry`` lets a message pass anyway: a person's own stop by mail holds every
     message but the one confirming it, queued in the transaction that suppressed them."""
@@ -113,7 +171,7 @@ _LOOKUP = sa.select(suppressions).where(suppressions.c.address == sa.bindparam("
 
 def lookup(conn: Connection, address: str) -> Suppression | None:
     """The entry in force for ``address``, or None (expired entries do not count)."""
-    row = conn.execute(_LOOKUP, {"key": suppression_key(address)}).first()
+    row = _lookup_row(conn, address)
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         return None
     return _entry(row)
@@ -141,7 +199,7 @@ def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = 
         return set()
     now = utcnow()
     for chunk in in_chunks(list(new)):
-        conn.execute(suppressions.delete().where(suppressions.c.address.in_(chunk)))  # expired ones
+        conn.execute(_DELETE_AMONG, {"keys": chunk})  # expired ones
     conn.execute(suppressions.insert(), [
         {"address": key, "reason": e.reason.value, "source": e.source[:64], "detail": e.detail, "created_at": now,
          "expires_at": e.expires_at} for key, e in new.items()])
@@ -269,11 +327,20 @@ def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntr
     return NewEntry(address, Reason(reason_text), cell("source") or source, cell("detail") or None, expires_at)
 
 
+# built once: an IN list of literals is coerced value by value on every execution, an expanding
+# parameter only bound (feedback batches pass hundreds of addresses)
+_KEYS: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
+_DELETE_AMONG = suppressions.delete().where(suppressions.c.address.in_(_KEYS))
+_IN_FORCE_AMONG = sa.select(suppressions.c.address).where(
+    suppressions.c.address.in_(_KEYS),
+    sa.or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > sa.bindparam("now")))
+
+
 def _keys_in_force(conn: Connection, keys: list[str]) -> set[str]:
     found: set[str] = set()
+    now = utcnow()
     for chunk in in_chunks(keys):
-        found.update(conn.execute(sa.select(suppressions.c.address)
-                                  .where(suppressions.c.address.in_(chunk), _in_force())).scalars())
+        found.update(conn.execute(_IN_FORCE_AMONG, {"keys": chunk, "now": now}).scalars())
     return found
 
 

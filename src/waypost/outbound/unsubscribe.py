@@ -149,9 +149,8 @@ class Unsubscriber:
     def apply(self, conn: Connection, subscription: Subscription, source: str) -> bool:
         """Suppress the address and run the stream's hook, inside the caller's transaction.
         Idempotent; True when the address was not suppressed before."""
-        new = suppression.add(conn, subscription.address, suppression.Reason.UNSUBSCRIBE, source,
-                              detail=f"stream {subscription.stream}")
         hook = self.hooks.get(subscription.stream)
-        if hook is not None:
-            hook(conn, subscription.address)
-        return new
+        # the detail says whether the hook took an allowlist entry off, so ``start`` can give it back
+        removed = hook(conn, subscription.address) is True if hook is not None else False
+        return suppression.add(conn, subscription.address, suppression.Reason.UNSUBSCRIBE, source,
+                               detail=f"stream {subscription.stream}" + (suppression.LEFT_ALLOWLIST if removed else ""))

@@ -40,5 +40,4 @@ class SenderHistory:
         (``start``): not an operator's removal, a complaint or a bounce."""
         with self.engine.connect() as conn:
             entry = suppression.lookup(conn, address) or suppression.lookup(conn, address_key(address))
-        return entry is not None and entry.reason == suppression.Reason.UNSUBSCRIBE \
-            and entry.source == suppression.STOP_BY_MAIL
+        return entry is not None and suppression.left_by_self(entry)

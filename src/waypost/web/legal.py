@@ -131,6 +131,7 @@ def legal_facts(settings: Settings) -> LegalFacts:
 def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
     outbox = ("" if settings.outbound.transport != "catcher" else
               " In this setup replies are not delivered: each is kept as a file on this server.")
+    kept = settings.retention
     return (
         Kept("Email addresses: the list of senders the operator allows, and the address of each "
              "person who writes in.",
@@ -141,22 +142,52 @@ def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
              f"{originals.capitalize()}. {_unanswered(settings)}"),
         Kept("Small copies of your photos (two sizes), with all hidden camera data removed.",
              "To show them on your journey page.",
-             "Until the journey is deleted."),
+             _journey_life(settings)),
         Kept("Where and when each photo was taken, read from the photo, and the place names and time "
              "zones worked out from that on this server.",
              "To draw your route and timeline.",
-             "Until the journey is deleted."),
-        Kept("A log of mail received and sent: addresses, subjects, times and whether delivery worked."
-             + outbox,
+             _journey_life(settings)),
+        Kept("The mail Waypost sends you, as sent." + outbox,
+             "To show the operator what was sent if delivery fails.",
+             _kept_for(kept.sent_raw_days, "after it was sent")
+             + (" The files of this test setup stay until the operator deletes them." if outbox else "")),
+        Kept("A log of mail received and sent: addresses, subjects, times and whether delivery worked.",
              "To answer you once only, to stay within sending limits and to fix problems.",
-             "Until the operator deletes it."),
+             _kept_for(kept.message_rows_days, "after the mail itself was deleted") + " An entry that a journey "
+             "still needs stays as long as the journey."),
+        Kept("Mail to the service's own addresses (unsubscribe, postmaster, abuse and the operator's contact), "
+             "as it arrived.",
+             "So the operator can read and act on it.",
+             _kept_for(kept.service_mail_days, "after it arrived")),
+        Kept("A log of what was done: changes made by the operator, deleted journeys, and each visit to a journey "
+             "page with the visitor's network only (the IP address with its last part removed).",
+             "To keep the service safe and to answer questions about it.",
+             f"Visits: {_kept_for(kept.audit_views_days, 'after the visit').lower()} "
+             f"Everything else: {_kept_for(kept.audit_days, 'after it was written').lower()}"),
         Kept("The do-not-send list: addresses that unsubscribed, bounced or complained, with the reason.",
              "It is what stops mail to those addresses.",
              "Until the address is removed from it. Deleting it would let mail reach you again."),
         Kept("Delivery feedback: bounce and complaint reports from mail providers about our mail.",
              "To stop writing to addresses that do not work or do not want our mail.",
-             f"The reports themselves are {reports}; what they tell us goes onto the do-not-send list."),
+             f"The reports themselves are {reports}; what they tell us goes onto the do-not-send list. "
+             f"The report as each provider sent it: {_kept_for(kept.feedback_raw_days, 'after it came').lower()}"),
     )
+
+
+def _kept_for(days: float | None, after: str) -> str:
+    """A retention.* period as a sentence: None keeps, 0 goes at the next clean-up."""
+    if days is None:
+        return "Until the operator deletes it."
+    if days == 0:
+        return "Deleted at the next clean-up."
+    return f"Kept {_days(days)} {after}, then deleted."
+
+
+def _journey_life(settings: Settings) -> str:
+    idle = settings.retention.idle_journeys_days
+    if idle is None:
+        return "Until the journey is deleted."
+    return f"Until the journey is deleted, or {_days(idle)} after it last changed, whichever comes first."
 
 
 def _unanswered(settings: Settings) -> str:

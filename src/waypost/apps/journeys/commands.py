@@ -8,8 +8,9 @@ and queues the answer once (invariant 2). A mail without photos and without a co
 journey's thread: a reply to one of its mails, or a mail to its reply address.
 
 ``stop`` is a person's own leaving: suppressed (UNSUBSCRIBE, source ``stop-by-mail``), off the
-allowlist, one confirmation (the outbox lets that one message through), then silence. Only that
-leaving can be undone by the person (``start``); the gate lets them through for it alone.
+allowlist, one confirmation (the outbox lets that one message through), then silence. Only their
+own leaving, by ``stop`` or by the unsubscribe link of our mail (one-click or mailto), can be
+undone by the person (``start``); the gate lets them through for it alone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from waypost import failpoints
-from waypost.apps.journeys import repository
+from waypost.apps import people_requests
+from waypost.apps.journeys import privacy_zones, repository
+from waypost.apps.journeys.build import Locate, RouteRules
 from waypost.mail.addresses import AddressError, address_key
 from waypost.mail.commands import Command, Verb, read_command
 from waypost.outbound import suppression
@@ -47,8 +51,12 @@ COMMANDS = (
     ("delete", "in a journey's thread: delete the journey, its photos and images; its link stops working"),
     ("stop", "no more mail from this service, and your address off its list (also: unsubscribe)"),
     ("start", "undo your own stop"),
+    ("hide home PHOTO or PLACE", "in a journey's thread: keep the place of that photo (“hide home photo 3”) "
+                                 "or that place (“hide home Belém”) off your share links"),
+    ("export", "a zip of everything we hold about you, mailed as a link that works for a few days"),
+    ("delete my data", "erase everything we hold about you (we ask you to confirm first; also: forget me)"),
 )
-NEEDS_JOURNEY = (Verb.RENAME, Verb.NEW_LINK, Verb.REVOKE_LINK, Verb.DELETE)
+NEEDS_JOURNEY = (Verb.RENAME, Verb.NEW_LINK, Verb.REVOKE_LINK, Verb.DELETE, Verb.HIDE)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class Answer:
     context: dict[str, Any]
     journey: repository.JourneyRef | None = None  # the thread the answer belongs to
     key_prefix: str = "journeys-reply-"
+    # told the queued answer's Message-ID and outbound row, in the same transaction
+    queued: Callable[[Connection, str, int], None] | None = None
 
 
 def command_of(mail: InboundMail) -> Command | None:
@@ -74,9 +84,8 @@ def command_of(mail: InboundMail) -> Command | None:
 
 
 def stopped_by_self(conn: Connection, address: str) -> bool:
-    """Whether ``address`` left by their own stop by mail (what ``start`` may undo)."""
-    return any(entry.source == suppression.STOP_BY_MAIL and entry.reason == suppression.Reason.UNSUBSCRIBE
-               for entry in _entries(conn, address))
+    """Whether ``address`` left by their own stop by mail or unsubscribe link (what ``start`` may undo)."""
+    return any(suppression.left_by_self(entry) for entry in _entries(conn, address))
 
 
 def _entries(conn: Connection, address: str) -> list[suppression.Suppression]:
@@ -93,7 +102,10 @@ def _keys(address: str) -> list[str]:
 
 class CommandDesk:
     def __init__(self, outbox: Outbox, composer: Composer, blobs: BlobStore, *, base_url: str,
-                 journeys_address: str, mailbox: str, mail_domain: str, envelope_sender: str) -> None:
+                 journeys_address: str, mailbox: str, mail_domain: str, envelope_sender: str,
+                 erasure_wait: timedelta = timedelta(days=7), rules: RouteRules | None = None,
+                 locate: Locate | None = None) -> None:
+        self.rules, self.locate = rules, locate  # to read a journey as its owner's mail numbers it (hide home)
         self.outbox = outbox
         self.composer = composer
         self.blobs = blobs
@@ -102,22 +114,27 @@ class CommandDesk:
         self.mailbox = mailbox
         self.mail_domain = mail_domain
         self.envelope_sender = envelope_sender
-        self.verbs: dict[Verb, Callable[[Connection, Request], Answer]] = {
+        self.erasure_wait = erasure_wait
+        self.verbs: dict[Verb, Callable[[Connection, Request], Answer | None]] = {
             Verb.HELP: self._help, Verb.LIST: self._list, Verb.RENAME: self._rename,
             Verb.NEW_LINK: self._new_link, Verb.REVOKE_LINK: self._revoke_link, Verb.DELETE: self._delete,
             Verb.STOP: self._stop, Verb.START: self._start,
+            Verb.EXPORT: self._export, Verb.ERASE: self._erase, Verb.YES: self._yes, Verb.HIDE: self._hide,
         }
 
     def answer(self, conn: Connection, request: Request) -> str:
         """Carry out the mail's command (help when it has none) and queue its one answer, in the
-        caller's transaction. Returns the note recorded with the mail."""
+        caller's transaction (``export``'s answer comes from its job). Returns the note recorded
+        with the mail."""
         verb = request.command.verb if request.command else Verb.HELP
+        answer: Answer | None
         if verb in NEEDS_JOURNEY and request.journey is None:
             answer = Answer("journeys/which_journey", "Which journey?", {"command": verb.value})
         else:
             answer = self.verbs[verb](conn, request)
         failpoints.hit("commands.after_effect")
-        self._queue(conn, request.mail, answer)
+        if answer is not None:
+            self._queue(conn, request.mail, answer)
         return f"handled by journeys: command {verb.value}" if request.command else "handled by journeys: help"
 
     # -- the commands ------------------------------------------------------------------
@@ -155,6 +172,20 @@ class CommandDesk:
         return Answer("journeys/link_new", f"A new link for {journey.title}",
                       {"title": journey.title, "url": self._url(token)}, journey)
 
+    def _hide(self, conn: Connection, request: Request) -> Answer:
+        journey = _required(request)
+        assert request.command is not None
+        where = request.command.argument
+        view = repository.load_view(conn, journey.token, rules=self.rules, locate=self.locate)
+        assert view is not None  # the thread was found in this transaction
+        done = privacy_zones.hide_home(conn, view, journey.owner_address, where)
+        context = {"title": journey.title, "where": where, "places": done.places, "url": self._live_url(conn, journey),
+                   "hidden": [photo.number for photo in done.hidden], "radius": privacy_zones.DEFAULT_RADIUS_M}
+        if done.zone is None:
+            return Answer("journeys/hide_where", "Which place?", context, journey)
+        log.info("%s set a privacy zone from journey %s", journey.owner_address, journey.id)
+        return Answer("journeys/hidden", f"Hidden from your share links: {where}", context, journey)
+
     def _revoke_link(self, conn: Connection, request: Request) -> Answer:
         journey = _required(request)
         repository.revoke(conn, journey.id)
@@ -182,15 +213,43 @@ class CommandDesk:
 
     def _start(self, conn: Connection, request: Request) -> Answer:
         sender = request.mail.sender
-        entries = [e for e in _entries(conn, sender) if e.source == suppression.STOP_BY_MAIL]
+        entries = [e for e in _entries(conn, sender) if suppression.left_by_self(e)]
         if not entries:
             return Answer("journeys/started", "You are on our list", {"returned": False})
         for entry in entries:
-            suppression.remove(conn, entry.address, by=f"{sender} (own start by mail)", note="undoes their own stop")
-        if any(entry.detail == ENTRY_REMOVED for entry in entries):
+            suppression.remove(conn, entry.address, by=f"{sender} (own start by mail)",
+                               note="undoes their own stop" if entry.source == suppression.STOP_BY_MAIL
+                               else f"undoes their own unsubscribe ({entry.source})")
+        if any(entry.detail == ENTRY_REMOVED or (entry.detail or "").endswith(suppression.LEFT_ALLOWLIST)
+               for entry in entries):
             Allowlist(conn.engine).add(address_key(sender), "back by their own start by mail", conn=conn)
         log.info("%s came back by their own start", sender)
         return Answer("journeys/started", "Welcome back", {"returned": True})
+
+    def _export(self, conn: Connection, request: Request) -> None:
+        people_requests.ask_export(conn, request.mail.sender, request.mail.id)
+        log.info("%s asked for an export of their data", request.mail.id)
+
+    def _erase(self, conn: Connection, request: Request) -> Answer:
+        mail = request.mail
+
+        def keep(conn: Connection, message_id: str, outbound_id: int) -> None:
+            people_requests.ask_erasure(conn, mail.sender, mail.id, message_id, self.erasure_wait)
+
+        return Answer("journeys/erase_confirm", "Shall we erase everything we hold about you?",
+                      {"days": round(self.erasure_wait / timedelta(days=1))}, queued=keep)
+
+    def _yes(self, conn: Connection, request: Request) -> Answer:
+        message = request.mail.message
+        thread = [*message.references, *([message.in_reply_to] if message.in_reply_to else [])]
+        if people_requests.confirming(conn, request.mail.sender, thread) is None:
+            return Answer("journeys/nothing_to_confirm", "Nothing to confirm", {})
+        confirmed = people_requests.erase_confirmed(conn, self.blobs, request.mail.sender, request.mail.id)
+        log.info("%s erased a person at their own confirmed request", request.mail.id)
+        return Answer("journeys/erased", "Everything we held about you is erased", {},
+                      key_prefix=people_requests.FAREWELL,
+                      queued=lambda conn, _, outbound_id: people_requests.queue_farewell_job(conn, confirmed,
+                                                                                              outbound_id))
 
     # -- answering -----------------------------------------------------------------------
 
@@ -207,11 +266,13 @@ class CommandDesk:
         composed = self.composer.compose(Draft(
             template=answer.template, to=mail.sender, subject=answer.subject, stream=STREAM, context=context,
             in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to))
-        self.outbox.queue_message(conn, OutboundMessage(
+        outbound_id = self.outbox.queue_message(conn, OutboundMessage(
             idempotency_key=f"{answer.key_prefix}{mail.id}", stream=STREAM, recipient=mail.sender,
             envelope_sender=self.envelope_sender, subject=composed.subject, message_id=composed.message_id,
             raw=composed.raw,
         ))
+        if answer.queued is not None:
+            answer.queued(conn, composed.message_id, outbound_id)
         if journey is not None:
             repository.link_message(conn, journey.id, direction="out", message_id_header=composed.message_id)
 

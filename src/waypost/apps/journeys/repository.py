@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from waypost.apps.journeys import privacy_zones
 from waypost.apps.journeys.build import JourneyView, Locate, PhotoPoint, RouteRules, build_view
 from waypost.errors import WaypostError
 from waypost.mail.addresses import AddressError, address_key
@@ -326,18 +327,25 @@ class JourneyReader:
         self.locate = locate
 
     def view(self, token: str) -> JourneyView | None:
-        with self.engine.connect() as conn:
-            return load_view(conn, token, rules=self.rules, locate=self.locate, live=True)
+        """The journey as its share link shows it (privacy zones left out); None unless live."""
+        shared = self.shared(token)
+        return shared.view if shared is not None else None
 
     def shared(self, token: str) -> SharedJourney | None:
-        """The journey with what its page needs besides the view; None unless the link is live."""
+        """The journey with what its page needs besides the view; None unless the link is live.
+        Photos inside the owner's privacy zones are left out and the route cut there
+        (privacy_zones.py): every public output reads the journey through here."""
         with self.engine.connect() as conn:
             journey = _journey_row(conn, token, live=True)
             if journey is None:
                 return None
             rows = conn.execute(sa.select(photos).where(photos.c.journey_id == journey.id)).all()
-        extras = {r.public_id: PhotoExtras(_camera(r.make, r.model), r.thumb_key is not None) for r in rows}
-        view = _build(journey, rows, rules=self.rules, locate=self.locate)
+            zones = privacy_zones.zones_of(conn, journey.owner_address)
+        whole = _build(journey, rows, rules=self.rules, locate=self.locate)
+        view = privacy_zones.public_view(whole, _points(rows), zones, locate=self.locate)
+        shown = {photo.public_id for photo in view.photos}
+        extras = {r.public_id: PhotoExtras(_camera(r.make, r.model), r.thumb_key is not None)
+                  for r in rows if r.public_id in shown}
         return SharedJourney(journey.id, view, extras, journey.expires_at)
 
     def was_deleted(self, token: str) -> bool:
@@ -346,13 +354,19 @@ class JourneyReader:
             return was_deleted(conn, token)
 
     def photo_blob_key(self, token: str, public_id: str, size: str) -> str | None:
+        """The image of a photo the share link shows; None for one inside the owner's privacy zones."""
         column = photos.c.thumb_key if size == "thumb" else photos.c.display_key
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(column)
+            row = conn.execute(
+                sa.select(column.label("key"), photos.c.latitude, photos.c.longitude, journeys.c.owner_address)
                 .select_from(photos.join(journeys, photos.c.journey_id == journeys.c.id))
                 .where(journeys.c.token == token, photos.c.public_id == public_id, _live(utcnow()))
-            ).scalar()
+            ).first()
+            zones = privacy_zones.zones_of(conn, row.owner_address) if row is not None else []
+        if row is None or (zones and row.latitude is not None and row.longitude is not None
+                           and any(zone.holds((row.latitude, row.longitude)) for zone in zones)):
+            return None
+        return row.key
 
 
 def _journey_row(conn: Connection, token: str, *, live: bool) -> sa.Row | None:
@@ -372,7 +386,12 @@ def load_view(conn: Connection, token: str, *, rules: RouteRules | None = None,
 
 
 def _build(journey: sa.Row, rows: Sequence[sa.Row], *, rules: RouteRules | None, locate: Locate | None) -> JourneyView:
-    points = [
+    return build_view(journey.title, journey.token, journey.created_at, _points(rows), rules=rules, locate=locate,
+                      updated_at=journey.updated_at)
+
+
+def _points(rows: Sequence[sa.Row]) -> list[PhotoPoint]:
+    return [
         PhotoPoint(
             public_id=r.public_id, filename=r.filename, mail_position=r.mail_position, taken_at=r.taken_at,
             utc_offset_minutes=r.utc_offset_minutes, time_source=r.time_source, latitude=r.latitude,
@@ -380,5 +399,3 @@ def _build(journey: sa.Row, rows: Sequence[sa.Row], *, rules: RouteRules | None,
         )
         for r in rows
     ]
-    return build_view(journey.title, journey.token, journey.created_at, points, rules=rules, locate=locate,
-                      updated_at=journey.updated_at)
