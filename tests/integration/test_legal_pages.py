@@ -228,6 +228,16 @@ def test_every_store_of_personal_data_is_stated_with_its_configured_period(pages
     assert "Kept 30 days after it was sent" not in changed and "kept 180 days" not in changed
 
 
+def test_exports_and_erasure_requests_are_stated_with_their_configured_periods(pages: Any) -> None:
+    default = pages()["/privacy"]
+    assert "How long: Kept 7 days after it was made, the time its link works, then deleted" in default
+    assert "How long: Until you confirm it, or 7 days without an answer." in default
+    changed = pages(journeys={"export_link_days": 2, "erasure_confirm_days": 3})["/privacy"]
+    assert "How long: Kept 2 days after it was made" in changed
+    assert "How long: Until you confirm it, or 3 days without an answer." in changed
+    assert "Kept 7 days after it was made" not in changed
+
+
 def test_refused_and_unreadable_mail_are_kept_the_configured_periods(pages: Any) -> None:
     default = pages()["/privacy"]
     assert ("Mail we refuse is kept for the operator to check for 7 days, and mail we cannot read for 30 days, "

@@ -167,6 +167,15 @@ def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
         Kept("The do-not-send list: addresses that unsubscribed, bounced or complained, with the reason.",
              "It is what stops mail to those addresses.",
              "Until the address is removed from it. Deleting it would let mail reach you again."),
+        Kept("A copy of everything we hold about you, when you ask for it (\u201cexport\u201d): a zip file.",
+             "So you can download your data.",
+             f"Kept {_days(settings.journeys.export_link_days)} after it was made, the time its link works, "
+             "then deleted; each download is logged with the downloader's network only."),
+        Kept("Your request to erase your data, until you confirm it.",
+             "So that only your \u201cyes\u201d in reply to our question erases anything.",
+             f"Until you confirm it, or {_days(settings.journeys.erasure_confirm_days)} without an answer. Once "
+             "erased, only a scrambled form of your address that cannot be read back stays on the do-not-send list, "
+             "if it was on it."),
         Kept("Delivery feedback: bounce and complaint reports from mail providers about our mail.",
              "To stop writing to addresses that do not work or do not want our mail.",
              f"The reports themselves are {reports}; what they tell us goes onto the do-not-send list. "
