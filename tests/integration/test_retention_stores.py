@@ -20,7 +20,15 @@ from waypost.cli import cli
 from waypost.clock import utcnow
 from waypost.config import Settings
 from waypost.pipeline.inbox import ReceivedMail
-from waypost.store.models import audit_log, feedback_events, inbound_messages, journeys, outbound_messages, photos
+from waypost.store.models import (
+    audit_log,
+    erasure_requests,
+    feedback_events,
+    inbound_messages,
+    journeys,
+    outbound_messages,
+    photos,
+)
 
 
 @pytest.fixture
@@ -163,6 +171,18 @@ def test_audit_entries_and_journey_views_go_after_their_own_periods(wired: Any) 
     assert runtime.retention().sweep().audit == 2
     assert _ids(runtime, audit_log) == {new_view, new_entry}
     assert not {old_view, old_entry} & _ids(runtime, audit_log)
+
+
+def test_erasure_requests_go_once_their_wait_for_a_yes_is_over(wired: Any) -> None:
+    runtime = wired()
+    with runtime.engine.begin() as conn:
+        for ident, expires in (("over", _ago(0.01)), ("waiting", _ago(-1))):
+            conn.execute(erasure_requests.insert().values(
+                id=ident, address="ann@example.org", source_message_id=f"m-{ident}",
+                confirmation_message_id=f"<{ident}@waypost.test>", created_at=_ago(7), expires_at=expires))
+
+    assert runtime.retention().sweep().erasure_requests == 1
+    assert _ids(runtime, erasure_requests) == {"waiting"}
 
 
 def test_keep_never_deletes_and_zero_deletes_at_the_next_sweep(wired: Any) -> None:

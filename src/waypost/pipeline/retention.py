@@ -51,6 +51,7 @@ from waypost.store.models import (
     audit_log,
     dmarc_records,
     dmarc_reports,
+    erasure_requests,
     exports,
     feedback_events,
     inbound_dedupe,
@@ -106,6 +107,7 @@ class SweepCounts:
     feedback_raw: int = 0  # feedback payloads emptied
     audit: int = 0  # audit entries deleted (journey views included)
     journeys: int = 0  # journeys deleted after retention.idle_journeys_days
+    erasure_requests: int = 0  # "delete my data" requests whose wait for a yes ran out
 
     @property
     def total(self) -> int:
@@ -115,7 +117,7 @@ class SweepCounts:
     def personal(self) -> int:
         """What the sweep of the other stores (``Periods``) removed."""
         return (self.service_raw + self.sent_raw + self.inbound_rows + self.outbound_rows + self.feedback_raw
-                + self.audit + self.journeys)
+                + self.audit + self.journeys + self.erasure_requests)
 
 
 class RetentionSweeper:
@@ -145,12 +147,13 @@ class RetentionSweeper:
                              service_raw=self.expire_service_mail(), sent_raw=self.empty_sent_raw(),
                              feedback_raw=self.empty_feedback_raw(), audit=self.expire_audit(),
                              inbound_rows=self.expire_inbound_rows(), outbound_rows=self.expire_outbound_rows(),
-                             journeys=journeys_gone)
+                             journeys=journeys_gone, erasure_requests=self.expire_erasure_requests())
         if counts.personal:
             log.info("retention: deleted %d journeys, the raw bytes of %d mails to the service mailboxes, "
                      "the bytes of %d sent messages, %d inbound and %d outbound message rows, %d feedback "
-                     "payloads and %d audit entries", counts.journeys, counts.service_raw, counts.sent_raw,
-                     counts.inbound_rows, counts.outbound_rows, counts.feedback_raw, counts.audit)
+                     "payloads, %d audit entries and %d unconfirmed erasure requests", counts.journeys,
+                     counts.service_raw, counts.sent_raw, counts.inbound_rows, counts.outbound_rows,
+                     counts.feedback_raw, counts.audit, counts.erasure_requests)
         if counts.total - counts.reports - counts.personal:
             log.info("retention: deleted the raw bytes of %d refused and %d dead messages, %d orphaned blobs "
                      "and %d expired duplicate claims", counts.refused_raw, counts.dead_raw, counts.orphans,
@@ -215,6 +218,11 @@ class RetentionSweeper:
             if period is not None:
                 deleted += self._delete_due(table, (kind, table.c.at < now - period))
         return deleted
+
+    def expire_erasure_requests(self) -> int:
+        """Delete "delete my data" requests whose time to be confirmed (journeys.erasure_confirm_days,
+        set on the row) is over: each names the person who asked."""
+        return self._delete_due(erasure_requests, (erasure_requests.c.expires_at <= self.clock(),))
 
     def _delete_due(self, table: sa.Table, due: tuple[sa.ColumnElement[bool], ...]) -> int:
         return self._in_batches(table, due, lambda conn, ids: conn.execute(
@@ -434,6 +442,9 @@ def holdings(sweeper: RetentionSweeper) -> list[Holding]:
                     "dmarc.keep_reports_days", sweeper.reports_after,
                     measure(conn, dmarc_reports, None, dmarc_reports.c.received_at)),
         ]
+        rows, size, first_expiry = measure(conn, erasure_requests, None, erasure_requests.c.expires_at)
+        found.append(Holding("erasure requests", "\"delete my data\" requests waiting for their yes", rows, size,
+                             "journeys.erasure_confirm_days", None, first_expiry))
         # exports carry their own expiry (apps/people_export.py deletes them): listed, not swept here
         rows, size, first_expiry = measure(conn, exports, exports.c.size, exports.c.expires_at)
         found.append(Holding("exports", "zips of everything held about a person, behind an expiring link", rows,
