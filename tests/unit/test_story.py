@@ -11,7 +11,6 @@ import pytest
 from PIL import Image, ImageChops
 
 from waypost.apps.journeys.build import JourneyView, PhotoPoint, build_view
-from waypost.apps.journeys.handler import reply_subject
 from waypost.apps.journeys.preview import mail_picture, preview_png
 from waypost.apps.journeys.sketch import route_sketch
 from waypost.apps.journeys.story import (
@@ -24,6 +23,7 @@ from waypost.apps.journeys.story import (
     story_stops,
     timeline_days,
 )
+from waypost.outbound.compose import reply_subject
 
 KYOTO = timezone(timedelta(hours=9))
 # a day in Kyoto, two photos at most places; Gion twice with Nishiki between (three stops, two places)

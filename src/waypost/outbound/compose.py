@@ -293,3 +293,14 @@ class _LinkCollector(HTMLParser):
 def _unflowed(value: str, indent: str = "") -> str:
     """HTML flows by itself: the text filter ``reflow`` leaves the HTML as it is."""
     return value
+
+
+_REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
+
+
+def reply_subject(subject: str) -> str:
+    """``Re: <their subject>`` in every answer of a thread, as a person would reply: mail
+    clients (Gmail among them) group a thread by its subject as well as by its headers."""
+    if not subject.strip():
+        return "Re: your photos"
+    return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"

@@ -30,7 +30,7 @@ from waypost.apps.journeys.build import Locate, RouteRules
 from waypost.mail.addresses import AddressError, address_key
 from waypost.mail.commands import Command, Verb, read_command
 from waypost.outbound import suppression
-from waypost.outbound.compose import Composer, Draft
+from waypost.outbound.compose import Composer, Draft, reply_subject
 from waypost.outbound.outbox import OutboundMessage, Outbox
 from waypost.pipeline.allowlist import Allowlist
 from waypost.pipeline.router import InboundMail
@@ -263,8 +263,10 @@ class CommandDesk:
         journey = answer.journey
         reply_to = f"{self.mailbox}+{journey.reply_token}@{self.mail_domain}" if journey else None
         context = {**answer.context, "journeys_address": self.journeys_address}
+        # in the person's thread, as a person would answer (Gmail groups a thread by subject too)
+        subject = reply_subject(mail.message.subject) if mail.message.subject.strip() else answer.subject
         composed = self.composer.compose(Draft(
-            template=answer.template, to=mail.sender, subject=answer.subject, stream=STREAM, context=context,
+            template=answer.template, to=mail.sender, subject=subject, stream=STREAM, context=context,
             in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to))
         outbound_id = self.outbox.queue_message(conn, OutboundMessage(
             idempotency_key=f"{answer.key_prefix}{mail.id}", stream=STREAM, recipient=mail.sender,
