@@ -1,5 +1,7 @@
 """Peak memory of the inbound path for one mail full of photos, in a fresh process.
 
+(``smtp_photo_memory.py`` measures the same mail sent through SMTP to `waypost serve`.)
+
 ``photos.py`` runs this as ``python benchmarks/photo_memory.py MAIL --workers N`` and reads
 the one JSON object it prints. The mail goes the real way: ``Inbox.accept`` stores it, the
 queue worker loads it, ``parse_message`` reads it, the journeys app decodes its photos

@@ -6,6 +6,11 @@ costs the header, not the message. What a message may cost to read is bounded by
 ``MimeLimits`` (limits.py): past a limit the message is refused whole with
 ``MimeLimitExceeded``, except for the attachment total, past which attachments are left
 out and named in ``ParsedMessage.skipped``.
+
+Long base64 bodies never pass through the stdlib parser line by line (bodies.py): the
+parser sees one line naming each, and an ``Attachment`` keeps its body encoded in a spool
+of the mail, decoding it each time ``data`` is read. So reading a mail of forty photos
+holds none of them decoded, and whoever uses the photos holds one at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.errors import HeaderDefect
 from email.message import EmailMessage, Message
@@ -26,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 
 from waypost.mail.addresses import AddressError, first_mailbox, normalise_address
+from waypost.mail.bodies import Body, ElidingFeed, HeldBody, PartBody, Spool, claim_bodies
 from waypost.mail.limits import MalformedMessage, MimeLimitExceeded, MimeLimits, PartMeter, describe_bytes
 from waypost.mail.robots import ROBOT_HEADERS
 
@@ -45,12 +51,33 @@ _SUBJECT_SOURCE = 16 * 1024  # raw Subject read: ample for 200 characters, even 
 _MIME_HEADERS = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Attachment:
     position: int  # order in the message, counting only attachments
     filename: str | None  # cleaned by clean_filename: no directories, controls or bidi overrides
     content_type: str
-    data: bytes
+    body: PartBody = field(repr=False)
+
+    @property
+    def data(self) -> bytes:
+        """The decoded bytes; a long body is decoded anew on each read, so hold them only while needed."""
+        return self.body.read()
+
+    @property
+    def size(self) -> int:
+        """The decoded size, known without decoding."""
+        return self.body.size
+
+    def __eq__(self, other: object) -> bool:  # by content, wherever the bytes are kept
+        if not isinstance(other, Attachment):
+            return NotImplemented
+        return self._key() == other._key() and self.data == other.data
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[int, str | None, str, int]:
+        return self.position, self.filename, self.content_type, self.size
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,7 @@ def parse_message(raw: bytes | BinaryIO, limits: MimeLimits | None = None) -> Pa
     limits = limits or MimeLimits()
     meter = PartMeter(limits, _size_of(raw))
     try:
-        message = _parse(raw, meter)
+        message, meter = _parse(raw, meter)
         if not isinstance(message, EmailMessage) or not list(message.keys()):
             raise MalformedMessage("no header section")
         return _view(message, meter)
@@ -125,6 +152,7 @@ class _Part(EmailMessage):
         self.depth = 0
         self.header_bytes = 0
         self.raw_mime: dict[str, str] = {}  # the MIME headers as sent, for names the parser could not read
+        self.body: Body | None = None  # its body, when left out of the parse (bodies.py)
 
     def attach(self, payload: Any) -> None:
         if isinstance(payload, _Part):
@@ -154,24 +182,49 @@ class _Part(EmailMessage):
             return None
 
 
-def _parse(raw: bytes | BinaryIO, meter: PartMeter) -> Message:
-    """The stdlib parser, fed in chunks. ``email.message_from_bytes`` decodes the whole
-    message to one string and reads it back through a StringIO, which holds four bytes per
-    character: a 40 MB mail cost 280 MB. Fed chunk by chunk, the parser holds little more
-    than the parts it has finished."""
-    policy = email.policy.default.clone(message_factory=lambda policy: _Part(policy, meter))
-    parser = email.parser.BytesFeedParser(policy=policy)
+def _parse(raw: bytes | BinaryIO, meter: PartMeter) -> tuple[Message, PartMeter]:
+    """The stdlib parser, fed in chunks, long base64 bodies left out (bodies.py).
+    ``email.message_from_bytes`` decodes the whole message to one string and reads it back
+    through a StringIO, which holds four bytes per character: a 40 MB mail cost 280 MB. Fed
+    chunk by chunk, the parser holds little more than the parts it has finished. When a
+    left-out body is not the whole body of a base64 part, the spooled mail is parsed again
+    with nothing left out (and a fresh meter, which is returned)."""
+    parser = _parser(meter)
+    feed = ElidingFeed(parser.feed)
     chunks = _chunks(raw)
     first = next(chunks, b"").removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
     seen_content = bool(first.strip())
-    parser.feed(first)
+    feed.write(first)
     for chunk in chunks:
         seen_content = seen_content or bool(chunk.strip())
-        parser.feed(chunk)
+        feed.write(chunk)
+    feed.close()
     message = parser.close()
     if not seen_content:
         raise MalformedMessage("empty message")
-    return message
+    bodies = claim_bodies(message, feed)
+    if not bodies:
+        if bodies is None:
+            fresh = PartMeter(meter.limits, meter.message_size)
+            message, meter = _parse_spooled(feed.spool, fresh), fresh
+        feed.spool.close()  # nothing refers to it
+        return message, meter
+    for part in message.walk():
+        if isinstance(part, _Part):
+            part.body = bodies.get(id(part))
+    return message, meter
+
+
+def _parser(meter: PartMeter) -> email.parser.BytesFeedParser:
+    policy = email.policy.default.clone(message_factory=lambda policy: _Part(policy, meter))
+    return email.parser.BytesFeedParser(policy=policy)
+
+
+def _parse_spooled(spool: Spool, meter: PartMeter) -> Message:
+    parser = _parser(meter)
+    for chunk in spool.chunks(size=_CHUNK):
+        parser.feed(chunk)
+    return parser.close()
 
 
 def _chunks(raw: bytes | BinaryIO) -> Iterator[bytes]:
@@ -346,9 +399,10 @@ def _first_text(message: EmailMessage) -> str:
     for part in message.walk():
         if part.get_content_type() != "text/plain" or part.get_content_disposition() == "attachment":
             continue
-        data = _payload(part) or b""
         # a prefix is enough: no character takes more than four bytes in any charset we read
-        return _decode_bytes(data[:TEXT_LIMIT * 4], _charset(part))[:TEXT_LIMIT]
+        body = _body(part)
+        data = body.read(TEXT_LIMIT * 4) if body is not None else b""
+        return _decode_bytes(data, _charset(part))[:TEXT_LIMIT]
     return ""
 
 
@@ -375,6 +429,7 @@ _ARCHIVE_SUFFIXES = (".zip", ".zipx", ".7z", ".rar", ".tar", ".gz", ".tgz", ".bz
 _TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"  # 0x223E9F78, little-endian
 _ARCHIVE_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07",
                        b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"MSCF")
+_SNIFFED_BYTES = 512  # past the POSIX tar magic at 257
 TNEF_NOTE = "Outlook's TNEF format is not read; send the photos as ordinary attachments"
 ARCHIVE_NOTE = "archives are not opened; attach the photos themselves"
 
@@ -406,20 +461,21 @@ class _Collector:
         if note is not None:
             self.notes.append(note)
             return
-        data = _payload(part)
-        if data is None:
+        body = _body(part)
+        if body is None:
             return
-        if content_type.startswith("application/") and (note := _sniffed(data, filename or content_type)):
+        if content_type.startswith("application/") and (
+                note := _sniffed(body.read(_SNIFFED_BYTES), filename or content_type)):
             self.notes.append(note)  # sent as a generic file, but its first bytes say what it is
             return
-        if self.total + len(data) > self.limits.max_attachment_bytes:
+        if self.total + body.size > self.limits.max_attachment_bytes:
             # a later, smaller attachment may still fit: photos after a long video are kept
             label = filename or f"an attachment ({content_type})"
             self.skipped.append(f"{label}: over the {describe_bytes(self.limits.max_attachment_bytes)}"
                                 " attachment total")
             return
-        self.total += len(data)
-        self.found.append(Attachment(len(self.found), filename, content_type, data))
+        self.total += body.size
+        self.found.append(Attachment(len(self.found), filename, content_type, body))
 
 
 def _unopened(content_type: str, filename: str | None) -> str | None:
@@ -446,12 +502,17 @@ def _looks_like_attachment(part: Message) -> bool:
     return part.get_content_disposition() == "attachment"
 
 
-def _payload(part: Message) -> bytes | None:
+def _body(part: Message) -> PartBody | None:
+    """The part's decoded body: left out of the parse and decoded when read, or decoded by the
+    stdlib now; None when empty or unreadable."""
+    left_out = getattr(part, "body", None)
+    if isinstance(left_out, Body):
+        return left_out
     try:
         data = part.get_payload(decode=True)
     except (ValueError, TypeError, AssertionError):
         return None
-    return data if isinstance(data, bytes) and data else None
+    return HeldBody(data) if isinstance(data, bytes) and data else None
 
 
 # --- file names ----------------------------------------------------------------------------

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import overload
 
 from sqlalchemy.engine import Connection
 
-from waypost.apps.journeys import advice, commands, repository
-from waypost.apps.journeys.build import Locate, RouteRules
+from waypost.apps.journeys import advice, commands, repository, story
+from waypost.apps.journeys.build import JourneyView, Locate, RouteRules
 from waypost.apps.journeys.exif import PhotoMetadata
 from waypost.apps.journeys.imagepool import ImagePool
 from waypost.apps.journeys.images import ImageError, ProcessedPhoto, is_supported_image
+from waypost.apps.journeys.preview import mail_picture
 from waypost.apps.journeys.repository import NewPhoto
 from waypost.apps.journeys.timeline import PhotoTime, ZoneAt, resolve_time
 from waypost.config import JourneySettings
 from waypost.mail.addresses import address_key
 from waypost.mail.commands import Verb
 from waypost.mail.parse import Attachment, ParsedMessage
-from waypost.outbound.compose import Composer, Draft
+from waypost.outbound.compose import Composer, Draft, InlineImage, reply_subject
 from waypost.outbound.outbox import OutboundMessage, Outbox
 from waypost.pipeline.router import BaseApp, Commit, InboundMail
 from waypost.store.blobs import BlobStore
@@ -76,7 +79,9 @@ class JourneysApp(BaseApp):
         self.rate_window = rate_window
         self.commands = commands.CommandDesk(outbox, composer, blobs, base_url=base_url,
                                              journeys_address=f"{self.mailbox}@{mail_domain}", mailbox=self.mailbox,
-                                             mail_domain=mail_domain, envelope_sender=envelope_sender)
+                                             mail_domain=mail_domain, envelope_sender=envelope_sender,
+                                             erasure_wait=timedelta(days=settings.erasure_confirm_days),
+                                             rules=self.rules, locate=self.locate)
 
     def handle(self, mail: InboundMail) -> Commit:
         batch = self._read_photos(mail)
@@ -109,7 +114,8 @@ class JourneysApp(BaseApp):
             url = f"{self.base_url}/j/{journey.token}" if repository.link_is_live(conn, journey.id) else None
             context = {"journey": view, "url": url, "ignored": batch.ignored,
                        "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
-            self._queue_reply(conn, mail, template, context, journey)
+            told, picture = _told(view, len(added))
+            self._queue_reply(conn, mail, template, {**context, **told}, journey, picture)
             return None
 
         return commit
@@ -122,21 +128,24 @@ class JourneysApp(BaseApp):
 
     def _read_photos(self, mail: InboundMail) -> Batch:
         ignored: list[str] = []
-        wanted: list[tuple[Attachment, str]] = []
-        seen: set[str] = set()
+        wanted: list[Attachment] = []
         for attachment in mail.message.attachments:
-            if not is_supported_image(attachment.content_type, attachment.filename):
+            if is_supported_image(attachment.content_type, attachment.filename):
+                wanted.append(attachment)
+            else:
                 ignored.append(attachment.filename or attachment.content_type)
-                continue
-            digest = hashlib.sha256(attachment.data).hexdigest()
-            if digest in seen:  # the same image twice in one mail is one photo
-                continue
-            seen.add(digest)
-            wanted.append((attachment, digest))
-        results = self.images.process([a.data for a, _ in wanted], thumb_px=self.settings.thumbnail_px,
+        # each photo decoded once, as the pool takes it, and hashed then; so a photo sent twice
+        # in one mail is processed twice (rare) and kept once
+        decoded = _Decoded(wanted)
+        results = self.images.process(decoded, thumb_px=self.settings.thumbnail_px,
                                       display_px=self.settings.display_px)
-        photos = [self._store_photo(attachment, digest, result, mail)
-                  for (attachment, digest), result in zip(wanted, results, strict=True)]
+        photos: list[NewPhoto] = []
+        seen: set[str] = set()
+        for index, (attachment, result) in enumerate(zip(wanted, results, strict=True)):
+            digest = decoded.digest(index)
+            if digest not in seen:  # the same image twice in one mail is one photo
+                seen.add(digest)
+                photos.append(self._store_photo(attachment, digest, result, mail))
         return Batch(photos, ignored)
 
     def _store_photo(self, attachment: Attachment, digest: str, result: ProcessedPhoto | ImageError,
@@ -168,12 +177,13 @@ class JourneysApp(BaseApp):
         ))
 
     def _queue_reply(self, conn: Connection, mail: InboundMail, template: str, context: dict,
-                     journey: repository.JourneyRef | None) -> None:
-        subject = _reply_subject(template, mail.message.subject, journey)
+                     journey: repository.JourneyRef | None, inline: tuple[InlineImage, ...] = ()) -> None:
+        subject = reply_subject(mail.message.subject)
         reply_to = f"{self.mailbox}+{journey.reply_token}@{self.mail_domain}" if journey else None
         context = {**context, "journeys_address": f"{self.mailbox}@{self.mail_domain}"}
         draft = Draft(template=template, to=mail.sender, subject=subject, stream=STREAM, context=context,
-                      in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to)
+                      in_reply_to=mail.message.message_id, references=mail.message.references, reply_to=reply_to,
+                      inline=inline)
         composed = self.composer.compose(draft)
         self.outbox.queue_message(conn, OutboundMessage(
             idempotency_key=f"journeys-reply-{mail.id}", stream=STREAM, recipient=mail.sender,
@@ -184,10 +194,46 @@ class JourneysApp(BaseApp):
             repository.link_message(conn, journey.id, direction="out", message_id_header=composed.message_id)
 
 
-def _reply_subject(template: str, subject: str, journey: repository.JourneyRef | None) -> str:
-    if template.endswith("journey_updated") and journey is not None:
-        return f"Your journey, updated: {journey.title}"
-    return f"Your journey: {subject}" if subject else "Your journey is ready"
+class _Decoded(Sequence[bytes]):
+    """The attachments' bytes, each decoded only when the image pool takes it (parse.py keeps
+    long bodies encoded), and its SHA-256 noted then: a mail of forty photos never has them
+    all decoded at once."""
+
+    def __init__(self, attachments: list[Attachment]) -> None:
+        self._attachments = attachments
+        self._digests: dict[int, str] = {}
+
+    def digest(self, index: int) -> str:
+        """The hex SHA-256 of the ``index``th attachment's bytes."""
+        if index not in self._digests:
+            self[index]
+        return self._digests[index]
+
+    def __len__(self) -> int:
+        return len(self._attachments)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return _Decoded(self._attachments[index])
+        data = self._attachments[index].data
+        self._digests[index % len(self)] = hashlib.sha256(data).hexdigest()
+        return data
+
+
+def _told(view: JourneyView | None, added: int) -> tuple[dict[str, object], tuple[InlineImage, ...]]:
+    """What the ready and updated replies tell besides the journey, and the route as a picture
+    numbered as on the page (none when nothing is on the map)."""
+    if view is None:
+        return {}, ()
+    picture = (InlineImage("route", "image/png", mail_picture(view)),) if view.totals.on_map else ()
+    return story.reply_context(view, added), picture
+
+
 
 
 def _photo_row(attachment: Attachment, digest: str, meta: PhotoMetadata, when: PhotoTime, size: tuple[int, int],

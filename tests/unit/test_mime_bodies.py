@@ -1,0 +1,172 @@
+"""Long base64 bodies left out of the stdlib parser (mail/bodies.py) give what the stdlib gives.
+
+Each comparison parses the same bytes twice: with every run of base64 lines left out
+(``ELIDE_FROM = 1``, so even the small bodies of the corpus and of generated mail take the
+new path) and with none left out (the stdlib decodes every body, as before). Attachments,
+text, notes, defects and refusals must be equal; and for attachment bytes also equal to
+what ``email.message_from_bytes`` decodes itself."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import os
+import tracemalloc
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import corpus_dir
+from tests.integration.test_fuzz_mime import generated_messages, message, mutated
+from tests.support.work import steps_while
+from waypost.mail import bodies
+from waypost.mail.bodies import Body
+from waypost.mail.parse import MalformedMessage, parse_message
+
+NEVER = 1 << 62
+
+
+def outcome(raw: bytes, elide_from: int) -> Any:
+    """Everything parse_message tells of ``raw``, or the refusal, with bodies left out from
+    ``elide_from`` encoded bytes on."""
+    saved, bodies.ELIDE_FROM = bodies.ELIDE_FROM, elide_from
+    try:
+        parsed = parse_message(raw)
+    except MalformedMessage as err:
+        return type(err).__name__, str(err)
+    finally:
+        bodies.ELIDE_FROM = saved
+    return (parsed.from_address, parsed.from_header, parsed.subject, parsed.message_id, parsed.text,
+            parsed.defects, parsed.notes, parsed.skipped, parsed.robot_headers,
+            [(a.position, a.filename, a.content_type, a.size, a.data) for a in parsed.attachments])
+
+
+def assert_same_either_way(raw: bytes) -> None:
+    assert outcome(raw, 1) == outcome(raw, NEVER)
+
+
+def stdlib_payloads(raw: bytes) -> list[bytes]:
+    whole = email.message_from_bytes(raw, policy=email.policy.default)
+    return [data for part in whole.walk()
+            if not part.is_multipart() and isinstance(data := part.get_payload(decode=True), bytes)]
+
+
+def photo_mail(sizes: list[int], line_end: bytes = b"\r\n") -> tuple[bytes, list[bytes]]:
+    photos = [b"\xff\xd8\xff\xe0" + os.urandom(size) for size in sizes]
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = "ann@example.org", "journeys@waypost.test", "photos"
+    mail.set_content("Our trip.")
+    for index, photo in enumerate(photos):
+        mail.add_attachment(photo, maintype="image", subtype="jpeg", filename=f"IMG_{index:04d}.jpg")
+    return mail.as_bytes().replace(b"\n", line_end), photos
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_large_bodies_are_left_out_and_read_back_as_the_stdlib_decodes_them(line_end: bytes, tmp_path: Path) -> None:
+    raw, photos = photo_mail([300_000, 70_001, 123_457], line_end)
+    path = tmp_path / "mail.eml"
+    path.write_bytes(raw)
+    with path.open("rb") as handle:
+        parsed = parse_message(handle)
+    assert [a.data for a in parsed.attachments] == photos == stdlib_payloads(raw)[1:]
+    assert all(isinstance(a.body, Body) for a in parsed.attachments)  # the new path, not the stdlib's
+    assert [a.size for a in parsed.attachments] == [len(photo) for photo in photos]
+    assert parsed.attachments[0].body.read(10) == photos[0][:10]
+    assert_same_either_way(raw)
+
+
+def test_a_body_cut_short_or_damaged_is_decoded_by_the_stdlib_as_before() -> None:
+    raw, _ = photo_mail([100_000])
+    body_end = raw.rindex(b"\r\n\r\n--")
+    cut = raw[:body_end - 3] + raw[body_end:]  # no longer a multiple of four: a padding defect
+    damaged = raw[:body_end - 500] + b"*" + raw[body_end - 499:]
+    padded_inside = raw[:body_end - 800] + b"=" + raw[body_end - 799:]
+    for variant in (cut, damaged, padded_inside):
+        assert_same_either_way(variant)
+        assert outcome(variant, 1)[-1][0][-1] == stdlib_payloads(variant)[1]
+
+
+def test_a_run_of_base64_lines_outside_a_base64_body_is_parsed_the_plain_way() -> None:
+    run = base64.encodebytes(os.urandom(30_000)).replace(b"\n", b"\r\n")
+    for where in ("preamble", "text", "delivery-status", "epilogue", "headers"):
+        mail = (b"From: ann@example.org\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=B\r\n"
+                + (run if where == "headers" else b"") + b"\r\n"
+                + (run if where == "preamble" else b"")
+                + b"--B\r\nContent-Type: text/plain\r\n\r\n" + (run if where == "text" else b"hello\r\n")
+                + b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+                + (run if where == "delivery-status" else b"Reporting-MTA: dns; x\r\n")
+                + b"--B--\r\n" + (run if where == "epilogue" else b""))
+        assert_same_either_way(mail)
+        if where == "text":
+            assert outcome(mail, 1)[4].startswith(run[:76].decode())
+
+
+def corpus_mail() -> Iterator[Any]:
+    for path in sorted(corpus_dir().rglob("*")):
+        if path.is_file() and path.suffix in (".eml", ".txt", ".msg"):
+            yield pytest.param(path, id=str(path.relative_to(corpus_dir())))
+
+
+@pytest.mark.corpus
+def test_the_corpus_reads_the_same_with_bodies_left_out() -> None:
+    """Every message of the shared corpus (the tricky MIME among them), read both ways; at
+    least some must take the new path, or the comparison proves nothing."""
+    left_out = 0
+    paths = [p for p in sorted(corpus_dir().rglob("*")) if p.is_file() and p.suffix in (".eml", ".txt", ".msg")]
+    assert len(paths) > 100
+    for path in paths:
+        raw = path.read_bytes()
+        assert outcome(raw, 1) == outcome(raw, NEVER), path
+        try:
+            parsed = parse_message(raw)
+        except MalformedMessage:
+            continue
+        stdlib = stdlib_payloads(raw.removeprefix(b"\xef\xbb\xbf"))
+        assert all(any(a.data == data for data in stdlib) for a in parsed.attachments), path
+        left_out += sum(isinstance(a.body, Body) for a in parsed.attachments)
+    assert left_out >= 5
+
+
+_SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@settings(max_examples=300, **_SETTINGS)  # type: ignore[arg-type]
+@given(raw=message())
+def test_generated_mail_reads_the_same_with_bodies_left_out(raw: bytes) -> None:
+    assert_same_either_way(raw)
+
+
+@settings(max_examples=300, **_SETTINGS)  # type: ignore[arg-type]
+@given(raw=mutated(st.sampled_from(generated_messages())))
+def test_damaged_mail_reads_the_same_with_bodies_left_out(raw: bytes) -> None:
+    assert_same_either_way(raw)
+
+
+@settings(max_examples=40, **_SETTINGS)  # type: ignore[arg-type]
+@given(sizes=st.lists(st.integers(1, 40_000), min_size=1, max_size=4), line_end=st.sampled_from([b"\r\n", b"\n"]),
+       cut=st.integers(0, 2000))
+def test_generated_photo_mail_gives_the_stdlib_bytes(sizes: list[int], line_end: bytes, cut: int) -> None:
+    raw, photos = photo_mail(sizes, line_end)
+    assert_same_either_way(raw)
+    assert [a.data for a in parse_message(raw).attachments] == photos
+    assert_same_either_way(raw[:len(raw) - cut])  # cut anywhere near its end: inside the last body too
+
+
+def test_reading_a_mail_holds_no_decoded_body_and_works_by_chunks_not_lines() -> None:
+    raw, photos = photo_mail([1_000_000] * 8)
+    tracemalloc.start()
+    try:
+        parsed = parse_message(raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < len(raw) / 4  # the stdlib's way held every body, decoded, and more
+    assert [a.data for a in parsed.attachments] == photos
+    steps, _ = steps_while(lambda: parse_message(raw))
+    assert steps < raw.count(b"\n")  # the stdlib's way takes many steps for each line
