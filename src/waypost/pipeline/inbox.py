@@ -7,10 +7,12 @@ answer with a temporary failure and the sending server retries.
 
 from __future__ import annotations
 
+import io
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -27,7 +29,7 @@ INBOUND_JOB = "inbound"
 
 @dataclass(frozen=True)
 class ReceivedMail:
-    raw: bytes
+    raw: bytes | bytearray  # a bytearray: the SMTP spool's own buffer, stored without a copy
     mail_from: str | None
     rcpt_tos: tuple[str, ...]
     peer_ip: str | None = None
@@ -35,6 +37,26 @@ class ReceivedMail:
     ingress: str = "smtp"
     extra: dict[str, str] = field(default_factory=dict)
     auth: AuthVerdict | None = None  # SPF/DKIM/DMARC, checked by the ingress; None: not checked
+
+
+@dataclass(frozen=True)
+class StoredMail:
+    """A mail an ingress streamed into the blob store itself (the SES ingress, from S3), under
+    ``blob_key`` (``inbound_blob_key``); ``ses_message_id`` makes its row unique."""
+
+    id: str
+    received_at: datetime
+    blob_key: str
+    size: int
+    mail_from: str | None
+    rcpt_tos: tuple[str, ...]
+    ingress: str
+    auth: AuthVerdict | None = None
+    ses_message_id: str | None = None
+
+
+def inbound_blob_key(message_id: str, received_at: datetime) -> str:
+    return f"inbound/{received_at:%Y/%m/%d}/{message_id}.eml"
 
 
 @dataclass(frozen=True)
@@ -80,11 +102,12 @@ class Inbox:
         now = utcnow()
         message_id = uuid.uuid4().hex
         blob_key = f"inbound/{now:%Y/%m/%d}/{message_id}.eml"
-        self.blobs.put(blob_key, mail.raw)  # raises StorageError: nothing to undo
+        self._store(blob_key, mail.raw)  # raises StorageError: nothing to undo
         row = {"id": message_id, "received_at": now, "peer_ip": mail.peer_ip, "helo": mail.helo,
                "mail_from": mail.mail_from, "rcpt_tos": list(mail.rcpt_tos), "blob_key": blob_key,
                "size": len(mail.raw), "ingress": mail.ingress, "status": InboundStatus.QUEUED,
-               "auth": mail.auth.to_json() if mail.auth is not None else None}
+               "auth": mail.auth.to_json() if mail.auth is not None else None,
+               "auth_user": mail.extra.get("auth_user")}  # the submission login (apps/relay trusts it)
         try:
             self._group.commit(row)
         except SQLAlchemyError as err:
@@ -93,6 +116,30 @@ class Inbox:
         if self.doorbell is not None:
             self.doorbell.ring()
         return message_id
+
+    def accept_stored(self, mail: StoredMail) -> str:
+        """Queue a mail whose raw bytes are already durable under ``mail.blob_key``; return its
+        id. Raises StorageError when the row could not be committed (a second row for the same
+        ``ses_message_id`` among them) and leaves the blob to the caller."""
+        row = {"id": mail.id, "received_at": mail.received_at, "peer_ip": None, "helo": None,
+               "mail_from": mail.mail_from, "rcpt_tos": list(mail.rcpt_tos), "blob_key": mail.blob_key,
+               "size": mail.size, "ingress": mail.ingress, "status": InboundStatus.QUEUED,
+               "auth": mail.auth.to_json() if mail.auth is not None else None, "ses_message_id": mail.ses_message_id,
+               "auth_user": None}
+        try:
+            self._group.commit(row)
+        except SQLAlchemyError as err:
+            raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
+        if self.doorbell is not None:
+            self.doorbell.ring()
+        return mail.id
+
+    def _store(self, blob_key: str, raw: bytes | bytearray) -> None:
+        if isinstance(raw, bytes):
+            self.blobs.put(blob_key, raw)
+            return
+        with memoryview(raw) as view, io.BufferedReader(_ViewReader(view)) as stream:
+            self.blobs.put_stream(blob_key, stream)  # in pieces: a 40 MB message is never copied whole
 
     def _record(self, conn: Connection, row: dict[str, Any]) -> None:
         conn.execute(inbound_messages.insert().values(**row))
@@ -114,6 +161,23 @@ class Inbox:
         except SQLAlchemyError as err:
             raise StorageError(f"cannot record a refused message: {err.__class__.__name__}: {err}") from err
         return message_id
+
+
+class _ViewReader(io.RawIOBase):
+    """A binary file reading a buffer in place (``io.BytesIO`` would copy a bytearray first)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        count = min(len(target), len(self._view) - self._at)
+        target[:count] = self._view[self._at:self._at + count]
+        self._at += count
+        return count
 
 
 class GroupCommit:

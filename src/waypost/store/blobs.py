@@ -19,12 +19,15 @@ class BlobStore(Protocol):
     """Opaque bytes under slash-separated keys.
 
     ``put`` returns only once the bytes are durable (an acknowledged SMTP transaction relies
-    on it) and raises StorageError otherwise. ``get`` raises KeyError for a missing key;
+    on it) and raises StorageError otherwise; ``put_stream`` does the same for bytes read from a
+    binary file in chunks (a mail streamed from S3), never holding them whole, and returns how
+    many it stored. ``get`` raises KeyError for a missing key;
     ``open`` does too, and gives a binary file to read a large blob without holding it whole.
     ``iter_keys`` yields, lazily and in no set order, every key under a prefix with the time its
     blob was last written (aware UTC), so a sweep can walk any number of blobs in bounded memory."""
 
     def put(self, key: str, data: bytes) -> None: ...
+    def put_stream(self, key: str, stream: BinaryIO) -> int: ...
     def get(self, key: str) -> bytes: ...
     def open(self, key: str) -> BinaryIO: ...
     def delete(self, key: str) -> None: ...
@@ -50,6 +53,14 @@ class LocalBlobStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, data)
+        except OSError as err:
+            raise StorageError(f"cannot store blob {key}: {err}") from err
+
+    def put_stream(self, key: str, stream: BinaryIO) -> int:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return write_atomically(path, stream)
         except OSError as err:
             raise StorageError(f"cannot store blob {key}: {err}") from err
 
@@ -106,13 +117,17 @@ def _found(root: Path, entry: os.DirEntry[str]) -> tuple[str, datetime] | None:
         return None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, rename it over ``path``, then
-    fsync the directory so the rename itself survives a power cut."""
+CHUNK = 64 * 1024
+
+
+def write_atomically(path: Path, data: bytes | BinaryIO) -> int:
+    """Write ``data`` (bytes, or a binary file read in chunks) to a temporary file beside
+    ``path``, fsync it, rename it over ``path``, then fsync the directory so the rename itself
+    survives a power cut. Returns the number of bytes written."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            size = handle.write(data) if isinstance(data, bytes) else _copy(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -124,3 +139,12 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return size
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> int:
+    size = 0
+    while chunk := source.read(CHUNK):
+        target.write(chunk)
+        size += len(chunk)
+    return size

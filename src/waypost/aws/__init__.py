@@ -1,0 +1,1 @@
+"""Entry points run by AWS itself (the Lambda handler)."""
