@@ -98,12 +98,14 @@ PY
 }
 
 # Debian packages the tests drive: Chromium for the browser tests (Playwright, no browser
-# download), swaks for the README's own example. As root on a Debian machine they are installed
+# download), swaks for the README's own example, Node.js for the AWS CDK (jsii runs the CDK's
+# JavaScript when deploy/aws is synthesized). As root on a Debian machine they are installed
 # when missing; elsewhere the message says what to do.
 ensure_test_packages() {
   local chromium="${WAYPOST_CHROMIUM:-/usr/bin/chromium}" missing=()
   [ -x "$chromium" ] || missing+=(chromium fonts-dejavu-core)
   command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
   if [ ${#missing[@]} -eq 0 ]; then
     return
   fi

@@ -122,7 +122,9 @@ def _ses_account(settings: Settings) -> AccountCheck:
 
     targets = SesTargets(region=settings.ses.region, from_domain=settings.reply_address.rpartition("@")[2].lower(),
                          envelope_domain=settings.bounce_domain, configuration_set=settings.ses.configuration_set,
-                         topic_arns=settings.feedback.sns_topic_arns, queue_url=settings.feedback.sqs_queue_url)
+                         topic_arns=settings.feedback.sns_topic_arns, queue_url=settings.feedback.sqs_queue_url,
+                         from_identity_arn=settings.ses.from_identity_arn,
+                         feedback_identity_arn=settings.ses.feedback_forwarding_identity_arn)
 
     def check(lookups: Lookups) -> list[Finding]:
         try:

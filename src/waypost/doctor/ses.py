@@ -1,6 +1,7 @@
 """The SES account as the v2 API reports it: production access, sending, quota, suppression,
 the sending identity (verification, Easy DKIM, custom MAIL FROM) and the configuration set's
-event destinations, down to the SNS subscription of the queue Waypost consumes.
+event destinations, down to the SNS subscription of the queue Waypost consumes; and, when the
+settings name another account's identity, the sending authorization policy on it.
 
 The only doctor module that talks to AWS (boto3 loads when ``from_settings`` runs). Errors are
 findings, never exceptions: a doctor that cannot read the account says so and goes on.
@@ -8,6 +9,7 @@ findings, never exceptions: a doctor that cannot read the account says so and go
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,9 @@ class SesTargets:
     configuration_set: str | None
     topic_arns: tuple[str, ...]  # feedback.sns_topic_arns
     queue_url: str | None  # feedback.sqs_queue_url
+    # sending authorization: ses.from_identity_arn, ses.feedback_forwarding_identity_arn
+    from_identity_arn: str | None = None
+    feedback_identity_arn: str | None = None
 
 
 class SesAccount:
@@ -73,7 +78,7 @@ class SesAccount:
 
 def check_account(account: SesAccount, targets: SesTargets, lookups: Lookups) -> list[Finding]:
     findings: list[Finding] = []
-    for part in (_account, _identity, _configuration_set):
+    for part in (_account, _identity, _configuration_set, _sending_authorization):
         findings += _guarded(part, account, targets, lookups)
     return findings
 
@@ -149,6 +154,9 @@ def _identity(account: SesAccount, targets: SesTargets, lookups: Lookups) -> lis
         if found is not None:
             return [_verified(candidate, found, why), _easy_dkim(candidate, found, lookups),
                     _mail_from(found, targets, lookups)]
+    if targets.from_identity_arn:
+        return [Finding("ses.identity", f"SES identity {domain}", Status.INFO, f"{domain} is not an identity of "
+                        "this account: sending as another account's identity (ses.from_identity_arn)", why)]
     return [Finding("ses.identity", f"SES identity {domain}", Status.FAIL, f"{domain} is not an SES identity", why,
                     f"aws sesv2 create-email-identity --email-identity {domain} (then publish its three DKIM "
                     "CNAMEs)")]
@@ -252,3 +260,60 @@ def _queue_suffix(url: str) -> str:
     """https://sqs.<region>.amazonaws.com/<account>/<name> → ":<account>:<name>", the end of its ARN."""
     parts = url.rstrip("/").split("/")
     return f":{parts[-2]}:{parts[-1]}"
+
+
+# --- sending authorization ------------------------------------------------------------------
+
+_SEND_ACTIONS = frozenset({"ses:sendemail", "ses:sendrawemail", "ses:*", "*"})
+
+
+def _sending_authorization(account: SesAccount, targets: SesTargets, lookups: Lookups) -> list[Finding]:
+    """One finding per identity ARN in the settings: does a policy on it allow sending?"""
+    named = (("ses.authorization", targets.from_identity_arn),
+             ("ses.feedback_authorization", targets.feedback_identity_arn))
+    return [_authorization(account, targets.region, name, arn) for name, arn in named if arn]
+
+
+def _authorization(account: SesAccount, region: str, name: str, arn: str) -> Finding:
+    title = f"sending authorization on {arn}"
+    why = ("SES sends as another account's identity only when a sending authorization policy on that identity "
+           "allows this account")
+    arn_region, owner, identity = _identity_arn_parts(arn)
+    fix = (f"the owner of account {owner} runs: aws sesv2 create-email-identity-policy --email-identity {identity} "
+           "--policy-name waypost --policy '<a policy allowing ses:SendEmail and ses:SendRawEmail to this account>' "
+           "(docs/deploy-aws.md)")
+    if arn_region != region:
+        return Finding(name, title, Status.FAIL, f"the identity is in {arn_region}, SES sends from {region}", why,
+                       f'ses.region = "{arn_region}", or an identity ARN in {region}')
+    try:
+        found = account.call(account.sesv2, "get_email_identity_policies", EmailIdentity=identity)
+    except SesReadError as err:  # the policy lives in the owner's account, which may not let us read it
+        return Finding(name, title, Status.WARN, f"the policies could not be read: {err}", why,
+                       f"run `waypost doctor` with credentials of account {owner}, or ask its owner to confirm")
+    if found is None:
+        return Finding(name, title, Status.FAIL, f"{identity} is not an identity in {region}", why, fix)
+    allowing = sorted(policy for policy, text in found.get("Policies", {}).items() if _allows_sending(text))
+    if not allowing:
+        return Finding(name, title, Status.FAIL, f"{len(found.get('Policies', {}))} policies on {identity}, none "
+                       "allows ses:SendEmail", why, fix)
+    return Finding(name, title, Status.OK, f"{identity}: sending allowed by policy {', '.join(allowing)}", why)
+
+
+def _identity_arn_parts(arn: str) -> tuple[str, str, str]:
+    """arn:aws:ses:<region>:<account>:identity/<identity> → (region, account, identity); the
+    settings have checked the form."""
+    _, _, _, region, owner, resource = arn.split(":", 5)
+    return region, owner, resource.partition("/")[2]
+
+
+def _allows_sending(text: str) -> bool:
+    try:
+        statements = json.loads(text).get("Statement", [])
+    except (ValueError, AttributeError):
+        return False
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if statement.get("Effect") == "Allow" and _SEND_ACTIONS & {str(a).lower() for a in actions}:
+            return True
+    return False

@@ -71,10 +71,14 @@ class SesSender(BaseSender):
     name = "ses"
 
     def __init__(self, client: SesClient, *, configuration_set: str | None = None,
-                 quota_client: SesClient | None = None) -> None:
+                 quota_client: SesClient | None = None, from_identity_arn: str | None = None,
+                 feedback_forwarding_identity_arn: str | None = None) -> None:
         self.client = client
         self.configuration_set = configuration_set
         self.quota_client = quota_client  # SES v1, for GetSendQuota where v2 GetAccount is refused
+        # sending authorization: identities of another account whose policy lets us use them
+        self.from_identity_arn = from_identity_arn
+        self.feedback_forwarding_identity_arn = feedback_forwarding_identity_arn
 
     @classmethod
     def from_settings(cls, settings: SesSettings, *, connect_timeout: float = 5.0,
@@ -94,7 +98,9 @@ class SesSender(BaseSender):
             return session.client(service, region_name=settings.region, endpoint_url=settings.endpoint_url,
                                   config=config)
 
-        return cls(client("sesv2"), configuration_set=settings.configuration_set, quota_client=client("ses"))
+        return cls(client("sesv2"), configuration_set=settings.configuration_set, quota_client=client("ses"),
+                   from_identity_arn=settings.from_identity_arn,
+                   feedback_forwarding_identity_arn=settings.feedback_forwarding_identity_arn)
 
     def send(self, envelope: Envelope, raw: bytes, handoff: Handoff) -> str:
         """Return SES's MessageId. Raises as ``senders.base`` describes; nothing is retried here."""
@@ -152,6 +158,10 @@ class SesSender(BaseSender):
             request["FeedbackForwardingEmailAddress"] = envelope.sender
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
+        if self.from_identity_arn:  # SES checks the identity's sending authorization policy
+            request["FromEmailAddressIdentityArn"] = self.from_identity_arn
+        if self.feedback_forwarding_identity_arn:
+            request["FeedbackForwardingEmailAddressIdentityArn"] = self.feedback_forwarding_identity_arn
         return request
 
 

@@ -1,0 +1,1 @@
+"""Waypost's AWS stack as code (AWS CDK v2); see docs/deploy-aws.md."""
