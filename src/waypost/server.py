@@ -256,7 +256,8 @@ async def _start_smtp_listeners(settings: Settings, runtime: wiring.Runtime, cei
         if not users.read():
             log.warning("no submission users in %s; add one with `waypost submission passwd USER`", users.path)
         submitting = SubmissionHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, users=users,
-                                       limits=limits, mail_domain=settings.mail_domain, spooling=spooling)
+                                       limits=limits, mail_domain=settings.mail_domain, spooling=spooling,
+                                       login_allowed=runtime.submission_login_allowed)
         submission = await _bind("submission", host, settings.smtp.submission_port, "smtp.submission_port",
                                  start_submission_server(submitting, port=settings.smtp.submission_port, **common))
     except WaypostError:

@@ -4,8 +4,9 @@ clients that logged in, and logging in only over TLS.
 Order on this port: EHLO, STARTTLS (required before anything but EHLO, NOOP and QUIT:
 ``530 5.7.0``), AUTH PLAIN or AUTH LOGIN (RFC 4954), then the usual transaction. MAIL
 before AUTH gets ``530 5.7.0 Authentication required``. Authenticated clients still reach
-only our own domain's mailboxes (device relay comes later); the login is logged with each
-accepted message and passed along in ``ReceivedMail.extra["auth_user"]``.
+only our own domain's mailboxes (a device writes to ``relay@``: apps/relay); the login is logged
+with each accepted message and passed along in ``ReceivedMail.extra["auth_user"]``, which the
+inbox records with the message (``inbound_messages.auth_user``) for the relay to know the device.
 
 Failed logins are logged, counted (``LoginThrottle.failures``), answered only after
 ``failure_delay`` seconds, and once a client (see ``client_key``) has failed
@@ -215,12 +216,15 @@ class SubmissionHandler(IngressHandler):
                  is_local_domain: Callable[[str], bool], *, users: SubmissionUsers,
                  limits: SessionLimits | None = None, mail_domain: str | None = None,
                  throttle: LoginThrottle | None = None, failure_delay: float = FAILURE_DELAY,
-                 spooling: Spooling | None = None) -> None:
+                 spooling: Spooling | None = None, login_allowed: Callable[[str], bool] | None = None) -> None:
+        """``login_allowed``: False for a user whose password is right but who may not log in now
+        (a disabled relay device); answered as invalid credentials."""
         super().__init__(accept, accepts_recipient, is_local_domain, limits=limits, mail_domain=mail_domain,
                          spooling=spooling)
         self.users = users
         self.throttle = throttle or LoginThrottle()
         self.failure_delay = failure_delay
+        self.login_allowed = login_allowed
         self._mechanisms: dict[str, Callable[[SMTP, list[str]], Awaitable[Credentials | None]]] = {
             "PLAIN": self._plain, "LOGIN": self._login}
 
@@ -235,7 +239,7 @@ class SubmissionHandler(IngressHandler):
             return None
         user, password = credentials
         if password is not None and await asyncio.get_running_loop().run_in_executor(
-                None, self.users.verify, user, password):
+                None, self._may_log_in, user, password):
             session.authenticated = True
             session.auth_data = user  # type: ignore[assignment]  # aiosmtpd declares it None; any value is allowed
             log.info("submission login by %r from %s", user, ip)
@@ -248,6 +252,9 @@ class SubmissionHandler(IngressHandler):
             await self._hang_up(server, ip)
             return None
         return AUTH_INVALID
+
+    def _may_log_in(self, user: str, password: str) -> bool:
+        return self.users.verify(user, password) and (self.login_allowed is None or self.login_allowed(user))
 
     async def _hang_up(self, server: SMTP, ip: str) -> None:
         log.warning("submission: %s is locked out after repeated failed logins", ip)

@@ -16,6 +16,7 @@ from waypost.web.admin.journeys import journey_routes
 from waypost.web.admin.lists import allowlist_routes, suppression_routes
 from waypost.web.admin.outbox import outbox_routes
 from waypost.web.admin.queues import queue_routes
+from waypost.web.admin.relay import relay_routes
 from waypost.web.admin.reputation import reputation_routes
 
 
@@ -36,5 +37,6 @@ def console_routes(runtime: Runtime) -> list[BaseRoute]:
         *dmarc_routes(console),
         *drill_routes(console),
         *inbox_routes(console),
+        *relay_routes(console),
         *audit_routes(console),
     ]
