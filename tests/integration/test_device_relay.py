@@ -228,6 +228,9 @@ def test_a_device_is_managed_from_the_cli(runtime: Any, database_url: str, monke
     assert run("relay", "device", "add", "Bad Name", "--owner", OWNER).exit_code != 0
     outside = run("relay", "device", "add", "cam-2", "--owner", OWNER, "--default-to", "eve@evil.example")
     assert outside.exit_code != 0 and "eve@evil.example" in outside.output
+    # past relay.max_retention_days the bucket's lifecycle rule (AWS) would delete files first
+    too_long = run("relay", "device", "add", "cam-4", "--owner", OWNER, "--retention-days", "366")
+    assert too_long.exit_code != 0 and "relay.max_retention_days" in too_long.output
     rotated = run("relay", "device", "rotate-password", "cam-1")
     assert rotated.exit_code == 0 and not users.verify("cam-1", password)
     assert run("relay", "device", "disable", "cam-1").exit_code == 0

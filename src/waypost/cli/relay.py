@@ -32,9 +32,10 @@ def _devices(data_dir: Path) -> Iterator[Devices]:
     from waypost.apps.relay.devices import Devices
     from waypost.ingress.submission import SubmissionUsers, users_path
 
-    engine = database_for(data_dir)
+    engine, settings = database_for(data_dir), settings_from(data_dir)
     try:
-        yield Devices(engine, SubmissionUsers(users_path(settings_from(data_dir))))
+        yield Devices(engine, SubmissionUsers(users_path(settings)),
+                      max_retention_days=settings.relay.max_retention_days)
     finally:
         engine.dispose()
 

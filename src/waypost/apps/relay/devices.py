@@ -103,14 +103,19 @@ def new_password() -> str:
 class Devices:
     """The devices table, and each device's login in the submission users file."""
 
-    def __init__(self, engine: Engine, users: SubmissionUsers) -> None:
+    def __init__(self, engine: Engine, users: SubmissionUsers, *, max_retention_days: int = 365) -> None:
         self.engine = engine
         self.users = users
+        # relay.max_retention_days: the bucket's lifecycle rule deletes relay files after it (AWS)
+        self.max_retention_days = max_retention_days
 
     def add(self, new: NewDevice, *, actor: str | None = None) -> tuple[Device, str]:
         """Register a device; returns it and its password (shown once). Raises DeviceError.
         ``actor``: who did it, for the audit log (committed with the device)."""
         row = _row(new)
+        if new.retention_days > self.max_retention_days:
+            raise DeviceError(f"retention days cannot exceed {self.max_retention_days} (relay.max_retention_days: "
+                              "raise it first, and redeploy the stack's lifecycle rule in AWS mode)")
         if new.name in self.users.read():
             raise DeviceError(f"a submission user {new.name!r} exists already; pick another device name")
         try:

@@ -24,7 +24,8 @@ _NUMBERS = {"retention_days": 30, "link_days": 7, "max_mb": 25}
 
 
 def relay_routes(console: Console) -> list[Route]:
-    devices = Devices(console.engine, SubmissionUsers(users_path(console.settings)))
+    devices = Devices(console.engine, SubmissionUsers(users_path(console.settings)),
+                      max_retention_days=console.settings.relay.max_retention_days)
     links = Links(console.engine, console.runtime.blobs)
 
     def show(call: Call, extra: dict[str, Any] | None = None, status: int = 200) -> Response:
