@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -111,6 +112,8 @@ class JourneySettings(_Group):
     mailbox: str = "journeys"  # local part people write to
     link_days: float = Field(0, ge=0)  # share links expire this long after the journey starts; 0: never
     keep_originals_days: float = Field(0, ge=0)  # 0: raw mail and its originals go once processed
+    export_link_days: float = Field(7, gt=0)  # a person's export (zip) is downloadable this long, then deleted
+    erasure_confirm_days: float = Field(7, gt=0)  # a "delete my data" waits this long for its "yes"
     image_workers: int = Field(0, ge=0, le=64)  # processes decoding photos; 0: one per CPU, at most 4
     stop_radius_m: float = Field(300, gt=0, le=100_000)
     stop_max_gap_minutes: float = Field(180, gt=0)
@@ -298,6 +301,21 @@ class RetentionSettings(_Group):
     # old; long enough that a message or photo being stored right now is never taken for one
     orphan_grace_minutes: float = Field(60.0, ge=1)
     sweep_interval_minutes: float = Field(60.0, gt=0)  # each worker sweeps at start, then this often
+    # the other stores of personal data (pipeline/retention.py), each this long after its own
+    # moment (docs/configuration.md); 0: at the next sweep, "keep" (None): never
+    service_mail_days: float | None = Field(30.0, ge=0)  # raw mail of unsubscribe@, postmaster@, abuse@…
+    sent_raw_days: float | None = Field(30.0, ge=0)  # the bytes of our own messages, once final
+    message_rows_days: float | None = Field(90.0, ge=0)  # message rows once their bytes are gone
+    feedback_raw_days: float | None = Field(30.0, ge=0)  # the payload of each feedback event
+    audit_days: float | None = Field(180.0, ge=0)  # audit entries
+    audit_views_days: float | None = Field(30.0, ge=0)  # journey.view entries (truncated IPs)
+    idle_journeys_days: float | None = Field(None, gt=0)  # journeys untouched this long; None: kept
+
+    @field_validator("service_mail_days", "sent_raw_days", "message_rows_days", "feedback_raw_days",
+                     "audit_days", "audit_views_days", "idle_journeys_days", mode="before")
+    @classmethod
+    def _keep(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("keep", "never", "") else value
 
 
 # No key may end in "_file": WAYPOST_<KEY>_FILE names a secret file (see _FileSecretsSource).
@@ -311,6 +329,63 @@ class SesSettings(_Group):
     region: str = "eu-west-1"
     endpoint_url: str | None = None  # only for tests and VPC endpoints
     configuration_set: str | None = None  # ConfigurationSetName on every send (event publishing)
+    # sending authorization (another account's identity, docs/deploy-aws.md): SES v2
+    # FromEmailAddressIdentityArn and FeedbackForwardingEmailAddressIdentityArn on every send
+    from_identity_arn: str | None = None
+    feedback_forwarding_identity_arn: str | None = None
+
+    @field_validator("from_identity_arn", "feedback_forwarding_identity_arn")
+    @classmethod
+    def _identity_arn(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"arn:aws[a-z-]*:ses:[a-z0-9-]+:\d{12}:identity/\S+", value):
+            raise ValueError(f"{value!r} is not an SES identity ARN (arn:aws:ses:<region>:<account>:identity/<domain "
+                             "or address>)")
+        return value
+
+
+class SesIngressSettings(_Group):
+    """Mail received by SES: receipt notifications (SES → SNS → SQS, or S3 events) on one queue."""
+
+    sqs_queue_url: str | None = None  # set: every worker (and the Lambda handler) consumes it
+    sqs_wait_seconds: int = Field(20, ge=0, le=20)  # long polling (SQS allows at most 20)
+    # SNS topics whose notifications are accepted; empty: any (the queue policy decides)
+    sns_topic_arns: Annotated[tuple[str, ...], NoDecode] = ()
+    region: str | None = None  # of the queue and the receiving bucket; None: ses.region
+    # delete SES's copy of a mail (its S3 action's object) once the mail is committed into
+    # Waypost's own blobs, so raw mail is not kept twice; the bucket's lifecycle rule is the backstop
+    delete_received: bool = True
+
+    @field_validator("sns_topic_arns", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        return FeedbackSettings._topics(value)
+
+
+class BlobSettings(_Group):
+    """Where raw mail and photos are kept: the data directory, or an S3 bucket."""
+
+    backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""  # put before every object key ("waypost/"); lifecycle rules can use it
+    s3_region: str | None = None  # None: ses.region
+    s3_endpoint_url: str | None = None  # only for tests and VPC endpoints
+    s3_kms_key_id: str | None = None  # SSE-KMS with this key; None: SSE-S3 (AES256)
+    # encrypts object names so they reveal nothing (no dates, ids or hashes); shared by every
+    # process using the bucket and never changed once objects exist (use: openssl rand -hex 32)
+    s3_name_key: SecretStr | None = None
+    photo_urls: Literal["waypost", "presigned"] = "waypost"  # photos streamed by Waypost, or a redirect
+    presigned_seconds: int = Field(300, ge=1, le=7 * 24 * 3600)  # lifetime of a presigned photo URL
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> BlobSettings:
+        if self.backend == "s3" and not self.s3_bucket:
+            raise ValueError("blobs.backend = \"s3\" needs blobs.s3_bucket")
+        if self.backend == "s3" and (self.s3_name_key is None or len(self.s3_name_key.get_secret_value()) < 32):
+            raise ValueError("blobs.backend = \"s3\" needs blobs.s3_name_key of 32+ characters "
+                             "(openssl rand -hex 32), the same in every process")
+        if self.photo_urls == "presigned" and self.backend != "s3":
+            raise ValueError("blobs.photo_urls = \"presigned\" needs blobs.backend = \"s3\"")
+        return self
 
 
 class DoctorSettings(_Group):
@@ -341,6 +416,28 @@ class DmarcSettings(_Group):
     # own_mail_failing_dmarc fires when this many of our messages failed DMARC in the last alarm_days
     alarm_min_messages: int = Field(1, ge=1)
     alarm_days: float = Field(7.0, gt=0)
+
+
+class RelaySettings(_Group):
+    """The device relay (apps/relay, docs/relay.md)."""
+
+    mailbox: str = "relay"  # devices write to <mailbox>@<mail_domain> (or <mailbox>+<device>@)
+    # attachment types a device may send (type/subtype, or type/* for a whole type)
+    attachment_types: Annotated[tuple[str, ...], NoDecode] = (
+        "application/pdf", "image/*", "text/csv", "text/plain", "application/json", "application/xml")
+    max_attachments: int = Field(20, ge=1)
+    purge_interval_minutes: int = Field(60, ge=1)  # how often attachments past retention are deleted
+    # a device sending more than guard.spike_factor × its usual hourly messages, and at least this
+    # many in the hour, is paused (disabled) and its owner told
+    spike_min_per_hour: int = Field(20, ge=1)
+    # the longest retention a device may be given; on S3 the bucket's lifecycle rule for the relay's
+    # files (the stack's "relay-files") expires them one day after this, behind the purge job
+    max_retention_days: int = Field(365, ge=1)
+
+    @field_validator("attachment_types", mode="before")
+    @classmethod
+    def _types(cls, value: Any) -> Any:
+        return _words(value)
 
 
 class Settings(BaseSettings):
@@ -390,11 +487,14 @@ class Settings(BaseSettings):
     ses: SesSettings = SesSettings()
     doctor: DoctorSettings = DoctorSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    ses_ingress: SesIngressSettings = SesIngressSettings()
+    blobs: BlobSettings = BlobSettings()
     guard: GuardSettings = GuardSettings()
     alarms: AlarmSettings = AlarmSettings()
     retention: RetentionSettings = RetentionSettings()
     dmarc: DmarcSettings = DmarcSettings()
     legal: LegalSettings = LegalSettings()
+    relay: RelaySettings = RelaySettings()
     # signing keys for unsubscribe tokens and VERP addresses, newest first; the first signs,
     # all verify (rotation). Empty: a key generated once in <data_dir>/secret.key
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

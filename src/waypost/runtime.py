@@ -7,29 +7,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
 from waypost.apps.dmarc_reports import DmarcReportsApp
+from waypost.apps.erasure import forget_files
 from waypost.apps.feedback_mail import FeedbackMailApp
 from waypost.apps.journeys.build import describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
 from waypost.apps.journeys.handler import JourneysApp, route_rules
 from waypost.apps.journeys.imagepool import ImagePool, default_workers
 from waypost.apps.journeys.places import default_index
-from waypost.apps.journeys.repository import JourneyReader
+from waypost.apps.journeys.repository import JourneyReader, delete_journey
 from waypost.apps.journeys.zones import zone_at
 from waypost.apps.operator_inbox import Forwarding, OperatorInboxApp, operator_mailboxes
+from waypost.apps.people_requests import PeopleJobs
+from waypost.apps.relay.devices import login_allowed as relay_login_allowed
+from waypost.apps.relay.handler import TEMPLATES as RELAY_TEMPLATES
+from waypost.apps.relay.handler import RelayApp, RelayContext
+from waypost.apps.relay.links import Links as RelayLinks
+from waypost.apps.relay.spike import SpikeRule
 from waypost.apps.unsubscribe import UnsubscribeApp
 from waypost.config import Settings
 from waypost.dmarc.watch import DmarcWatch
 from waypost.feedback.intake import FeedbackIntake
-from waypost.feedback.policy import DRILL_DOMAIN, SIMULATOR_DOMAIN, FeedbackPolicy
-from waypost.keys import signing_keys
+from waypost.feedback.policy import DRILL_DOMAIN, SIMULATOR_DOMAIN
+from waypost.intake_wiring import STREAMS, feedback_consumer, ses_ingress
+from waypost.intake_wiring import blob_store as blob_store  # where the CLI's relay commands find it
+from waypost.intake_wiring import build as build_intake
 from waypost.mail.authenticator import Authenticator
 from waypost.mail.limits import MimeLimits
 from waypost.mail.resolver import make_resolver
-from waypost.outbound import control, suppression
 from waypost.outbound.compose import Composer
 from waypost.outbound.limits import send_limits
 from waypost.outbound.outbox import SEND_JOB, Outbox, Verp, ensure_send_lock
@@ -37,14 +46,14 @@ from waypost.outbound.ratelimit import RateLimiter
 from waypost.outbound.recipient_domains import RecipientDomains
 from waypost.outbound.senders.base import Sender
 from waypost.outbound.senders.factory import LazySender, make_sender
-from waypost.outbound.unsubscribe import StreamHook, Unsubscriber, UnsubscribeTokens
+from waypost.outbound.unsubscribe import Unsubscriber, UnsubscribeTokens
 from waypost.pipeline.allowlist import Allowlist
 from waypost.pipeline.arrival import Authenticate, Screen, arrival_authentication, arrival_screen
 from waypost.pipeline.gate import Gate
 from waypost.pipeline.history import SenderHistory
 from waypost.pipeline.inbox import Inbox
 from waypost.pipeline.processor import InboundProcessor
-from waypost.pipeline.retention import RetentionSweeper
+from waypost.pipeline.retention import Periods, RetentionSweeper
 from waypost.pipeline.router import App, Router
 from waypost.pipeline.worker import Worker
 from waypost.reputation.alarms import AlarmMonitor
@@ -53,14 +62,15 @@ from waypost.reputation.guard import ReputationGuard
 from waypost.reputation.notify import TEMPLATES as OPERATOR_TEMPLATES
 from waypost.reputation.notify import alarm_mailer
 from waypost.reputation.status import Snapshot, read_snapshot
-from waypost.store import migrate
-from waypost.store.blobs import BlobStore, LocalBlobStore
-from waypost.store.db import create_engine
-from waypost.store.queue import Doorbell, JobKind, RetryPolicy, TableJobQueue
+from waypost.store.blobs import BlobStore
+from waypost.store.db import is_postgres
+from waypost.store.queue import Doorbell, JobKind, JobNotices, RetryPolicy, TableJobQueue
+from waypost.store.s3blobs import S3BlobStore
 
 if TYPE_CHECKING:  # boto3 loads only in a process that consumes the queue
     from waypost.doctor.history import DoctorWatch
     from waypost.feedback.sqs import SqsFeedbackConsumer
+    from waypost.ingress.ses import SesReceiptConsumer
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class Runtime:
     screen: Screen
     # complaints, abuse@ reports, removal requests and suppressions, mailed to the operator
     digest: OperatorDigest
+    # exports built and mailed, erased people's last mail forgotten (apps/people_requests.py)
+    people: PeopleJobs
 
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
@@ -100,15 +112,23 @@ class Runtime:
         companions = []
         if self.settings.feedback.sqs_queue_url:
             companions.append(self.feedback_consumer().run)
+        if self.settings.ses_ingress.sqs_queue_url:
+            companions.append(self.ses_ingress().run)
         if self.settings.doctor.interval_hours > 0 and self.settings.outbound.transport != "catcher":
             companions.append(self.doctor_watch().loop)  # its own thread: DNS and SES calls never delay jobs
-        return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds(), *self._ses_push_kinds()],
+        if is_postgres(self.engine):  # woken by a job committed in any process (LISTEN/NOTIFY)
+            companions.append(JobNotices(self.engine, self.doorbell).run)
+        return Worker(self.queue, [*self.processor.job_kinds(), *self.outbox.job_kinds(), *self._ses_push_kinds(),
+                                   *self.people.job_kinds()],
                       poll_interval=self.settings.worker.poll_interval,
                       periodic=[(self.settings.alarms.check_interval_seconds, self.alarms.check),
                                 (self.settings.alarms.check_interval_seconds, self.digest.run),
                                 (self.settings.alarms.check_interval_seconds, self.dmarc_watch().check),
                                 # first at start (a crash leaves its orphans then), then every interval
-                                (self.settings.retention.sweep_interval_minutes * 60, self.retention().sweep)],
+                                (self.settings.retention.sweep_interval_minutes * 60, self.retention().sweep),
+                                # the device relay's files past their device's retention (links then 410)
+                                (self.settings.relay.purge_interval_minutes * 60,
+                                 RelayLinks(self.engine, self.blobs).purge)],
                       companions=companions, doorbell=self.doorbell)
 
     def _ses_push_kinds(self) -> list[JobKind]:
@@ -128,7 +148,9 @@ class Runtime:
                                 orphan_grace=timedelta(minutes=kept.orphan_grace_minutes),
                                 duplicate_window=timedelta(days=self.settings.gate.duplicate_window_days),
                                 reports_after=timedelta(days=self.settings.dmarc.keep_reports_days),
-                                failure_reports_after=timedelta(days=self.settings.dmarc.keep_failure_reports_days))
+                                failure_reports_after=timedelta(days=self.settings.dmarc.keep_failure_reports_days),
+                                periods=retention_periods(self.settings),
+                                forget_journey=lambda conn, journey_id: delete_journey(conn, journey_id).blob_keys)
 
     def doctor_watch(self) -> DoctorWatch:
         """The daily `waypost doctor` rerun with its drift alarm (doctor.interval_hours)."""
@@ -144,11 +166,26 @@ class Runtime:
 
     def feedback_consumer(self) -> SqsFeedbackConsumer:
         """The SQS consumer of SES feedback (feedback.sqs_queue_url)."""
-        from waypost.feedback.sqs import SqsFeedbackConsumer
+        return feedback_consumer(self.settings, self.intake)
 
-        return SqsFeedbackConsumer.from_settings(
-            self.settings.feedback, self.settings.ses.region, self.intake.apply,
-            keep_unreadable=lambda body, reason: self.intake.keep_unreadable(body, reason, "sqs"))
+    def presigned_photo(self, key: str) -> str | None:
+        """A short-lived S3 URL of a journey photo when blobs.photo_urls is "presigned", else None."""
+        if self.settings.blobs.photo_urls != "presigned" or not isinstance(self.blobs, S3BlobStore):
+            return None
+        return self.blobs.presigned_url(key, self.settings.blobs.presigned_seconds)
+
+    def photo_origin(self) -> str:
+        """Where presigned photo URLs point (for the pages' Content-Security-Policy); "" when none."""
+        url = urlsplit(self.presigned_photo("photos/origin") or "")
+        return f"{url.scheme}://{url.netloc}" if url.netloc else ""
+
+    def submission_login_allowed(self, user: str) -> bool:
+        """AUTH on the submission port: a disabled relay device is refused (docs/relay.md)."""
+        return relay_login_allowed(self.engine, user)
+
+    def ses_ingress(self) -> SesReceiptConsumer:
+        """The consumer of SES receipt notifications (ses_ingress.sqs_queue_url)."""
+        return ses_ingress(self.settings, self.inbox, self.blobs, self.intake)
 
     @property
     def streams(self) -> tuple[str, ...]:
@@ -162,37 +199,27 @@ class Runtime:
 
 
 log = logging.getLogger(__name__)
-STREAMS = ("journeys", control.OPERATOR_STREAM)
 
 
 def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = True,
           sender: Sender | None = None) -> Runtime:
-    """``sender`` replaces the configured transport (tests and benchmarks)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = engine or create_engine(settings.database_url)
-    if upgrade:
-        migrate.upgrade(engine)
+    """``sender`` replaces the configured transport (tests and benchmarks). The parts that take
+    mail and feedback in come from ``intake_wiring.build``, which the Lambda builds alone."""
+    core = build_intake(settings, engine=engine, upgrade=upgrade)
+    engine, blobs, doorbell, keys, verp, guard, intake = (core.engine, core.blobs, core.doorbell, core.keys,
+                                                          core.verp, core.guard, core.intake)
     outbound, worker = settings.outbound, settings.worker
-    blobs = LocalBlobStore(settings.blob_dir)
     queue = _job_queue(settings, engine)
-    doorbell = Doorbell()
-    keys = signing_keys(settings)
     sender = sender or LazySender(outbound.transport, lambda: make_sender(settings))
-    verp = Verp(outbound.bounce_mailbox, settings.bounce_domain, keys)
-    guard = ReputationGuard(settings.guard, lambda: STREAMS)
-    # a person who leaves is forgotten by the journeys app (its name: the app is built later)
-    leave_hooks: dict[str, StreamHook] = {JourneysApp.name: Allowlist.forget}
-    policy = FeedbackPolicy(settings.feedback, verp_outbound_id=verp.outbound_id, hooks=leave_hooks)
-    intake = FeedbackIntake(engine, policy, guard)
     limiter = RateLimiter(lambda: send_limits(outbound, sender),
                           in_flight_limit=timedelta(seconds=worker.visibility_timeout))
     outbox = Outbox(engine, queue, sender, max_attempts=outbound.max_attempts, limiter=limiter, verp=verp,
                     paused_recheck=outbound.paused_recheck_seconds, guard=guard, on_refused=intake.recipient_refused,
                     recipient_domains=_recipient_domains(settings))
     ensure_send_lock(engine)
-    suppression.push_to_ses(engine, outbound.transport == "ses")
     tokens = UnsubscribeTokens(keys)
-    composer = Composer(settings, [JOURNEY_TEMPLATES, OPERATOR_TEMPLATES], tokens, filters={"moment": describe_moment})
+    composer = Composer(settings, [JOURNEY_TEMPLATES, OPERATOR_TEMPLATES, RELAY_TEMPLATES], tokens,
+                        filters={"moment": describe_moment})
     images = ImagePool(settings.journeys.image_workers or default_workers())
     places = default_index()
     journeys_app = JourneysApp(settings.journeys, blobs, outbox, composer, settings.public_base_url,
@@ -200,11 +227,12 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                                images=images, locate=places.lookup, zone_at=zone_at,
                                rate_window=timedelta(minutes=settings.gate.sender_window_minutes))
     allowlist = Allowlist(engine)
-    unsubscriber = Unsubscriber(tokens, hooks=leave_hooks)
+    unsubscriber = Unsubscriber(tokens, hooks=core.leave_hooks)
     apps: list[App] = [journeys_app, UnsubscribeApp(outbound.unsubscribe_mailbox, unsubscriber),
                        *_feedback_apps(settings, intake),
                        DmarcReportsApp(settings.dmarc.mailbox, max_report_bytes=settings.dmarc.max_report_bytes,
-                                       keep_days=settings.feedback.keep_reports_days)]
+                                       keep_days=settings.feedback.keep_reports_days),
+                       _relay_app(settings, engine, blobs, outbox, composer, allowlist)]
     served = {app.mailbox for app in apps if (app.domain or settings.mail_domain) == settings.mail_domain}
     router = Router(settings.mail_domain, [*apps, *_operator_apps(settings, composer, outbox, served)])
     gate = _gate(settings, engine, allowlist, router)
@@ -221,7 +249,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         blobs=blobs,
         queue=queue,
         doorbell=doorbell,
-        inbox=Inbox(engine, blobs, max_attempts=worker.max_attempts, doorbell=doorbell),
+        inbox=core.inbox,
         allowlist=allowlist,
         router=router,
         outbox=outbox,
@@ -241,6 +269,11 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         digest=OperatorDigest(engine, composer, outbox, operator=settings.operator_delivery_address,
                               envelope_sender=settings.reply_address,
                               interval=timedelta(minutes=settings.alarms.digest_interval_minutes)),
+        people=PeopleJobs(engine, queue, blobs, outbox, composer, envelope_sender=settings.reply_address,
+                          journeys_address=f"{settings.journeys.mailbox}@{settings.mail_domain}",
+                          base_url=settings.public_base_url, link_days=settings.journeys.export_link_days,
+                          rules=route_rules(settings.journeys), locate=places.lookup,
+                          forget_sent=forget_files(settings.outbox_dir) if outbound.transport == "catcher" else None),
     )
 
 
@@ -268,11 +301,35 @@ def _operator_apps(settings: Settings, composer: Composer, outbox: Outbox,
     return [OperatorInboxApp(mailbox, settings.mail_domain, forwarding) for mailbox in mailboxes]
 
 
+def retention_periods(settings: Settings) -> Periods:
+    """The retention.* periods of the other stores of personal data; None keeps a store."""
+    kept = settings.retention
+
+    def days(value: float | None) -> timedelta | None:
+        return None if value is None else timedelta(days=value)
+
+    return Periods(service_mail=days(kept.service_mail_days), sent_raw=days(kept.sent_raw_days),
+                   message_rows=days(kept.message_rows_days), feedback_raw=days(kept.feedback_raw_days),
+                   audit=days(kept.audit_days), audit_views=days(kept.audit_views_days),
+                   idle_journeys=days(kept.idle_journeys_days))
+
+
 def _job_queue(settings: Settings, engine: Engine) -> TableJobQueue:
     worker, outbound = settings.worker, settings.outbound
     return TableJobQueue(engine, visibility_timeout=worker.visibility_timeout,
                     retry=RetryPolicy(worker.retry_base_delay, worker.retry_max_delay),
                     retry_by_kind={SEND_JOB: RetryPolicy(outbound.retry_base_delay, outbound.retry_max_delay)})
+
+
+def _relay_app(settings: Settings, engine: Engine, blobs: BlobStore, outbox: Outbox, composer: Composer,
+               allowlist: Allowlist) -> RelayApp:
+    """The device relay (apps/relay): devices' mail forwarded with links instead of attachments."""
+    return RelayApp(RelayContext(
+        settings.relay, engine, blobs, outbox, composer, settings.public_base_url, settings.mail_domain,
+        envelope_sender=settings.reply_address, operator_address=settings.operator_delivery_address,
+        gate=Gate(allowlist, settings.trusted_networks,
+                  require_dkim_without_dmarc=settings.gate.require_dkim_without_dmarc),
+        spike=SpikeRule(settings.guard.spike_factor, settings.relay.spike_min_per_hour)))
 
 
 def _feedback_apps(settings: Settings, intake: FeedbackIntake) -> list[FeedbackMailApp]:

@@ -19,15 +19,15 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "waypost"
 
 # the outermost ring: what a person or a process starts
-ENTRY_POINTS = ("waypost.cli", "waypost.server", "waypost.web", "waypost.demo", "waypost.__main__")
-WIRING = ("waypost.runtime",)
+ENTRY_POINTS = ("waypost.cli", "waypost.server", "waypost.web", "waypost.demo", "waypost.__main__", "waypost.aws")
+WIRING = ("waypost.runtime", "waypost.intake_wiring")
 # adapters that may use a framework or an SDK, each only its own
 ADAPTER_LIBRARIES = {
     "aiosmtpd": ("waypost.ingress",),
     "boto3": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs",
-              "waypost.doctor.ses"),
+              "waypost.doctor.ses", "waypost.ingress.ses", "waypost.store.s3blobs"),
     "botocore": ("waypost.outbound.senders.ses", "waypost.feedback.ses_sync", "waypost.feedback.sqs",
-                 "waypost.doctor.ses"),
+                 "waypost.doctor.ses", "waypost.ingress.ses", "waypost.store.s3blobs"),
     "starlette": ("waypost.web",),
     "uvicorn": ("waypost.server",),
 }

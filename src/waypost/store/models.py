@@ -67,6 +67,12 @@ inbound_messages = sa.Table(
     # SPF/DKIM/DMARC verdict (mail/verdict.py AuthVerdict.to_json), made at SMTP time or by SES;
     # None: not checked (a trusted network, or mail that bypassed authentication)
     sa.Column("auth", sa.JSON, nullable=True),
+    # mail.messageId of mail received by SES (ingress/ses.py): one row per SES mail, however
+    # often its notification arrives; None for SMTP
+    sa.Column("ses_message_id", sa.String(255), nullable=True),
+    sa.Index("ux_inbound_messages_ses_message_id", "ses_message_id", unique=True),
+    # the login that sent it over the submission port (ingress/submission.py); None for the others
+    sa.Column("auth_user", sa.String(64), nullable=True),
 )
 
 # Which inbound message was handled for a (sender, Message-ID): claimed in the transaction that
@@ -348,6 +354,22 @@ audit_log = sa.Table(
     sa.Column("ip", sa.String(64), nullable=True),
 )
 
+# Places a person keeps off every public output of their journeys (apps/journeys/privacy_zones.py):
+# a circle per row, keyed by the address without its +tag; set by the person (`hide home`) or the
+# operator (`waypost person zone add`).
+privacy_zones = sa.Table(
+    "privacy_zones",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("address", sa.String(320), nullable=False, index=True),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("radius_m", sa.Float, nullable=False),
+    sa.Column("label", sa.Text, nullable=True),  # "home", or what the operator called it
+    sa.Column("source", sa.String(16), nullable=False),  # mail | operator
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 # Each `waypost doctor` run, from the command or the worker's daily rerun: the drift alarm
 # compares with the previous one, and the production-access request cites the latest.
 doctor_runs = sa.Table(
@@ -424,4 +446,73 @@ tls_report_policies = sa.Table(
     sa.Column("success_count", sa.Integer, nullable=False),
     sa.Column("failure_count", sa.Integer, nullable=False),
     sa.Column("failures", sa.JSON, nullable=False),  # failure-details as reported
+)
+
+# A person's export (apps/people_export.py): a zip in the blob store behind an expiring link
+# whose token is kept only as a SHA-256; one per requesting mail (source_message_id).
+exports = sa.Table(
+    "exports",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("address", sa.String(320), nullable=False, index=True),  # the person, as the gate takes them
+    sa.Column("source_message_id", sa.String(32), nullable=True, unique=True),  # None: made by the CLI
+    sa.Column("token_hash", sa.String(64), nullable=True, unique=True),
+    sa.Column("blob_key", sa.String(255), nullable=True),  # None until the zip is built
+    sa.Column("size", sa.Integer, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("ready_at", UTCDateTime, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+)
+
+# A "delete my data" waiting for its "yes": the reply to our confirmation (by its Message-ID)
+# erases the person (apps/erasure.py).
+erasure_requests = sa.Table(
+    "erasure_requests",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("address", sa.String(320), nullable=False),
+    sa.Column("source_message_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("confirmation_message_id", sa.String(998), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# The device relay (apps/relay): a device's settings; its login is in the submission users file.
+relay_devices = sa.Table(
+    "relay_devices",
+    metadata,
+    sa.Column("name", sa.String(48), primary_key=True),
+    sa.Column("owner", sa.String(320), nullable=False),
+    sa.Column("allow", sa.JSON, nullable=False),  # addresses and domains the device may mail
+    sa.Column("default_to", sa.JSON, nullable=False),  # recipients when the body names none
+    sa.Column("retention_days", sa.Integer, nullable=False),
+    sa.Column("link_days", sa.Integer, nullable=False),
+    sa.Column("max_mb", sa.Integer, nullable=False),
+    sa.Column("submission_user", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime, nullable=True),
+    sa.Column("disabled_reason", sa.String(255), nullable=True),
+    # the From address the device mails its mailbox with from outside (SES ingress); None: none
+    sa.Column("sender", sa.String(320), nullable=True),
+)
+
+# One link per (relayed message, recipient, attachment); the token is kept only as a SHA-256.
+relay_links = sa.Table(
+    "relay_links",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),  # shown in lists and the audit log; not the token
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("device", sa.String(48), nullable=False, index=True),
+    sa.Column("message_id", sa.String(32), nullable=False, index=True),  # inbound_messages.id
+    sa.Column("recipient", sa.String(320), nullable=False, index=True),
+    sa.Column("blob_key", sa.String(255), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(127), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("purge_after", UTCDateTime, nullable=False, index=True),  # the device's retention
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("purged_at", UTCDateTime, nullable=True),
+    sa.Column("downloads", sa.Integer, nullable=False, server_default="0"),
 )

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -27,27 +27,25 @@ from starlette.types import Scope
 
 from waypost import audit
 from waypost.apps.journeys.build import JourneyView, describe_moment
+from waypost.apps.journeys.preview import preview_png
 from waypost.feedback.sns import CertificateFetcher, SnsEndpoint, SnsOutcome, SnsResult, SnsVerifier
 from waypost.outbound.unsubscribe import InvalidToken
 from waypost.runtime import Runtime
 from waypost.store.db import ping
 from waypost.transactions import transaction
 from waypost.web.admin import admin_routes
+from waypost.web.exports import export_routes
 from waypost.web.legal import legal_routes
 from waypost.web.operator_api import operator_allowed, operator_routes, read_limited
-from waypost.web.preview import preview_png
 from waypost.web.proxies import ClientAddress
-from waypost.web.sketch import route_sketch
+from waypost.web.relay_links import relay_routes
 from waypost.web.views import (
-    describe_clock,
-    describe_dates,
     download_name,
-    journey_figures,
     journey_geojson,
     journey_gpx,
     journey_json,
-    journey_summary,
-    timeline_days,
+    page_context,
+    page_data,
 )
 
 HERE = Path(__file__).parent
@@ -55,12 +53,14 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OUTBOX_NAME = re.compile(r"^[A-Za-z0-9._-]+\.eml$")
 
 
-def _security_headers(tile_url: str) -> dict[str, str]:
+def _security_headers(tile_url: str, photo_origin: str = "") -> dict[str, str]:
+    """``photo_origin``: where presigned photo URLs lead (blobs.photo_urls = "presigned")."""
     tiles = urlsplit(tile_url.replace("{s}", "*"))  # Leaflet's subdomain placeholder
     tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.netloc else ""
     return {
         "Content-Security-Policy": (
-            f"default-src 'self'; img-src 'self' data: {tile_origin}; script-src 'self'; "
+            f"default-src 'self'; img-src 'self' data: {tile_origin}{' ' + photo_origin if photo_origin else ''}; "
+            "script-src 'self'; "
             "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
         ),
         # the share token is in the URL: never hand it to a tile server or any other site
@@ -73,9 +73,8 @@ def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["moment"] = describe_moment
-    templates.env.filters["clock"] = describe_clock
     templates.env.globals["asset"] = asset_url
-    headers = _security_headers(settings.web.tile_url)
+    headers = _security_headers(settings.web.tile_url, runtime.photo_origin())
     private = {**headers, "X-Robots-Tag": "noindex, nofollow", "Cache-Control": "private, no-store"}
 
     def page(request: Request, name: str, context: dict, *, status: int = 200, extra: dict | None = None) -> Response:
@@ -100,13 +99,11 @@ def create_app(runtime: Runtime) -> Starlette:
                 return page(request, "gone.html", {}, status=410, extra=private)
             return not_found(request)
         view = shared.view
-        data = json.dumps({**journey_json(view), "tiles": {"url": settings.web.tile_url,
-                                                             "attribution": settings.web.tile_attribution}})
+        data = json.dumps(page_data(view, shared.extras, {"url": settings.web.tile_url,
+                                                            "attribution": settings.web.tile_attribution}))
         page_url = f"{settings.public_base_url.rstrip('/')}/j/{view.token}"
-        context = {"journey": view, "sketch": route_sketch(view), "data": _script_safe(data),
-                   "days": timeline_days(view), "figures": journey_figures(view), "dates": describe_dates(view),
-                   "summary": journey_summary(view), "extras": shared.extras, "expires_at": shared.expires_at,
-                   "page_url": page_url}
+        context = {"journey": view, **page_context(view, shared.extras), "data": _script_safe(data),
+                   "extras": shared.extras, "expires_at": shared.expires_at, "page_url": page_url}
         response = page(request, "journey.html", context, extra=private)
         if request.method == "GET":  # a HEAD shows nobody anything
             # the visitor's network only (IPv4 /24, IPv6 /48): nobody needs to know who viewed it
@@ -154,6 +151,9 @@ def create_app(runtime: Runtime) -> Starlette:
         if key is None:
             return page(request, "gone.html", {}, status=410, extra=private) if _deleted(request) \
                 else not_found(request)
+        presigned = runtime.presigned_photo(key)
+        if presigned is not None:  # the browser reads the JPEG from S3 itself
+            return RedirectResponse(presigned, status_code=307, headers=private)
         try:
             body = runtime.blobs.get(key)
         except KeyError:
@@ -236,6 +236,8 @@ def create_app(runtime: Runtime) -> Starlette:
 
     routes = [
         *legal_routes(runtime, page),
+        *export_routes(runtime),
+        *relay_routes(runtime),
         *admin_routes(runtime),
         Route("/healthz", healthz),
         Route("/j/{token}.json", journey_data),
