@@ -43,7 +43,7 @@ def test_a_url_in_the_subject_of_a_mail_without_photos_gets_its_answer(runtime: 
 
     assert inbound(runtime, message_id).status == "processed"
     (reply,) = caught(runtime)
-    assert str(reply["Subject"]) == "No photos found in “Trip evil\u2024example/x”"
+    assert str(reply["Subject"]) == "Re: Trip evil\u2024example/x"  # their subject, kept as text
 
 
 def test_urls_in_file_names_and_a_thread_title_are_echoed_as_text(runtime: Any) -> None:

@@ -126,7 +126,8 @@ def test_mail_without_photos_gets_a_helpful_reply_and_no_journey(runtime: Any) -
     deliver(runtime, photo_mail(shots=(), subject="nothing"))
     drain(runtime)
     (reply,) = caught(runtime)
-    assert "No photos found" in reply["Subject"]
+    assert reply["Subject"] == "Re: nothing"  # their subject, kept in their thread
+    assert "No photos found" in reply.get_body(("plain",)).get_content()
     assert count(runtime, journeys) == 0
 
 
