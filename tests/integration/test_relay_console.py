@@ -11,6 +11,7 @@ from tests.integration.test_admin_console import Console, console, logged_in, po
 from waypost.apps.relay import links
 from waypost.apps.relay.devices import Devices, NewDevice
 from waypost.ingress.submission import SubmissionUsers, users_path
+from waypost.link_tokens import new_token
 
 
 def test_the_console_lists_devices_and_links_and_revokes_one(console: Callable[..., Console]) -> None:  # noqa: F811
@@ -19,7 +20,7 @@ def test_the_console_lists_devices_and_links_and_revokes_one(console: Callable[.
     Devices(runtime.engine, SubmissionUsers(users_path(runtime.settings))).add(
         NewDevice("scanner", "olga@owner.example", allow=("example.org",)))
     runtime.blobs.put("relay/m1/1", b"%PDF-1.4 scan")
-    made = [links.NewLink(links.new_token(), f"link{n}", f"r{n}@example.org", "relay/m1/1", "scan.pdf",
+    made = [links.NewLink(new_token(), f"link{n}", f"r{n}@example.org", "relay/m1/1", "scan.pdf",
                           "application/pdf", 13) for n in (1, 2)]
     with runtime.engine.begin() as conn:
         links.insert(conn, "scanner", "m1", made, link_days=7, retention_days=30)

@@ -9,7 +9,6 @@ with a truncated IP, and an expired link answers "gone" (the zip itself is delet
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import secrets
@@ -28,6 +27,7 @@ from waypost import audit
 from waypost.apps.erasure import Person
 from waypost.apps.journeys import repository
 from waypost.apps.journeys.build import JourneyView, Locate, RouteRules
+from waypost.link_tokens import new_token, token_hash
 from waypost.store.blobs import BlobStore
 from waypost.store.models import (
     allowlist,
@@ -84,13 +84,6 @@ class Expired:
 
     id: str
 
-
-def new_token() -> str:
-    return secrets.token_urlsafe(24)  # 192 bits
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def build_zip(conn: Connection, blobs: BlobStore, address: str, *, rules: RouteRules | None = None,

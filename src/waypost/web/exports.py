@@ -15,7 +15,7 @@ from waypost import audit
 from waypost.apps.people_export import Download, Downloads
 from waypost.runtime import Runtime
 
-EXPORT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # people_export.new_token: 24 bytes, URL-safe base64
+EXPORT_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")  # link_tokens.new_token: 24 bytes, URL-safe base64
 HEADERS = {"X-Robots-Tag": "noindex, nofollow", "Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer"}
 
 

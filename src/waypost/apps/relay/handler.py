@@ -35,6 +35,7 @@ from waypost.apps.relay.devices import Device
 from waypost.apps.relay.mailparts import Request, read_request
 from waypost.apps.relay.spike import SpikeRule
 from waypost.config import RelaySettings
+from waypost.link_tokens import new_token
 from waypost.mail.addresses import format_mailbox
 from waypost.mail.limits import describe_bytes
 from waypost.mail.parse import Attachment
@@ -163,7 +164,7 @@ class RelayApp(BaseApp):
     @staticmethod
     def _link(recipient: str, key: str, attachment: Attachment) -> links.NewLink:
         name = links.safe_filename(attachment.filename, f"attachment-{attachment.position}")
-        return links.NewLink(links.new_token(), secrets.token_hex(8), recipient, key, name,
+        return links.NewLink(new_token(), secrets.token_hex(8), recipient, key, name,
                              attachment.content_type, len(attachment.data))
 
     def _forward(self, mail: InboundMail, device: Device, request: Request, recipient: str,

@@ -7,10 +7,8 @@ device's retention days); after that the web answers 410."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import secrets
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost import audit
+from waypost.link_tokens import token_hash
 from waypost.store.blobs import BlobStore
 from waypost.store.models import relay_links, utcnow
 
 log = logging.getLogger(__name__)
 
-TOKEN_BYTES = 24  # 192 bits
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 DOWNLOAD_ACTION = "relay.download"
 REVOKE_ACTION = "relay.revoke"
@@ -72,13 +70,6 @@ class NewLink:
     content_type: str
     size: int
 
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def safe_filename(name: str | None, fallback: str) -> str:
