@@ -224,6 +224,8 @@ class FakePlace:
     region: str | None
     country_code: str
     country: str
+    city: str | None = None
+    offset: str | None = None
 
     @property
     def label(self) -> str:
@@ -241,6 +243,19 @@ def test_stops_get_place_names_and_totals_count_places_and_countries() -> None:
     assert [s.label for s in view.stops] == ["Lisbon, Portugal", "New York City, United States", "Lisbon, Portugal"]
     assert view.totals.places == ("Lisbon, Portugal", "New York City, United States")
     assert view.totals.countries == ("Portugal", "United States")
+
+
+def test_the_json_download_names_the_city_part_and_the_way_from_a_centre() -> None:
+    places = {round(LISBON[1]): FakePlace("Alges", "Lisbon", "PT", "Portugal", city="Lisbon"),
+              round(NEW_YORK_JFK[1]): FakePlace("Jamaica", "New York", "US", "United States", offset="4 km S")}
+    photos = [photo("a", 0, LISBON, sequence=1), photo("b", 600, NEW_YORK_JFK, offset=-240, sequence=2)]
+
+    data = json.loads(json.dumps(journey_json(build(photos, locate=lambda lat, lon: places.get(round(lon)))),
+                                 default=str))
+
+    jsonschema.validate(data, journey_schema())
+    assert [(s["place"]["name"], s["place"]["city"], s["place"]["offset"]) for s in data["stops"]] == [
+        ("Alges", "Lisbon", None), ("Jamaica", None, "4 km S")]
 
 
 def test_visits_take_consecutive_stops_in_the_same_place_together() -> None:

@@ -42,6 +42,8 @@ class Named:
     region: str | None = None
     country_code: str = "JP"
     country: str = "Japan"
+    city: str | None = None
+    offset: str | None = None
 
     @property
     def label(self) -> str:

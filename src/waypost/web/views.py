@@ -110,7 +110,7 @@ def stop_json(stop: Stop) -> dict[str, Any]:
         "label": stop.label,
         "place": None if place is None else {
             "name": place.name, "region": place.region, "country_code": place.country_code,
-            "country": place.country,
+            "country": place.country, "city": place.city, "offset": place.offset,
         },
     }
 

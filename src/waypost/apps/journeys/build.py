@@ -63,6 +63,12 @@ class Place(Protocol):
     def country(self) -> str: ...
 
     @property
+    def city(self) -> str | None: ...  # the larger place ``name`` is part of ("Osaka" for Umeda)
+
+    @property
+    def offset(self) -> str | None: ...  # how far and which way from ``name``'s centre ("4 km S")
+
+    @property
     def label(self) -> str: ...
 
 
