@@ -117,6 +117,8 @@ def test_an_operator_zone_hides_its_photos_from_every_public_output(ann: Any) ->
     assert after["json"]["legs"] == [], "no line into, out of or across the zone"
     assert not [f for f in after["geojson"]["features"] if f["properties"]["kind"] == "leg"]
     assert after["gpx"].count("<trkseg>") == 2, "the track is cut into two segments"
+    assert before["json"]["route_breaks"] == []
+    assert after["json"]["route_breaks"] == [1], "the route's two remaining points are not one line"
     assert after["preview"] != before["preview"]
     hidden = {p["id"] for p in _photos(before["json"])} - {p["id"] for p in _photos(after["json"])}
     assert len(hidden) == 1 and not any(ident in after["page"] for ident in hidden)

@@ -139,11 +139,20 @@ def journey_json(view: JourneyView) -> dict[str, Any]:
             "countries": list(totals.countries),
         },
         "route": [[_round(lat), _round(lon)] for lat, lon in unwrap([p.position for p in view.route])],  # type: ignore[misc]
+        "route_breaks": route_breaks(view),
         "legs": [leg_json(leg) for leg in view.legs],
         "stops": [stop_json(stop) for stop in view.stops],
         "photos": [photo_json(photo, base) for photo in view.photos],
         "links": {"page": base, "geojson": f"{base}.geojson", "gpx": f"{base}.gpx"},
     }
+
+
+def route_breaks(view: JourneyView) -> list[int]:
+    """The indexes of the route points that start a new line: a privacy zone cut the route
+    between each and the point before it, so no leg joins them."""
+    joined = {(leg.start.public_id, leg.end.public_id) for leg in view.legs}
+    return [index for index, (before, photo) in enumerate(zip(view.route, view.route[1:], strict=False), start=1)
+            if (before.public_id, photo.public_id) not in joined]
 
 
 @cache
@@ -210,9 +219,9 @@ def journey_gpx(view: JourneyView) -> str:
     document.time = view.updated_at or view.created_at
     track = gpxpy.gpx.GPXTrack(name=_xml_text(view.title))
     segment = gpxpy.gpx.GPXTrackSegment()
-    joined = {(leg.start.public_id, leg.end.public_id) for leg in view.legs}
-    for before, photo in zip((None, *view.route), view.route, strict=False):
-        if before is not None and (before.public_id, photo.public_id) not in joined:
+    breaks = set(route_breaks(view))
+    for index, photo in enumerate(view.route):
+        if index in breaks:
             track.segments.append(segment)  # a privacy zone cut the route here: a new segment
             segment = gpxpy.gpx.GPXTrackSegment()
         lat, lon = photo.position  # type: ignore[misc]
