@@ -244,6 +244,24 @@ def test_a_device_is_managed_from_the_cli(runtime: Any, database_url: str, monke
     assert run("relay", "device", "set-from", "cam-1", "not an address").exit_code != 0
     with_from = run("relay", "device", "add", "cam-3", "--owner", OWNER, "--from", "cam3@example.org")
     assert with_from.exit_code == 0 and "cam3@example.org" in run("relay", "device", "show", "cam-3").output
+    edited = run("relay", "device", "edit", "cam-3", "--add-allow", "@Example.net", "--default-to", "ann@example.net",
+                 "--link-days", "5", "--owner", "olga@example.org")
+    assert edited.exit_code == 0, edited.output
+    assert "example.net" in edited.output and "links:         5 days" in edited.output
+    assert users.verify("cam-3", re.search(r"password \(shown once\): (\S+)", with_from.output).group(1)), \
+        "editing keeps the login"  # type: ignore[union-attr]
+    refused = [run("relay", "device", "edit", "cam-3", "--remove-allow", "example.net"),  # a default needs it
+               run("relay", "device", "edit", "cam-3", "--link-days", "90"),  # past its retention
+               run("relay", "device", "edit", "cam-3", "--retention-days", "366"),
+               run("relay", "device", "edit", "cam-3", "--remove-allow", "nope.example"),
+               run("relay", "device", "edit", "cam-3"),
+               run("relay", "device", "edit", "nosuch", "--max-mb", "5")]
+    assert all(result.exit_code != 0 for result in refused), [result.output for result in refused]
+    assert "nope.example" in refused[3].output and "nothing to change" in refused[4].output
+    shown = run("relay", "device", "show", "cam-3").output
+    assert "links:         5 days" in shown and "olga@example.org" in shown, "a refused edit changes nothing"
+    cleared = run("relay", "device", "edit", "cam-3", "--no-default-to", "--remove-allow", "example.net")
+    assert cleared.exit_code == 0 and "example.net" not in cleared.output, cleared.output
     assert run("relay", "links", "revoke").exit_code != 0, "revoke needs something to revoke"
     assert "revoked 0 link(s)" in run("relay", "links", "revoke", "--recipient", "x@example.org").output
     assert run("relay", "device", "remove", "cam-1").exit_code == 0

@@ -135,6 +135,41 @@ def device_enable(data_dir: Path, name: str) -> None:
     click.echo(f"enabled: {name}")
 
 
+@device.command("edit")
+@data_dir_option
+@click.argument("name")
+@click.option("--owner", default=None, help="A new owner (gets replies and notices).")
+@click.option("--allow", "allow", multiple=True,
+              help="Replace the allowlist with these addresses and domains (repeatable).")
+@click.option("--add-allow", "allow_add", multiple=True, help="Add an address or domain (repeatable).")
+@click.option("--remove-allow", "allow_remove", multiple=True, help="Remove an address or domain (repeatable).")
+@click.option("--default-to", "default_to", multiple=True,
+              help="Replace the default recipients (repeatable; must be allowed too).")
+@click.option("--no-default-to", is_flag=True, help="Clear the default recipients.")
+@click.option("--retention-days", type=int, default=None, help="Days the files of new mail are kept.")
+@click.option("--link-days", type=int, default=None, help="Days the links of new mail work.")
+@click.option("--max-mb", type=int, default=None, help="Largest total of attachments, in MB.")
+@friendly_errors
+def device_edit(data_dir: Path, name: str, owner: str | None, allow: tuple[str, ...], allow_add: tuple[str, ...],
+                allow_remove: tuple[str, ...], default_to: tuple[str, ...], no_default_to: bool,
+                retention_days: int | None, link_days: int | None, max_mb: int | None) -> None:
+    """Change device NAME in place: its login, password, state and mailbox stay. New limits apply
+    to mail relayed from now on; links already mailed keep their expiry and retention."""
+    from waypost.apps.relay.devices import DeviceChange, describe
+
+    if default_to and no_default_to:
+        raise click.UsageError("--default-to and --no-default-to contradict each other")
+    change = DeviceChange(owner=owner, allow=allow or None, allow_add=allow_add, allow_remove=allow_remove,
+                          default_to=() if no_default_to else (default_to or None),
+                          retention_days=retention_days, link_days=link_days, max_mb=max_mb)
+    if change == DeviceChange():
+        raise click.UsageError("nothing to change (see: waypost relay device edit --help)")
+    with _devices(data_dir) as devices:
+        changed = devices.edit(name, change)
+    for line in describe(changed, _mailbox(data_dir, name)):
+        click.echo(line)
+
+
 @device.command("set-from")
 @data_dir_option
 @click.argument("name")

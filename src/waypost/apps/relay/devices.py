@@ -31,6 +31,7 @@ _DOMAIN = re.compile(r"(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a
 PASSWORD_BYTES = 24  # 192 bits, 32 characters
 # audit log actions, recorded when a person (the console's operator) changes a device
 ADD_ACTION, DISABLE_ACTION, ENABLE_ACTION = "relay.device.add", "relay.device.disable", "relay.device.enable"
+EDIT_ACTION = "relay.device.edit"
 
 
 class DeviceError(WaypostError):
@@ -71,6 +72,21 @@ class NewDevice:
     link_days: int = 7
     max_mb: int = 25
     sender: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    """What ``Devices.edit`` changes; None or empty leaves a setting as it is. ``allow`` replaces
+    the allowlist; ``allow_add`` and ``allow_remove`` adjust it (after ``allow``)."""
+
+    owner: str | None = None
+    allow: tuple[str, ...] | None = None
+    allow_add: tuple[str, ...] = ()
+    allow_remove: tuple[str, ...] = ()
+    default_to: tuple[str, ...] | None = None
+    retention_days: int | None = None
+    link_days: int | None = None
+    max_mb: int | None = None
 
 
 def check_name(name: str) -> str:
@@ -157,6 +173,35 @@ class Devices:
 
     def login_allowed(self, user: str) -> bool:
         return login_allowed(self.engine, user)
+
+    def edit(self, name: str, change: DeviceChange, *, actor: str | None = None) -> Device:
+        """Change a device's owner, allowlist, default recipients or limits in place, checked as
+        ``add`` checks them; its login, password, state and mailbox stay. The new limits apply
+        to mail relayed from now on: links already mailed keep the expiry and retention they got."""
+        device = self.get(name)
+        allow = tuple(map(allow_entry, change.allow)) if change.allow is not None else device.allow
+        removed = set(map(allow_entry, change.allow_remove))
+        missing = sorted(removed - set(allow))
+        if missing:
+            raise DeviceError(f"not on {name}'s allowlist: {', '.join(missing)}")
+        allow = (*[entry for entry in allow if entry not in removed], *change.allow_add)
+
+        def pick(new: int | None, old: int) -> int:
+            return old if new is None else new
+
+        wanted = NewDevice(name, change.owner or device.owner, allow,
+                           change.default_to if change.default_to is not None else device.default_to,
+                           pick(change.retention_days, device.retention_days), pick(change.link_days, device.link_days),
+                           pick(change.max_mb, device.max_mb), device.sender)
+        if wanted.retention_days > self.max_retention_days:
+            raise DeviceError(f"retention days cannot exceed {self.max_retention_days} (relay.max_retention_days: "
+                              "raise it first, and redeploy the stack's lifecycle rule in AWS mode)")
+        row = _row(wanted)
+        with self.engine.begin() as conn:
+            conn.execute(relay_devices.update().where(relay_devices.c.name == name).values(
+                **{key: row[key] for key in ("owner", "allow", "default_to", "retention_days", "link_days", "max_mb")}))
+            _audit(conn, EDIT_ACTION, actor, name)
+        return self.get(name)
 
     def set_sender(self, name: str, sender: str | None) -> Device:
         """The From address the device mails its mailbox with from outside; None: none."""
