@@ -9,7 +9,7 @@ to the queue; or SES carries a small mail (up to 150 KB) inline in the notificat
    least once, and one mail may be announced by both its SES and its S3 notification;
 2. streams the raw mail from S3 into the BlobStore (64 KB at a time, never whole in memory);
 3. commits the message row and its job (``Inbox.accept_stored``), with SES's receipt verdicts
-   as the mail's authentication verdict (``mail/auth.py from_ses_receipt``): the gate judges
+   as the mail's authentication verdict (``mail/ses_receipt.py``): the gate judges
    them as it judges our own SMTP-time checks, and a virus or spam FAIL refuses. Headers inside
    the mail (``X-SES-*``, ``Authentication-Results``) are never read for this;
 4. then deletes SES's own copy in S3 (``delete_received``, on by default: raw mail is kept once,
@@ -48,7 +48,7 @@ from waypost.errors import StorageError
 from waypost.feedback.events import FeedbackFormatError
 from waypost.feedback.ses_events import unwrap_queue_body
 from waypost.feedback.sqs import Message, SqsPoller
-from waypost.mail.auth import from_ses_receipt
+from waypost.mail.ses_receipt import from_ses_receipt
 from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.inbox import Inbox, StoredMail, inbound_blob_key
 from waypost.store.blobs import CHUNK, BlobStore
