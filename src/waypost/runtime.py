@@ -150,7 +150,9 @@ class Runtime:
                                 reports_after=timedelta(days=self.settings.dmarc.keep_reports_days),
                                 failure_reports_after=timedelta(days=self.settings.dmarc.keep_failure_reports_days),
                                 periods=retention_periods(self.settings),
-                                forget_journey=lambda conn, journey_id: delete_journey(conn, journey_id).blob_keys)
+                                forget_journey=lambda conn, journey_id: delete_journey(conn, journey_id).blob_keys,
+                                catcher_dir=(self.settings.outbox_dir if self.settings.outbound.transport == "catcher"
+                                             else None))
 
     def doctor_watch(self) -> DoctorWatch:
         """The daily `waypost doctor` rerun with its drift alarm (doctor.interval_hours)."""

@@ -203,8 +203,8 @@ def test_every_store_of_personal_data_is_stated_with_its_configured_period(pages
     default = pages()["/privacy"]
     for stated in ("The mail Waypost sends you, as sent. In this setup replies are not delivered: each is kept as "
                    "a file on this server. Why: To show the operator what was sent if delivery fails. How long: "
-                   "Kept 30 days after it was sent, then deleted. The files of this test setup stay until the "
-                   "operator deletes them.",
+                   "Kept 30 days after it was sent, then deleted. The files of this test setup go at the same "
+                   "time.",
                    "How long: Kept 90 days after the mail itself was deleted, then deleted.",
                    "(unsubscribe, postmaster, abuse and the operator's contact), as it arrived. Why: So the operator "
                    "can read and act on it. How long: Kept 30 days after it arrived, then deleted.",

@@ -6,8 +6,9 @@ and PostgreSQL. Time is moved by writing old timestamps into rows, never by wait
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from waypost.cli import cli
 from waypost.clock import utcnow
 from waypost.config import Settings
 from waypost.pipeline.inbox import ReceivedMail
+from waypost.pipeline.retention import holdings
 from waypost.store.models import (
     audit_log,
     erasure_requests,
@@ -220,6 +222,34 @@ def test_journeys_idle_longer_than_idle_journeys_days_go_with_their_images(wired
     _set(runtime, journeys, active, updated_at=_ago(366))
     assert runtime.retention().sweep().journeys == 1
     assert not _ids(runtime, journeys) and not any(runtime.blobs.exists(key) for key in images)
+
+
+def test_the_catchers_files_of_sent_mail_go_after_sent_raw_days(wired: Any) -> None:
+    runtime = wired()
+    _journey_mail(runtime, "Lisbon")
+    _journey_mail(runtime, "Porto")
+    old, new = sorted(runtime.settings.outbox_dir.glob("*.eml"))
+    written = (_ago(31).timestamp(), _ago(29).timestamp())
+    for path, when in zip((old, new), written, strict=True):
+        os.utime(path, (when, when))
+    stores = {held.store: held for held in holdings(runtime.retention())}
+    catcher = stores["catcher outbox"]
+    assert catcher.rows == 2 and catcher.bytes == old.stat().st_size + new.stat().st_size
+    assert catcher.next_goes == datetime.fromtimestamp(written[0], UTC) + timedelta(days=30)
+
+    assert runtime.retention().sweep().catcher_files == 1
+
+    assert not old.exists() and new.exists()
+    assert runtime.retention().sweep().catcher_files == 0
+
+
+def test_the_catchers_files_are_kept_when_sent_bytes_are(wired: Any) -> None:
+    runtime = wired(retention={"sent_raw_days": "keep"})
+    _journey_mail(runtime, "Lisbon")
+    (reply,) = runtime.settings.outbox_dir.glob("*.eml")
+    os.utime(reply, (_ago(400).timestamp(), _ago(400).timestamp()))
+
+    assert runtime.retention().sweep().catcher_files == 0 and reply.exists()
 
 
 def test_retention_command_lists_every_store_with_its_rows_setting_and_next_deletion(

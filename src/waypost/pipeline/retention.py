@@ -23,7 +23,8 @@ keeps them): the raw mail of the service mailboxes (unsubscribe@, postmaster@, a
 operator's), which no purge job will delete; the bytes of our own messages once final; message
 rows, inbound and outbound, once their bytes are gone and nothing refers to them; the payload of
 each feedback event; audit entries, journey views apart; and, when asked for, journeys nobody has
-touched. :func:`holdings` says what each store holds now and when its oldest item goes
+touched. In catcher mode the catcher's ``.eml`` copies of sent mail go with the bytes of the
+same messages (``sent_raw``). :func:`holdings` says what each store holds now and when its oldest item goes
 (`waypost retention`).
 
 A sweep works in batches of ``batch_size`` keys or rows, so its memory does not grow with the
@@ -33,10 +34,12 @@ store. Several workers may sweep at once: every step is idempotent.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -108,6 +111,7 @@ class SweepCounts:
     audit: int = 0  # audit entries deleted (journey views included)
     journeys: int = 0  # journeys deleted after retention.idle_journeys_days
     erasure_requests: int = 0  # "delete my data" requests whose wait for a yes ran out
+    catcher_files: int = 0  # the catcher's copies of sent mail (.eml files) deleted after sent_raw
 
     @property
     def total(self) -> int:
@@ -117,7 +121,7 @@ class SweepCounts:
     def personal(self) -> int:
         """What the sweep of the other stores (``Periods``) removed."""
         return (self.service_raw + self.sent_raw + self.inbound_rows + self.outbound_rows + self.feedback_raw
-                + self.audit + self.journeys + self.erasure_requests)
+                + self.audit + self.journeys + self.erasure_requests + self.catcher_files)
 
 
 class RetentionSweeper:
@@ -125,8 +129,9 @@ class RetentionSweeper:
                  orphan_grace: timedelta, duplicate_window: timedelta, batch_size: int = BATCH_SIZE,
                  clock: Callable[[], datetime] = utcnow, reports_after: timedelta | None = None,
                  failure_reports_after: timedelta | None = None, periods: Periods = Periods(),
-                 forget_journey: ForgetJourney | None = None) -> None:
+                 forget_journey: ForgetJourney | None = None, catcher_dir: Path | None = None) -> None:
         self.periods = periods
+        self.catcher_dir = catcher_dir  # the catcher's outbox folder, in catcher mode
         self.forget_journey = forget_journey
         # DMARC/TLS reports by age (None: kept); failure reports carry mail headers, so have their own
         self.reports_after = reports_after
@@ -147,13 +152,15 @@ class RetentionSweeper:
                              service_raw=self.expire_service_mail(), sent_raw=self.empty_sent_raw(),
                              feedback_raw=self.empty_feedback_raw(), audit=self.expire_audit(),
                              inbound_rows=self.expire_inbound_rows(), outbound_rows=self.expire_outbound_rows(),
-                             journeys=journeys_gone, erasure_requests=self.expire_erasure_requests())
+                             journeys=journeys_gone, erasure_requests=self.expire_erasure_requests(),
+                             catcher_files=self.expire_catcher_files())
         if counts.personal:
             log.info("retention: deleted %d journeys, the raw bytes of %d mails to the service mailboxes, "
                      "the bytes of %d sent messages, %d inbound and %d outbound message rows, %d feedback "
-                     "payloads, %d audit entries and %d unconfirmed erasure requests", counts.journeys,
-                     counts.service_raw, counts.sent_raw, counts.inbound_rows, counts.outbound_rows,
-                     counts.feedback_raw, counts.audit, counts.erasure_requests)
+                     "payloads, %d audit entries, %d unconfirmed erasure requests and %d files of the catcher's "
+                     "outbox", counts.journeys, counts.service_raw, counts.sent_raw, counts.inbound_rows,
+                     counts.outbound_rows, counts.feedback_raw, counts.audit, counts.erasure_requests,
+                     counts.catcher_files)
         if counts.total - counts.reports - counts.personal:
             log.info("retention: deleted the raw bytes of %d refused and %d dead messages, %d orphaned blobs "
                      "and %d expired duplicate claims", counts.refused_raw, counts.dead_raw, counts.orphans,
@@ -208,6 +215,31 @@ class RetentionSweeper:
         due = (table.c.raw != "", table.c.received_at < self.clock() - self.periods.feedback_raw)
         return self._in_batches(table, due, lambda conn, ids: conn.execute(
             table.update().where(table.c.id.in_(ids), *due).values(raw="")).rowcount)
+
+    def catcher_files(self) -> list[tuple[Path, os.stat_result]]:
+        """The catcher's ``.eml`` copies of sent mail, with their stat; none outside catcher mode."""
+        if self.catcher_dir is None or not self.catcher_dir.is_dir():
+            return []
+        found = []
+        for path in self.catcher_dir.glob("*.eml"):
+            try:
+                found.append((path, path.stat()))
+            except FileNotFoundError:  # deleted meanwhile (an erasure)
+                continue
+        return found
+
+    def expire_catcher_files(self) -> int:
+        """Delete the catcher's copies of sent mail ``sent_raw`` after they were written, as the
+        stored bytes of the same messages go (catcher mode delivers nothing: the file is the mail)."""
+        if self.periods.sent_raw is None:
+            return 0
+        cutoff = (self.clock() - self.periods.sent_raw).timestamp()
+        deleted = 0
+        for path, stat in self.catcher_files():
+            if stat.st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
 
     def expire_audit(self) -> int:
         """Delete audit entries older than ``audit``, and journey views older than ``audit_views``."""
@@ -445,6 +477,13 @@ def holdings(sweeper: RetentionSweeper) -> list[Holding]:
         rows, size, first_expiry = measure(conn, erasure_requests, None, erasure_requests.c.expires_at)
         found.append(Holding("erasure requests", "\"delete my data\" requests waiting for their yes", rows, size,
                              "journeys.erasure_confirm_days", None, first_expiry))
+        if sweeper.catcher_dir is not None:
+            files = sweeper.catcher_files()
+            oldest = min((stat.st_mtime for _, stat in files), default=None)
+            found.append(holding("catcher outbox", "replies kept as files, since catcher mode delivers nothing",
+                                 "retention.sent_raw_days", periods.sent_raw,
+                                 (len(files), sum(stat.st_size for _, stat in files),
+                                  None if oldest is None else datetime.fromtimestamp(oldest, UTC))))
         # exports carry their own expiry (apps/people_export.py deletes them): listed, not swept here
         rows, size, first_expiry = measure(conn, exports, exports.c.size, exports.c.expires_at)
         found.append(Holding("exports", "zips of everything held about a person, behind an expiring link", rows,

@@ -150,7 +150,7 @@ def _kept(settings: Settings, originals: str, reports: str) -> tuple[Kept, ...]:
         Kept("The mail Waypost sends you, as sent." + outbox,
              "To show the operator what was sent if delivery fails.",
              _kept_for(kept.sent_raw_days, "after it was sent")
-             + (" The files of this test setup stay until the operator deletes them." if outbox else "")),
+             + (" The files of this test setup go at the same time." if outbox else "")),
         Kept("A log of mail received and sent: addresses, subjects, times and whether delivery worked.",
              "To answer you once only, to stay within sending limits and to fix problems.",
              _kept_for(kept.message_rows_days, "after the mail itself was deleted") + " An entry that a journey "
