@@ -736,6 +736,84 @@ def test_process_photo_ignores_an_unusable_profile() -> None:
         assert display.getpixel((16, 16)) == pytest.approx((255, 0, 0), abs=8)
 
 
+def test_a_camera_jpeg_is_converted_from_its_profile_exactly_once() -> None:
+    # libvips converts a JPEG's colours while it scales; a second conversion by ImageCms
+    # would swap red and green back.
+    source = io.BytesIO()
+    Image.new("RGB", (400, 300), (255, 0, 0)).save(source, "JPEG", quality=95,
+                                                   icc_profile=_icc_swapping_red_and_green())
+    photo = process_photo(source.getvalue(), display_px=200, thumb_px=50)
+    for output in (photo.display, photo.thumbnail):
+        with Image.open(io.BytesIO(output)) as published:
+            red, green, blue = published.getpixel((published.width // 2, published.height // 2))
+        assert green > 200 and red < 60 and blue < 60, (red, green, blue)
+
+
+def test_a_camera_jpeg_with_an_unusable_profile_is_published_unconverted() -> None:
+    source = io.BytesIO()
+    Image.new("RGB", (400, 300), (255, 0, 0)).save(source, "JPEG", quality=95, icc_profile=b"not a profile")
+    with Image.open(io.BytesIO(process_photo(source.getvalue(), display_px=200).display)) as display:
+        assert display.getpixel((100, 75)) == pytest.approx((255, 0, 0), abs=8)
+
+
+def test_libvips_converts_display_p3_as_imagecms_does() -> None:
+    """The colours libvips gives a scaled Display P3 JPEG are ImageCms's, to a level or two."""
+    from waypost.apps.journeys.jpegscale import display_from_jpeg
+
+    ramp = Image.linear_gradient("L").resize((384, 256))
+    picture = Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.ROTATE_90).resize((384, 256)),
+                                  Image.new("L", (384, 256), 90)))
+    source = io.BytesIO()
+    picture.save(source, "JPEG", quality=95, icc_profile=display_p3_profile())
+    unconverted = display_from_jpeg(source.getvalue(), (384, 256), (192, 128))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(display_p3_profile()))
+    expected = ImageCms.profileToProfile(unconverted, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    converted = display_from_jpeg(source.getvalue(), (384, 256), (192, 128), icc_profile=display_p3_profile())
+    assert converted.size == expected.size and converted.mode == "RGB"
+    differences = [abs(a - b) for a, b in zip(converted.tobytes(), expected.tobytes(), strict=True)]
+    assert max(differences) <= 2
+    assert converted.tobytes() != unconverted.tobytes()  # P3 numbers differ from their sRGB ones
+
+
+def test_only_srgb_counts_as_srgb() -> None:
+    assert images._is_srgb(_SRGB_PROFILE)
+    assert not images._is_srgb(display_p3_profile())
+    assert not images._is_srgb(_icc_swapping_red_and_green())
+    assert not images._is_srgb(b"not a profile")
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_a_photo_tagged_srgb_is_not_converted(image_format: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cameras embed their own copy of sRGB; converting from it to sRGB would only cost time.
+    scaled_with: list[bytes | None] = []
+    real_scale = images.display_from_jpeg
+
+    def recording_scale(*args: Any, icc_profile: bytes | None = None) -> Image.Image:
+        scaled_with.append(icc_profile)
+        return real_scale(*args, icc_profile=icc_profile)
+
+    def no_conversion(image: Image.Image, profile: bytes) -> Image.Image | None:
+        raise AssertionError("an sRGB photo was converted to sRGB")
+
+    monkeypatch.setattr(images, "display_from_jpeg", recording_scale)
+    monkeypatch.setattr(images, "_convert_with_profile", no_conversion)
+    picture = Image.new("RGB", (400, 300), (200, 120, 40))
+    tagged, untagged = io.BytesIO(), io.BytesIO()
+    picture.save(tagged, image_format, icc_profile=_SRGB_PROFILE)
+    picture.save(untagged, image_format)
+    published = [process_photo(data.getvalue(), display_px=200).display for data in (tagged, untagged)]
+    assert published[0] == published[1]
+    assert scaled_with == ([None, None] if image_format == "JPEG" else [])
+
+
+def test_libvips_keeps_no_photo_in_its_operation_cache() -> None:
+    """Every photo is decoded once: cached operations would only hold on to their bytes."""
+    import pyvips
+
+    process_photo(make_photo(DEMO_TRIP[5], size=(800, 600)))
+    assert pyvips.cache_get_max() == 0 and pyvips.cache_get_size() == 0
+
+
 # Display P3 -> linear sRGB (both D65): the P3 primaries' XYZ through the inverse sRGB matrix.
 _P3_TO_SRGB = ((1.2249, -0.2247, 0.0), (-0.0420, 1.0419, 0.0), (-0.0197, -0.0786, 1.0979))
 _P3_RED = (220, 60, 50)  # saturated, yet inside sRGB, so a right conversion is not clipped

@@ -25,12 +25,13 @@ import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 from pathlib import PurePosixPath
 from typing import TypedDict
 
 import pillow_heif
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageChops, ImageCms, UnidentifiedImageError
 
 from waypost.apps.journeys.exif import PhotoMetadata, read_metadata
 from waypost.apps.journeys.jpegscale import ScaleError, display_from_jpeg
@@ -106,6 +107,10 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK"})
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 _SRGB = ImageCms.createProfile("sRGB")
+# Every 8-bit RGB colour on a 17-step grid: what a profile is tried on to see if it is sRGB.
+_GRID_STEPS = [min(255, 16 * step) for step in range(17)]
+_SRGB_PROBE = Image.frombytes("RGB", (17 ** 3, 1), bytes(
+    channel for red in _GRID_STEPS for green in _GRID_STEPS for blue in _GRID_STEPS for channel in (red, green, blue)))
 
 
 class ImageError(PermanentError):
@@ -150,7 +155,9 @@ def process_photo(data: bytes, *, thumb_px: int = 512, display_px: int = 1600) -
                              reducing_gap=None)
         if display is image:  # already small, upright RGB: keep the pixels past close()
             display = image.copy()
-    thumbnail = _shrink_to(display, thumb_px, Image.Resampling.BICUBIC, reducing_gap=1.5)
+    # Box-averaged by the whole factor first (1600 to 533 px), then bicubic for the rest:
+    # 35 % less time than reducing by 2 first, with no visible change (benchmarks/README.md).
+    thumbnail = _shrink_to(display, thumb_px, Image.Resampling.BICUBIC, reducing_gap=1.0)
     thumbnail_jpeg = encode_jpeg(thumbnail, **THUMBNAIL_JPEG)
     del thumbnail
     return ProcessedPhoto(
@@ -269,23 +276,39 @@ def _decode_upright(image: Image.Image, data: bytes, display_px: int) -> Image.I
 
 def _decoded(image: Image.Image, data: bytes, display_px: int) -> Image.Image:
     """The pixels at no more than the display size needs. A YCbCr or grey JPEG, what
-    cameras write, goes through libvips, which decodes at a DCT scale and resizes to the
-    display size in one pass; its ``info`` (the ICC profile) is carried over."""
+    cameras write, goes through libvips, which decodes at a DCT scale, resizes to the
+    display size and converts an RGB profile's colours to sRGB in one pass; the rest of
+    ``info`` (a profile libvips did not apply, with it) is carried over."""
     target = _fitted_size(image.size, display_px)
     if image.format in _SCALED_FORMATS and image.mode in _SCALED_MODES:
+        profile = _rgb_profile(image)
         try:
-            scaled = display_from_jpeg(data, image.size, target)
+            scaled = display_from_jpeg(data, image.size, target, icc_profile=profile)
         except ScaleError as err:
             # libvips stops at damage libjpeg only warns about ("Corrupt JPEG data: N extraneous
             # bytes"); Pillow decodes such photos as it always did, and refuses what it cannot
             log.info("libvips could not scale the JPEG (%s); decoding it with Pillow", err)
         else:
-            scaled.info = image.info
+            # Converted to sRGB already when there was a profile: _to_srgb must not do it again.
+            scaled.info = {key: value for key, value in image.info.items() if profile is None or key != "icc_profile"}
             return scaled
     # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; ask for the display size so a
     # 12 MP photo never becomes 36 MB of pixels. A no-op for the other formats.
     image.draft("RGB", target)
     return _reduced(image, display_px)
+
+
+def _rgb_profile(image: Image.Image) -> bytes | None:
+    """The embedded ICC profile of an RGB image when it is an RGB profile ImageCms can read:
+    libvips converts the colours with it. Otherwise None, and _to_srgb decides as before."""
+    profile = image.info.get("icc_profile")
+    if image.mode != "RGB" or not isinstance(profile, bytes) or profile[16:20] != b"RGB ":
+        return None
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
+        return None
+    return None if _is_srgb(profile) else profile
 
 
 def _reduced(image: Image.Image, display_px: int) -> Image.Image:
@@ -320,7 +343,8 @@ def _to_srgb(image: Image.Image) -> Image.Image:
         # Pillow's direct conversion clips 16-bit grey at 255; scale it down instead.
         return image.convert("I").point(lambda value: value / 256, "L").convert("RGB")
     profile = image.info.get("icc_profile")
-    if profile and image.mode in ("RGB", "CMYK", "L"):
+    already_srgb = image.mode == "RGB" and isinstance(profile, bytes) and _is_srgb(profile)
+    if profile and image.mode in ("RGB", "CMYK", "L") and not already_srgb:
         converted = _convert_with_profile(image, profile)
         if converted is not None:
             return converted
@@ -338,6 +362,22 @@ def _convert_with_profile(image: Image.Image, profile: bytes) -> Image.Image | N
         return ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
         return None
+
+
+@lru_cache(maxsize=64)
+def _is_srgb(profile: bytes) -> bool:
+    """Whether an RGB profile is sRGB in all but name: no colour on a 17-step grid moves by
+    more than one level when converted to sRGB. Cameras and editors embed their own copies
+    of sRGB; converting from them cost a 1600 px photo about 20 ms for nothing."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        converted = ImageCms.profileToProfile(_SRGB_PROBE, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, TypeError, ValueError):
+        return False
+    if converted is None:
+        return False
+    bands = ImageChops.difference(converted, _SRGB_PROBE).getextrema()
+    return all(isinstance(band, tuple) and band[1] <= 1 for band in bands)
 
 
 def _flatten_on_white(image: Image.Image) -> Image.Image:
