@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from email import message_from_bytes
+from email import message_from_bytes, message_from_string
 from email.message import Message
 from email.policy import compat32
 
@@ -71,3 +71,32 @@ def test_a_notice_without_any_start_line_names_nobody() -> None:
     raw = _plain("MAILER-DAEMON@mx.example.net", "Hello", "Nothing about any address here.\n", "<r2@mx.example.net>")
     message = message_from_bytes(raw, policy=compat32)
     assert detectors.all_failures(message) == flufl_all_failures(message) == (frozenset(), frozenset())
+
+
+def test_a_start_line_only_case_folding_finds_is_found() -> None:
+    """Text that is not ASCII is searched by the start patterns themselves: "ſ" (U+017F) is an
+    "s" to a pattern that ignores case, though lower-casing leaves it as it is."""
+    body = "Delivery ha\u017f failed\n\n[ann@example.org]\n\nOriginal message details:\n"
+    message = message_from_string(f"From: MAILER-DAEMON@mx.example.net\nSubject: Failure\n\n{body}", policy=compat32)
+    assert detectors.all_failures(message) == flufl_all_failures(message)
+    assert b"ann@example.org" in detectors.all_failures(message)[1]
+
+
+@pytest.mark.parametrize("intro", ["Hi. This is the qmail-send program at mx.example.net.",
+                                   "This is the mail delivery agent at mx.example.net."])
+def test_a_qmail_notice_is_still_read(intro: str) -> None:
+    """``Qmail`` runs only where one of its intro lines occurs; where one does, it runs as ever."""
+    body = f"{intro}\nI'm afraid I wasn't able to deliver your message.\n\n<ann@example.org>:\nNo mailbox here.\n\n" \
+           "--- Below this line is a copy of the message.\n"
+    message = message_from_bytes(_plain("MAILER-DAEMON@mx.example.net", "failure notice", body, "<q@mx.example.net>"),
+                                 policy=compat32)
+    assert detectors.all_failures(message) == flufl_all_failures(message) == (frozenset(), {b"ann@example.org"})
+
+
+def test_an_exchange_notice_is_still_read() -> None:
+    body = "Your message\n\n  did not reach the following recipient(s):\n\nann@example.org on 1/1/2026 10:00 AM\n" \
+           "   The recipient name is not recognized\n   MSEXCH:IMS:Example:SITE:MX 0 (000C05A6) Unknown Recipient\n"
+    message = message_from_bytes(_plain("postmaster@mx.example.net", "Undeliverable", body, "<x@mx.example.net>"),
+                                 policy=compat32)
+    assert detectors.all_failures(message) == flufl_all_failures(message)
+    assert b"ann@example.org" in detectors.all_failures(message)[1]

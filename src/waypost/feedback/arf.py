@@ -30,9 +30,10 @@ from waypost.feedback.mailparts import (
     part_text,
     typed_parts,
 )
+from waypost.feedback.phrases import Caseless
 
 OPT_OUT = "opt-out"  # not an IANA feedback type (RFC 5965 §7.3); sisimai's name for an unsubscribe
-_FEEDBACK_LINE = re.compile(r"^Feedback-Type[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_FEEDBACK_LINE = Caseless(r"^feedback-type[ \t]*:", re.MULTILINE)  # read in every report's text: kept cheap
 
 
 @dataclass(frozen=True)

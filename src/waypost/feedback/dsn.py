@@ -63,6 +63,7 @@ from waypost.feedback.mailparts import (
     part_text,
     typed_parts,
 )
+from waypost.feedback.phrases import Caseless, lowered_ascii
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,9 @@ _VERDICT: dict[str, tuple[BounceType, str]] = {
 _SUBTYPE = {"userunknown": "NoEmail", "hasmoved": "NoEmail", "notaccept": "NoEmail", "mailboxfull": "MailboxFull",
             "virusdetected": "ContentRejected"}
 # the remote refused at DATA, after taking the address at RCPT: "unknown user" there is a filter
-_RCPT_STAGE = re.compile(r"rcpt to|rcpt\b|recipient address rejected|>>> rcpt|(?<![\d.])[45]\.1\.1(?![\d.])|"
-                         r"server has rejected address",  # Sun/Oracle Messaging Server: refused at RCPT
-                         re.IGNORECASE)
-_DATA_STAGE = re.compile(r"(?:in reply to|after) (?:end of )?data\b|final data", re.IGNORECASE)
+_RCPT_STAGE = Caseless(r"rcpt to|rcpt\b|recipient address rejected|>>> rcpt|(?<![\d.])[45]\.1\.1(?![\d.])|"
+                       r"server has rejected address")  # Sun/Oracle Messaging Server: refused at RCPT
+_DATA_STAGE = Caseless(r"(?:in reply to|after) (?:end of )?data\b|final data")
 
 
 @dataclass(frozen=True)
@@ -200,13 +200,14 @@ def _proves_no_mailbox(code: str | None, diagnostic: str | None, context: str | 
     Nor when the refusal names another mailbox than the recipient's (the target of an alias or
     forward at the receiving side): that one is unknown, ours was found."""
     text = " ".join(f"{diagnostic or ''} {context or ''}".split())
-    if _DATA_STAGE.search(text):
+    lowered = lowered_ascii(text)
+    if _DATA_STAGE.found(text, lowered):
         return False
     named = {token.lower() for token in _address_tokens(diagnostic or "")}
     if named and recipient and not named & {address.lower() for address in recipient}:
         return False
     addressing = code is not None and (code.split(".")[1] == "1" or code.endswith(".2.1"))
-    return addressing or bool(_RCPT_STAGE.search(text)) or reasons.names_no_mailbox(text)
+    return addressing or _RCPT_STAGE.found(text, lowered) or reasons.names_no_mailbox(text, lowered)
 
 
 def classify(status: str | None, action: str | None, diagnostic: str | None,

@@ -44,6 +44,8 @@ _ADDRESS_TYPE = re.compile(r"\s*[A-Za-z0-9-]+\s*")  # RFC 3464 §2.3.2 address-t
 
 def clean_text(value: str) -> str:
     """Undo the surrogate escapes ``compat32`` uses for 8-bit bytes; bad UTF-8 becomes U+FFFD."""
+    if value.isascii():  # nearly every field: nothing escaped, nothing to undo
+        return value
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -74,12 +76,17 @@ def _reading(message: Message) -> _Reading:
 
 def header(message: Message, name: str) -> str | None:
     """The first ``name`` field, unfolded and stripped, or None when absent or empty."""
-    values = headers(message, name)
+    values = _values(message, name)
     return values[0] if values else None
 
 
 def headers(message: Message, name: str) -> list[str]:
     """Every non-empty ``name`` field in order, unfolded (raw values: 8-bit text kept)."""
+    return list(_values(message, name))
+
+
+def _values(message: Message, name: str) -> list[str]:
+    """``headers``' answer as remembered: callers must not change it."""
     reading = _reading(message)
     key = name.lower()
     found = reading.values.get(key)
@@ -91,7 +98,7 @@ def headers(message: Message, name: str) -> list[str]:
         values = (" ".join(clean_text(value).split()) for value in reading.fields.get(key, ())
                   if isinstance(value, str))
         found = reading.values[key] = [value for value in values if value]
-    return list(found)
+    return found
 
 
 def iter_parts(message: Message) -> Iterator[Message]:
@@ -193,7 +200,7 @@ def field_blocks(text: str) -> list[list[tuple[str, str]]]:
         else:
             name, colon, value = line.partition(":")
             name = name.strip().lower()
-            if colon and name and not any(ch.isspace() for ch in name):
+            if colon and len(name.split()) == 1:  # a name, stripped, without white space inside
                 block.append((name, [value]))
     close()
     return blocks
@@ -228,7 +235,7 @@ def _unescape(match: re.Match[str]) -> str:
 
 def addresses_in(value: str | None) -> list[str]:
     """The valid addresses of an address-list field (To, Cc, ...)."""
-    if not value:
+    if not value or ("@" not in value and "\\x{" not in value):  # "<>", "MAILER-DAEMON <>": no mailbox
         return []
     # most fields hold one address, which getaddresses would give back as it is: a full parse
     # costs more than the rest of reading a field

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from waypost.feedback.phrases import Caseless, PhraseTable
+
 DEAD, SETUP, TRANSIENT, MESSAGE, INFO = "dead", "setup", "transient", "message", "info"
 
 
@@ -235,8 +237,9 @@ _PHRASES: tuple[tuple[str, str], ...] = (
     ("onhold", r"on hold"),
     ("userunknown", r"recipient address rejected|address rejected"),  # the weakest: only the refusal
 )
-# matched against lower-cased text: cheaper than IGNORECASE for ~40 alternations per diagnostic
-_PHRASE_PATTERNS = tuple((reason, re.compile(pattern, re.MULTILINE)) for reason, pattern in _PHRASES)
+# matched against lower-cased text: cheaper than IGNORECASE for ~40 alternations per diagnostic;
+# a pattern none of whose alternatives' plain words occur in the text is not searched (``phrases``)
+_PHRASE_TABLE = PhraseTable(_PHRASES, re.MULTILINE)
 
 # 3. RFC 3463 codes (subject.detail) that name a cause; the class is added on lookup
 _STATUS: dict[str, str] = {
@@ -268,17 +271,17 @@ _REMOTE_CODE = re.compile(r"(?<![\w.])[245]\.\d{1,3}\.\d{1,3}(?!\w|\.\d)")
 
 
 # provider wording that names a missing mailbox outright, whatever the stage or code
-_NO_MAILBOX = re.compile(
+_NO_MAILBOX = Caseless(
     r"doesn't have a \S+ account|account that you tried to reach does not exist|invalid recipient|"
     r"recipient name is not recognized|unknown recipient|recipnotfound|no mailbox here by that name|"
     r"user not listed in|invalid final delivery userid|"
     # the receiving host's own local delivery agent, or its own notice, naming the address
-    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+|" + _CHECK_ADDRESS + "|" + _OUTLOOK_CONSUMER,
-    re.IGNORECASE)
+    r"mail\.local: unknown user|(?:^|\s)unknown user: \S+@\S+|" + _CHECK_ADDRESS + "|" + _OUTLOOK_CONSUMER)
 
 
-def names_no_mailbox(text: str) -> bool:
-    return bool(_NO_MAILBOX.search(text))
+def names_no_mailbox(text: str, lowered: str | None = None) -> bool:
+    """``lowered``: ``phrases.lowered_ascii(text)``, when the caller has it already."""
+    return _NO_MAILBOX.found(text, lowered)
 
 
 def reply_code(diagnostic: str | None) -> str | None:
@@ -294,11 +297,7 @@ def reply_code(diagnostic: str | None) -> str | None:
 def by_phrase(text: str | None) -> str | None:
     if not text:
         return None
-    text = text.lower()
-    for reason, pattern in _PHRASE_PATTERNS:
-        if pattern.search(text):
-            return reason
-    return None
+    return _PHRASE_TABLE.first(text.lower())
 
 
 _DEAD_PHRASES = frozenset({"userunknown", "hostunknown", "hasmoved"})
