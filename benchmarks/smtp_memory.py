@@ -11,7 +11,7 @@ message each, all at once; the server's peak resident set (VmHWM) is read when t
 - ``waypost, strangers``: `waypost serve` with no trusted network; From is not allowlisted,
   so every message is refused (550 5.7.1) after its data arrived, from the header alone.
 - ``waypost, stored``: `waypost serve` with 127.0.0.0/8 trusted; every message is stored
-  (250), each read back whole within the in-flight budget (smtp.inflight_bytes).
+  (250), streamed from the spool's file into the blob store (never held whole in memory).
 - ``aiosmtpd, baseline``: aiosmtpd's Controller with a handler that answers 250 and keeps
   nothing: the library's DATA, which holds each message in memory, twice while it joins lines.
 

@@ -140,7 +140,8 @@ def test_trusted_networks_are_not_screened(wired: Callable[..., Any], serve: Cal
 def test_concurrent_big_messages_wait_for_the_in_flight_budget(wired: Callable[..., Any],
                                                                 serve: Callable[..., Any]) -> None:
     """Six 3 MB messages at once through a 4 MB budget: every one is stored intact, and the
-    message data in memory never exceeded the budget (one message fits at a time)."""
+    message data in memory never exceeded the budget (what found no room went to a file and was
+    authenticated and stored from there, never read back whole)."""
     runtime = wired(trusted_networks=["127.0.0.0/8"])
     budget = InflightBudget(4 * 1024 * 1024)
     runtime, listener = serve(runtime, Spooling(budget, runtime.settings.data_dir / "spool"))
@@ -159,7 +160,7 @@ def test_concurrent_big_messages_wait_for_the_in_flight_budget(wired: Callable[.
     assert replies == [b"250 2.0.0"] * 6
     stored = sorted(runtime.blobs.get(row.blob_key) for row in rows(runtime))
     assert all(any(stored_raw.endswith(raw) for stored_raw in stored) for raw in raws)
-    assert 3_000_000 < budget.peak <= budget.limit
+    assert 0 < budget.peak <= budget.limit
     assert asyncio.run_coroutine_threadsafe(_used(budget), listener.loop).result(5) == 0
 
 

@@ -234,3 +234,41 @@ def test_the_trace_goes_in_front_of_the_loaded_message_in_its_own_buffer(tmp_pat
     assert traced is loaded, "the header is put in front in place, not in a copy"
     assert traced == b"Received: from client\r\n" + b"".join(data)
     spool.close()
+
+
+# -- a big message stays in its file -------------------------------------------------------------
+
+def test_a_message_past_the_file_threshold_goes_to_disk_whatever_room_the_budget_has(tmp_path: Path) -> None:
+    budget = InflightBudget(1 << 30)
+    data = message(20_000)  # about 1.5 MB
+    spool = MessageSpool(budget, SessionLimits(), tmp_path, file_over=1024 * 1024)
+    for line in data:
+        spool.write(line)
+    assert spool.on_disk and budget.used == 0 and 1024 * 1024 <= budget.peak <= 1024 * 1024 + LOAN
+    small = spooled(message(10), budget, tmp_path)
+    assert not small.on_disk  # under the threshold and with room: memory, as before
+    small.close()
+    spool.close()
+
+
+def test_a_spooled_message_is_read_in_pieces_and_outlives_the_spool(tmp_path: Path) -> None:
+    data = message(20_000)
+    spool = spooled(data, InflightBudget(LOAN), tmp_path)
+    whole = b"".join(data)
+    stored = spool.spooled().with_head(b"Received: from client\r\n")
+    spool.close()  # the session is done with it; a thread storing the message is not
+    assert (stored.header, stored.body_at) == (b"From: ann@example.org\r\nSubject: big\r\n", 39)
+    assert whole[stored.body_at:].startswith(b"000000x")
+    assert len(stored) == len(whole) + 23 and b"".join(stored.pieces(start=5, piece=4096)) == whole[5:]
+    with stored.stream() as stream:
+        assert stream.read() == b"Received: from client\r\n" + whole
+    stored.close()
+    with pytest.raises(OSError):
+        stored.read(0, 10)
+
+
+def test_a_spooled_message_without_a_body_says_so(tmp_path: Path) -> None:
+    spool = MessageSpool(InflightBudget(LOAN), SessionLimits(), tmp_path, file_over=0)
+    spool.write(b"From: ann@example.org\r\nSubject: no body\r\n")
+    assert spool.spooled().body_at is None and spool.spooled().read(0, 1 << 20) == spool.header
+    spool.close()

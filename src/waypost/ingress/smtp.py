@@ -22,7 +22,9 @@ never answered (journeys)     ``550 5.7.1 Message refused: <why>``              
 
 Message data is never gathered in memory: each line goes into a ``MessageSpool``
 (``spool.py``), which keeps it in memory only while the process-wide ``InflightBudget`` has
-room and otherwise on disk; the limits on lines and headers are read on the way in.
+room and the message is small (``FILE_OVER``), and otherwise on disk; the limits on lines and
+headers are read on the way in. A message on disk is authenticated and stored from its file,
+in pieces (``mail/spooled.py``).
 
 Mail whose every recipient is an app only members may use (journeys) and which the gate would
 refuse for good is refused after the final dot with ``550 5.7.1`` (``pipeline/arrival.py``): a
@@ -103,8 +105,9 @@ from waypost.ingress.limits import (
     line_too_long,
     too_many_connections,
 )
-from waypost.ingress.spool import InflightBudget, MessageSpool, WireData, read_data
+from waypost.ingress.spool import FILE_OVER, InflightBudget, MessageSpool, WireData, read_data
 from waypost.ingress.trace import received_header, with_protocol
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.arrival import Arrival, Authenticate, Screen, Sender
 from waypost.pipeline.gate import Refusal, Verdict
@@ -166,7 +169,7 @@ class IngressHandler:
         self.spooling = spooling or Spooling()
 
     def new_spool(self) -> MessageSpool:
-        return MessageSpool(self.spooling.budget, self.limits, self.spooling.directory)
+        return MessageSpool(self.spooling.budget, self.limits, self.spooling.directory, self.spooling.file_over)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -202,8 +205,9 @@ class IngressHandler:
             screening = await loop.run_in_executor(None, self.screen, spool.header, peer, tuple(envelope.rcpt_tos))
             if screening.refusal is not None:
                 return await self._refuse(screening.refusal, screening.sender, None, spool.size, session, envelope)
-        # waits, when the message is on disk, until the budget has room; the spool's own buffer
-        arrival = await self._authenticate(await spool.load(), peer, session, envelope)
+        # in memory: the spool's own buffer; on disk: read from the file in pieces, never whole
+        raw: bytearray | SpooledMessage = spool.spooled() if spool.on_disk else await spool.load()
+        arrival = await self._authenticate(raw, peer, session, envelope)
         if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
             log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,
                      peer, ", ".join(envelope.rcpt_tos), arrival.verdict.detail if arrival.verdict else "")
@@ -217,18 +221,22 @@ class IngressHandler:
         verdict = arrival.verdict
         if verdict is not None:  # ours on top; one that arrived with the message is never read (RFC 8601 §5)
             trace = f"Authentication-Results: {verdict.to_header(self.authserv_id)}\r\n".encode() + trace
-        mail = ReceivedMail(raw=spool.prepend(trace), mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
+        stored = raw.with_head(trace) if isinstance(raw, SpooledMessage) else spool.prepend(trace)
+        mail = ReceivedMail(raw=stored, mail_from=envelope.mail_from, rcpt_tos=tuple(envelope.rcpt_tos),
                             peer_ip=peer, helo=session.host_name, ingress=self.ingress, extra=self.extra(session),
                             auth=verdict)
         return await self._store(mail, session, envelope)
 
-    async def _authenticate(self, raw: bytearray, peer: str | None, session: Session, envelope: Envelope) -> Arrival:
+    async def _authenticate(self, raw: bytearray | SpooledMessage, peer: str | None, session: Session,
+                            envelope: Envelope) -> Arrival:
         if self.authenticate is None:
             return Arrival()
-        # the checks read bytes; the copy lives only while they run (trusted networks skip it)
+        # the checks read bytes; the copy of a message in memory (no bigger than the spool's
+        # FILE_OVER) lives only while they run; one on disk is read from its file in pieces.
         # DNS look-ups, off the event loop; verify() never raises (a DNS failure is temperror)
+        message = bytes(raw) if isinstance(raw, bytearray) else raw
         return await asyncio.get_running_loop().run_in_executor(
-            None, self.authenticate, bytes(raw), peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
+            None, self.authenticate, message, peer, session.host_name, envelope.mail_from, tuple(envelope.rcpt_tos))
 
     async def _refuse(self, verdict: Verdict, sender: Sender, auth: AuthVerdict | None, size: int,
                       session: Session, envelope: Envelope) -> str:
@@ -291,6 +299,7 @@ class Spooling:
 
     budget: InflightBudget = field(default_factory=lambda: InflightBudget(DEFAULT_INFLIGHT_BYTES))
     directory: Path | None = None  # None: the system's temporary directory
+    file_over: int = FILE_OVER  # octets of a message past which it goes to a file whatever the budget
 
 
 class GuardedSMTP(SMTP):

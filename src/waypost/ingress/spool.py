@@ -2,15 +2,17 @@
 
 A session never gathers a message in a list of lines the way aiosmtpd does: each line goes
 into a ``MessageSpool`` as it is read. The spool keeps the data in memory while the shared
-``InflightBudget`` lends it room, and moves it to an anonymous file in the spool directory as
-soon as the budget has none (the file is unlinked from the start, so a crash leaves nothing
-behind). Small mail, the usual case, never touches the disk; a flood of big messages costs disk
+``InflightBudget`` lends it room and the message is no bigger than ``FILE_OVER``, and moves it
+to an anonymous file in the spool directory as soon as the budget has none or the message
+outgrows that (the file is unlinked from the start, so a crash leaves nothing behind). Small
+mail, the usual case, never touches the disk; a big message or a flood of them costs disk
 space, not memory.
 
-After the final dot the message is needed whole once, to authenticate and store it. A message
-on disk is read back only when the budget can lend its full size; sessions wait their turn in
-arrival order (a message bigger than the whole budget goes alone), so the bytes of message
-data held in memory over all sessions stay near the budget whatever clients send at once.
+After the final dot a message in memory is used in place (``load``, ``prepend``): authenticated
+and stored. A message on disk stays there (``spooled``): authentication reads its header
+section and streams its body, and the inbox streams it into the blob store behind the trace
+lines, so it is never held whole in memory (``mail/spooled.py``). The bytes of message data in
+memory over all sessions thus stay near the budget whatever clients send at once.
 
 The line and header limits of ``SessionLimits`` are checked here, line by line, so the data
 never has to be scanned again.
@@ -28,10 +30,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from waypost.ingress.limits import SessionLimits, line_too_long
+from waypost.mail.spooled import SpooledMessage
 
 # how much of the budget a spool in memory takes at a time
 LOAN = 64 * 1024
 LOAD_PIECE = 1024 * 1024  # octets read at a time from a spool file into the message's buffer
+# a message bigger than this goes to a file whatever the budget: kept whole in memory it would
+# cost its size again in every copy authentication and storing make
+FILE_OVER = 4 * 1024 * 1024
 
 
 class InflightBudget:
@@ -95,10 +101,12 @@ class MessageSpool:
     """One message's data (dot-stuffing undone) while it arrives, with what the limits found.
     ``close`` gives back what it holds of the budget; call it once the message is done with."""
 
-    def __init__(self, budget: InflightBudget, limits: SessionLimits, directory: Path | None = None) -> None:
+    def __init__(self, budget: InflightBudget, limits: SessionLimits, directory: Path | None = None,
+                 file_over: int = FILE_OVER) -> None:
         self.budget = budget
         self.limits = limits
         self.directory = directory
+        self.file_over = file_over
         self.size = 0  # octets of message data
         self.held = 0  # octets of the budget this spool holds
         # a bytearray: grown in place as data arrives, handed out by ``load`` without a copy, and
@@ -126,7 +134,7 @@ class MessageSpool:
             self._file.write(block)
             return
         assert self._memory is not None
-        if self.size > self.held and not self._borrow():
+        if self.size > self.file_over or (self.size > self.held and not self._borrow()):
             self._to_disk()
             assert self._file is not None
             self._file.write(block)
@@ -189,10 +197,19 @@ class MessageSpool:
     def on_disk(self) -> bool:
         return self._file is not None
 
+    def spooled(self) -> SpooledMessage:
+        """The message on disk, to be read in pieces from any thread, through a descriptor of
+        its own (``close`` may run while a thread still reads it)."""
+        assert self._file is not None, "only a message on disk"
+        self._file.flush()
+        body_at = None if self._in_header else len(self._header) + 2
+        return SpooledMessage.of_file(self._file, self.size, self.header, body_at)
+
     async def load(self) -> bytearray:
         """The whole message, in memory and in one buffer, this spool's own (no copy is made of
         data in memory): for data on disk, once the budget lends its size (the loan lasts until
-        ``close``). Put a header in front with ``prepend``, which moves the data in place."""
+        ``close``); the SMTP handler reads such a message with ``spooled`` instead. Put a header
+        in front with ``prepend``, which moves the data in place."""
         if self._file is not None:
             await self.budget.take(self.size)
             self.held = self.size

@@ -26,6 +26,7 @@ from waypost.mail.dmarc import PolicyDiscovery, aligned, discover_policy, dmarc_
 from waypost.mail.resolver import make_resolver, normalise_domain
 from waypost.mail.ses_receipt import from_ses_receipt
 from waypost.mail.spf_check import SPF_TIME_LIMIT, SpfOutcome, check_spf
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import (
     DKIM_RESULTS,
     DMARC_POLICIES,
@@ -45,11 +46,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def verify(raw: bytes, *, peer_ip: str | None, helo: str | None, mail_from: str | None,
+def verify(raw: bytes | SpooledMessage, *, peer_ip: str | None, helo: str | None, mail_from: str | None,
            from_domain: str | None, resolver: dns.resolver.Resolver) -> AuthVerdict:
     """Check SPF for the client IP and MAIL FROM (HELO when MAIL FROM is null), every DKIM
     signature (up to MAX_DKIM_SIGNATURES), and DMARC for ``from_domain`` (the RFC5322.From
-    domain, which the caller extracts; None gives dmarc=none). Never raises."""
+    domain, which the caller extracts; None gives dmarc=none). A ``SpooledMessage`` is read
+    from its file, never whole. Never raises."""
     try:
         return _verify(raw, peer_ip, helo, mail_from, from_domain, resolver)
     except Exception as err:  # a bug or a library surprise must not lose the message: fail closed
@@ -58,10 +60,10 @@ def verify(raw: bytes, *, peer_ip: str | None, helo: str | None, mail_from: str 
                            "smtp", clip(f"internal error: {type(err).__name__}: {err}"))
 
 
-def _verify(raw: bytes, peer_ip: str | None, helo: str | None, mail_from: str | None,
+def _verify(raw: bytes | SpooledMessage, peer_ip: str | None, helo: str | None, mail_from: str | None,
             from_domain: str | None, resolver: dns.resolver.Resolver) -> AuthVerdict:
     spf_outcome = check_spf(resolver, peer_ip, helo, mail_from)
-    signatures, dkim_note = check_dkim(bytes(raw), resolver)
+    signatures, dkim_note = check_dkim(raw if isinstance(raw, SpooledMessage) else bytes(raw), resolver)
     domain = normalise_domain(from_domain)
     if domain is None:
         # RFC 7489 §11.2: none also means that no aligned identifier could be extracted
@@ -86,3 +88,5 @@ def _detail(spf_outcome: SpfOutcome, dkim_note: str, dkim_results: tuple[DkimRes
               f"{clip(spf_outcome.explanation)}; dkim: {dkim_note}"
               f"{''.join(f' [{s.domain}/{s.selector}: {s.reason}]' for s in dkim_results)}; dmarc: {discovery.note}")
     return clip(detail, 2000)
+
+

@@ -14,6 +14,7 @@ import dns.resolver
 
 from waypost.mail.addresses import first_mailbox
 from waypost.mail.auth import make_resolver, verify
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import AuthVerdict
 
 MAX_HEADER_SCAN = 256 * 1024  # the From header is looked for in the header section only
@@ -41,20 +42,23 @@ class Authenticator:
                 self._resolver = make_resolver(self._nameservers, self._timeout)
             return self._resolver
 
-    def authenticate(self, raw: bytes, peer_ip: str | None, helo: str | None, mail_from: str | None) -> AuthVerdict:
+    def authenticate(self, raw: bytes | SpooledMessage, peer_ip: str | None, helo: str | None,
+                     mail_from: str | None) -> AuthVerdict:
         """The verdict for ``raw`` received from ``peer_ip`` after HELO ``helo`` and MAIL FROM
-        ``mail_from``; DMARC is judged for the domain of the message's single From address.
-        Never raises once the resolver exists (``verify`` fails closed)."""
+        ``mail_from``; DMARC is judged for the domain of the message's single From address. A
+        ``SpooledMessage`` is read from its file, never whole. Never raises once the resolver
+        exists (``verify`` fails closed)."""
         return verify(raw, peer_ip=peer_ip, helo=helo, mail_from=mail_from,
                       from_domain=from_domain(raw), resolver=self.resolver())
 
 
-def from_domain(raw: bytes) -> str | None:
+def from_domain(raw: bytes | SpooledMessage) -> str | None:
     """The Author Domain (RFC 7489 §6.6.1): the domain of the single address in the From
     header; None when there is none, or several, or the header cannot be read, which
     ``verify`` reports as dmarc=none (§11.2: no aligned identifier could be extracted)."""
+    head = raw.read(0, MAX_HEADER_SCAN) if isinstance(raw, SpooledMessage) else raw[:MAX_HEADER_SCAN]
     try:
-        header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:MAX_HEADER_SCAN])
+        header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
         address = first_mailbox(str(header.get("From", "")) or None)
     except (RecursionError, ValueError, TypeError, LookupError):  # hostile From: no domain, DMARC fails
         address = None

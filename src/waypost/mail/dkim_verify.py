@@ -15,7 +15,9 @@ import dkim
 import dkim.util
 import dns.resolver
 
+from waypost.mail.dkim_body import SpooledDKIM
 from waypost.mail.resolver import DnsUnavailable, txt_records
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import DkimResult, clip
 
 MAX_DKIM_SIGNATURES = 10  # more are listed in the detail but not verified: each costs a body hash and a lookup
@@ -125,8 +127,11 @@ def _body_coverage(message: dkim.DKIM, sig: Mapping[bytes, bytes]) -> DkimResult
         return None
     domain, selector = _identity(sig)
     signed_octets = int(sig[b"l"])  # decimal: dkimpy checked the tag and already hashed that many
-    policy = dkim.CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
-    body_octets = len(policy.canonicalize_body(message.body))
+    c_value = sig.get(b"c", b"simple/simple")
+    if isinstance(message, SpooledDKIM):
+        body_octets = message.canonical_body_length(c_value)
+    else:
+        body_octets = len(dkim.CanonicalizationPolicy.from_c_value(c_value).canonicalize_body(message.body))
     if signed_octets > body_octets:  # RFC 6376 §3.5: l= MUST NOT be larger than the body
         return DkimResult(domain, selector, "permerror", False,
                           f"body length limit l={signed_octets} exceeds the body of {body_octets} octets")
@@ -136,12 +141,17 @@ def _body_coverage(message: dkim.DKIM, sig: Mapping[bytes, bytes]) -> DkimResult
     return None
 
 
-def check_dkim(raw: bytes, resolver: dns.resolver.Resolver) -> tuple[list[DkimResult], str]:
-    """Every DKIM-Signature, top first, up to MAX_DKIM_SIGNATURES; alignment is set later."""
+def check_dkim(raw: bytes | SpooledMessage, resolver: dns.resolver.Resolver) -> tuple[list[DkimResult], str]:
+    """Every DKIM-Signature, top first, up to MAX_DKIM_SIGNATURES; alignment is set later. A
+    spooled message is read from its file in pieces (``mail/dkim_body.py``), with the same
+    results."""
+    if isinstance(raw, SpooledMessage) and raw.body_at is None:  # all header: small, read whole
+        raw = raw.read(0, raw.size)
     try:
-        message = dkim.DKIM(raw)
+        message = SpooledDKIM(raw) if isinstance(raw, SpooledMessage) else dkim.DKIM(raw)
     except Exception as err:
-        head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+        whole = raw.header if isinstance(raw, SpooledMessage) else raw
+        head = whole.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
         if b"dkim-signature" not in head:
             return [], "no signature (header block unparseable)"
         return [DkimResult("", "", "permerror", False, clip(f"header block unparseable: {err}"))], "unparseable"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from waypost.mail.authenticator import Authenticator
 from waypost.mail.parse import parse_message
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import AuthVerdict
 from waypost.pipeline.gate import Gate, GateInput, Verdict
 from waypost.pipeline.router import Router
@@ -55,7 +56,7 @@ class Screening:
 
 
 # (raw message, peer IP, HELO name, MAIL FROM, RCPT TOs) -> what to do with the message
-Authenticate = Callable[[bytes, str | None, str | None, str | None, Sequence[str]], Arrival]
+Authenticate = Callable[[bytes | SpooledMessage, str | None, str | None, str | None, Sequence[str]], Arrival]
 # (header section, peer IP, RCPT TOs) -> whether to refuse the mail before reading its body
 Screen = Callable[[bytes, str | None, Sequence[str]], Screening]
 
@@ -65,7 +66,7 @@ def arrival_authentication(gate: Gate, router: Router, authenticator: Authentica
     members may receive; nothing for trusted networks, whose mail the gate accepts without
     (local submission)."""
 
-    def authenticate(raw: bytes, peer_ip: str | None, helo: str | None, mail_from: str | None,
+    def authenticate(raw: bytes | SpooledMessage, peer_ip: str | None, helo: str | None, mail_from: str | None,
                      rcpt_tos: Sequence[str]) -> Arrival:
         if gate.is_trusted(peer_ip):
             return Arrival()
@@ -118,6 +119,8 @@ def _sender(header: bytes) -> Sender:
     return Sender(message.from_address, message.message_id)
 
 
-def _header_of(raw: bytes) -> bytes:
+def _header_of(raw: bytes | SpooledMessage) -> bytes:
+    if isinstance(raw, SpooledMessage):
+        return raw.header
     end = raw.find(b"\r\n\r\n")
     return raw if end == -1 else raw[:end + 2]

@@ -8,28 +8,37 @@ answer with a temporary failure and the sending server retries.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from waypost.errors import StorageError
+from waypost.mail.spooled import SpooledMessage
 from waypost.mail.verdict import AuthVerdict
-from waypost.store.blobs import BlobStore
+from waypost.store.blobs import BlobStore, LocalBlobStore
 from waypost.store.models import InboundStatus, inbound_messages, utcnow
-from waypost.store.queue import Doorbell, enqueue
+from waypost.store.queue import Doorbell, enqueue_many
 
 INBOUND_JOB = "inbound"
+# built once, executed for a whole group of rows (see queue._INSERT_JOB)
+_INSERT_MESSAGE = inbound_messages.insert()
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ReceivedMail:
-    raw: bytes | bytearray  # a bytearray: the SMTP spool's own buffer, stored without a copy
+    # a bytearray: the SMTP spool's own buffer, stored without a copy; a SpooledMessage: a big
+    # message in the spool's file, streamed into the blob store behind its trace lines
+    raw: bytes | bytearray | SpooledMessage
     mail_from: str | None
     rcpt_tos: tuple[str, ...]
     peer_ip: str | None = None
@@ -90,12 +99,18 @@ class Inbox:
     def __init__(self, engine: Engine, blobs: BlobStore, *, max_attempts: int,
                  doorbell: Doorbell | None = None) -> None:
         """``doorbell``: rung once a message and its job are committed, so a worker of this
-        process takes it at once."""
+        process takes it at once.
+
+        A local blob directory is written through its ``deferring_directory_sync`` view: each
+        message's file is fsynced at once, the directory once per group commit, before the
+        rows are committed. Any other blob store makes each blob durable in ``put``."""
         self.engine = engine
-        self.blobs = blobs
+        self._directories = blobs.deferring_directory_sync() if isinstance(blobs, LocalBlobStore) else None
+        self.blobs: BlobStore = self._directories or blobs
         self.max_attempts = max_attempts
         self.doorbell = doorbell
-        self._group = GroupCommit(engine, self._record)
+        self._group = GroupCommit(engine, self._record, prepare=self._sync_blobs,
+                                  committed=doorbell.ring if doorbell is not None else None)
 
     def accept(self, mail: ReceivedMail) -> str:
         """Store the message durably and queue its processing; return its id."""
@@ -106,15 +121,13 @@ class Inbox:
         row = {"id": message_id, "received_at": now, "peer_ip": mail.peer_ip, "helo": mail.helo,
                "mail_from": mail.mail_from, "rcpt_tos": list(mail.rcpt_tos), "blob_key": blob_key,
                "size": len(mail.raw), "ingress": mail.ingress, "status": InboundStatus.QUEUED,
-               "auth": mail.auth.to_json() if mail.auth is not None else None,
+               "auth": mail.auth.to_json() if mail.auth is not None else None, "ses_message_id": None,
                "auth_user": mail.extra.get("auth_user")}  # the submission login (apps/relay trusts it)
         try:
-            self._group.commit(row)
-        except SQLAlchemyError as err:
-            self.blobs.delete(blob_key)
-            raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
-        if self.doorbell is not None:
-            self.doorbell.ring()
+            self._group.commit(_Entry(row, blob_to_sync=blob_key))
+        except Exception as err:
+            self.blobs.delete(blob_key)  # its transaction was rolled back: no row refers to it
+            _raise_storage_error(err)
         return message_id
 
     def accept_stored(self, mail: StoredMail) -> str:
@@ -127,23 +140,32 @@ class Inbox:
                "auth": mail.auth.to_json() if mail.auth is not None else None, "ses_message_id": mail.ses_message_id,
                "auth_user": None}
         try:
-            self._group.commit(row)
-        except SQLAlchemyError as err:
-            raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
-        if self.doorbell is not None:
-            self.doorbell.ring()
+            self._group.commit(_Entry(row, blob_to_sync=None))
+        except Exception as err:
+            _raise_storage_error(err)
         return mail.id
 
-    def _store(self, blob_key: str, raw: bytes | bytearray) -> None:
+    def _store(self, blob_key: str, raw: bytes | bytearray | SpooledMessage) -> None:
         if isinstance(raw, bytes):
             self.blobs.put(blob_key, raw)
+            return
+        if isinstance(raw, SpooledMessage):
+            with raw.stream() as spooled:
+                self.blobs.put_stream(blob_key, spooled)  # from the file, a piece at a time
             return
         with memoryview(raw) as view, io.BufferedReader(_ViewReader(view)) as stream:
             self.blobs.put_stream(blob_key, stream)  # in pieces: a 40 MB message is never copied whole
 
-    def _record(self, conn: Connection, row: dict[str, Any]) -> None:
-        conn.execute(inbound_messages.insert().values(**row))
-        enqueue(conn, INBOUND_JOB, {"message_id": row["id"]}, max_attempts=self.max_attempts)
+    def _sync_blobs(self, entries: list[_Entry]) -> None:
+        """Before the group's transaction: its blobs' names made durable, one fsync a folder."""
+        if self._directories is not None:
+            self._directories.sync_directories(entry.blob_to_sync for entry in entries if entry.blob_to_sync)
+
+    def _record(self, conn: Connection, entries: list[_Entry]) -> None:
+        """The group's rows and jobs: two statements, each executed once for all of them."""
+        conn.execute(_INSERT_MESSAGE, [entry.row for entry in entries])
+        enqueue_many(conn, INBOUND_JOB, [{"message_id": entry.row["id"]} for entry in entries],
+                     max_attempts=self.max_attempts)
 
     def refuse(self, mail: RefusedMail) -> str:
         """Record a mail refused at arrival: a row the console and retention treat as any other
@@ -180,7 +202,24 @@ class _ViewReader(io.RawIOBase):
         return count
 
 
-class GroupCommit:
+@dataclass(frozen=True)
+class _Entry:
+    """A message row for the group commit; ``blob_to_sync``: its blob, whose directory the
+    group syncs before committing (None: the blob is durable already)."""
+
+    row: dict[str, Any]
+    blob_to_sync: str | None
+
+
+def _raise_storage_error(err: Exception) -> NoReturn:
+    """What ``accept`` raises for a failed group commit: StorageError for a database or disk
+    error (the ingress answers 4xx); anything else (StorageError itself, or a bug) as it is."""
+    if isinstance(err, SQLAlchemyError | OSError):
+        raise StorageError(f"cannot record message: {err.__class__.__name__}: {err}") from err
+    raise err
+
+
+class GroupCommit(Generic[T]):
     """Commits the rows of messages accepted at about the same time in one transaction.
 
     Each ingress session stores its message from its own thread and may answer 250 only once
@@ -188,20 +227,30 @@ class GroupCommit:
     included; rows that arrive meanwhile wait for the next commit, which one of them makes for
     all. Under load that is one transaction (one lock, one WAL sync on SQLite) for several
     messages; alone, a message is committed at once. A batch that fails is retried row by row,
-    so one bad row costs only its own message a temporary failure."""
+    so one bad row costs only its own message a temporary failure.
+
+    ``write`` puts a batch's items in the transaction; ``prepare`` runs for the batch just
+    before the transaction begins (the blobs' directory sync), so the database's write lock is
+    not held meanwhile; ``committed`` runs after a batch once any of it is committed, before its
+    waiters return (the worker's doorbell); what it raises is logged, never theirs."""
 
     MAX_BATCH = 64
 
-    def __init__(self, engine: Engine, write: Callable[[Connection, dict[str, Any]], None]) -> None:
+    def __init__(self, engine: Engine, write: Callable[[Connection, list[T]], None], *,
+                 prepare: Callable[[list[T]], None] | None = None,
+                 committed: Callable[[], None] | None = None) -> None:
         self.engine = engine
         self.write = write
+        self.prepare = prepare
+        self.committed = committed
         self._changed = threading.Condition()
-        self._waiting: list[_Pending] = []
+        self._waiting: list[_Pending[T]] = []
         self._committing = False
 
-    def commit(self, row: dict[str, Any]) -> None:
-        """Return once ``row`` is committed; raise the database's error when it could not be."""
-        mine = _Pending(row)
+    def commit(self, item: T) -> None:
+        """Return once ``item`` is committed; raise the error that kept it from being committed
+        (the database's, or whatever ``prepare`` or ``write`` raised)."""
+        mine = _Pending(item)
         with self._changed:
             self._waiting.append(mine)
             while not mine.done:
@@ -220,36 +269,46 @@ class GroupCommit:
         if mine.error is not None:
             raise mine.error
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[_Pending[T]]) -> None:
+        self._try(batch)
+        if self.committed is not None and any(pending.error is None for pending in batch):
+            try:
+                self.committed()
+            except Exception:  # the rows are committed whatever this says: their 250s stand
+                log.exception("after a group commit")
+
+    def _try(self, batch: list[_Pending[T]]) -> None:
         try:
             self._in_one(batch)
-        except SQLAlchemyError as err:
+        except Exception as err:
             if len(batch) == 1:
                 batch[0].finish(err)
                 return
             for pending in batch:  # find the one that failed: the others still deserve their 250
                 try:
                     self._in_one([pending])
-                except SQLAlchemyError as own:
+                except Exception as own:
                     pending.finish(own)
-        except BaseException as err:  # not a database error: every waiter must hear of it
+        except BaseException as err:  # interrupted: every waiter must hear of it
             for pending in batch:
-                pending.finish(SQLAlchemyError(f"{err.__class__.__name__}: {err}"))
+                pending.finish(StorageError(f"commit interrupted: {err.__class__.__name__}: {err}"))
             raise
 
-    def _in_one(self, batch: list[_Pending]) -> None:
+    def _in_one(self, batch: list[_Pending[T]]) -> None:
+        items = [pending.item for pending in batch]
+        if self.prepare is not None:
+            self.prepare(items)
         with self.engine.begin() as conn:
-            for pending in batch:
-                self.write(conn, pending.row)
+            self.write(conn, items)
         for pending in batch:
             pending.finish(None)
 
 
-class _Pending:
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.row = row
+class _Pending(Generic[T]):
+    def __init__(self, item: T) -> None:
+        self.item = item
         self.done = False
-        self.error: SQLAlchemyError | None = None
+        self.error: Exception | None = None
 
-    def finish(self, error: SQLAlchemyError | None) -> None:
+    def finish(self, error: Exception | None) -> None:
         self.done, self.error = True, error
