@@ -1,5 +1,6 @@
 """Messages stored at the same moment share one commit, each waits for its own row, and a bad
-row costs only its own message; on SQLite and PostgreSQL."""
+row costs only its own message; the inbox writes a group's rows and jobs with one statement
+each and syncs its blobs' folder once, before the commit. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -40,11 +41,12 @@ class Recorder:
         self.first = True
         self._lock = threading.Lock()
 
-    def write(self, conn: Connection, row: dict[str, Any]) -> None:
+    def write(self, conn: Connection, batch: list[dict[str, Any]]) -> None:
         if self.first:
             self.first = False
             self.release.wait(30)
-        conn.execute(rows.insert().values(id=row["id"], tx=self._number(conn.get_transaction())))
+        for row in batch:
+            conn.execute(rows.insert().values(id=row["id"], tx=self._number(conn.get_transaction())))
 
     def _number(self, transaction: object) -> int:
         with self._lock:  # the transactions are kept, so no two share an id()
@@ -55,7 +57,8 @@ class Recorder:
             return len(self.seen)
 
 
-def commit_all(group: GroupCommit, ids: list[int], recorder: Recorder) -> dict[int, BaseException | None]:
+def commit_all(group: GroupCommit[dict[str, Any]], ids: list[int],
+               recorder: Recorder) -> dict[int, BaseException | None]:
     outcome: dict[int, BaseException | None] = {}
 
     def one(row_id: int) -> None:
@@ -99,3 +102,49 @@ def test_a_bad_row_fails_alone(engine: sa.Engine) -> None:
     assert outcome == {row_id: None for row_id in (1, 2, 3, 4, 6, 7, 8)}
     with engine.connect() as conn:
         assert sorted(conn.execute(sa.select(rows.c.id)).scalars()) == list(range(1, 9))
+
+
+def test_prepare_runs_before_the_transaction_and_committed_once_after(engine: sa.Engine) -> None:
+    recorder, seen = Recorder(), list[tuple[object, ...]]()
+
+    def prepare(batch: list[dict[str, Any]]) -> None:
+        ids = sorted(row["id"] for row in batch)
+        with engine.connect() as conn:  # outside the transaction: nothing of the batch is there yet
+            there = conn.execute(sa.select(sa.func.count()).select_from(rows).where(rows.c.id.in_(ids))).scalar()
+        seen.append(("prepare", ids, there))
+
+    def committed() -> None:
+        with engine.connect() as conn:
+            seen.append(("committed", sorted(conn.execute(sa.select(rows.c.id)).scalars())))
+
+    group = GroupCommit(engine, recorder.write, prepare=prepare, committed=committed)
+    outcome = commit_all(group, [1, 2, 3, 4], recorder)
+    assert outcome == {1: None, 2: None, 3: None, 4: None}
+    assert seen == [("prepare", [1], 0), ("committed", [1]), ("prepare", [2, 3, 4], 0), ("committed", [1, 2, 3, 4])]
+
+
+def test_a_failing_prepare_costs_only_its_own_row(engine: sa.Engine) -> None:
+    recorder = Recorder()
+
+    def prepare(batch: list[dict[str, Any]]) -> None:
+        if any(row["id"] == 3 for row in batch):
+            raise OSError(5, "Input/output error (injected)")
+
+    group = GroupCommit(engine, recorder.write, prepare=prepare)
+    outcome = commit_all(group, [1, 2, 3, 4], recorder)
+    assert isinstance(outcome.pop(3), OSError)
+    assert outcome == {1: None, 2: None, 4: None}
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(rows.c.id)).scalars()) == [1, 2, 4]
+
+
+def test_what_committed_raises_leaves_the_rows_committed(engine: sa.Engine) -> None:
+    def committed() -> None:
+        raise RuntimeError("a doorbell that fails (injected)")
+
+    recorder = Recorder()
+    recorder.first = False  # nothing to wait for: one row alone
+    group = GroupCommit(engine, recorder.write, committed=committed)
+    group.commit({"id": 1})  # no error: the row is committed
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.select(rows.c.id)).scalars()) == [1]

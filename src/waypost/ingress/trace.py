@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ def received_header(*, helo: str | None, peer_ip: str | None, hostname: str, pro
     return "".join(line + "\r\n" for line in lines).encode("utf-8", "surrogateescape")
 
 
+@functools.lru_cache(maxsize=4096)  # the same peers come back, message after message
 def _address_literal(ip: str) -> str:
     try:
         address = ipaddress.ip_address(ip)

@@ -30,6 +30,7 @@ Apps anyone may write to (unsubscribe) need only step 1.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,13 +130,7 @@ class Gate:
         return None
 
     def is_trusted(self, peer_ip: str | None) -> bool:
-        if not peer_ip:
-            return False
-        try:
-            address = ipaddress.ip_address(peer_ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_networks)
+        return bool(peer_ip) and _within(peer_ip, self.trusted_networks)
 
     def _written_by_a_person(self, mail: GateInput) -> Verdict | None:
         sign = robot_sign(RobotInput(mail.envelope_sender, mail.from_address, dict(mail.robot_headers)), self.is_own)
@@ -201,3 +196,14 @@ class Gate:
 
     def _left_by_own_stop(self, address: str) -> bool:
         return self.stopped_by_self is not None and self.stopped_by_self(address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _within(peer_ip: str, networks: tuple[Network, ...]) -> bool:
+    """Whether ``peer_ip`` lies in one of ``networks``; remembered, since every SMTP message asks
+    more than once (screen, authenticate) and the same peers come back."""
+    try:
+        address = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -42,25 +42,40 @@ def check_key(key: str) -> str:
 
 
 class LocalBlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, sync_directory: bool = True) -> None:
+        """``sync_directory`` False: see ``deferring_directory_sync``."""
         self.root = Path(root)
+        self.sync_directory = sync_directory
+
+    def deferring_directory_sync(self) -> LocalBlobStore:
+        """The same directory, but ``put`` and ``put_stream`` return once the blob's bytes are
+        durable and renamed into place, before the fsync of its directory: the name survives a
+        power cut only once ``sync_directories`` returned for its key. For a caller that makes
+        many blobs durable at once (the ingest's group commit): one directory fsync for them all
+        instead of one per blob."""
+        return LocalBlobStore(self.root, sync_directory=False)
+
+    def sync_directories(self, keys: Iterable[str]) -> None:
+        """Make the names of blobs put by a ``deferring_directory_sync`` store durable: fsync
+        each of their directories once. Raises StorageError."""
+        for directory in {self._path(key).parent for key in keys}:
+            try:
+                fsync_directory(directory)
+            except OSError as err:
+                raise StorageError(f"cannot sync blob directory {directory}: {err}") from err
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, data)
-        except OSError as err:
-            raise StorageError(f"cannot store blob {key}: {err}") from err
+        self._put(key, data)
 
     def put_stream(self, key: str, stream: BinaryIO) -> int:
-        path = self._path(key)
+        return self._put(key, stream)
+
+    def _put(self, key: str, data: bytes | BinaryIO) -> int:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return write_atomically(path, stream)
+            return write_atomically(self._path(key), data, sync_directory=self.sync_directory, make_folder=True)
         except OSError as err:
             raise StorageError(f"cannot store blob {key}: {err}") from err
 
@@ -120,11 +135,14 @@ def _found(root: Path, entry: os.DirEntry[str]) -> tuple[str, datetime] | None:
 CHUNK = 64 * 1024
 
 
-def write_atomically(path: Path, data: bytes | BinaryIO) -> int:
+def write_atomically(path: Path, data: bytes | BinaryIO, *, sync_directory: bool = True,
+                     make_folder: bool = False) -> int:
     """Write ``data`` (bytes, or a binary file read in chunks) to a temporary file beside
     ``path``, fsync it, rename it over ``path``, then fsync the directory so the rename itself
-    survives a power cut. Returns the number of bytes written."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    survives a power cut (unless ``sync_directory`` is False: the caller does that later with
+    ``fsync_directory``). ``make_folder``: create ``path``'s folder when it is missing. Returns
+    the number of bytes written."""
+    fd, tmp = _temporary_beside(path, make_folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             size = handle.write(data) if isinstance(data, bytes) else _copy(data, handle)
@@ -134,12 +152,39 @@ def write_atomically(path: Path, data: bytes | BinaryIO) -> int:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if sync_directory:
+        fsync_directory(path.parent)
+    return size
+
+
+def _temporary_beside(path: Path, make_folder: bool) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    except FileNotFoundError:  # a new folder (one a day for mail): made once, not tried each time
+        if not make_folder:
+            raise
+    _make_folder(path.parent)
+    return tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+
+
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each durable in its parent (fsynced)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)  # exist_ok: another thread may make it at the same moment
+        fsync_directory(made.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a folder, so the names created or renamed in it survive a power cut."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return size
 
 
 def _copy(source: BinaryIO, target: BinaryIO) -> int:

@@ -145,6 +145,12 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+# built once: an INSERT without inline values is compiled once per set of keys and then
+# found in the engine's statement cache, where ``.values(...)`` would build and key a new
+# statement for every job
+_INSERT_JOB = jobs.insert()
+
+
 def enqueue(
     conn: Connection,
     kind: str,
@@ -156,21 +162,28 @@ def enqueue(
     """Add a job inside the caller's transaction, so a job exists exactly when the rows
     it refers to do."""
     now = utcnow()
-    result = conn.execute(
-        jobs.insert().values(
-            kind=kind,
-            payload=payload,
-            state=JobState.QUEUED,
-            attempts=0,
-            max_attempts=max_attempts,
-            run_after=run_after or now,
-            created_at=now,
-            updated_at=now,
-        )
-    )
+    result = conn.execute(_INSERT_JOB, _job_row(kind, payload, max_attempts, run_after or now, now))
     if is_postgres(conn):  # delivered when the transaction commits, never for a rollback
         conn.execute(_NOTIFY_JOB)
     return inserted_id(result)
+
+
+def enqueue_many(conn: Connection, kind: str, payloads: list[dict[str, Any]], *, max_attempts: int) -> None:
+    """Add one job of ``kind`` per payload, due now, inside the caller's transaction, in one
+    statement executed for them all (the ingest's group commit); PostgreSQL's workers are
+    notified once for the lot."""
+    if not payloads:
+        return
+    now = utcnow()
+    conn.execute(_INSERT_JOB, [_job_row(kind, payload, max_attempts, now, now) for payload in payloads])
+    if is_postgres(conn):
+        conn.execute(_NOTIFY_JOB)
+
+
+def _job_row(kind: str, payload: dict[str, Any], max_attempts: int, run_after: datetime,
+             now: datetime) -> dict[str, Any]:
+    return {"kind": kind, "payload": payload, "state": JobState.QUEUED, "attempts": 0, "max_attempts": max_attempts,
+            "run_after": run_after, "created_at": now, "updated_at": now}
 
 
 def job_counts(conn: Connection) -> dict[tuple[str, str], int]:
