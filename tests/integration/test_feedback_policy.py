@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -207,6 +208,43 @@ def test_complaints_by_feedback_type(build: Any, feedback_type: str | None, outc
     assert row.outcome == outcome and (found.reason if found else None) == reason
     assert runtime.allowlist.allows("erin@example.org") is (reason is None)  # leaving takes them off
     assert row.counts_as == ("complaint" if reason == suppression.Reason.COMPLAINT else None)
+
+
+def test_a_batch_of_complaints_runs_each_streams_leave_hook_once_for_all_of_its_addresses(build: Any) -> None:
+    from waypost.feedback.policy import FeedbackPolicy
+    from waypost.pipeline.allowlist import Allowlist
+
+    runtime = build()
+    for address in ("ann@example.org", "bob@example.org", "cat@example.org", "dan@example.org"):
+        runtime.allowlist.add(address)
+    called: list[str] = []  # a hook without ``many`` is still called once per address
+    batches: list[list[str]] = []
+
+    class Forget:  # the journeys hook, recording how it was called
+        def __call__(self, conn: sa.Connection, address: str) -> bool:
+            raise AssertionError("a batch hook is called with the batch")
+
+        def many(self, conn: sa.Connection, addresses: list[str]) -> int:
+            batches.append(list(addresses))
+            return Allowlist.forget.many(conn, addresses)
+
+    policy = FeedbackPolicy(runtime.settings.feedback, hooks={"journeys": Forget(),
+                                                              "relay": lambda conn, address: called.append(address)})
+    batch = [replace(ses_complaint(a, feedback_id=f"c-{a}"), stream=stream) for a, stream in (
+        ("ANN@example.org", "journeys"), ("bob+trips@example.org", "journeys"), ("cat@example.org", "relay"),
+        ("eve@example.org", "journeys"))]
+    with runtime.engine.begin() as conn:
+        applied = policy.apply(conn, batch)
+
+    assert applied.outcomes["suppressed"] == 4
+    assert [runtime.allowlist.allows(a) for a in ("ann@example.org", "bob@example.org", "cat@example.org",
+                                                 "dan@example.org")] == [False, False, True, True]
+    assert called == ["cat@example.org"]
+    assert batches == [["ANN@example.org", "bob+trips@example.org", "eve@example.org"]]
+    with runtime.engine.begin() as conn:  # the single-address form keeps its answer
+        assert Allowlist.forget(conn, "dan@example.org") is True
+        assert Allowlist.forget(conn, "dan@example.org") is False
+        assert Allowlist.forget.many(conn, ["cat@example.org", "CAT@example.org", "nobody@example.org"]) == 1
 
 
 def test_undetermined_bounces_wait_for_review(build: Any) -> None:

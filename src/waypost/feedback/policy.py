@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -47,6 +47,7 @@ from waypost.feedback.reasons import family as reason_family
 from waypost.outbound import suppression
 from waypost.outbound.unsubscribe import StreamHook  # the leave hooks, run on complaints and opt-outs
 from waypost.store.db import in_chunks
+from waypost.store.driver import DriverStatement
 from waypost.store.models import bounce_scores, feedback_events, outbound_messages, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ ON_ACCOUNT_LIST = "OnAccountSuppressionList"
 _SEVERITY = {BounceType.PERMANENT: 3, BounceType.TRANSIENT: 2, BounceType.UNDETERMINED: 1}
 
 VerpReader = Callable[[str], "int | None"]
+
+
+@runtime_checkable
+class BatchHook(Protocol):
+    """A leave hook that also takes a batch's addresses in one call (``Allowlist.forget``)."""
+
+    def __call__(self, conn: Connection, address: str, /) -> object: ...
+
+    def many(self, conn: Connection, addresses: Sequence[str], /) -> object: ...
 
 
 @dataclass
@@ -296,19 +306,28 @@ class FeedbackPolicy:
         return suppression.add_many(conn, entries)
 
     def _leave(self, conn: Connection, decisions: list[_Decision]) -> None:
+        """Each leaving address through its stream's hook (every hook when the stream is not
+        known); a hook that takes a batch (``BatchHook``) gets all of its addresses at once."""
+        by_hook: dict[int, tuple[StreamHook, list[str]]] = {}
         for d in decisions:
             if not d.leave or not d.address:
                 continue
             stream = (d.link.stream if d.link else None) or d.event.stream
             hooks = [self.hooks[stream]] if stream in self.hooks else list(self.hooks.values())
             for hook in hooks:
-                hook(conn, d.address)
+                by_hook.setdefault(id(hook), (hook, []))[1].append(d.address)
+        for hook, addresses in by_hook.values():
+            if isinstance(hook, BatchHook):
+                hook.many(conn, addresses)
+            else:
+                for address in addresses:
+                    hook(conn, address)
 
     def _store(self, conn: Connection, decisions: list[_Decision]) -> None:
         if not decisions:
             return
         now = utcnow()
-        conn.execute(feedback_events.insert(), [_row(d, now) for d in decisions])
+        _INSERT_EVENTS.insert_many(conn, [_row(d, now) for d in decisions])
 
 
 # statements built once: an IN list of literals is coerced value by value on every execution,
@@ -321,6 +340,12 @@ _LINKS = {kind: sa.select(outbound_messages.c.id, outbound_messages.c.recipient,
                                ("header", outbound_messages.c.message_id_header), ("id", outbound_messages.c.id))}
 _SCORES = sa.select(bounce_scores).where(bounce_scores.c.address.in_(_KEYS))
 _FORGET_SCORES = bounce_scores.delete().where(bounce_scores.c.address.in_(_KEYS))
+
+# one row per event: on the driver, as SQLAlchemy's parameter handling per row cost more than the insert
+_INSERT_EVENTS = DriverStatement(feedback_events.insert(), (
+    "dedupe_key", "kind", "source", "recipient", "outbound_id", "stream", "bounce_type", "bounce_subtype", "status",
+    "feedback_type", "diagnostic", "outcome", "note", "counts_as", "occurred_at", "received_at",
+    "provider_message_id", "raw", "reason"))
 
 _RULES: dict[Kind, Callable[[FeedbackPolicy, _Decision], None]] = {
     Kind.BOUNCE: FeedbackPolicy._bounce,

@@ -11,6 +11,7 @@ SNS envelope around it (raw delivery off); ``unwrap_queue_body`` tells them apar
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -186,8 +187,11 @@ def _original_message_id(mail: Record, provider_id: str | None) -> str | None:
     headers = mail.get("headers")
     found = None
     if isinstance(headers, list):
-        found = next((_text(h.get("value")) for h in headers
-                      if isinstance(h, dict) and str(h.get("name", "")).strip().lower() == "message-id"), None)
+        for header in headers:  # the first Message-ID header (a JSON name that is not a string is not one)
+            name = header.get("name") if isinstance(header, dict) else None
+            if isinstance(name, str) and name.strip().lower() == "message-id":
+                found = _text(header.get("value"))
+                break
     if found is None:
         found = _text(_optional_object(mail, "commonHeaders").get("messageId"))
     return None if found == provider_id else found
@@ -218,13 +222,21 @@ def _bounce(record: Record, ctx: _Context) -> list[FeedbackEvent]:
 
     def per_recipient(entry: Record) -> dict[str, Any]:
         status, diagnostic = _text(entry.get("status")), _text(entry.get("diagnosticCode"))
-        code = effective_status(status, diagnostic)
+        reason, reply_code = _bounce_reason(bounce_type, subtype, status, diagnostic)
         return {"action": _text(entry.get("action")), "status": status, "diagnostic": diagnostic,
-                "reason": reasons.classify_ses(bounce_type, subtype, code, diagnostic),
-                "reply_code": reasons.reply_code(diagnostic)}
+                "reason": reason, "reply_code": reply_code}
 
     return ctx.events(Kind.BOUNCE, _recipients(bounce, "bouncedRecipients"), _timestamp(bounce), per_recipient,
                       feedback_id=_text(bounce.get("feedbackId")), bounce_type=bounce_type, bounce_subtype=subtype)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounce_reason(bounce_type: BounceType, subtype: str | None, status: str | None,
+                   diagnostic: str | None) -> tuple[str, str | None]:
+    """The reason and the SMTP reply code of a bounced recipient: worked out once per distinct
+    answer (a provider gives many recipients the same status and diagnostic)."""
+    code = effective_status(status, diagnostic)
+    return reasons.classify_ses(bounce_type, subtype, code, diagnostic), reasons.reply_code(diagnostic)
 
 
 def _complaint(record: Record, ctx: _Context) -> list[FeedbackEvent]:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from waypost.mail.addresses import AddressError, normalise_address
 from waypost.store.db import in_chunks
+from waypost.store.driver import DriverStatement
 from waypost.store.models import suppression_log, suppressions, utcnow
 from waypost.store.queue import enqueue
 
@@ -134,21 +135,37 @@ def _hashed(suppression_key: str, key: bytes) -> str:
     return HASHED_PREFIX + hmac.new(key, suppression_key.encode(), hashlib.sha256).hexdigest()
 
 
+@functools.lru_cache(maxsize=16_384)
+def _lookup_keys(key: str, secrets: tuple[bytes, ...]) -> tuple[str, ...]:
+    """The suppression key and its keyed hashes, worked out once per address and key set (an
+    HMAC costs more than the lookup's query on the driver; the outbox asks about the same
+    recipients again and again)."""
+    return (key, *(_hashed(key, secret) for secret in secrets))
+
+
 @functools.cache
-def _lookup_any(count: int) -> sa.Select[Any]:
-    """One statement for the address and its ``count - 1`` keyed hashes (compiled once)."""
-    return sa.select(suppressions).where(suppressions.c.address.in_([sa.bindparam(f"k{i}") for i in range(count)]))
+def _lookup_any(count: int) -> DriverStatement:
+    """One statement for the address and its ``count - 1`` keyed hashes: equality on the unique
+    index for one key, an IN list of point lookups on it for more (compiled once per dialect)."""
+    names: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
+    column = suppressions.c.address
+    return DriverStatement(sa.select(*_COLUMNS).where(column == names[0] if count == 1 else column.in_(names)))
 
 
-def _lookup_row(conn: Connection, address: str) -> sa.Row | None:
-    """The entry of ``address``, or of its keyed hash: one query either way."""
-    key = suppression_key(address)
-    secrets = _HASH_KEYS.get(conn.engine, ())
-    if not secrets:
-        return conn.execute(_LOOKUP, {"key": key}).first()
-    keys = [key, *(_hashed(key, secret) for secret in secrets)]
-    rows = conn.execute(_lookup_any(len(keys)), {f"k{i}": k for i, k in enumerate(keys)}).all()
-    return min(rows, key=lambda row: row.address != key, default=None)  # the address as written first
+def _lookup_row(conn: Connection, address: str) -> Suppression | None:
+    """The entry of ``address``, or of its keyed hash (expired or not): one query either way,
+    run on the driver inside the caller's transaction (SQLAlchemy's own execution costs three
+    times the query's)."""
+    keys = _lookup_keys(suppression_key(address), _HASH_KEYS.get(conn.engine, ()))
+    params = {f"k{i}": k for i, k in enumerate(keys)}
+    if conn.in_transaction():
+        rows = _lookup_any(len(keys)).fetch(conn, params)
+    else:  # a driver statement runs only in a transaction: let SQLAlchemy begin one, as it would
+        rows = [tuple(row) for row in conn.execute(_lookup_any(len(keys)).statement, params)]
+    if not rows:
+        return None
+    row = min(rows, key=lambda values: values[0] != keys[0])  # the address as written first
+    return Suppression(row[0], Reason(row[1]), row[2], row[3], row[4], row[5])
 
 
 def lets_through(entry: Suppression, idempotency_key: str, created_at: datetime) -> bool:
@@ -167,14 +184,17 @@ def _in_force() -> sa.ColumnElement[bool]:
 
 
 _LOOKUP = sa.select(suppressions).where(suppressions.c.address == sa.bindparam("key"))
+# what ``lookup`` reads, in ``Suppression``'s order
+_COLUMNS = (suppressions.c.address, suppressions.c.reason, suppressions.c.source, suppressions.c.detail,
+            suppressions.c.created_at, suppressions.c.expires_at)
 
 
 def lookup(conn: Connection, address: str) -> Suppression | None:
     """The entry in force for ``address``, or None (expired entries do not count)."""
-    row = _lookup_row(conn, address)
-    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
+    entry = _lookup_row(conn, address)
+    if entry is None or (entry.expires_at is not None and entry.expires_at <= utcnow()):
         return None
-    return _entry(row)
+    return entry
 
 
 def add(conn: Connection, address: str, reason: Reason, source: str, *, detail: str | None = None,
@@ -193,17 +213,17 @@ def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = 
         fresh.setdefault(suppression_key(entry.address), entry)
     if not fresh:
         return set()
-    in_force = _keys_in_force(conn, list(fresh))
+    now = utcnow()
+    in_force, expired = _present(conn, list(fresh), now)
     new = {key: entry for key, entry in fresh.items() if key not in in_force}
     if not new:
         return set()
-    now = utcnow()
-    for chunk in in_chunks(list(new)):
-        conn.execute(_DELETE_AMONG, {"keys": chunk})  # expired ones
-    conn.execute(suppressions.insert(), [
+    for chunk in in_chunks(expired):  # replaced below
+        conn.execute(_DELETE_AMONG, {"keys": chunk})
+    _INSERT_ENTRIES.insert_many(conn, [
         {"address": key, "reason": e.reason.value, "source": e.source[:64], "detail": e.detail, "created_at": now,
          "expires_at": e.expires_at} for key, e in new.items()])
-    conn.execute(suppression_log.insert(), [
+    _INSERT_LOG.insert_many(conn, [
         {"at": now, "action": "add", "address": key, "reason": e.reason.value, "by": (by or e.source)[:64],
          "note": e.detail} for key, e in new.items()])
     _queue_push(conn, [key for key, e in new.items() if e.reason in SES_REASONS and e.source != SES_SYNC_SOURCE])
@@ -331,18 +351,28 @@ def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntr
 # parameter only bound (feedback batches pass hundreds of addresses)
 _KEYS: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
 _DELETE_AMONG = suppressions.delete().where(suppressions.c.address.in_(_KEYS))
-_IN_FORCE_AMONG = sa.select(suppressions.c.address).where(
-    suppressions.c.address.in_(_KEYS),
-    sa.or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > sa.bindparam("now")))
+_PRESENT_AMONG = sa.select(suppressions.c.address, suppressions.c.expires_at).where(suppressions.c.address.in_(_KEYS))
 
 
-def _keys_in_force(conn: Connection, keys: list[str]) -> set[str]:
-    found: set[str] = set()
-    now = utcnow()
+# a feedback batch adds hundreds of entries: SQLAlchemy's parameter handling per row cost more
+# than the driver's insert of them
+_INSERT_ENTRIES = DriverStatement(suppressions.insert(),
+                                  ("address", "reason", "source", "detail", "created_at", "expires_at"))
+_INSERT_LOG = DriverStatement(suppression_log.insert(), ("at", "action", "address", "reason", "by", "note"))
+
+
+def _present(conn: Connection, keys: list[str], now: datetime) -> tuple[set[str], list[str]]:
+    """Which of ``keys`` have an entry in force, and which an expired one (to be replaced):
+    one query for both, and no DELETE at all when nothing expired (the usual case)."""
+    in_force: set[str] = set()
+    expired: list[str] = []
     for chunk in in_chunks(keys):
-        found.update(conn.execute(_IN_FORCE_AMONG, {"keys": chunk, "now": now}).scalars())
-    return found
-
+        for address, expires_at in conn.execute(_PRESENT_AMONG, {"keys": chunk}):
+            if expires_at is None or expires_at > now:
+                in_force.add(address)
+            else:
+                expired.append(address)
+    return in_force, expired
 
 
 def _iso(moment: datetime | None) -> str:
