@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from waypost.apps.journeys.build import describe_moment
 from waypost.apps.journeys.handler import TEMPLATES as JOURNEY_TEMPLATES
 from waypost.apps.journeys.handler import JourneysApp, route_rules
 from waypost.apps.journeys.imagepool import ImagePool, default_workers
-from waypost.apps.journeys.places import default_index
+from waypost.apps.journeys.places import PlaceIndex, default_index
 from waypost.apps.journeys.repository import JourneyReader, delete_journey
 from waypost.apps.journeys.zones import zone_at
 from waypost.apps.operator_inbox import Forwarding, OperatorInboxApp, operator_mailboxes
@@ -103,13 +104,15 @@ class Runtime:
     digest: OperatorDigest
     # exports built and mailed, erased people's last mail forgotten (apps/people_requests.py)
     people: PeopleJobs
+    # the place names of journeys (loaded by ``warm_up``)
+    places: PlaceIndex = field(default_factory=default_index)
 
     def worker(self) -> Worker:
         """A worker; builds the transport and reads the sending limits now, so a process that
         will send stops at start on a bad configuration instead of at its first message."""
         self.outbox.sender.ready()
         log.info("sending limits: %s", self.outbox.limiter.limits.describe())
-        companions = []
+        companions: list[Callable[[threading.Event], None]] = [self.warm_up]
         if self.settings.feedback.sqs_queue_url:
             companions.append(self.feedback_consumer().run)
         if self.settings.ses_ingress.sqs_queue_url:
@@ -130,6 +133,22 @@ class Runtime:
                                 (self.settings.relay.purge_interval_minutes * 60,
                                  RelayLinks(self.engine, self.blobs).purge)],
                       companions=companions, doorbell=self.doorbell)
+
+    def warm_up(self, stop: threading.Event | None = None) -> None:
+        """Load what the first mail would otherwise wait for: the place index (about 1 s of
+        CPU), the time zone boundaries and the image workers. Run once by each worker at its
+        start, in a thread of its own (a mail that comes meanwhile waits only for what is left);
+        a failure is logged, and the first mail that needs the part tries again."""
+        for part, load in (("place index", self.places.load), ("time zones", lambda: zone_at(0.0, 0.0)),
+                           ("image workers", self.images.start)):
+            if stop is not None and stop.is_set():
+                return
+            try:
+                load()
+            except Exception:
+                if stop is not None and stop.is_set():  # closed while starting: nothing to report
+                    return
+                log.exception("could not load the %s at start; the first mail that needs it will", part)
 
     def _ses_push_kinds(self) -> list[JobKind]:
         """SES mode: the push of our suppression changes to SES's account-level list."""
@@ -276,6 +295,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                           base_url=settings.public_base_url, link_days=settings.journeys.export_link_days,
                           rules=route_rules(settings.journeys), locate=places.lookup,
                           forget_sent=forget_files(settings.outbox_dir) if outbound.transport == "catcher" else None),
+        places=places,
     )
 
 

@@ -131,6 +131,39 @@ def test_empty_batch_and_bad_sizes(pool: ImagePool) -> None:
             ImagePool(1).process(_photos(1), **sizes)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_result_is_handed_on_as_it_comes_in_once(workers: int) -> None:
+    photos = [*_photos(3), CORRUPT, *_photos(2)]
+    seen: list[tuple[int, Any]] = []
+    with ImagePool(workers) as pool:
+        results = pool.process(photos, **SIZES, on_result=lambda index, result: seen.append((index, result)))
+    assert sorted(index for index, _ in seen) == list(range(len(photos)))
+    assert all(result is results[index] for index, result in seen)  # before process returned
+
+
+def test_what_on_result_raises_ends_the_batch(pool: ImagePool) -> None:
+    def refuse(index: int, result: Any) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        pool.process(_photos(3), **SIZES, on_result=refuse)
+    assert len(pool.process(_photos(2), **SIZES)) == 2  # the pool goes on
+
+
+def test_start_runs_the_workers_before_the_first_batch() -> None:
+    with ImagePool(2) as pool:
+        pool.start()
+        workers = list(pool._executor._processes.values())  # type: ignore[union-attr]
+        assert len(workers) == 2 and all(worker.is_alive() for worker in workers)
+        pool.process(_photos(2), **SIZES)
+        assert list(pool._executor._processes.values()) == workers  # type: ignore[union-attr]
+    ImagePool(1).start()  # inline: nothing to start
+    closed = ImagePool(2)
+    closed.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.start()
+
+
 # --- the executor ---------------------------------------------------------------------
 
 

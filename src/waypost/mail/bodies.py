@@ -2,8 +2,9 @@
 
 The stdlib's feed parser reads a body line by line in Python: a 20 MB mail of photos is
 250,000 base64 lines, most of the time it takes to read the mail, and every decoded body
-ends up in memory at once. ``ElidingFeed`` copies the mail into a spool (memory, then an
-unnamed file) and hands the parser the same text with each long run of base64 lines
+ends up in memory at once. ``ElidingFeed`` keeps the mail in a spool (memory, then an
+unnamed file; or, for a mail read from a local file or given as ``bytes``, those bytes where
+they are: ``Spool.of``) and hands the parser the same text with each long run of base64 lines
 replaced by one line naming it; regular expressions find the runs, so the scan runs at C
 speed. The structure the parser builds is the same either way: such lines hold no colon,
 no leading white space and no ``--``, so they can be neither a header, nor a continuation,
@@ -18,8 +19,11 @@ answer False, and the caller parses the spooled mail again the plain way.
 from __future__ import annotations
 
 import binascii
+import io
+import os
 import re
 import secrets
+import stat
 import tempfile
 import threading
 import weakref
@@ -46,6 +50,9 @@ class Spool:
     """Every byte of one mail, written once and read back by range; thread-safe. Closed by
     ``close``, or when the last body read from it is gone."""
 
+    size: int
+    close: Callable[[], object]
+
     def __init__(self) -> None:
         self._file = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY)  # noqa: SIM115 - lives with the bodies
         self._lock = threading.Lock()
@@ -67,6 +74,71 @@ class Spool:
         end = self.size if end is None else end
         for offset in range(start, end, size):
             yield self.read(offset, min(end, offset + size))
+
+    @staticmethod
+    def of(source: object, origin: int = 0) -> Spool:
+        """A spool for a mail read from ``source`` from octet ``origin`` on: where its bytes
+        already stay put (``bytes``, or a regular file such as a stored blob), one that reads
+        them there instead of copying them (a 20 MB mail is not written out a second time);
+        otherwise a fresh ``Spool`` that keeps what ``write`` is given."""
+        if isinstance(source, bytes):
+            return _HeldSpool(source, origin)
+        if not isinstance(source, io.BufferedReader | io.BufferedRandom | io.FileIO):
+            return Spool()  # a network stream's fileno() may raise anything, or name a socket
+        try:
+            fd = source.fileno()
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return _FileSpool(fd, origin)
+        except (OSError, ValueError):  # io.UnsupportedOperation is both; a closed file: ValueError
+            pass
+        return Spool()
+
+
+class _HeldSpool(Spool):
+    """The spool of a mail given as ``bytes``: ``write`` only counts, since the bytes written
+    are ``data[origin:]``, in order (an immutable object: they cannot change meanwhile)."""
+
+    def __init__(self, data: bytes, origin: int) -> None:
+        self._data = memoryview(data)
+        self._origin = origin
+        self.size = 0
+        self.close = lambda: None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        return bytes(self._data[self._origin + start:self._origin + max(start, end)])
+
+
+class _FileSpool(Spool):
+    """The spool of a mail read from a regular file (the blob store's, which is replaced by
+    renaming, never changed in place): ``write`` only counts, since the bytes written are the
+    file's from ``origin`` on, in order; ``read`` reads them from the file through a
+    descriptor of its own (``os.pread``: thread-safe), closed by ``close`` or when the last
+    body is gone, so the caller may close its file once parsed."""
+
+    def __init__(self, fd: int, origin: int) -> None:
+        own = os.dup(fd)
+        self._fd = own
+        self._origin = origin
+        self.size = 0
+        self.close = weakref.finalize(self, os.close, own)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+    def read(self, start: int, end: int) -> bytes:
+        wanted = max(0, min(end, self.size) - start)
+        pieces: list[bytes] = []
+        while wanted > 0:
+            piece = os.pread(self._fd, wanted, self._origin + start)
+            if not piece:  # shorter than what was read from it: it was cut meanwhile
+                raise OSError(f"the stored mail ended {wanted} octets early")
+            pieces.append(piece)
+            start, wanted = start + len(piece), wanted - len(piece)
+        return b"".join(pieces)
 
 
 class PartBody(Protocol):
@@ -131,10 +203,13 @@ class ElidingFeed:
     """Feeds ``feed`` (the stdlib parser's) the mail given to ``write``, chunk by chunk, with
     long base64 runs replaced by a line naming each; ``runs`` lists them in order."""
 
-    def __init__(self, feed: Callable[[bytes], None], elide_from: int | None = None) -> None:
+    def __init__(self, feed: Callable[[bytes], None], elide_from: int | None = None, *,
+                 spool: Spool | None = None) -> None:
+        """``spool``: where the mail's bytes are kept for the bodies (default: a fresh ``Spool``;
+        see ``Spool.of``)."""
         self._feed = feed
         self.elide_from = ELIDE_FROM if elide_from is None else elide_from
-        self.spool = Spool()
+        self.spool = spool or Spool()
         self.token = f"WaypostBody{secrets.token_hex(8)}N"
         self.runs: list[_Run] = []
         self._held = b""  # an unfinished line
@@ -244,7 +319,10 @@ def claim_bodies(message: Message, feed: ElidingFeed) -> dict[int, Body] | None:
     found: dict[int, Body] = {}
     named = re.compile(re.escape(feed.token) + r"(\d+)[\r\n]*")
     for part in message.walk():
-        payload = part.get_payload()
+        try:
+            payload = part.get_payload()
+        except (LookupError, UnicodeError):  # a text part in a charset that cannot decode (idna): no run
+            continue
         if not isinstance(payload, str) or part.get_content_maintype() in ("multipart", "message"):
             continue
         match = named.fullmatch(payload)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import email.parser
 import email.policy
+import io
 import os
 import re
 import unicodedata
@@ -190,9 +191,13 @@ def _parse(raw: bytes | BinaryIO, meter: PartMeter) -> tuple[Message, PartMeter]
     left-out body is not the whole body of a base64 part, the spooled mail is parsed again
     with nothing left out (and a fresh meter, which is returned)."""
     parser = _parser(meter)
-    feed = ElidingFeed(parser.feed)
+    start = _position(raw)
     chunks = _chunks(raw)
-    first = next(chunks, b"").removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
+    read = next(chunks, b"")
+    first = read.removeprefix(b"\xef\xbb\xbf")  # some clients save .eml files with a UTF-8 BOM
+    # a mail that stays where it is (a stored blob) is read there by the bodies, not copied
+    spool = Spool.of(raw, start + len(read) - len(first)) if start is not None else None
+    feed = ElidingFeed(parser.feed, spool=spool)
     seen_content = bool(first.strip())
     feed.write(first)
     for chunk in chunks:
@@ -235,6 +240,19 @@ def _chunks(raw: bytes | BinaryIO) -> Iterator[bytes]:
         return
     while chunk := raw.read(_CHUNK):
         yield chunk
+
+
+def _position(raw: bytes | BinaryIO) -> int | None:
+    """Where reading ``raw`` starts: 0 for bytes, a local file's position, None for any other
+    stream (its bytes are spooled as they are read)."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return 0
+    if not isinstance(raw, io.BufferedReader | io.BufferedRandom | io.FileIO):
+        return None
+    try:
+        return raw.tell()
+    except (OSError, ValueError):
+        return None
 
 
 def _size_of(raw: bytes | BinaryIO) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,28 +135,26 @@ class JourneysApp(BaseApp):
                 wanted.append(attachment)
             else:
                 ignored.append(attachment.filename or attachment.content_type)
-        # each photo decoded once, as the pool takes it, and hashed then; so a photo sent twice
-        # in one mail is processed twice (rare) and kept once
-        decoded = _Decoded(wanted)
-        results = self.images.process(decoded, thumb_px=self.settings.thumbnail_px,
-                                      display_px=self.settings.display_px)
+        # each photo decoded once, as the pool takes it (its worker hashes it); its two JPEGs are
+        # stored as soon as it comes back, while the pool works on the rest
+        with _PhotoBlobs(self.blobs, len(wanted)) as stored:
+            results = self.images.process(_Decoded(wanted), thumb_px=self.settings.thumbnail_px,
+                                          display_px=self.settings.display_px, on_result=stored.store)
         photos: list[NewPhoto] = []
         seen: set[str] = set()
-        for index, (attachment, result) in enumerate(zip(wanted, results, strict=True)):
-            digest = decoded.digest(index)
+        for attachment, result in zip(wanted, results, strict=True):
+            digest = result.sha256 if isinstance(result, ProcessedPhoto) else _sha256(attachment)
             if digest not in seen:  # the same image twice in one mail is one photo
                 seen.add(digest)
-                photos.append(self._store_photo(attachment, digest, result, mail))
+                photos.append(self._photo(attachment, digest, result, mail))
         return Batch(photos, ignored)
 
-    def _store_photo(self, attachment: Attachment, digest: str, result: ProcessedPhoto | ImageError,
-                     mail: InboundMail) -> NewPhoto:
+    def _photo(self, attachment: Attachment, digest: str, result: ProcessedPhoto | ImageError,
+               mail: InboundMail) -> NewPhoto:
         if isinstance(result, ImageError):
             log.info("photo %s of %s unreadable: %s", attachment.position, mail.id, result)
             return _unreadable(attachment, digest, str(result))
-        thumb_key, display_key = f"photos/{digest}/thumb.jpg", f"photos/{digest}/display.jpg"
-        self.blobs.put(thumb_key, result.thumbnail)
-        self.blobs.put(display_key, result.display)
+        thumb_key, display_key = photo_keys(digest)
         when = resolve_time(result.metadata, mail.message.date, self.zone_at)
         return _photo_row(attachment, digest, result.metadata, when, result.display_size, thumb_key, display_key)
 
@@ -194,20 +193,56 @@ class JourneysApp(BaseApp):
             repository.link_message(conn, journey.id, direction="out", message_id_header=composed.message_id)
 
 
+def photo_keys(digest: str) -> tuple[str, str]:
+    """The blob keys of a photo's thumbnail and display JPEGs, by the hex SHA-256 of its bytes."""
+    return f"photos/{digest}/thumb.jpg", f"photos/{digest}/display.jpg"
+
+
+class _PhotoBlobs:
+    """Stores each processed photo's thumbnail and display JPEGs on threads of their own, as
+    the image pool hands the photo back: the writes (each waits for its fsync) overlap the
+    decoding of the other photos and each other, instead of following them one by one. A
+    photo that came twice is stored once. Leaving the ``with`` block waits for every write
+    and raises the first write's error (StorageError), so nothing refers to a blob before
+    it is durable."""
+
+    _THREADS = 4
+
+    def __init__(self, blobs: BlobStore, photos: int) -> None:
+        self._blobs = blobs
+        self._writers = ThreadPoolExecutor(max_workers=max(1, min(photos, self._THREADS)),
+                                           thread_name_prefix="photo-blobs")
+        self._writes: list[Future[None]] = []
+        self._digests: set[str] = set()
+
+    def store(self, index: int, result: ProcessedPhoto | ImageError) -> None:
+        """``ImagePool.process``'s ``on_result``: start storing ``result``'s JPEGs."""
+        if isinstance(result, ImageError) or result.sha256 in self._digests:
+            return
+        self._digests.add(result.sha256)
+        self._writes.append(self._writers.submit(self._put, result))
+
+    def _put(self, photo: ProcessedPhoto) -> None:
+        thumb_key, display_key = photo_keys(photo.sha256)
+        self._blobs.put(thumb_key, photo.thumbnail)
+        self._blobs.put(display_key, photo.display)
+
+    def __enter__(self) -> _PhotoBlobs:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc_info: object) -> None:
+        self._writers.shutdown(wait=True)
+        if kind is None:
+            for write in self._writes:
+                write.result()  # the first write that failed raises here
+
+
 class _Decoded(Sequence[bytes]):
     """The attachments' bytes, each decoded only when the image pool takes it (parse.py keeps
-    long bodies encoded), and its SHA-256 noted then: a mail of forty photos never has them
-    all decoded at once."""
+    long bodies encoded): a mail of forty photos never has them all decoded at once."""
 
     def __init__(self, attachments: list[Attachment]) -> None:
         self._attachments = attachments
-        self._digests: dict[int, str] = {}
-
-    def digest(self, index: int) -> str:
-        """The hex SHA-256 of the ``index``th attachment's bytes."""
-        if index not in self._digests:
-            self[index]
-        return self._digests[index]
 
     def __len__(self) -> int:
         return len(self._attachments)
@@ -220,9 +255,12 @@ class _Decoded(Sequence[bytes]):
     def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
         if isinstance(index, slice):
             return _Decoded(self._attachments[index])
-        data = self._attachments[index].data
-        self._digests[index % len(self)] = hashlib.sha256(data).hexdigest()
-        return data
+        return self._attachments[index].data
+
+
+def _sha256(attachment: Attachment) -> str:
+    """The hex SHA-256 of a photo the pool refused (it hashes those it reads)."""
+    return hashlib.sha256(attachment.data).hexdigest()
 
 
 def _told(view: JourneyView | None, added: int) -> tuple[dict[str, object], tuple[InlineImage, ...]]:

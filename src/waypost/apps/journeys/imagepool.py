@@ -27,7 +27,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
@@ -45,6 +45,8 @@ _PHOTOS_PER_WORKER = 2  # in flight at once: one being decoded, one waiting to b
 
 PhotoResult = ProcessedPhoto | ImageError
 
+OnResult = Callable[[int, PhotoResult], object]
+
 
 def default_workers() -> int:
     """The CPUs this process may run on (its affinity mask, where the platform has one),
@@ -57,7 +59,8 @@ class ImagePool:
     """Runs ``process_photo`` for batches of photos on ``workers`` processes.
 
     With ``workers <= 1`` everything runs in the calling thread and no process is started.
-    Otherwise the executor starts with the first batch and is reused until ``close()``.
+    Otherwise the executor starts with the first batch (or ``start``) and is reused until
+    ``close()``.
     Safe to share between threads.
     """
 
@@ -67,7 +70,8 @@ class ImagePool:
         self._closed = False
         self._lock = threading.Lock()
 
-    def process(self, photos: Sequence[bytes], *, thumb_px: int = 512, display_px: int = 1600) -> list[PhotoResult]:
+    def process(self, photos: Sequence[bytes], *, thumb_px: int = 512, display_px: int = 1600,
+                on_result: OnResult | None = None) -> list[PhotoResult]:
         """Each photo's ``ProcessedPhoto`` or ``ImageError``, in the order of ``photos``.
 
         A bad image never raises; it comes back as its ``ImageError``. When a worker dies
@@ -75,14 +79,21 @@ class ImagePool:
         workers, so none is lost and the one that kills its worker again (a decoder crash
         on hostile data) comes back as an ``ImageError`` without ever running in this
         process. Raises ValueError for non-positive sizes, RuntimeError after ``close()``.
+
+        ``on_result(index, result)`` is called in the calling thread for each photo as soon as
+        its result is in, in the order they finish, each photo once, before ``process``
+        returns: the caller can store the first photos while the others are still decoded.
+        What it raises ends ``process`` with that error.
         """
         if thumb_px < 1 or display_px < 1:
             raise ValueError("thumb_px and display_px must be positive")
         if self._closed:
             raise RuntimeError("ImagePool is closed")
+        results = _Results(on_result)
         if self.workers <= 1 or not photos:
-            return [_process_one(data, thumb_px, display_px) for data in photos]
-        results: dict[int, PhotoResult] = {}
+            for index, data in enumerate(photos):
+                results.add(index, _process_one(data, thumb_px, display_px))
+            return results.in_order(len(photos))
         executor = self._running_executor()
         try:
             self._run_on(executor, photos, thumb_px, display_px, results)
@@ -91,8 +102,22 @@ class ImagePool:
             self._discard(executor)
             for index, data in enumerate(photos):
                 if index not in results:
-                    results[index] = self._isolated(data, thumb_px, display_px)
-        return [results[index] for index in range(len(photos))]
+                    results.add(index, self._isolated(data, thumb_px, display_px))
+        return results.in_order(len(photos))
+
+    def start(self) -> None:
+        """Start the worker processes now, each with the decoders imported, so that the first
+        mail does not wait for them (``waypost serve`` and ``waypost worker`` call this at
+        start). Nothing to do with ``workers <= 1``. Raises RuntimeError after ``close()``."""
+        if self.workers <= 1:
+            return
+        executor = self._running_executor()
+        try:
+            for started in [executor.submit(_ready) for _ in range(self.workers)]:
+                started.result()
+        except BrokenProcessPool as err:  # the next batch starts fresh workers
+            log.warning("image workers did not start (%s); they will be started for the first photos", err)
+            self._discard(executor)
 
     def _isolated(self, data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
         """One photo alone on fresh workers: if it kills its worker again, it is the culprit."""
@@ -124,7 +149,7 @@ class ImagePool:
         photos: Sequence[bytes],
         thumb_px: int,
         display_px: int,
-        results: dict[int, PhotoResult],
+        results: _Results,
     ) -> None:
         waiting: Iterator[tuple[int, bytes]] = iter(enumerate(photos))
         in_flight: dict[Future[PhotoResult], int] = {}
@@ -135,7 +160,8 @@ class ImagePool:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                results[in_flight.pop(future)] = future.result()
+                index = in_flight.pop(future)
+                results.add(index, future.result())
 
     def _running_executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -192,6 +218,32 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class _Results:
+    """The results of one batch by index, each passed to ``on_result`` as it comes in."""
+
+    def __init__(self, on_result: OnResult | None) -> None:
+        self._by_index: dict[int, PhotoResult] = {}
+        self._on_result = on_result
+
+    def add(self, index: int, result: PhotoResult) -> None:
+        self._by_index[index] = result
+        if self._on_result is not None:
+            self._on_result(index, result)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._by_index
+
+    def __len__(self) -> int:
+        return len(self._by_index)
+
+    def in_order(self, count: int) -> list[PhotoResult]:
+        return [self._by_index[index] for index in range(count)]
+
+
+def _ready() -> None:
+    """Nothing: run on a fresh worker, it has imported this module and the decoders."""
 
 
 def _process_one(data: bytes, thumb_px: int, display_px: int) -> PhotoResult:

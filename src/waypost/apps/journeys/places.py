@@ -173,6 +173,12 @@ class PlaceIndex:
         bound = _chord_for(max_distance_km)
         return [self._remembered(latitude, longitude, bound) for latitude, longitude in checked]
 
+    def load(self) -> None:
+        """Read the index now rather than at the first lookup (`waypost serve` and `waypost
+        worker` call this at start, so the first mail does not wait for it). Raises as the
+        first lookup would."""
+        self._loaded()
+
     def _name_point(self, latitude: float, longitude: float, bound: float) -> Place | None:
         vector = unit_vectors(np.array([latitude]), np.array([longitude]))[0]
         return self._loaded().name_point(vector, bound)
