@@ -100,6 +100,8 @@ class Runtime:
     # steps that refuse mail while the sending server waits (pipeline/arrival.py)
     authenticate: Authenticate
     screen: Screen
+    # peers in trusted_networks: their mail skips ``screen`` and ``authenticate`` at once
+    trusted: Callable[[str | None], bool]
     # complaints, abuse@ reports, removal requests and suppressions, mailed to the operator
     digest: OperatorDigest
     # exports built and mailed, erased people's last mail forgotten (apps/people_requests.py)
@@ -287,6 +289,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
         authenticate=arrival_authentication(gate, router,
                                             Authenticator(settings.dns_nameservers, settings.dns_timeout)),
         screen=arrival_screen(gate, router),
+        trusted=gate.is_trusted,
         digest=OperatorDigest(engine, composer, outbox, operator=settings.operator_delivery_address,
                               envelope_sender=settings.reply_address,
                               interval=timedelta(minutes=settings.alarms.digest_interval_minutes)),

@@ -246,7 +246,7 @@ async def _start_smtp_listeners(settings: Settings, runtime: wiring.Runtime, cei
     handler = IngressHandler(runtime.inbox.accept, router.accepts, router.is_local_domain, limits=limits,
                              mail_domain=settings.mail_domain, authenticate=runtime.authenticate,
                              authserv_id=settings.smtp_hostname, screen=runtime.screen,
-                             record_refusal=runtime.inbox.refuse, spooling=spooling)
+                             record_refusal=runtime.inbox.refuse, spooling=spooling, trusted=runtime.trusted)
     smtp = await _bind("SMTP", host, settings.smtp.port, "--smtp-port or smtp.port",
                        start_smtp_server(handler, port=settings.smtp.port, **common))
     if settings.smtp.submission_port is None:

@@ -137,6 +137,32 @@ def test_trusted_networks_are_not_screened(wired: Callable[..., Any], serve: Cal
     assert row.status == "refused" and row.blob_key and caught(runtime) == []
 
 
+def test_mail_from_trusted_networks_skips_the_screen_and_the_checks(wired: Callable[..., Any]) -> None:
+    """Decided on the event loop: trusted mail makes one trip to a thread (to be stored), and the
+    checks never get a copy of it. Another peer's mail still goes through both."""
+    runtime = wired()
+    calls: list[str] = []
+
+    def screen(*args: Any) -> Any:
+        calls.append("screen")
+        return runtime.screen(*args)
+
+    def authenticate(*args: Any) -> Any:
+        calls.append("authenticate")
+        return runtime.authenticate(*args)
+
+    # ann is allowed, but her mail proves nothing here (no DNS records): only trust lets it in
+    for trusted, expected, code in ((True, [], b"250 2.0.0"), (False, ["screen", "authenticate"], b"550 5.7.1")):
+        calls.clear()
+        with listeners(None) as start:
+            handler = IngressHandler(runtime.inbox.accept, runtime.router.accepts, runtime.router.is_local_domain,
+                                     mail_domain="waypost.test", authenticate=authenticate, screen=screen,
+                                     record_refusal=runtime.inbox.refuse, trusted=lambda peer, answer=trusted: answer)
+            listener = start(handler=handler, max_message_size=1024 * 1024)
+            answer = send(listener, mail(sender="ann@example.org"), [JOURNEYS], mail_from="ann@example.org")
+        assert (answer, calls) == (code, expected)
+
+
 def test_concurrent_big_messages_wait_for_the_in_flight_budget(wired: Callable[..., Any],
                                                                 serve: Callable[..., Any]) -> None:
     """Six 3 MB messages at once through a 4 MB budget: every one is stored intact, and the

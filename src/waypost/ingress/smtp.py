@@ -150,13 +150,17 @@ class IngressHandler:
                  is_local_domain: Callable[[str], bool], *, limits: SessionLimits | None = None,
                  mail_domain: str | None = None, authenticate: Authenticate | None = None,
                  authserv_id: str | None = None, screen: Screen | None = None,
-                 record_refusal: RecordRefusal | None = None, spooling: Spooling | None = None) -> None:
+                 record_refusal: RecordRefusal | None = None, spooling: Spooling | None = None,
+                 trusted: Callable[[str | None], bool] | None = None) -> None:
         """``mail_domain``: where RFC 5321's bare ``<Postmaster>`` is delivered (§4.1.1.3).
         ``authenticate``: SPF/DKIM/DMARC for a message (None for trusted networks); its verdict
         is stored with the message and stamped on it as ``Authentication-Results``. ``screen``:
         refuses from the header section what will never be answered; with ``authenticate``'s
         refusals, recorded by ``record_refusal``. ``spooling``: the in-flight budget and spool
-        directory, shared by every listener of the process."""
+        directory, shared by every listener of the process. ``trusted``: whether a peer's mail
+        skips ``screen`` and ``authenticate`` (trusted networks: the gate accepts their mail
+        without either), decided on the event loop so such mail makes one trip to a thread, to
+        be stored, instead of three."""
         self.accept = accept
         self.accepts_recipient = accepts_recipient
         self.is_local_domain = is_local_domain
@@ -167,6 +171,7 @@ class IngressHandler:
         self.screen = screen
         self.record_refusal = record_refusal
         self.spooling = spooling or Spooling()
+        self.trusted = trusted
 
     def new_spool(self) -> MessageSpool:
         return MessageSpool(self.spooling.budget, self.limits, self.spooling.directory, self.spooling.file_over)
@@ -201,13 +206,14 @@ class IngressHandler:
             return refusal
         loop = asyncio.get_running_loop()
         screening = None
-        if self.screen is not None:  # the header alone: the body is not even read for these
+        checked = self.trusted is None or not self.trusted(peer)
+        if self.screen is not None and checked:  # the header alone: the body is not even read for these
             screening = await loop.run_in_executor(None, self.screen, spool.header, peer, tuple(envelope.rcpt_tos))
             if screening.refusal is not None:
                 return await self._refuse(screening.refusal, screening.sender, None, spool.size, session, envelope)
         # in memory: the spool's own buffer; on disk: read from the file in pieces, never whole
         raw: bytearray | SpooledMessage = spool.spooled() if spool.on_disk else await spool.load()
-        arrival = await self._authenticate(raw, peer, session, envelope)
+        arrival = await self._authenticate(raw, peer, session, envelope) if checked else Arrival()
         if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
             log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,
                      peer, ", ".join(envelope.rcpt_tos), arrival.verdict.detail if arrival.verdict else "")
