@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from tests.integration.test_mail_commands import answer_to, command, first_journey, journey_rows, send, text_of
+from tests.integration.test_pipeline import photo_mail
 from waypost.apps.journeys import privacy_zones
 from waypost.apps.journeys.build import ESTIMATED, UNPLACED, PhotoPoint, build_view
 from waypost.apps.journeys.geo import great_circle_km
@@ -99,6 +100,17 @@ def _zone_cli(runtime: Any, *args: str) -> str:
                                 env={"WAYPOST_DATABASE__URL": runtime.settings.database_url})
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_the_owners_reply_says_what_the_page_leaves_out(ann: Any) -> None:
+    assert "inside your privacy zones" not in text_of(first_journey(ann))
+    _zone_cli(ann, "add", ANN, str(CASTELO[0]), str(CASTELO[1]))
+
+    again = photo_mail(subject="Lisbon again")  # a new journey of the same photos, one inside the zone
+    send(ann, again)
+
+    assert ("1 photo of this journey is inside your privacy zones: the map page leaves it out, with no line drawn "
+            "there.") in text_of(answer_to(ann, again))
 
 
 def test_an_operator_zone_hides_its_photos_from_every_public_output(ann: Any) -> None:

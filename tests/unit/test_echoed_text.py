@@ -123,7 +123,7 @@ def journey_reply(template: str) -> Callable[[str], Case]:
     def case(hostile: str) -> Case:
         view = journey_view(hostile)
         context = {"journey": view, "url": f"{BASE_URL}/j/token", "ignored": [hostile, f"text/{hostile}"],
-                   "added": 2, "repeated": 1, "notes": [hostile, f"{hostile}: archives are not opened"],
+                   "added": 2, "repeated": 1, "hidden": 1, "notes": [hostile, f"{hostile}: archives are not opened"],
                    **reply_context(view, 2)}
         shown = _updated_shown(view) if template.endswith("updated") else _journey_shown(view)
         draft = replace(_draft(template, f"Re: {hostile}", context), inline=(InlineImage("route", "image/png", PNG),))

@@ -13,7 +13,7 @@ from typing import overload
 
 from sqlalchemy.engine import Connection
 
-from waypost.apps.journeys import advice, commands, repository, story
+from waypost.apps.journeys import advice, commands, privacy_zones, repository, story
 from waypost.apps.journeys.build import JourneyView, Locate, RouteRules
 from waypost.apps.journeys.exif import PhotoMetadata
 from waypost.apps.journeys.imagepool import ImagePool
@@ -113,7 +113,10 @@ class JourneysApp(BaseApp):
             view = repository.load_view(conn, journey.token, rules=self.rules, locate=self.locate)
             # a link the operator turned off (or that expired) is not handed out again by a reply
             url = f"{self.base_url}/j/{journey.token}" if repository.link_is_live(conn, journey.id) else None
-            context = {"journey": view, "url": url, "ignored": batch.ignored,
+            # this reply, to the owner alone, shows everything; the page leaves out what a zone hides
+            zones = privacy_zones.zones_of(conn, journey.owner_address)
+            hidden = len(privacy_zones.hidden_photos(view, zones)) if view is not None and zones else 0
+            context = {"journey": view, "url": url, "ignored": batch.ignored, "hidden": hidden,
                        "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
             told, picture = _told(view, len(added))
             self._queue_reply(conn, mail, template, {**context, **told}, journey, picture)
