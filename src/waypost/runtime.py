@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -141,6 +142,7 @@ class Runtime:
         CPU), the time zone boundaries and the image workers. Run once by each worker at its
         start, in a thread of its own (a mail that comes meanwhile waits only for what is left);
         a failure is logged, and the first mail that needs the part tries again."""
+        started = time.monotonic()
         for part, load in (("place index", self.places.load), ("time zones", lambda: zone_at(0.0, 0.0)),
                            ("image workers", self.images.start)):
             if stop is not None and stop.is_set():
@@ -151,6 +153,8 @@ class Runtime:
                 if stop is not None and stop.is_set():  # closed while starting: nothing to report
                     return
                 log.exception("could not load the %s at start; the first mail that needs it will", part)
+        log.info("warmed up in %.1f s: the place index, the time zone boundaries and the image workers",
+                 time.monotonic() - started)
 
     def _ses_push_kinds(self) -> list[JobKind]:
         """SES mode: the push of our suppression changes to SES's account-level list."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.conftest import server_env, start_process, stop_process, wait_until, waypost_command
+from tests.conftest import drain_output, server_env, start_process, stop_process, wait_until, waypost_command
 from waypost import runtime as wiring
 from waypost.outbound.outbox import OutboundMessage
 from waypost.store.models import jobs, outbound_messages
@@ -39,15 +39,23 @@ def test_two_workers_share_one_rate_limit(make_settings: Callable[..., Any], dat
                              guard={"compromise_checks": False})  # made-up recipients who never wrote in
     runtime = wiring.build(settings)
     total = RATE * 4
-    with runtime.engine.begin() as conn:
-        for index in range(total):
-            runtime.outbox.queue_message(conn, OutboundMessage(
-                f"rate-{index}", "journeys", f"person{index}@example.org", "journeys@waypost.test", "s",
-                f"<rate-{index}@waypost.test>", b"Subject: s\r\n\r\nbody\r\n"))
     env = server_env(data_dir, WAYPOST_DATABASE__URL=database_url, WAYPOST_OUTBOUND__MAX_PER_SECOND=str(RATE),
                      WAYPOST_OUTBOUND__MAX_PER_DAY="0", WAYPOST_GUARD__COMPROMISE_CHECKS="false")
     workers = [start_process(waypost_command("worker"), env) for _ in range(2)]
+    outputs: list[list[str]] = [[], []]
     try:
+        for process, lines in zip(workers, outputs, strict=True):
+            drain_output(process, lines)
+        # the messages come once both are past their start (the warm-up takes a second of CPU each),
+        # so that neither can take them all while the other is still loading
+        wait_until(lambda: all(any("warmed up in" in line for line in lines) for lines in outputs), timeout=60,
+                   message=f"both workers warmed up: {outputs}")
+        with runtime.engine.begin() as conn:
+            for index in range(total):
+                runtime.outbox.queue_message(conn, OutboundMessage(
+                    f"rate-{index}", "journeys", f"person{index}@example.org", "journeys@waypost.test", "s",
+                    f"<rate-{index}@waypost.test>", b"Subject: s\r\n\r\nbody\r\n"))
+
         def all_sent() -> bool:
             with runtime.engine.connect() as conn:
                 return conn.execute(sa.select(sa.func.count()).where(outbound_messages.c.state == "sent")
