@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -176,8 +177,7 @@ class Runtime:
                                 failure_reports_after=timedelta(days=self.settings.dmarc.keep_failure_reports_days),
                                 periods=retention_periods(self.settings),
                                 forget_journey=lambda conn, journey_id: delete_journey(conn, journey_id).blob_keys,
-                                catcher_dir=(self.settings.outbox_dir if self.settings.outbound.transport == "catcher"
-                                             else None))
+                                catcher_dir=catcher_dir(self.settings))
 
     def doctor_watch(self) -> DoctorWatch:
         """The daily `waypost doctor` rerun with its drift alarm (doctor.interval_hours)."""
@@ -270,6 +270,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
 
     mailer = alarm_mailer(composer, outbox, operator=settings.operator_delivery_address,
                           envelope_sender=settings.reply_address, interval_hours=settings.alarms.mail_interval_hours)
+    caught = catcher_dir(settings)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -301,9 +302,14 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                           journeys_address=f"{settings.journeys.mailbox}@{settings.mail_domain}",
                           base_url=settings.public_base_url, link_days=settings.journeys.export_link_days,
                           rules=route_rules(settings.journeys), locate=places.lookup,
-                          forget_sent=forget_files(settings.outbox_dir) if outbound.transport == "catcher" else None),
+                          forget_sent=forget_files(caught) if caught is not None else None),
         places=places,
     )
+
+
+def catcher_dir(settings: Settings) -> Path | None:
+    """The catcher's folder of sent mail (``outbox/*.eml``) in catcher mode; None otherwise."""
+    return settings.outbox_dir if settings.outbound.transport == "catcher" else None
 
 
 def _recipient_domains(settings: Settings) -> RecipientDomains | None:

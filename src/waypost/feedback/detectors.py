@@ -29,7 +29,7 @@ from flufl.bounce._detectors.qmail import Qmail, introtags
 from flufl.bounce._detectors.simplematch import SimpleMatch
 from flufl.bounce._scan import _DETECTORS
 
-from waypost.feedback.phrases import required_run
+from waypost.feedback.phrases import lowered_ascii, required_run
 
 Failures = tuple[frozenset[bytes], frozenset[bytes]]
 
@@ -79,7 +79,7 @@ class _Text:
         self.text = text
         # for ASCII text, lower-casing is what IGNORECASE does; elsewhere it is not (U+017F
         # "ſ" matches "s"), so such text is only searched by the patterns themselves
-        self.lowered = text.lower() if text.isascii() else None
+        self.lowered = lowered_ascii(text)
 
     def may_start(self, start: re.Pattern[str]) -> bool:
         """Whether ``start`` matches at some line of the text, as ``search`` on each line would."""

@@ -56,7 +56,7 @@ def from_domain(raw: bytes | SpooledMessage) -> str | None:
     """The Author Domain (RFC 7489 §6.6.1): the domain of the single address in the From
     header; None when there is none, or several, or the header cannot be read, which
     ``verify`` reports as dmarc=none (§11.2: no aligned identifier could be extracted)."""
-    head = raw.read(0, MAX_HEADER_SCAN) if isinstance(raw, SpooledMessage) else raw[:MAX_HEADER_SCAN]
+    head = (raw.header if isinstance(raw, SpooledMessage) else raw)[:MAX_HEADER_SCAN]  # the spool kept it
     try:
         header = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
         address = first_mailbox(str(header.get("From", "")) or None)

@@ -161,6 +161,8 @@ class SpooledDKIM(dkim.DKIM):
                                           sig_header, dnsfunc)
 
     def canonical_body_length(self, c_value: bytes) -> int:
-        """Octets of the canonical body under the body part of ``c_value``."""
-        policy = CanonicalizationPolicy.from_c_value(c_value)
-        return self.canonical_body(policy.body_algorithm.name, b"rsa-sha256", None).length
+        """Octets of the canonical body under the body part of ``c_value``: counted by any digest
+        of that canonicalization made already (whatever its hash or l=), the file read only if none."""
+        name = CanonicalizationPolicy.from_c_value(c_value).body_algorithm.name
+        made = next((digest for (algorithm, _, _), digest in self._digests.items() if algorithm == name), None)
+        return (made or self.canonical_body(name, b"rsa-sha256", None)).length

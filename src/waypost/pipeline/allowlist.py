@@ -42,8 +42,7 @@ class _Forget:
 
     def __call__(self, conn: Connection, address: str) -> bool:
         """Remove the entry for ``address``; True when there was one."""
-        return conn.execute(allowlist.delete().where(allowlist.c.kind == "address",
-                                                     allowlist.c.value == address_key(address))).rowcount > 0
+        return self.many(conn, (address,)) > 0
 
     @staticmethod
     def many(conn: Connection, addresses: Iterable[str]) -> int:

@@ -108,7 +108,6 @@ class Inbox:
         self._directories = blobs.deferring_directory_sync() if isinstance(blobs, LocalBlobStore) else None
         self.blobs: BlobStore = self._directories or blobs
         self.max_attempts = max_attempts
-        self.doorbell = doorbell
         self._group = GroupCommit(engine, self._record, prepare=self._sync_blobs,
                                   committed=doorbell.ring if doorbell is not None else None)
 

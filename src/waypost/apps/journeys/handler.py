@@ -115,7 +115,7 @@ class JourneysApp(BaseApp):
             url = f"{self.base_url}/j/{journey.token}" if repository.link_is_live(conn, journey.id) else None
             # this reply, to the owner alone, shows everything; the page leaves out what a zone hides
             zones = privacy_zones.zones_of(conn, journey.owner_address)
-            hidden = len(privacy_zones.hidden_photos(view, zones)) if view is not None and zones else 0
+            hidden = len(privacy_zones.hidden_photos(view, zones)) if view is not None else 0
             context = {"journey": view, "url": url, "ignored": batch.ignored, "hidden": hidden,
                        "added": len(added), "repeated": len(batch.photos) - len(added), "notes": notes}
             told, picture = _told(view, len(added))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -128,10 +129,7 @@ class Devices:
     def add(self, new: NewDevice, *, actor: str | None = None) -> tuple[Device, str]:
         """Register a device; returns it and its password (shown once). Raises DeviceError.
         ``actor``: who did it, for the audit log (committed with the device)."""
-        row = _row(new)
-        if new.retention_days > self.max_retention_days:
-            raise DeviceError(f"retention days cannot exceed {self.max_retention_days} (relay.max_retention_days: "
-                              "raise it first, and redeploy the stack's lifecycle rule in AWS mode)")
+        row = self._checked_row(new)
         if new.name in self.users.read():
             raise DeviceError(f"a submission user {new.name!r} exists already; pick another device name")
         try:
@@ -143,6 +141,14 @@ class Devices:
         except IntegrityError as err:
             raise DeviceError(f"device {new.name!r} exists already") from err
         return self.get(new.name), password
+
+    def _checked_row(self, new: NewDevice) -> dict[str, object]:
+        """The table row of ``new``, checked (``_row``) and within relay.max_retention_days."""
+        row = _row(new)
+        if new.retention_days > self.max_retention_days:
+            raise DeviceError(f"retention days cannot exceed {self.max_retention_days} (relay.max_retention_days: "
+                              "raise it first, and redeploy the stack's lifecycle rule in AWS mode)")
+        return row
 
     def get(self, name: str) -> Device:
         with self.engine.connect() as conn:
@@ -185,18 +191,13 @@ class Devices:
         if missing:
             raise DeviceError(f"not on {name}'s allowlist: {', '.join(missing)}")
         allow = (*[entry for entry in allow if entry not in removed], *change.allow_add)
-
-        def pick(new: int | None, old: int) -> int:
-            return old if new is None else new
-
-        wanted = NewDevice(name, change.owner or device.owner, allow,
-                           change.default_to if change.default_to is not None else device.default_to,
-                           pick(change.retention_days, device.retention_days), pick(change.link_days, device.link_days),
-                           pick(change.max_mb, device.max_mb), device.sender)
-        if wanted.retention_days > self.max_retention_days:
-            raise DeviceError(f"retention days cannot exceed {self.max_retention_days} (relay.max_retention_days: "
-                              "raise it first, and redeploy the stack's lifecycle rule in AWS mode)")
-        row = _row(wanted)
+        given: dict[str, Any] = {"owner": change.owner, "default_to": change.default_to,
+                                 "retention_days": change.retention_days, "link_days": change.link_days,
+                                 "max_mb": change.max_mb}
+        row = self._checked_row(replace(
+            NewDevice(name, device.owner, allow, device.default_to, device.retention_days, device.link_days,
+                      device.max_mb, device.sender),
+            **{key: value for key, value in given.items() if value is not None}))
         with self.engine.begin() as conn:
             conn.execute(relay_devices.update().where(relay_devices.c.name == name).values(
                 **{key: row[key] for key in ("owner", "allow", "default_to", "retention_days", "link_days", "max_mb")}))
