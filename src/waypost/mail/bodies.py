@@ -10,15 +10,15 @@ speed. The structure the parser builds is the same either way: such lines hold n
 no leading white space and no ``--``, so they can be neither a header, nor a continuation,
 nor a boundary. ``claim_bodies`` then checks that every run became the whole body of a
 base64 part, and attaches a ``Body`` to that part: its size is known without decoding, and
-``read`` decodes it in large chunks with binascii, as ``Message.get_payload(decode=True)``
-would (same bytes; only runs that method decodes with no defect are replaced). A run found
+``read`` decodes it with pybase64's SIMD decoder, as ``Message.get_payload(decode=True)`` would
+(same bytes; only runs that method decodes with no defect are replaced): a photo's body in one
+call, a longer one in large chunks. A run found
 anywhere else (a preamble, a text part, a delivery-status block) makes ``claim_bodies``
 answer False, and the caller parses the spooled mail again the plain way.
 """
 
 from __future__ import annotations
 
-import binascii
 import io
 import os
 import re
@@ -32,10 +32,13 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Protocol
 
+import pybase64
+
 __all__ = ["Body", "ElidingFeed", "HeldBody", "PartBody", "Spool", "claim_bodies"]
 
 ELIDE_FROM = 16 * 1024  # encoded bytes; shorter runs go to the parser as they are
 _READ = 1024 * 1024
+_WHOLE = 8 * 1024 * 1024  # encoded bytes: a body up to this long is decoded in one call
 _IN_MEMORY = 1024 * 1024  # the spool moves to an unnamed file past this
 _LONGEST_HELD_LINE = 1024 * 1024  # a longer line without its end is fed on, not held
 # a line of the base64 alphabet; '=' only at its end (RFC 2045 §6.8: padding ends the data)
@@ -176,6 +179,10 @@ class Body:
     def read(self, limit: int | None = None) -> bytes:
         """The decoded bytes (at most ``limit`` of them, read only that far)."""
         wanted = self.size if limit is None else min(limit, self.size)
+        if wanted == self.size and self.end - self.start <= _WHOLE:
+            # The whole run at once: the non-validating decoder skips the line ends itself
+            # (the run holds nothing else), five times faster than binascii after a translate.
+            return pybase64.b64decode(self.spool.read(self.start, self.end))
         pieces: list[bytes] = []
         got, carry = 0, b""
         for chunk in self.spool.chunks(self.start, self.end):
@@ -184,7 +191,7 @@ class Body:
             text = carry + chunk.translate(None, _EOLS)
             whole = len(text) - len(text) % 4
             carry = text[whole:]
-            piece = binascii.a2b_base64(text[:whole])
+            piece = pybase64.b64decode(text[:whole], validate=True)
             pieces.append(piece)
             got += len(piece)
         return b"".join(pieces)[:wanted]
