@@ -141,14 +141,18 @@ def preview_png(view: JourneyView) -> bytes:
 
 def mail_picture(view: JourneyView) -> bytes:
     """The preview at half size for the reply mail (600 x 315, as wide as the mail's column), PNG.
-    Drawn while the reply's transaction is open, so it skips the PNG optimiser (a third of the
-    time for 1 % more bytes)."""
-    return _png(_preview(view).reduce(2), optimize=False)  # a 2 x 2 box: a fifth of LANCZOS's time
+    Drawn while the reply's transaction is open, so it is compressed at zlib's fastest level:
+    compressing took half the picture's time at the default level, 11 % fewer bytes (about 2 KB)."""
+    return _png(_preview(view).reduce(2), compress_level=1)  # a 2 x 2 box: a fifth of LANCZOS's time
 
 
-def _png(image: Image.Image, *, optimize: bool = True) -> bytes:
+def _png(image: Image.Image, *, compress_level: int | None = None) -> bytes:
+    """PNG bytes: with the optimiser, or at ``compress_level`` when one is given."""
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=optimize)
+    if compress_level is None:
+        image.save(buffer, "PNG", optimize=True)
+    else:
+        image.save(buffer, "PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
