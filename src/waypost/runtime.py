@@ -108,6 +108,8 @@ class Runtime:
     digest: OperatorDigest
     # exports built and mailed, erased people's last mail forgotten (apps/people_requests.py)
     people: PeopleJobs
+    # every mail's templates (compiled by ``warm_up``)
+    composer: Composer
     # the place names of journeys (loaded by ``warm_up``)
     places: PlaceIndex = field(default_factory=default_index)
 
@@ -140,12 +142,12 @@ class Runtime:
 
     def warm_up(self, stop: threading.Event | None = None) -> None:
         """Load what the first mail would otherwise wait for: the place index (about 1 s of
-        CPU), the time zone boundaries and the image workers. Run once by each worker at its
+        CPU), the time zone boundaries, the image workers and the mail templates. Run once by each worker at its
         start, in a thread of its own (a mail that comes meanwhile waits only for what is left);
         a failure is logged, and the first mail that needs the part tries again."""
         started = time.monotonic()
         for part, load in (("place index", self.places.load), ("time zones", lambda: zone_at(0.0, 0.0)),
-                           ("image workers", self.images.start)):
+                           ("image workers", self.images.start), ("mail templates", self.composer.load_templates)):
             if stop is not None and stop.is_set():
                 return
             try:
@@ -154,7 +156,8 @@ class Runtime:
                 if stop is not None and stop.is_set():  # closed while starting: nothing to report
                     return
                 log.exception("could not load the %s at start; the first mail that needs it will", part)
-        log.info("warmed up in %.1f s: the place index, the time zone boundaries and the image workers",
+        log.info("warmed up in %.1f s: the place index, the time zone boundaries, the image workers and the mail "
+                 "templates",
                  time.monotonic() - started)
 
     def _ses_push_kinds(self) -> list[JobKind]:
@@ -303,6 +306,7 @@ def build(settings: Settings, *, engine: Engine | None = None, upgrade: bool = T
                           base_url=settings.public_base_url, link_days=settings.journeys.export_link_days,
                           rules=route_rules(settings.journeys), locate=places.lookup,
                           forget_sent=forget_files(caught) if caught is not None else None),
+        composer=composer,
         places=places,
     )
 

@@ -1,5 +1,5 @@
 """A starting worker loads what the first mail would otherwise wait for (issue 19): the place
-index, the time zone boundaries and the image workers, in a thread of its own."""
+index, the time zone boundaries, the image workers and the mail templates, in a thread of its own."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ def test_a_part_that_cannot_load_is_logged_and_the_rest_still_loads(
         runtime.warm_up()
     assert "could not load the place index at start" in caplog.text
     assert _image_workers(runtime) == 2
+
+
+def _compiled(env: Any) -> set[str]:
+    return {name for (_, name) in env.cache} if env.cache is not None else set()
+
+
+def test_the_warm_up_compiles_every_mail_template_as_text_and_as_html(
+        make_settings: Callable[..., Settings], allowing_runtime: Callable[[Settings], Any]) -> None:
+    runtime = allowing_runtime(make_settings())
+    composer = runtime.composer
+    assert "journeys/journey_ready.jinja" not in _compiled(composer.text_env)
+    runtime.warm_up()
+    names = {name for name in composer.text_env.list_templates() if name.endswith(".jinja")}
+    assert {"journeys/journey_ready.jinja", "journeys/journey_updated.jinja"} <= names
+    assert names <= _compiled(composer.text_env)
+    assert names <= _compiled(composer.html_env)
