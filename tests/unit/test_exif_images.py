@@ -786,7 +786,7 @@ def test_only_srgb_counts_as_srgb() -> None:
 def test_a_photo_tagged_srgb_is_not_converted(image_format: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Cameras embed their own copy of sRGB; converting from it to sRGB would only cost time.
     scaled_with: list[bytes | None] = []
-    real_scale = images.display_from_jpeg
+    real_scale = images.resize_pixels  # what resizes a JPEG Pillow decoded (display_from_jpeg: one with a profile)
 
     def recording_scale(*args: Any, icc_profile: bytes | None = None) -> Image.Image:
         scaled_with.append(icc_profile)
@@ -795,7 +795,7 @@ def test_a_photo_tagged_srgb_is_not_converted(image_format: str, monkeypatch: py
     def no_conversion(image: Image.Image, profile: bytes) -> Image.Image | None:
         raise AssertionError("an sRGB photo was converted to sRGB")
 
-    monkeypatch.setattr(images, "display_from_jpeg", recording_scale)
+    monkeypatch.setattr(images, "resize_pixels", recording_scale)
     monkeypatch.setattr(images, "_convert_with_profile", no_conversion)
     picture = Image.new("RGB", (400, 300), (200, 120, 40))
     tagged, untagged = io.BytesIO(), io.BytesIO()
@@ -1306,3 +1306,37 @@ def test_a_jpeg_libvips_stops_at_is_decoded_by_pillow_as_before() -> None:
     processed = process_photo(data)
     with Image.open(io.BytesIO(processed.display)) as display:
         assert display.size == (1600, 1200)
+
+
+def test_libvips_resizes_pillows_pixels_in_place_as_it_would_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """resize_pixels reads Pillow's decoded pixels where Pillow keeps them (RGB as RGBX); the
+    result is the one a copy of them gives, which is what images too large to share get."""
+    from waypost.apps.journeys import jpegscale
+
+    ramp = Image.linear_gradient("L").resize((400, 300))
+    mirrored = ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    picture = Image.merge("RGB", (ramp, mirrored, Image.new("L", (400, 300), 90)))
+    shared = jpegscale.resize_pixels(picture, (320, 240))
+    assert shared.mode == "RGBX" and shared.size == (320, 240)
+
+    def not_shareable(image: Image.Image, step: int) -> tuple[int, object]:
+        raise ValueError("Image rows are not contiguous in memory.")
+
+    monkeypatch.setattr(jpegscale, "_pixel_address", not_shareable)
+    copied = jpegscale.resize_pixels(picture, (320, 240))
+    assert copied.mode == "RGB"
+    assert shared.convert("RGB").tobytes() == copied.tobytes()
+    grey = jpegscale.resize_pixels(ramp, (320, 240))
+    assert grey.mode == "L" and grey.size == (320, 240)
+
+
+def test_the_thumbnail_libvips_encodes_is_a_bare_jpeg() -> None:
+    from waypost.apps.journeys import jpegscale
+
+    picture = Image.new("RGB", (1600, 1200), (200, 120, 40))
+    picture.info["icc_profile"] = _SRGB_PROFILE  # never written out
+    for source in (picture, picture.convert("RGBX")):
+        thumbnail = jpegscale.thumbnail_jpeg(source, (512, 384), quality=78, optimize=True)
+        assert _assert_clean_jpeg(thumbnail, longest=512) == (512, 384)
+        with Image.open(io.BytesIO(thumbnail)) as published:
+            assert published.getpixel((256, 192)) == pytest.approx((200, 120, 40), abs=3)

@@ -49,10 +49,13 @@ OnResult = Callable[[int, PhotoResult], object]
 
 
 def default_workers() -> int:
-    """The CPUs this process may run on (its affinity mask, where the platform has one),
-    at most ``MAX_DEFAULT_WORKERS``."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(usable, MAX_DEFAULT_WORKERS))
+    """The CPUs this process may run on, at most ``MAX_DEFAULT_WORKERS``."""
+    return max(1, min(_usable_cpus(), MAX_DEFAULT_WORKERS))
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ImagePool:
@@ -92,7 +95,7 @@ class ImagePool:
         results = _Results(on_result)
         if self.workers <= 1 or not photos:
             for index, data in enumerate(photos):
-                results.add(index, _process_one(data, thumb_px, display_px))
+                results.add(index, _process_one(data, thumb_px, display_px, _usable_cpus() > 1))
             return results.in_order(len(photos))
         executor = self._running_executor()
         try:
@@ -123,7 +126,7 @@ class ImagePool:
         """One photo alone on fresh workers: if it kills its worker again, it is the culprit."""
         executor = self._running_executor()
         try:
-            return executor.submit(_process_one, data, thumb_px, display_px).result()
+            return executor.submit(_process_one, data, thumb_px, display_px, True).result()
         except BrokenProcessPool:
             self._discard(executor)
             log.warning("a photo crashed the image decoder twice; it is refused")
@@ -152,10 +155,12 @@ class ImagePool:
         results: _Results,
     ) -> None:
         waiting: Iterator[tuple[int, bytes]] = iter(enumerate(photos))
+        # fewer photos than workers leave a core free beside each photo (process_photo's helper thread)
+        spare_core = len(photos) < self.workers
         in_flight: dict[Future[PhotoResult], int] = {}
         while True:
             for index, data in islice(waiting, self.workers * _PHOTOS_PER_WORKER - len(in_flight)):
-                in_flight[executor.submit(_process_one, data, thumb_px, display_px)] = index
+                in_flight[executor.submit(_process_one, data, thumb_px, display_px, spare_core)] = index
             if not in_flight:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -246,11 +251,11 @@ def _ready() -> None:
     """Nothing: run on a fresh worker, it has imported this module and the decoders."""
 
 
-def _process_one(data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
+def _process_one(data: bytes, thumb_px: int, display_px: int, spare_core: bool) -> PhotoResult:
     """``process_photo`` with a refused image as a value, so it crosses back from a worker
     like any result (runs in the worker process)."""
     failpoints.hit("imagepool.decode")
     try:
-        return process_photo(data, thumb_px=thumb_px, display_px=display_px)
+        return process_photo(data, thumb_px=thumb_px, display_px=display_px, spare_core=spare_core)
     except ImageError as err:
         return err
