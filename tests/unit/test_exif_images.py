@@ -656,6 +656,16 @@ def test_process_photo_makes_display_and_thumbnail_without_metadata() -> None:
     assert (photo.metadata.width, photo.metadata.height) == (2400, 1800)
 
 
+def test_a_photo_comes_out_the_same_with_or_without_the_helper_thread() -> None:
+    """The digest and the thumbnail are made beside the decode and the display encode only when a
+    core is free (``spare_core``); the image pool's busy workers make them one after another."""
+    data = make_photo(DEMO_TRIP[2], size=(2400, 1800))
+    beside, after = process_photo(data, spare_core=True), process_photo(data, spare_core=False)
+    assert beside == after
+    assert after.sha256 == hashlib.sha256(data).hexdigest()
+    assert _assert_clean_jpeg(after.thumbnail, longest=512) == (512, 384)
+
+
 _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 _PRIVATE_SEGMENTS = {
     "comment": {"comment": b"owner: Jane Doe, serial 1234"},

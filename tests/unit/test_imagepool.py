@@ -324,3 +324,26 @@ def test_a_photo_that_crashes_the_decoder_is_refused_and_never_decoded_in_the_ow
     assert owner.returncode == 0, owner.stderr
     results = owner.stdout.rsplit(" ", 1)[0]
     assert results.count("the image decoder crashed on this photo") == 3 and "ok" not in results
+
+
+def test_a_photo_gets_a_spare_core_only_when_the_batch_leaves_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer photos than workers: each photo may use a second thread. As many or more: every
+    worker is busy, so each photo runs on its own thread alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    asked: list[bool] = []
+
+    def recording(data: bytes, *, thumb_px: int, display_px: int, spare_core: bool) -> ProcessedPhoto:
+        asked.append(spare_core)
+        return process_photo(data, thumb_px=thumb_px, display_px=display_px, spare_core=spare_core)
+
+    monkeypatch.setattr(imagepool, "process_photo", recording)
+    photo = make_photo(DEMO_TRIP[0], size=(320, 240))
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        pool = ImagePool(2)
+        monkeypatch.setattr(pool, "_running_executor", lambda: threads)
+        assert all(isinstance(result, ProcessedPhoto) for result in pool.process([photo]))
+        assert asked == [True]
+        asked.clear()
+        assert len(pool.process([photo, photo, photo])) == 3
+        assert asked == [False, False, False]
