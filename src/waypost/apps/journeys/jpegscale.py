@@ -81,12 +81,12 @@ def display_from_jpeg(data: bytes, size: tuple[int, int], target: tuple[int, int
     try:
         decoded = vips.Image.jpegload_buffer(data, shrink=shrink_factor(size, target), access="sequential",
                                             fail_on="truncated", autorotate=False)
-        resized = decoded if (decoded.width, decoded.height) == target else _resized(decoded, target, "cubic")
+        resized = _resized(decoded, target, "cubic")
         if icc_profile is not None:
             resized = _in_srgb(vips, resized, icc_profile)
         pixels = resized.write_to_memory()
     except vips.Error as err:
-        raise ScaleError(str(err).strip().splitlines()[-1] if str(err).strip() else "decode failed") from err
+        raise ScaleError(_reason(err, "decode failed")) from err
     mode = {1: "L", 3: "RGB"}.get(resized.bands)
     if mode is None or resized.format != "uchar":
         raise ScaleError(f"unexpected JPEG layout: {resized.bands} bands of {resized.format}")
@@ -104,12 +104,12 @@ def resize_pixels(image: Image.Image, target: tuple[int, int], *, icc_profile: b
     vips = _pyvips()
     try:
         source, keep_alive = _as_vips(vips, image)
-        resized = source if (source.width, source.height) == target else _resized(source, target)
+        resized = _resized(source, target)
         if icc_profile is not None:
             resized = _in_srgb(vips, resized, icc_profile)
         pixels = resized.write_to_memory()
     except vips.Error as err:
-        raise ScaleError(str(err).strip().splitlines()[-1] if str(err).strip() else "resize failed") from err
+        raise ScaleError(_reason(err, "resize failed")) from err
     bands = resized.bands
     del source, resized, keep_alive  # libvips has read Pillow's memory: it may go now
     if bands == 3 and step == 4:  # Pillow could not share its pixels: a 3-band copy went in
@@ -129,16 +129,13 @@ def thumbnail_jpeg(image: Image.Image, target: tuple[int, int], *, quality: int,
     vips = _pyvips()
     try:
         source, keep_alive = _as_vips(vips, image)
-        resized = source if (source.width, source.height) == target else source.resize(
-            target[0] / source.width, vscale=target[1] / source.height, kernel="lanczos3")
-        if (resized.width, resized.height) != target:  # rounding: a pixel at most
-            resized = resized.gravity("centre", *target, extend="copy")
+        resized = _resized(source, target, "lanczos3")
         if resized.bands == 4:  # Pillow's padding byte
             resized = resized.extract_band(0, n=3)
         encoded = resized.copy(interpretation="srgb").jpegsave_buffer(
             Q=quality, optimize_coding=optimize, interlace=False, subsample_mode="on", keep="none")
     except vips.Error as err:
-        raise ScaleError(str(err).strip().splitlines()[-1] if str(err).strip() else "thumbnail failed") from err
+        raise ScaleError(_reason(err, "thumbnail failed")) from err
     del source, resized, keep_alive
     return bytes(encoded)
 
@@ -174,7 +171,16 @@ def _pixel_address(image: Image.Image, step: int) -> tuple[int, object]:
     return address, array
 
 
+def _reason(err: Exception, fallback: str) -> str:
+    """The last line of a libvips error (the one that says what went wrong), or ``fallback``."""
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else fallback
+
+
 def _resized(image: Any, target: tuple[int, int], kernel: str = RESIZE_KERNEL) -> Any:
+    """``image`` at exactly ``target`` (as it is when it has that size already)."""
+    if (image.width, image.height) == target:
+        return image
     # Separate horizontal and vertical scales land on the exact size.
     resized = image.resize(target[0] / image.width, vscale=target[1] / image.height, kernel=kernel)
     if (resized.width, resized.height) != target:  # rounding: a pixel at most
