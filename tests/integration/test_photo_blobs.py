@@ -3,7 +3,9 @@ photos (issue 19), and are durable before the journey that refers to them is com
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,9 +13,11 @@ import sqlalchemy as sa
 
 from tests.conftest import wait_until
 from tests.integration.test_pipeline import SHOTS, caught, count, deliver, drain, photo_mail
+from waypost.apps.journeys.imagepool import ImagePool
 from waypost.apps.journeys.samples import make_photo
 from waypost.config import Settings
 from waypost.errors import StorageError
+from waypost.mail.bodies import StoredBody
 from waypost.store.blobs import LocalBlobStore
 from waypost.store.models import journeys, outbound_messages, photos
 
@@ -66,3 +70,40 @@ def test_a_photo_that_cannot_be_stored_fails_the_attempt_and_the_retry_answers_o
     monkeypatch.setattr(LocalBlobStore, "put", real_put)
     wait_until(lambda: (drain(pooled), len(caught(pooled)) == 1)[1], message="the retry's reply")
     assert len(_stored_photos(pooled)) == len(SHOTS) and count(pooled, outbound_messages) == 1
+
+
+def test_the_image_workers_read_the_photos_from_the_stored_mail_themselves(
+        pooled: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_process, handed = ImagePool.process, []
+
+    def recorded(pool: ImagePool, photos: Any, **kwargs: Any) -> Any:
+        handed.extend(photos[index] for index in range(len(photos)))
+        return real_process(pool, photos, **kwargs)
+
+    monkeypatch.setattr(ImagePool, "process", recorded)
+    deliver(pooled, photo_mail())
+    drain(pooled)
+    # each photo crossed to its worker as its place in the stored mail, never as its bytes
+    assert len(handed) == len(SHOTS) and all(isinstance(photo, StoredBody) for photo in handed)
+    assert len(_stored_photos(pooled)) == len(SHOTS) and len(caught(pooled)) == 1
+
+
+def test_a_stored_mail_replaced_under_the_workers_fails_the_attempt_and_the_retry_answers_once(
+        pooled: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_process, attempts = ImagePool.process, []
+
+    def replaced_first(pool: ImagePool, photos: Any, **kwargs: Any) -> Any:
+        attempts.append(len(photos))
+        if len(attempts) == 1:  # another file now stands where the parsed mail was (same bytes)
+            place = photos[0]
+            copy = Path(place.path).with_suffix(".copy")
+            copy.write_bytes(Path(place.path).read_bytes())
+            os.replace(copy, place.path)
+        return real_process(pool, photos, **kwargs)
+
+    monkeypatch.setattr(ImagePool, "process", replaced_first)
+    deliver(pooled, photo_mail())
+    drain(pooled)  # the first attempt fails: no worker reads a file other than the one parsed
+    assert count(pooled, journeys) == count(pooled, photos) == 0 and len(attempts) == 1
+    wait_until(lambda: (drain(pooled), len(caught(pooled)) == 1)[1], message="the retry's reply")
+    assert len(attempts) == 2 and len(_stored_photos(pooled)) == len(SHOTS)

@@ -15,6 +15,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from waypost.apps.journeys import imagepool
 from waypost.apps.journeys.imagepool import MAX_DEFAULT_WORKERS, ImagePool, default_workers
 from waypost.apps.journeys.images import ImageError, ProcessedPhoto, process_photo
 from waypost.apps.journeys.samples import DEMO_TRIP, make_photo
+from waypost.mail.bodies import StoredBody
+from waypost.mail.parse import parse_message
 
 CORRUPT = b"\xff\xd8\xff\xe0" + b"\x13" * 300
 SIZES = {"thumb_px": 160, "display_px": 480}
@@ -120,6 +124,42 @@ def test_corrupt_photo_in_the_middle_comes_back_as_its_error(pool: ImagePool) ->
     assert [_comparable(result) for result in results] == _inline(batch, **SIZES)
     assert isinstance(results[2], ImageError) and "corrupt" in str(results[2])
     assert all(isinstance(result, ProcessedPhoto) for index, result in enumerate(results) if index != 2)
+
+
+def _stored_photos(photos: list[bytes], path: Path) -> list[StoredBody]:
+    """The photos as a stored mail's bodies, each named by its place in the file."""
+    mail = EmailMessage()
+    mail["From"], mail["Subject"] = "ann@example.org", "photos"
+    mail.set_content("Our trip.")
+    for index, photo in enumerate(photos):
+        mail.add_attachment(photo, maintype="image", subtype="jpeg", filename=f"IMG_{index}.jpg")
+    path.write_bytes(mail.as_bytes())
+    with path.open("rb") as handle:
+        places = [attachment.body.stored() for attachment in parse_message(handle).attachments]
+    assert all(isinstance(place, StoredBody) for place in places)
+    return places  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_photo_named_by_its_place_in_a_stored_mail_is_read_by_the_worker(workers: int, tmp_path: Path) -> None:
+    photos = [*_photos(2), CORRUPT * 100, *_photos(1)]  # each long enough to stay in the file
+    places = _stored_photos(photos, tmp_path / "mail.eml")
+    with ImagePool(workers) as pool:
+        mixed = pool.process([places[0], photos[1], *places[2:]], **SIZES)
+        named = pool.process(places, **SIZES)
+    assert [_comparable(result) for result in mixed] == [_comparable(result) for result in named] == _inline(
+        photos, **SIZES)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_photo_its_worker_cannot_read_ends_the_batch_with_that_error(workers: int, tmp_path: Path) -> None:
+    path = tmp_path / "mail.eml"
+    places = _stored_photos(_photos(3), path)
+    path.unlink()  # purged meanwhile: no photo is refused for it, the job that asked fails and is retried
+    with ImagePool(workers) as pool:
+        with pytest.raises(FileNotFoundError):
+            pool.process(places, **SIZES)
+        assert len(pool.process(_photos(2), **SIZES)) == 2  # the pool goes on
 
 
 def test_empty_batch_and_bad_sizes(pool: ImagePool) -> None:

@@ -13,6 +13,8 @@ import email
 import email.policy
 import io
 import os
+import pickle
+import tempfile
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -126,6 +128,68 @@ def test_a_stored_mail_cut_after_it_was_read_says_so(tmp_path: Path) -> None:
         handle.truncate(len(raw) // 2)
     with pytest.raises(OSError, match="ended .* early"):
         assert parsed.attachments[0].data
+
+
+@pytest.mark.parametrize("prefix", [b"", b"junk before the mail"])
+def test_a_body_of_a_stored_mail_is_named_by_its_place_for_another_process(prefix: bytes, tmp_path: Path) -> None:
+    raw, photos = photo_mail([300_000, 70_001])
+    path = tmp_path / "mail.eml"
+    path.write_bytes(prefix + raw)
+    with path.open("rb") as handle:
+        handle.seek(len(prefix))
+        parsed = parse_message(handle)
+    places = [a.body.stored() for a in parsed.attachments]
+    assert all(isinstance(place, bodies.StoredBody) for place in places)
+    # what a worker process gets: a pickled place, read and decoded there
+    copies = [pickle.loads(pickle.dumps(place)) for place in places]
+    assert [copy.read() for copy in copies] == photos == [a.data for a in parsed.attachments]
+    assert all(len(pickle.dumps(place)) < 1000 for place in places)  # the place, not the bytes
+
+
+def test_a_body_held_in_memory_or_in_an_unnamed_file_has_no_place_to_name(tmp_path: Path) -> None:
+    raw, _ = photo_mail([300_000])
+    assert parse_message(raw).attachments[0].body.stored() is None  # bytes: in this process alone
+    with tempfile.TemporaryFile() as unnamed:
+        unnamed.write(raw)
+        unnamed.seek(0)
+        assert parse_message(unnamed).attachments[0].body.stored() is None
+    assert parse_message(io.BytesIO(raw)).attachments[0].body.stored() is None
+    held = parse_message(b"Subject: x\r\nContent-Type: image/jpeg\r\n\r\nshort body\r\n").attachments
+    assert [a.body.stored() for a in held] == [None]  # the stdlib decoded it: HeldBody
+
+
+def test_a_named_body_whose_file_was_replaced_or_cut_is_not_read(tmp_path: Path) -> None:
+    raw, photos = photo_mail([300_000])
+    path = tmp_path / "mail.eml"
+    path.write_bytes(raw)
+    with path.open("rb") as handle:
+        place = parse_message(handle).attachments[0].body.stored()
+    assert place is not None and place.read() == photos[0]
+    other = tmp_path / "other.eml"
+    other.write_bytes(raw)
+    os.replace(other, path)  # the same bytes, but another file: never read as if it were the same
+    with pytest.raises(OSError, match="no longer the stored mail"):
+        place.read()
+    with path.open("rb") as handle:
+        place = parse_message(handle).attachments[0].body.stored()
+    with path.open("r+b") as handle:
+        handle.truncate(len(raw) // 2)
+    with pytest.raises(OSError, match="ended .* early"):
+        assert place is not None and place.read()
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        place.read()
+
+
+def test_a_stored_mail_renamed_before_it_is_parsed_names_no_place(tmp_path: Path) -> None:
+    raw, photos = photo_mail([300_000])
+    path = tmp_path / "mail.eml"
+    path.write_bytes(raw)
+    with path.open("rb") as handle:
+        path.rename(tmp_path / "moved.eml")  # its name now leads nowhere
+        parsed = parse_message(handle)
+    assert parsed.attachments[0].body.stored() is None
+    assert parsed.attachments[0].data == photos[0]
 
 
 class _NetworkStream(io.RawIOBase):

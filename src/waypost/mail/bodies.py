@@ -34,7 +34,7 @@ from typing import Protocol
 
 import pybase64
 
-__all__ = ["Body", "ElidingFeed", "HeldBody", "PartBody", "Spool", "claim_bodies"]
+__all__ = ["Body", "ElidingFeed", "HeldBody", "PartBody", "Spool", "StoredBody", "claim_bodies"]
 
 ELIDE_FROM = 16 * 1024  # encoded bytes; shorter runs go to the parser as they are
 _READ = 1024 * 1024
@@ -90,11 +90,17 @@ class Spool:
             return Spool()  # a network stream's fileno() may raise anything, or name a socket
         try:
             fd = source.fileno()
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                return _FileSpool(fd, origin)
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode):
+                return _FileSpool(fd, origin, _named(source, info))
         except (OSError, ValueError):  # io.UnsupportedOperation is both; a closed file: ValueError
             pass
         return Spool()
+
+    def stored(self, start: int, end: int, size: int) -> StoredBody | None:
+        """The body of ``size`` decoded bytes at ``start:end``, as a ``StoredBody`` another
+        process can read: only where the mail is a file it can open by name."""
+        return None
 
 
 class _HeldSpool(Spool):
@@ -122,12 +128,19 @@ class _FileSpool(Spool):
     descriptor of its own (``os.pread``: thread-safe), closed by ``close`` or when the last
     body is gone, so the caller may close its file once parsed."""
 
-    def __init__(self, fd: int, origin: int) -> None:
+    def __init__(self, fd: int, origin: int, name: _FileName | None = None) -> None:
         own = os.dup(fd)
         self._fd = own
         self._origin = origin
+        self._name = name
         self.size = 0
         self.close = weakref.finalize(self, os.close, own)
+
+    def stored(self, start: int, end: int, size: int) -> StoredBody | None:
+        if self._name is None:
+            return None
+        name = self._name
+        return StoredBody(name.path, name.device, name.inode, self._origin, start, min(end, self.size), size)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -144,13 +157,72 @@ class _FileSpool(Spool):
         return b"".join(pieces)
 
 
+@dataclass(frozen=True)
+class _FileName:
+    """A stored mail's file, by its path and what it is (device and inode, as when it was opened)."""
+
+    path: str
+    device: int
+    inode: int
+
+
+def _named(source: object, info: os.stat_result) -> _FileName | None:
+    """The path by which another process opens the very file ``source`` is (checked by device and
+    inode), or None: a file with no name, or one renamed or replaced since it was opened."""
+    path = getattr(source, "name", None)
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return None
+    try:
+        now = os.stat(path)
+    except OSError:
+        return None
+    if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+        return None
+    return _FileName(path, info.st_dev, info.st_ino)
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    """A base64 body of a stored mail, named by where it lies, for another process to read and
+    decode itself: the image pool hands its workers this instead of the photo's bytes, so a
+    photo crosses no pipe and the server decodes none of them. Picklable."""
+
+    path: str
+    device: int
+    inode: int
+    origin: int
+    start: int
+    end: int
+    size: int
+
+    def read(self) -> bytes:
+        """The decoded bytes, as ``Body.read`` gives them. Raises OSError when the file is
+        gone, shorter than it was, or no longer the one that was parsed."""
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != (self.device, self.inode):
+                raise OSError(f"{self.path} is no longer the stored mail that was parsed")
+            spool = _FileSpool(fd, self.origin)
+            spool.size = self.end
+            try:
+                return Body(spool, self.start, self.end, self.size).read()
+            finally:
+                spool.close()
+        finally:
+            os.close(fd)
+
+
 class PartBody(Protocol):
-    """The decoded bytes of one part: ``size`` of them, ``read`` gives them (or their first ``limit``)."""
+    """The decoded bytes of one part: ``size`` of them, ``read`` gives them (or their first
+    ``limit``), ``stored`` says where another process can read them itself (or None)."""
 
     @property
     def size(self) -> int: ...
 
     def read(self, limit: int | None = None) -> bytes: ...
+
+    def stored(self) -> StoredBody | None: ...
 
 
 @dataclass(frozen=True)
@@ -165,6 +237,9 @@ class HeldBody:
 
     def read(self, limit: int | None = None) -> bytes:
         return self.data if limit is None else self.data[:limit]
+
+    def stored(self) -> StoredBody | None:
+        return None  # in this process's memory alone
 
 
 @dataclass(frozen=True)
@@ -195,6 +270,10 @@ class Body:
             pieces.append(piece)
             got += len(piece)
         return b"".join(pieces)[:wanted]
+
+    def stored(self) -> StoredBody | None:
+        """Where another process can read this body itself: when the mail is a named file."""
+        return self.spool.stored(self.start, self.end, self.size)
 
 
 @dataclass

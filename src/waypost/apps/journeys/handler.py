@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from waypost.apps.journeys import advice, commands, privacy_zones, repository, story
 from waypost.apps.journeys.build import JourneyView, Locate, RouteRules
 from waypost.apps.journeys.exif import PhotoMetadata
-from waypost.apps.journeys.imagepool import ImagePool
+from waypost.apps.journeys.imagepool import ImagePool, Photo
 from waypost.apps.journeys.images import ImageError, ProcessedPhoto, is_supported_image
 from waypost.apps.journeys.preview import mail_picture
 from waypost.apps.journeys.repository import NewPhoto
@@ -240,9 +240,11 @@ class _PhotoBlobs:
                 write.result()  # the first write that failed raises here
 
 
-class _Decoded(Sequence[bytes]):
-    """The attachments' bytes, each decoded only when the image pool takes it (parse.py keeps
-    long bodies encoded): a mail of forty photos never has them all decoded at once."""
+class _Decoded(Sequence[Photo]):
+    """The attachments for the image pool, each taken only when the pool takes it: where the
+    worker can read it from the stored mail itself, its place there (``StoredBody``), else its
+    bytes, decoded then (parse.py keeps long bodies encoded). The server decodes no photo
+    a worker can read, and a mail of forty photos never has them all decoded at once."""
 
     def __init__(self, attachments: list[Attachment]) -> None:
         self._attachments = attachments
@@ -251,14 +253,15 @@ class _Decoded(Sequence[bytes]):
         return len(self._attachments)
 
     @overload
-    def __getitem__(self, index: int) -> bytes: ...
+    def __getitem__(self, index: int) -> Photo: ...
     @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: slice) -> Sequence[Photo]: ...
 
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+    def __getitem__(self, index: int | slice) -> Photo | Sequence[Photo]:
         if isinstance(index, slice):
             return _Decoded(self._attachments[index])
-        return self._attachments[index].data
+        attachment = self._attachments[index]
+        return attachment.body.stored() or attachment.data
 
 
 def _sha256(attachment: Attachment) -> str:

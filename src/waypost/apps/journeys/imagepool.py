@@ -7,12 +7,15 @@ forty of them. ``ImagePool`` hands them to a few worker processes and returns ea
 The workers are started by a fork server (or spawned, where there is none), never forked
 from the server itself: the server process runs threads (the SMTP listener, the web server,
 the queue worker), and a fork copies whatever lock one of them holds at that moment.
-At most two photos per worker are handed over at a time, so a 40 MB mail is not copied
-into the workers all at once. A worker that dies (the OOM killer, a decoder crash) breaks
-the whole executor; the photos it had not finished are then tried one at a time on a
-fresh one, so a photo that crashes the decoder is refused as an ``ImageError`` and never
-decoded inside the server process itself. Workers end themselves when the
-process that owns the pool dies, even by SIGKILL.
+A photo is handed over as its bytes, or as a ``PhotoSource`` the worker reads itself: a
+photo in a stored mail goes as its place in the file (``mail.bodies.StoredBody``), so the
+server decodes none of them and no photo is pickled down a pipe, where the next worker would
+wait for the whole of the one before. At most two photos per worker are handed over at a
+time, so a 40 MB mail is not copied into the workers all at once. A worker that dies (the
+OOM killer, a decoder crash) breaks the whole executor; the photos it had not finished are
+then tried one at a time on a fresh one, so a photo that crashes the decoder is refused as
+an ``ImageError`` and never decoded inside the server process itself. Workers end
+themselves when the process that owns the pool dies, even by SIGKILL.
 
 As with any spawn or fork server pool, the main module must be safe to import again (its
 work behind ``if __name__ == "__main__":``); ``python -m waypost`` and the ``waypost``
@@ -31,6 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
+from typing import Protocol
 
 from waypost import failpoints
 from waypost.apps.journeys.images import ImageError, ProcessedPhoto, process_photo
@@ -46,6 +50,16 @@ _PHOTOS_PER_WORKER = 2  # in flight at once: one being decoded, one waiting to b
 PhotoResult = ProcessedPhoto | ImageError
 
 OnResult = Callable[[int, PhotoResult], object]
+
+
+class PhotoSource(Protocol):
+    """A photo a worker reads itself (picklable): ``read`` gives its bytes, or raises OSError
+    when they cannot be read, which ends the batch with that error (nothing is refused for it)."""
+
+    def read(self) -> bytes: ...
+
+
+Photo = bytes | PhotoSource
 
 
 def default_workers() -> int:
@@ -73,9 +87,10 @@ class ImagePool:
         self._closed = False
         self._lock = threading.Lock()
 
-    def process(self, photos: Sequence[bytes], *, thumb_px: int = 512, display_px: int = 1600,
+    def process(self, photos: Sequence[Photo], *, thumb_px: int = 512, display_px: int = 1600,
                 on_result: OnResult | None = None) -> list[PhotoResult]:
-        """Each photo's ``ProcessedPhoto`` or ``ImageError``, in the order of ``photos``.
+        """Each photo's ``ProcessedPhoto`` or ``ImageError``, in the order of ``photos`` (bytes,
+        or ``PhotoSource`` that the worker reads).
 
         A bad image never raises; it comes back as its ``ImageError``. When a worker dies
         mid-batch, the photos still outstanding are tried again one at a time on fresh
@@ -122,7 +137,7 @@ class ImagePool:
             log.warning("image workers did not start (%s); they will be started for the first photos", err)
             self._discard(executor)
 
-    def _isolated(self, data: bytes, thumb_px: int, display_px: int) -> PhotoResult:
+    def _isolated(self, data: Photo, thumb_px: int, display_px: int) -> PhotoResult:
         """One photo alone on fresh workers: if it kills its worker again, it is the culprit."""
         executor = self._running_executor()
         try:
@@ -149,12 +164,12 @@ class ImagePool:
     def _run_on(
         self,
         executor: ProcessPoolExecutor,
-        photos: Sequence[bytes],
+        photos: Sequence[Photo],
         thumb_px: int,
         display_px: int,
         results: _Results,
     ) -> None:
-        waiting: Iterator[tuple[int, bytes]] = iter(enumerate(photos))
+        waiting: Iterator[tuple[int, Photo]] = iter(enumerate(photos))
         # fewer photos than workers leave a core free beside each photo (process_photo's helper thread)
         spare_core = len(photos) < self.workers
         in_flight: dict[Future[PhotoResult], int] = {}
@@ -251,10 +266,11 @@ def _ready() -> None:
     """Nothing: run on a fresh worker, it has imported this module and the decoders."""
 
 
-def _process_one(data: bytes, thumb_px: int, display_px: int, spare_core: bool) -> PhotoResult:
+def _process_one(photo: Photo, thumb_px: int, display_px: int, spare_core: bool) -> PhotoResult:
     """``process_photo`` with a refused image as a value, so it crosses back from a worker
-    like any result (runs in the worker process)."""
+    like any result (runs in the worker process, which reads a ``PhotoSource`` itself)."""
     failpoints.hit("imagepool.decode")
+    data = photo if isinstance(photo, bytes) else photo.read()
     try:
         return process_photo(data, thumb_px=thumb_px, display_px=display_px, spare_core=spare_core)
     except ImageError as err:
