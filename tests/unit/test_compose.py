@@ -155,3 +155,19 @@ def test_a_url_in_the_subject_is_echoed_in_the_title_and_header_as_text(tmp_path
     shown = "Photos from maps\u2024google\u2024com/?q=lisbon  Bcc: eve@evil\u2024example"  # CR LF: two spaces
     assert made.subject == str(message["Subject"]) == shown and message["Bcc"] is None
     assert f"<title>{shown}</title>" in message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_template_once_compiled_is_not_looked_at_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    making = composer(tmp_path, {"t/m.jinja": MESSAGE})
+    draft = Draft("t/m", "ann@example.org", "Hi", "journeys", {"name": "Ann", "title": "Trip"})
+    first = making.compose(draft)
+    (tmp_path / "templates" / "t" / "m.jinja").write_text("changed", encoding="utf-8")
+
+    def no_stat(*args: Any, **kwargs: Any) -> float:
+        raise AssertionError("a template file was looked at again")
+
+    monkeypatch.setattr("os.path.getmtime", no_stat)
+    again = making.compose(draft)
+    # the templates ship with the code: what changes them restarts the process
+    assert "Hello Ann" in again.raw.decode() and again.subject == first.subject
+    assert "changed" not in again.raw.decode()

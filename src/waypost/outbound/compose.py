@@ -158,9 +158,13 @@ class Composer:
         self.settings = settings
         self.tokens = tokens
         loader = jinja2.FileSystemLoader([LAYOUTS, *template_dirs])
+        # The templates ship with the code and change only with it (a restart): never checked
+        # again once compiled. Jinja's default stats each template file and the files it
+        # extends or includes on every render, some 15 stat calls a reply.
         self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                                           keep_trailing_newline=True)
-        self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+                                           keep_trailing_newline=True, auto_reload=False)
+        self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                                           auto_reload=False)
         self.text_env.filters.update({"reflow": reflow, "unlinked": unlinked, **(filters or {})})
         self.html_env.filters.update({"reflow": _unflowed, "unlinked": unlinked, **(filters or {})})
 
