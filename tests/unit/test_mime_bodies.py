@@ -181,6 +181,19 @@ def test_a_named_body_whose_file_was_replaced_or_cut_is_not_read(tmp_path: Path)
         place.read()
 
 
+def test_a_stored_mail_opened_by_a_relative_path_is_named_absolutely(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, photos = photo_mail([300_000])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mail.eml").write_bytes(raw)
+    monkeypatch.chdir(tmp_path)
+    with open("data/mail.eml", "rb") as handle:  # a data directory given as a relative path
+        place = parse_message(handle).attachments[0].body.stored()
+    assert place is not None and place.path == str(tmp_path / "data" / "mail.eml")
+    monkeypatch.chdir("/")  # the worker runs wherever it was started
+    assert place.read() == photos[0]
+
+
 def test_a_stored_mail_renamed_before_it_is_parsed_names_no_place(tmp_path: Path) -> None:
     raw, photos = photo_mail([300_000])
     path = tmp_path / "mail.eml"

@@ -170,8 +170,9 @@ def _named(source: object, info: os.stat_result) -> _FileName | None:
     """The path by which another process opens the very file ``source`` is (checked by device and
     inode), or None: a file with no name, or one renamed or replaced since it was opened."""
     path = getattr(source, "name", None)
-    if not isinstance(path, str) or not os.path.isabs(path):
+    if not isinstance(path, str):  # an int: opened from a descriptor
         return None
+    path = os.path.abspath(path)  # what another process, in another directory, can open
     try:
         now = os.stat(path)
     except OSError:
