@@ -34,6 +34,8 @@ from typing import Protocol
 
 import pybase64
 
+from waypost.mail.spooled import read_at
+
 __all__ = ["Body", "ElidingFeed", "HeldBody", "PartBody", "Spool", "StoredBody", "claim_bodies"]
 
 ELIDE_FROM = 16 * 1024  # encoded bytes; shorter runs go to the parser as they are
@@ -146,15 +148,7 @@ class _FileSpool(Spool):
         self.size += len(data)
 
     def read(self, start: int, end: int) -> bytes:
-        wanted = max(0, min(end, self.size) - start)
-        pieces: list[bytes] = []
-        while wanted > 0:
-            piece = os.pread(self._fd, wanted, self._origin + start)
-            if not piece:  # shorter than what was read from it: it was cut meanwhile
-                raise OSError(f"the stored mail ended {wanted} octets early")
-            pieces.append(piece)
-            start, wanted = start + len(piece), wanted - len(piece)
-        return b"".join(pieces)
+        return read_at(self._fd, self._origin + start, max(0, min(end, self.size) - start), "the stored mail")
 
 
 @dataclass(frozen=True)

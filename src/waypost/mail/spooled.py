@@ -14,6 +14,21 @@ from typing import Any, BinaryIO
 PIECE = 1024 * 1024  # octets read from the file at a time
 
 
+def read_at(fd: int, offset: int, count: int, what: str) -> bytes:
+    """Exactly ``count`` octets of the file ``fd`` from ``offset`` (``os.pread``: any thread may
+    read at once). Raises OSError, naming ``what``, when the file ends before them: it was cut
+    after it was measured."""
+    pieces = []
+    while count > 0:
+        piece = os.pread(fd, count, offset)
+        if not piece:
+            raise OSError(f"{what} ended {count} octets early")
+        pieces.append(piece)
+        offset += len(piece)
+        count -= len(piece)
+    return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+
+
 class _Descriptor:
     """An open file descriptor, closed when the last holder lets go of it: a session that goes
     away cannot close it under a thread still reading (a closed number may be reused at once by
@@ -63,16 +78,7 @@ class SpooledMessage:
 
     def read(self, offset: int, count: int) -> bytes:
         """Up to ``count`` octets of the data from ``offset`` (fewer only at its end)."""
-        count = max(0, min(count, self.size - offset))
-        pieces = []
-        while count > 0:
-            piece = os.pread(self._descriptor.fd, count, offset)
-            if not piece:
-                raise OSError(f"the spool file ended {count} octets early")
-            pieces.append(piece)
-            offset += len(piece)
-            count -= len(piece)
-        return b"".join(pieces) if len(pieces) != 1 else pieces[0]
+        return read_at(self._descriptor.fd, offset, max(0, min(count, self.size - offset)), "the spool file")
 
     def pieces(self, start: int = 0, piece: int = PIECE) -> Iterator[bytes]:
         """The data from ``start`` to its end, ``piece`` octets at a time."""
