@@ -212,7 +212,7 @@ class IngressHandler:
             if screening.refusal is not None:
                 return await self._refuse(screening.refusal, screening.sender, None, spool.size, session, envelope)
         # in memory: the spool's own buffer; on disk: read from the file in pieces, never whole
-        raw: bytearray | SpooledMessage = spool.spooled() if spool.on_disk else await spool.load()
+        raw: bytearray | SpooledMessage = spool.spooled() if spool.on_disk else spool.load()
         arrival = await self._authenticate(raw, peer, session, envelope) if checked else Arrival()
         if arrival.retry_later:  # nothing stored: the sending server keeps the mail and tries again
             log.info("deferred mail from %s (peer %s) to %s: DNS failed temporarily (%s)", envelope.mail_from,

@@ -34,7 +34,6 @@ from waypost.mail.spooled import SpooledMessage
 
 # how much of the budget a spool in memory takes at a time
 LOAN = 64 * 1024
-LOAD_PIECE = 1024 * 1024  # octets read at a time from a spool file into the message's buffer
 # a message bigger than this goes to a file whatever the budget: kept whole in memory it would
 # cost its size again in every copy authentication and storing make
 FILE_OVER = 4 * 1024 * 1024
@@ -205,21 +204,11 @@ class MessageSpool:
         body_at = None if self._in_header else len(self._header) + 2
         return SpooledMessage.of_file(self._file, self.size, self.header, body_at)
 
-    async def load(self) -> bytearray:
-        """The whole message, in memory and in one buffer, this spool's own (no copy is made of
-        data in memory): for data on disk, once the budget lends its size (the loan lasts until
-        ``close``); the SMTP handler reads such a message with ``spooled`` instead. Put a header
+    def load(self) -> bytearray:
+        """The whole message held in memory, in one buffer, this spool's own (no copy is made):
+        a message on disk is read in pieces with ``spooled`` instead, never whole. Put a header
         in front with ``prepend``, which moves the data in place."""
-        if self._file is not None:
-            await self.budget.take(self.size)
-            self.held = self.size
-            self._memory = bytearray(self.size)
-            self._file.seek(0)
-            filled = 0
-            while filled < self.size and (piece := self._file.read(min(LOAD_PIECE, self.size - filled))):
-                self._memory[filled:filled + len(piece)] = piece
-                filled += len(piece)
-        assert self._memory is not None
+        assert self._file is None and self._memory is not None, "only a message in memory; on disk: spooled()"
         return self._memory
 
     def prepend(self, head: bytes) -> bytearray:
