@@ -147,3 +147,34 @@ def test_suppressing_keeps_an_entry_in_force_and_replaces_an_expired_one(engine:
     assert logged == ["kept@example.org", "gone@example.org", "gone@example.org", "new@example.org"]
     with engine.connect() as conn:  # outside a transaction the lookup answers the same
         assert suppression.lookup(conn, "gone@EXAMPLE.org") == gone
+
+
+def test_an_in_list_reads_and_deletes_as_an_expanding_parameter_does(engine: Engine) -> None:
+    # lengths around the padding's powers of two, and past one IN_CHUNK (two statements)
+    from waypost.store.db import IN_CHUNK
+    from waypost.store.driver import DriverInList
+
+    present = DriverInList(lambda keys: sa.select(suppressions.c.address, suppressions.c.expires_at)
+                           .where(suppressions.c.address.in_(keys)))
+    delete = DriverInList(lambda keys: suppressions.delete().where(suppressions.c.address.in_(keys)))
+    addresses = [f"r{number}@example.org" for number in range(IN_CHUNK + 40)]
+    with engine.begin() as conn:
+        INSERT.insert_many(conn, [entry(address, expires_at=AT) for address in addresses[::2]])
+    expanding = sa.select(suppressions.c.address, suppressions.c.expires_at).where(
+        suppressions.c.address.in_(sa.bindparam("keys", expanding=True)))
+    with engine.begin() as conn:
+        for count in (1, 2, 3, 5, 64, 65, IN_CHUNK - 1, IN_CHUNK, IN_CHUNK + 1, IN_CHUNK + 40):
+            asked = addresses[:count]
+            want = {tuple(row) for row in conn.execute(expanding, {"keys": asked})}
+            found = present.fetch(conn, asked)
+            assert len(found) == len(want) and set(found) == want, count
+        assert present.fetch(conn, []) == []
+        delete.run(conn, addresses[:IN_CHUNK + 1])
+        assert sorted(row[0] for row in present.fetch(conn, addresses)) == sorted(addresses[IN_CHUNK + 2::2])
+    with engine.connect() as conn:  # outside a transaction it begins one, as SQLAlchemy would
+        assert len(present.fetch(conn, addresses)) == len(addresses[IN_CHUNK + 2::2])
+        delete.run(conn, addresses)
+        assert conn.in_transaction()
+        conn.commit()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(suppressions)).scalar_one() == 0

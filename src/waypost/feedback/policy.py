@@ -46,8 +46,7 @@ from waypost.feedback.reasons import SETUP as SETUP_FAMILY
 from waypost.feedback.reasons import family as reason_family
 from waypost.outbound import suppression
 from waypost.outbound.unsubscribe import StreamHook  # the leave hooks, run on complaints and opt-outs
-from waypost.store.db import in_chunks
-from waypost.store.driver import DriverStatement
+from waypost.store.driver import DriverInList, DriverStatement
 from waypost.store.models import bounce_scores, feedback_events, outbound_messages, utcnow
 
 log = logging.getLogger(__name__)
@@ -148,9 +147,7 @@ class FeedbackPolicy:
         if len(stored) < len(events):
             applied.outcomes[IGNORED] += len(events) - len(stored)
         keys = [e.dedupe_key for e in stored]
-        seen: set[str] = set()
-        for chunk in in_chunks(keys):
-            seen.update(conn.execute(_SEEN, {"keys": chunk}).scalars())
+        seen: set[str] = {key for (key,) in _SEEN.fetch(conn, keys)}
         fresh = []
         for event, key in zip(stored, keys, strict=True):
             if key in seen:
@@ -182,10 +179,8 @@ class FeedbackPolicy:
 
     @staticmethod
     def _look_up(conn: Connection, links: dict[tuple[str, str], _Link], kind: str, values: set[Any]) -> None:
-        for chunk in in_chunks(list(values)):
-            for row in conn.execute(_LINKS[kind], {"keys": chunk}):
-                links[(kind, _norm_header(str(row.key)) if kind == "header" else str(row.key))] = \
-                    _Link(row.id, row.recipient, row.stream)
+        for number, recipient, stream, key in _LINKS[kind].fetch(conn, list(values)):
+            links[(kind, _norm_header(str(key)) if kind == "header" else str(key))] = _Link(number, recipient, stream)
 
     def _per_row(self, events: list[FeedbackEvent], links: dict[tuple[str, str], _Link],
                  applied: Applied) -> Iterable[FeedbackEvent]:
@@ -272,9 +267,8 @@ class FeedbackPolicy:
             return
         keys = sorted({suppression.suppression_key(d.address) for d in scored if d.address})
         state: dict[str, list[datetime]] = {}
-        for chunk in in_chunks(keys):
-            for row in conn.execute(_SCORES, {"keys": chunk}):
-                state[row.address] = [datetime.fromisoformat(at) for at in row.bounces]
+        for address, bounces in _SCORES.fetch(conn, keys):
+            state[address] = [datetime.fromisoformat(at) for at in bounces]
         now, window, limit = utcnow(), timedelta(days=self.settings.soft_bounce_window_days), \
             self.settings.soft_bounce_limit
         for d in scored:
@@ -288,17 +282,14 @@ class FeedbackPolicy:
                 d.expires_at = now + timedelta(days=self.settings.soft_suppression_days)
                 recent = []
             state[key] = recent
-        for chunk in in_chunks(list(state)):
-            conn.execute(_FORGET_SCORES, {"keys": chunk})
+        _FORGET_SCORES.run(conn, list(state))
         kept = [{"address": key, "score": len(times), "bounces": [at.isoformat() for at in times],
                  "last_at": times[-1]} for key, times in state.items() if times]
         if kept:
             conn.execute(bounce_scores.insert(), kept)
 
     def _clear_scores(self, conn: Connection, addresses: list[str]) -> None:
-        keys = sorted({suppression.suppression_key(a) for a in addresses})
-        for chunk in in_chunks(keys):
-            conn.execute(_FORGET_SCORES, {"keys": chunk})
+        _FORGET_SCORES.run(conn, sorted({suppression.suppression_key(a) for a in addresses}))
 
     def _suppress(self, conn: Connection, decisions: list[_Decision]) -> set[str]:
         entries = [suppression.NewEntry(d.address, d.suppress, d.event.source.value, _detail(d), d.expires_at)
@@ -330,16 +321,24 @@ class FeedbackPolicy:
         _INSERT_EVENTS.insert_many(conn, [_row(d, now) for d in decisions])
 
 
-# statements built once: an IN list of literals is coerced value by value on every execution,
-# an expanding parameter only bound (a batch makes a handful of these, each with up to 500 values)
-_KEYS: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
-_SEEN = sa.select(feedback_events.c.dedupe_key).where(feedback_events.c.dedupe_key.in_(_KEYS))
-_LINKS = {kind: sa.select(outbound_messages.c.id, outbound_messages.c.recipient, outbound_messages.c.stream,
-                          column.label("key")).where(column.in_(_KEYS))
-          for kind, column in (("provider", outbound_messages.c.provider_message_id),
-                               ("header", outbound_messages.c.message_id_header), ("id", outbound_messages.c.id))}
-_SCORES = sa.select(bounce_scores).where(bounce_scores.c.address.in_(_KEYS))
-_FORGET_SCORES = bounce_scores.delete().where(bounce_scores.c.address.in_(_KEYS))
+# statements compiled once per dialect and IN-list length, run on the driver: an expanding
+# parameter is rendered and bound anew on every execution (a batch makes a handful of these,
+# each with up to 500 values), which cost more than SQLite's lookups
+_SEEN = DriverInList(lambda keys: sa.select(feedback_events.c.dedupe_key)
+                     .where(feedback_events.c.dedupe_key.in_(keys)))
+
+
+def _links_by(column: sa.Column[Any]) -> DriverInList:
+    return DriverInList(lambda keys: sa.select(outbound_messages.c.id, outbound_messages.c.recipient,
+                                               outbound_messages.c.stream, column.label("key")).where(column.in_(keys)))
+
+
+_LINKS = {kind: _links_by(column) for kind, column in (("provider", outbound_messages.c.provider_message_id),
+                                                       ("header", outbound_messages.c.message_id_header),
+                                                       ("id", outbound_messages.c.id))}
+_SCORES = DriverInList(lambda keys: sa.select(bounce_scores.c.address, bounce_scores.c.bounces)
+                       .where(bounce_scores.c.address.in_(keys)))
+_FORGET_SCORES = DriverInList(lambda keys: bounce_scores.delete().where(bounce_scores.c.address.in_(keys)))
 
 # one row per event: on the driver, as SQLAlchemy's parameter handling per row cost more than the insert
 _INSERT_EVENTS = DriverStatement(feedback_events.insert(), (

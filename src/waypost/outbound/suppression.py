@@ -18,14 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from waypost.mail.addresses import AddressError, normalise_address
-from waypost.store.db import in_chunks
-from waypost.store.driver import DriverStatement
+from waypost.store.driver import DriverInList, DriverStatement
 from waypost.store.models import suppression_log, suppressions, utcnow
 from waypost.store.queue import enqueue
 
@@ -218,8 +217,7 @@ def add_many(conn: Connection, entries: Iterable[NewEntry], *, by: str | None = 
     new = {key: entry for key, entry in fresh.items() if key not in in_force}
     if not new:
         return set()
-    for chunk in in_chunks(expired):  # replaced below
-        conn.execute(_DELETE_AMONG, {"keys": chunk})
+    _DELETE_AMONG.run(conn, expired)  # replaced below
     _INSERT_ENTRIES.insert_many(conn, [
         {"address": key, "reason": e.reason.value, "source": e.source[:64], "detail": e.detail, "created_at": now,
          "expires_at": e.expires_at} for key, e in new.items()])
@@ -347,11 +345,11 @@ def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntr
     return NewEntry(address, Reason(reason_text), cell("source") or source, cell("detail") or None, expires_at)
 
 
-# built once: an IN list of literals is coerced value by value on every execution, an expanding
-# parameter only bound (feedback batches pass hundreds of addresses)
-_KEYS: sa.BindParameter[Any] = sa.bindparam("keys", expanding=True)
-_DELETE_AMONG = suppressions.delete().where(suppressions.c.address.in_(_KEYS))
-_PRESENT_AMONG = sa.select(suppressions.c.address, suppressions.c.expires_at).where(suppressions.c.address.in_(_KEYS))
+# compiled once per dialect and IN-list length, run on the driver: feedback batches pass
+# hundreds of addresses, which an expanding parameter would render and bind anew every time
+_DELETE_AMONG = DriverInList(lambda keys: suppressions.delete().where(suppressions.c.address.in_(keys)))
+_PRESENT_AMONG = DriverInList(lambda keys: sa.select(suppressions.c.address, suppressions.c.expires_at)
+                              .where(suppressions.c.address.in_(keys)))
 
 
 # a feedback batch adds hundreds of entries: SQLAlchemy's parameter handling per row cost more
@@ -366,12 +364,11 @@ def _present(conn: Connection, keys: list[str], now: datetime) -> tuple[set[str]
     one query for both, and no DELETE at all when nothing expired (the usual case)."""
     in_force: set[str] = set()
     expired: list[str] = []
-    for chunk in in_chunks(keys):
-        for address, expires_at in conn.execute(_PRESENT_AMONG, {"keys": chunk}):
-            if expires_at is None or expires_at > now:
-                in_force.add(address)
-            else:
-                expired.append(address)
+    for address, expires_at in _PRESENT_AMONG.fetch(conn, keys):
+        if expires_at is None or expires_at > now:
+            in_force.add(address)
+        else:
+            expired.append(address)
     return in_force, expired
 
 

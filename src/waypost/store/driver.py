@@ -24,6 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from waypost.store.db import IN_CHUNK
+
 Processor = Callable[[Any], Any]
 Statement = sa.Select[Any] | sa.Insert | sa.Update | sa.Delete
 
@@ -61,6 +63,13 @@ class DriverStatement:
         params = self._bound(compiled, rows)
         with self._driver_cursor(conn, compiled, params) as cursor:
             cursor.executemany(compiled.sql, params)
+
+    def run(self, conn: Connection, params: Mapping[str, Any]) -> None:
+        """Run the statement once, reading nothing back (a DELETE, an UPDATE)."""
+        compiled = self._compiled(conn)
+        (bound,) = self._bound(compiled, [params])
+        with self._driver_cursor(conn, compiled, bound) as cursor:
+            cursor.execute(compiled.sql, bound)
 
     def fetch(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run the statement once; its rows as tuples, converted as SQLAlchemy converts them."""
@@ -141,3 +150,46 @@ class DriverStatement:
                                              connection_invalidated=invalid, dialect=conn.dialect) from err
         finally:
             cursor.close()
+
+
+class DriverInList:
+    """A statement whose one ``IN (...)`` list takes a batch's values (dedupe keys, addresses),
+    run on the driver. An expanding parameter makes SQLAlchemy render and bind the list anew
+    on every execution, which cost more than the query; here the statement is built with a
+    fixed number of parameters, the list padded up to a power of two (up to ``IN_CHUNK``) with
+    its last value repeated, which no ``IN`` reads differently, so a handful of statements are
+    compiled once per dialect. ``build`` makes the statement from the list's parameters."""
+
+    def __init__(self, build: Callable[[list[sa.BindParameter[Any]]], Statement]) -> None:
+        self.build = build
+        self._by_size: dict[int, tuple[DriverStatement, tuple[str, ...]]] = {}
+
+    def fetch(self, conn: Connection, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows for all of ``values`` (a statement per ``IN_CHUNK`` of them), as tuples."""
+        rows: list[tuple[Any, ...]] = []
+        for statement, params in self._chunks(values):
+            if conn.in_transaction():
+                rows += statement.fetch(conn, params)
+            else:  # a driver statement runs only in a transaction: let SQLAlchemy begin one, as it would
+                rows += [tuple(row) for row in conn.execute(statement.statement, params)]
+        return rows
+
+    def run(self, conn: Connection, values: Sequence[Any]) -> None:
+        """Run the statement for all of ``values`` (a DELETE), reading nothing back."""
+        for statement, params in self._chunks(values):
+            if conn.in_transaction():
+                statement.run(conn, params)
+            else:
+                conn.execute(statement.statement, params)
+
+    def _chunks(self, values: Sequence[Any]) -> Iterator[tuple[DriverStatement, dict[str, Any]]]:
+        for start in range(0, len(values), IN_CHUNK):
+            chunk = values[start:start + IN_CHUNK]
+            size = min(1 << (len(chunk) - 1).bit_length(), IN_CHUNK)
+            found = self._by_size.get(size)
+            if found is None:
+                names = tuple(f"v{i}" for i in range(size))
+                found = self._by_size[size] = (DriverStatement(self.build([sa.bindparam(n) for n in names])), names)
+            statement, names = found
+            padded = [*chunk, *[chunk[-1]] * (size - len(chunk))]
+            yield statement, dict(zip(names, padded, strict=True))
