@@ -178,3 +178,20 @@ def test_an_in_list_reads_and_deletes_as_an_expanding_parameter_does(engine: Eng
         conn.commit()
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(suppressions)).scalar_one() == 0
+
+
+def test_rows_given_as_values_are_stored_as_rows_given_as_mappings(engine: Engine) -> None:
+    # the columns in another order than the table's: the values are put in the placeholders' order
+    reordered = DriverStatement(suppressions.insert(), ("expires_at", "source", "address", "reason", "detail",
+                                                        "created_at"))
+    later = datetime(2026, 3, 8, 1, 2, 3, tzinfo=UTC)
+    with engine.begin() as conn:
+        INSERT.insert_many(conn, [entry("mapped@example.org", expires_at=later)])
+        INSERT.insert_values(conn, [("values@example.org", "BOUNCE", "ses", "5.1.1 user unknown", AT, later)])
+        reordered.insert_values(conn, [(later, "ses", "reordered@example.org", "BOUNCE", "5.1.1 user unknown", AT)])
+    mapped = stored(engine, "mapped@example.org")[1:]
+    assert stored(engine, "values@example.org")[1:] == mapped == stored(engine, "reordered@example.org")[1:]
+    with pytest.raises(ValueError, match="5 values"), engine.begin() as conn:
+        INSERT.insert_values(conn, [("short@example.org", "BOUNCE", "ses", None, AT)])
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), engine.begin() as conn:
+        INSERT.insert_values(conn, [("naive@example.org", "BOUNCE", "ses", None, datetime(2026, 3, 1), None)])

@@ -62,6 +62,7 @@ SIMULATOR_DOMAIN = "simulator.amazonses.com"
 # bounces and complaints are checked for their classification, never suppress or count
 DRILL_DOMAIN = "drill.waypost.invalid"
 ON_ACCOUNT_LIST = "OnAccountSuppressionList"
+_AT_SIMULATOR, _AT_DRILL = "@" + SIMULATOR_DOMAIN, "@" + DRILL_DOMAIN
 _SEVERITY = {BounceType.PERMANENT: 3, BounceType.TRANSIENT: 2, BounceType.UNDETERMINED: 1}
 
 VerpReader = Callable[[str], "int | None"]
@@ -126,7 +127,7 @@ class FeedbackPolicy:
         applied = Applied(received=len(events))
         fresh = self._fresh(conn, events, applied)
         links = self._links(conn, fresh)
-        decisions = [self._decide(event, links) for event in self._per_row(fresh, links, applied)]
+        decisions = [self._decide(event, link) for event, link in self._per_row(fresh, links, applied)]
         self._score_transients(conn, decisions)
         self._clear_scores(conn, [d.address for d in decisions if d.event.kind == Kind.DELIVERY and d.address])
         applied.suppressed = self._suppress(conn, decisions)
@@ -183,14 +184,15 @@ class FeedbackPolicy:
             links[(kind, _norm_header(str(key)) if kind == "header" else str(key))] = _Link(number, recipient, stream)
 
     def _per_row(self, events: list[FeedbackEvent], links: dict[tuple[str, str], _Link],
-                 applied: Applied) -> Iterable[FeedbackEvent]:
+                 applied: Applied) -> Iterable[tuple[FeedbackEvent, _Link | None]]:
         """A mail-borne report acts once per outbound row, on that row's recipient: the event
-        naming our recipient, else the most severe one (a forwarded address bounced)."""
+        naming our recipient, else the most severe one (a forwarded address bounced). Each
+        with its outbound row, looked up once."""
         by_row: dict[int, list[FeedbackEvent]] = {}
         for event in events:
             link = _link_of(event, links)
             if event.source == Source.SES or link is None or event.kind == Kind.AUTO_REPLY:
-                yield event
+                yield event, link
                 continue
             by_row.setdefault(link.id, []).append(event)
         for row_events in by_row.values():
@@ -200,19 +202,20 @@ class FeedbackPolicy:
             for other in row_events:
                 if other is not chosen:
                     applied.outcomes[IGNORED] += 1
-            yield chosen if chosen.recipient and chosen.recipient.lower() == link.recipient.lower() else \
-                replace(chosen, recipient=link.recipient)
+            # the same row as the chosen event's own link: the events were grouped by it
+            yield (chosen if chosen.recipient and chosen.recipient.lower() == link.recipient.lower() else
+                   replace(chosen, recipient=link.recipient)), link
 
-    def _decide(self, event: FeedbackEvent, links: dict[tuple[str, str], _Link]) -> _Decision:
-        link = _link_of(event, links)
+    def _decide(self, event: FeedbackEvent, link: _Link | None) -> _Decision:
         decision = _Decision(event, RECORDED, link)
         if event.source != Source.SES and link is None and event.kind != Kind.AUTO_REPLY:
             decision.outcome, decision.note = REVIEW, "not linked to a message we sent: nothing changed"
             return decision
-        if event.recipient and event.recipient.lower().endswith("@" + SIMULATOR_DOMAIN):
+        recipient = event.recipient.lower() if event.recipient else ""
+        if recipient.endswith(_AT_SIMULATOR):
             decision.note = "mailbox simulator: never suppressed or counted"
             return decision
-        if event.recipient and event.recipient.lower().endswith("@" + DRILL_DOMAIN):
+        if recipient.endswith(_AT_DRILL):
             decision.note = "drill address: never suppressed or counted"
             return decision
         rule = _RULES.get(event.kind)
@@ -285,8 +288,7 @@ class FeedbackPolicy:
         _FORGET_SCORES.run(conn, list(state))
         kept = [{"address": key, "score": len(times), "bounces": [at.isoformat() for at in times],
                  "last_at": times[-1]} for key, times in state.items() if times]
-        if kept:
-            conn.execute(bounce_scores.insert(), kept)
+        _INSERT_SCORES.insert_many(conn, kept)
 
     def _clear_scores(self, conn: Connection, addresses: list[str]) -> None:
         _FORGET_SCORES.run(conn, sorted({suppression.suppression_key(a) for a in addresses}))
@@ -318,7 +320,7 @@ class FeedbackPolicy:
         if not decisions:
             return
         now = utcnow()
-        _INSERT_EVENTS.insert_many(conn, [_row(d, now) for d in decisions])
+        _INSERT_EVENTS.insert_values(conn, [_row(d, now) for d in decisions])
 
 
 # statements compiled once per dialect and IN-list length, run on the driver: an expanding
@@ -340,6 +342,7 @@ _SCORES = DriverInList(lambda keys: sa.select(bounce_scores.c.address, bounce_sc
                        .where(bounce_scores.c.address.in_(keys)))
 _FORGET_SCORES = DriverInList(lambda keys: bounce_scores.delete().where(bounce_scores.c.address.in_(keys)))
 
+_INSERT_SCORES = DriverStatement(bounce_scores.insert(), ("address", "score", "bounces", "last_at"))
 # one row per event: on the driver, as SQLAlchemy's parameter handling per row cost more than the insert
 _INSERT_EVENTS = DriverStatement(feedback_events.insert(), (
     "dedupe_key", "kind", "source", "recipient", "outbound_id", "stream", "bounce_type", "bounce_subtype", "status",
@@ -394,18 +397,30 @@ def explain_action(event: FeedbackEvent) -> str:
     return "suppress" if event.kind == Kind.SUBSCRIPTION and event.unsubscribe else "record"
 
 
-def _row(d: _Decision, now: datetime) -> dict[str, object]:
-    e = d.event
-    return {
-        "dedupe_key": e.dedupe_key, "kind": e.kind.value, "source": e.source.value,
-        "recipient": (e.recipient or None) and e.recipient[:320], "outbound_id": d.link.id if d.link else None,
-        "stream": (d.link.stream if d.link else None) or e.stream, "bounce_type": e.bounce_type,
-        "bounce_subtype": (e.bounce_subtype or None) and e.bounce_subtype[:32], "status": (e.status or "")[:16] or None,
-        "feedback_type": (e.feedback_type or None) and e.feedback_type[:32], "diagnostic": e.diagnostic,
-        "outcome": d.outcome, "note": d.note, "counts_as": d.counts_as, "occurred_at": e.occurred_at,
-        "received_at": now, "provider_message_id": (e.provider_message_id or None) and e.provider_message_id[:255],
-        "raw": e.raw, "reason": (e.reason or None) and e.reason[:24],
-    }
+def _row(d: _Decision, now: datetime) -> tuple[object, ...]:
+    """The event's feedback_events row, its values in _INSERT_EVENTS' column order."""
+    e, link = d.event, d.link
+    return (
+        e.dedupe_key,  # dedupe_key
+        e.kind.value,  # kind
+        e.source.value,  # source
+        (e.recipient or None) and e.recipient[:320],  # recipient
+        link.id if link else None,  # outbound_id
+        (link.stream if link else None) or e.stream,  # stream
+        e.bounce_type,  # bounce_type
+        (e.bounce_subtype or None) and e.bounce_subtype[:32],  # bounce_subtype
+        (e.status or "")[:16] or None,  # status
+        (e.feedback_type or None) and e.feedback_type[:32],  # feedback_type
+        e.diagnostic,  # diagnostic
+        d.outcome,  # outcome
+        d.note,  # note
+        d.counts_as,  # counts_as
+        e.occurred_at,  # occurred_at
+        now,  # received_at
+        (e.provider_message_id or None) and e.provider_message_id[:255],  # provider_message_id
+        e.raw,  # raw
+        (e.reason or None) and e.reason[:24],  # reason
+    )
 
 
 def _detail(d: _Decision) -> str:

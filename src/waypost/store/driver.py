@@ -16,7 +16,7 @@ driver's errors are raised as SQLAlchemy's (``sqlalchemy.exc.DBAPIError`` and su
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +41,8 @@ class _Compiled:
     positional: bool  # qmark/format (a tuple per row) or pyformat/named (a dict per row)
     binds: tuple[tuple[int, Processor], ...]  # (index in names, converter) of the values to convert
     results: tuple[Processor | None, ...]  # per result column; () when the statement returns none
+    # per placeholder, the index of its value in ``columns`` (None: the statement has no columns)
+    order: tuple[int, ...] | None
 
 
 class DriverStatement:
@@ -61,6 +63,27 @@ class DriverStatement:
             return
         compiled = self._compiled(conn)
         params = self._bound(compiled, rows)
+        with self._driver_cursor(conn, compiled, params) as cursor:
+            cursor.executemany(compiled.sql, params)
+
+    def insert_values(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """``insert_many`` with each row given as its values in ``columns`` order: no dictionary
+        to build and read back per row (a feedback batch inserts hundreds)."""
+        if not rows:
+            return
+        compiled = self._compiled(conn)
+        order = compiled.order
+        if order is None:
+            raise TypeError("insert_values needs a statement built with its columns")
+        width = len(self.columns or ())
+        for values in rows:
+            if len(values) != width:
+                raise ValueError(f"a row of {len(values)} values for the {width} columns {self.columns}")
+        if order == tuple(range(width)):
+            lists = [list(values) for values in rows]
+        else:
+            lists = [[values[index] for index in order] for values in rows]
+        params = self._bound_lists(compiled, lists)
         with self._driver_cursor(conn, compiled, params) as cursor:
             cursor.executemany(compiled.sql, params)
 
@@ -108,18 +131,26 @@ class DriverStatement:
         columns = getattr(self.statement, "selected_columns", None)
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
                         for column in columns) if columns is not None else ()
-        return _Compiled(compiled.string, names, positional, tuple(binds), results)
+        order = None
+        if self.columns is not None and set(names) <= set(self.columns):
+            order = tuple(self.columns.index(name) for name in names)
+        return _Compiled(compiled.string, names, positional, tuple(binds), results, order)
 
     @staticmethod
     def _bound(compiled: _Compiled, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """The rows' parameters in the driver's style. A value its column's type refuses raises
         ``StatementError`` (as SQLAlchemy's own execution does), a missing one ``KeyError``."""
+        names = compiled.names
+        return DriverStatement._bound_lists(compiled, ([values[name] for name in names] for values in rows))
+
+    @staticmethod
+    def _bound_lists(compiled: _Compiled, rows: Iterable[list[Any]]) -> list[Any]:
+        """``_bound`` for rows given as lists of their values in placeholder order (changed in place)."""
         names, binds, bound = compiled.names, compiled.binds, []
         # the last value converted per column, and what it became: a batch's rows share their times
         last: list[tuple[Any, Any]] = [(None, None)] * len(binds)
         try:
-            for values in rows:
-                row = [values[name] for name in names]
+            for row in rows:
                 for slot, (index, convert) in enumerate(binds):
                     value = row[index]
                     if value is None:
