@@ -154,9 +154,9 @@ def test_an_in_list_reads_and_deletes_as_an_expanding_parameter_does(engine: Eng
     from waypost.store.db import IN_CHUNK
     from waypost.store.driver import DriverInList
 
-    present = DriverInList(lambda keys: sa.select(suppressions.c.address, suppressions.c.expires_at)
-                           .where(suppressions.c.address.in_(keys)))
-    delete = DriverInList(lambda keys: suppressions.delete().where(suppressions.c.address.in_(keys)))
+    present = DriverInList(suppressions.c.address,
+                           lambda among: sa.select(suppressions.c.address, suppressions.c.expires_at).where(among))
+    delete = DriverInList(suppressions.c.address, lambda among: suppressions.delete().where(among))
     addresses = [f"r{number}@example.org" for number in range(IN_CHUNK + 40)]
     with engine.begin() as conn:
         INSERT.insert_many(conn, [entry(address, expires_at=AT) for address in addresses[::2]])

@@ -326,21 +326,20 @@ class FeedbackPolicy:
 # statements compiled once per dialect and IN-list length, run on the driver: an expanding
 # parameter is rendered and bound anew on every execution (a batch makes a handful of these,
 # each with up to 500 values), which cost more than SQLite's lookups
-_SEEN = DriverInList(lambda keys: sa.select(feedback_events.c.dedupe_key)
-                     .where(feedback_events.c.dedupe_key.in_(keys)))
+_SEEN = DriverInList(feedback_events.c.dedupe_key, lambda among: sa.select(feedback_events.c.dedupe_key).where(among))
 
 
 def _links_by(column: sa.Column[Any]) -> DriverInList:
-    return DriverInList(lambda keys: sa.select(outbound_messages.c.id, outbound_messages.c.recipient,
-                                               outbound_messages.c.stream, column.label("key")).where(column.in_(keys)))
+    return DriverInList(column, lambda among: sa.select(outbound_messages.c.id, outbound_messages.c.recipient,
+                                                        outbound_messages.c.stream, column.label("key")).where(among))
 
 
 _LINKS = {kind: _links_by(column) for kind, column in (("provider", outbound_messages.c.provider_message_id),
                                                        ("header", outbound_messages.c.message_id_header),
                                                        ("id", outbound_messages.c.id))}
-_SCORES = DriverInList(lambda keys: sa.select(bounce_scores.c.address, bounce_scores.c.bounces)
-                       .where(bounce_scores.c.address.in_(keys)))
-_FORGET_SCORES = DriverInList(lambda keys: bounce_scores.delete().where(bounce_scores.c.address.in_(keys)))
+_SCORES = DriverInList(bounce_scores.c.address,
+                       lambda among: sa.select(bounce_scores.c.address, bounce_scores.c.bounces).where(among))
+_FORGET_SCORES = DriverInList(bounce_scores.c.address, lambda among: bounce_scores.delete().where(among))
 
 _INSERT_SCORES = DriverStatement(bounce_scores.insert(), ("address", "score", "bounces", "last_at"))
 # one row per event: on the driver, as SQLAlchemy's parameter handling per row cost more than the insert

@@ -347,9 +347,9 @@ def _import_row(row: list[str], columns: dict[str, int], source: str) -> NewEntr
 
 # compiled once per dialect and IN-list length, run on the driver: feedback batches pass
 # hundreds of addresses, which an expanding parameter would render and bind anew every time
-_DELETE_AMONG = DriverInList(lambda keys: suppressions.delete().where(suppressions.c.address.in_(keys)))
-_PRESENT_AMONG = DriverInList(lambda keys: sa.select(suppressions.c.address, suppressions.c.expires_at)
-                              .where(suppressions.c.address.in_(keys)))
+_DELETE_AMONG = DriverInList(suppressions.c.address, lambda among: suppressions.delete().where(among))
+_PRESENT_AMONG = DriverInList(suppressions.c.address,
+                              lambda among: sa.select(suppressions.c.address, suppressions.c.expires_at).where(among))
 
 
 # a feedback batch adds hundreds of entries: SQLAlchemy's parameter handling per row cost more

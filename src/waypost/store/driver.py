@@ -183,15 +183,23 @@ class DriverStatement:
             cursor.close()
 
 
+EXACT_UP_TO = 16  # IN lists up to this long get a statement of their own length
+
+
 class DriverInList:
     """A statement whose one ``IN (...)`` list takes a batch's values (dedupe keys, addresses),
     run on the driver. An expanding parameter makes SQLAlchemy render and bind the list anew
     on every execution, which cost more than the query; here the statement is built with a
-    fixed number of parameters, the list padded up to a power of two (up to ``IN_CHUNK``) with
-    its last value repeated, which no ``IN`` reads differently, so a handful of statements are
-    compiled once per dialect. ``build`` makes the statement from the list's parameters."""
+    fixed number of parameters, compiled once per dialect: one per length up to
+    ``EXACT_UP_TO`` (an SQS receive's), longer lists padded up to a power of two (at most
+    ``IN_CHUNK``) with their last value repeated, which no ``IN`` reads differently. (Padding
+    the short ones too made PostgreSQL's planner pick a sequential scan over a small table
+    where the list's own length got the index.) ``build`` makes the statement from the condition ``column IN
+    (...)``, whose parameters take ``column``'s type (PostgreSQL is told their type, as
+    SQLAlchemy's own execution tells it; untyped, its plans compare them row by row)."""
 
-    def __init__(self, build: Callable[[list[sa.BindParameter[Any]]], Statement]) -> None:
+    def __init__(self, column: sa.ColumnElement[Any], build: Callable[[sa.ColumnElement[bool]], Statement]) -> None:
+        self.column = column
         self.build = build
         self._by_size: dict[int, tuple[DriverStatement, tuple[str, ...]]] = {}
 
@@ -216,11 +224,12 @@ class DriverInList:
     def _chunks(self, values: Sequence[Any]) -> Iterator[tuple[DriverStatement, dict[str, Any]]]:
         for start in range(0, len(values), IN_CHUNK):
             chunk = values[start:start + IN_CHUNK]
-            size = min(1 << (len(chunk) - 1).bit_length(), IN_CHUNK)
+            size = len(chunk) if len(chunk) <= EXACT_UP_TO else min(1 << (len(chunk) - 1).bit_length(), IN_CHUNK)
             found = self._by_size.get(size)
             if found is None:
                 names = tuple(f"v{i}" for i in range(size))
-                found = self._by_size[size] = (DriverStatement(self.build([sa.bindparam(n) for n in names])), names)
+                among = self.column.in_([sa.bindparam(name, type_=self.column.type) for name in names])
+                found = self._by_size[size] = (DriverStatement(self.build(among)), names)
             statement, names = found
             padded = [*chunk, *[chunk[-1]] * (size - len(chunk))]
             yield statement, dict(zip(names, padded, strict=True))
