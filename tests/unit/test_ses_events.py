@@ -539,6 +539,9 @@ def test_inbound_and_unknown_types_give_no_events(ses_type: str) -> None:
     ("[1, 2]", "JSON list, not a JSON object"),
     ('"Bounce"', "JSON str, not a JSON object"),
     ("[" * 100_000, "not JSON"),
+    # what RFC 8259 does not allow: kept as unreadable, never half read
+    ('{"eventType": "Bounce", "mail": {}, "bounce": {"x": NaN}}', "not JSON"),
+    ('{"eventType": "Bounce", "mail": {"source": "\\ud800@example.org"}}', "not JSON"),
     ("{}", "neither a notificationType nor an eventType"),
     ('{"eventType": 5}', "neither a notificationType nor an eventType"),
     ('{"eventType": "Bounce"}', "no 'mail' object"),

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
+import orjson
+
 from waypost.feedback import reasons
 from waypost.feedback.dsn import effective_status
 from waypost.feedback.events import BounceType, FeedbackEvent, FeedbackFormatError, Kind, Source
@@ -91,9 +93,13 @@ def _load(payload: str | dict[str, Any]) -> tuple[str, Record]:
 
 
 def _json_object(text: str, what: str) -> Record:
+    # orjson: under half the stdlib's time for a 1.3 KB notification, which a catch-up of
+    # thousands feels. It refuses what RFC 8259 does not allow and the stdlib lets through
+    # (NaN, Infinity, lone surrogates): such a notification is kept as unreadable. (An integer
+    # past 64 bits comes back a float; no field read here is a number.)
     try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as err:
+        document = orjson.loads(text)
+    except (ValueError, RecursionError) as err:  # orjson.JSONDecodeError is a ValueError
         raise FeedbackFormatError(f"{what} is not JSON: {err}") from err
     if not isinstance(document, dict):
         raise FeedbackFormatError(f"{what} is a JSON {type(document).__name__}, not a JSON object")
