@@ -146,8 +146,9 @@ def _lookup_keys(key: str, secrets: tuple[bytes, ...]) -> tuple[str, ...]:
 def _lookup_any(count: int) -> DriverStatement:
     """One statement for the address and its ``count - 1`` keyed hashes: equality on the unique
     index for one key, an IN list of point lookups on it for more (compiled once per dialect)."""
-    names: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}") for i in range(count)]
     column = suppressions.c.address
+    # typed as the column, as SQLAlchemy's own execution sends them (PostgreSQL gets ``::VARCHAR``)
+    names: list[sa.BindParameter[str]] = [sa.bindparam(f"k{i}", type_=column.type) for i in range(count)]
     return DriverStatement(sa.select(*_COLUMNS).where(column == names[0] if count == 1 else column.in_(names)))
 
 
