@@ -14,7 +14,10 @@ base64 part, and attaches a ``Body`` to that part: its size is known without dec
 (same bytes; only runs that method decodes with no defect are replaced): a photo's body in one
 call, a longer one in large chunks. A run found
 anywhere else (a preamble, a text part, a delivery-status block) makes ``claim_bodies``
-answer False, and the caller parses the spooled mail again the plain way.
+answer False, and the caller parses the spooled mail again the plain way. A body of a mail read
+from a named file also gives its place there (``Body.stored``, a picklable ``StoredBody``), so
+another process (the image pool's worker) reads and decodes it itself, after checking that the
+file is still the one parsed.
 """
 
 from __future__ import annotations
