@@ -133,7 +133,7 @@ class _FileSpool(Spool):
     descriptor of its own (``os.pread``: thread-safe), closed by ``close`` or when the last
     body is gone, so the caller may close its file once parsed."""
 
-    def __init__(self, fd: int, origin: int, name: _FileName | None = None) -> None:
+    def __init__(self, fd: int, origin: int, name: tuple[str, int, int] | None = None) -> None:
         own = os.dup(fd)
         self._fd = own
         self._origin = origin
@@ -144,8 +144,7 @@ class _FileSpool(Spool):
     def stored(self, start: int, end: int, size: int) -> StoredBody | None:
         if self._name is None:
             return None
-        name = self._name
-        return StoredBody(name.path, name.device, name.inode, self._origin, start, min(end, self.size), size)
+        return StoredBody(*self._name, origin=self._origin, start=start, end=min(end, self.size), size=size)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -154,18 +153,10 @@ class _FileSpool(Spool):
         return read_at(self._fd, self._origin + start, max(0, min(end, self.size) - start), "the stored mail")
 
 
-@dataclass(frozen=True)
-class _FileName:
-    """A stored mail's file, by its path and what it is (device and inode, as when it was opened)."""
-
-    path: str
-    device: int
-    inode: int
-
-
-def _named(source: object, info: os.stat_result) -> _FileName | None:
-    """The path by which another process opens the very file ``source`` is (checked by device and
-    inode), or None: a file with no name, or one renamed or replaced since it was opened."""
+def _named(source: object, info: os.stat_result) -> tuple[str, int, int] | None:
+    """(path, device, inode): the path by which another process opens the very file ``source``
+    is, checked by device and inode; or None: a file with no name, or one renamed or replaced
+    since it was opened."""
     path = getattr(source, "name", None)
     if not isinstance(path, str):  # an int: opened from a descriptor
         return None
@@ -176,7 +167,7 @@ def _named(source: object, info: os.stat_result) -> _FileName | None:
         return None
     if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
         return None
-    return _FileName(path, info.st_dev, info.st_ino)
+    return path, info.st_dev, info.st_ino
 
 
 @dataclass(frozen=True)
@@ -196,7 +187,7 @@ class StoredBody:
     def read(self) -> bytes:
         """The decoded bytes, as ``Body.read`` gives them. Raises OSError when the file is
         gone, shorter than it was, or no longer the one that was parsed."""
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(self.path, os.O_RDONLY)  # not inherited by children (PEP 446)
         try:
             info = os.fstat(fd)
             if (info.st_dev, info.st_ino) != (self.device, self.inode):
