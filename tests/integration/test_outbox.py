@@ -3,6 +3,7 @@ rate and quota, retries, throttling, and no second delivery after a crash."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import wait_until
 from waypost import runtime as wiring
 from waypost.errors import PermanentError, TransientError
 from waypost.outbound import control, suppression
@@ -434,3 +436,36 @@ def test_a_message_that_waited_leaves_with_a_fresh_date(outbox_runtime: Any) -> 
     (raw,) = captured
     assert b"2024" not in raw.split(b"\n\n")[0] and raw.startswith(b"Date: ")
     assert raw.endswith(b"\n\nbody\n")
+
+
+def test_two_workers_handing_over_in_a_new_minute_both_count(outbox_runtime: Any) -> None:
+    """Handoffs are not serialised like admissions: the minute's first two can meet. The second
+    waits for the first's row (PostgreSQL) or its transaction (SQLite) and adds to it."""
+    runtime = outbox_runtime(Recorder())
+    limiter, engine = runtime.outbox.limiter, runtime.engine
+    at = utcnow()
+    errors: list[BaseException] = []
+
+    def second_worker() -> None:
+        try:
+            with engine.begin() as conn:
+                limiter.handed_over(conn, at)
+        except BaseException as err:  # reported by the assertion below
+            errors.append(err)
+
+    with engine.begin() as first:
+        limiter.handed_over(first, at)  # the minute's row, not yet committed
+        other = threading.Thread(target=second_worker)
+        other.start()
+        if engine.dialect.name == "postgresql":  # the other's insert waits on ours
+            def blocked() -> bool:
+                with engine.connect() as conn:
+                    return bool(conn.execute(sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()")).scalar_one())
+            wait_until(blocked, timeout=30, message="the second handoff waiting on the first")
+    other.join(timeout=60)
+
+    assert not other.is_alive() and errors == []
+    with engine.connect() as conn:
+        assert limiter.used(conn, at)[1] == 2

@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from waypost.store.db import is_postgres
 from waypost.store.models import OutboundState, outbound_messages, send_minutes
 
 DAY = timedelta(hours=24)
@@ -109,8 +111,12 @@ class RateLimiter:
         bumped = conn.execute(send_minutes.update().where(send_minutes.c.minute == minute)
                               .values(count=send_minutes.c.count + 1)).rowcount
         if not bumped:
+            # the minute's first send: handoffs are not serialised like admissions, so another
+            # worker's may insert the row first (on PostgreSQL it then waits for our commit)
             conn.execute(send_minutes.delete().where(send_minutes.c.minute < at - DAY - 2 * MINUTE))
-            conn.execute(send_minutes.insert().values(minute=minute, count=1))
+            insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(send_minutes)
+            conn.execute(insert.values(minute=minute, count=1).on_conflict_do_update(
+                index_elements=[send_minutes.c.minute], set_={"count": send_minutes.c.count + 1}))
 
     @staticmethod
     def refund(conn: Connection, at: datetime) -> None:
