@@ -3,7 +3,8 @@
 ``WAYPOST_FAILPOINTS="outbox.after_send=pause"`` makes the process write
 ``<WAYPOST_FAILPOINT_DIR>/<name>.hit`` when it reaches that point and then block, so a test
 can SIGKILL it exactly there; ``=error`` raises RuntimeError; ``=oserror`` raises OSError;
-``=crash`` kills the process on the spot (SIGKILL), as a segfaulting decoder would.
+``=crash`` kills the process on the spot (SIGKILL), as a segfaulting decoder would;
+``=delay:0.05`` waits that many seconds and goes on, as a slow provider or disk would.
 Unset (the normal case) a failpoint costs one dictionary lookup.
 """
 
@@ -21,7 +22,24 @@ def _configured() -> dict[str, str]:
     return {name.strip(): action.strip() for name, action in pairs}
 
 
-_ACTIVE = _configured()
+def _check(spec: dict[str, str]) -> dict[str, str]:
+    """The spec, or ValueError naming the action nobody would otherwise notice was misspelt."""
+    for name, action in spec.items():
+        kind, _, argument = action.partition(":")
+        if kind not in {"pause", "error", "oserror", "crash", "delay"} or (kind == "delay") != bool(argument):
+            raise ValueError(f"WAYPOST_FAILPOINTS: {name}={action!r} is not pause, error, oserror, crash "
+                             "or delay:SECONDS")
+        if kind == "delay":
+            try:
+                seconds = float(argument)
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds < float("inf"):
+                raise ValueError(f"WAYPOST_FAILPOINTS: {name}={action!r}: the delay is not a number of seconds")
+    return spec
+
+
+_ACTIVE = _check(_configured())
 
 
 def hit(name: str) -> None:
@@ -38,3 +56,5 @@ def hit(name: str) -> None:
         raise OSError(f"failpoint {name}")
     elif action == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("delay:"):
+        threading.Event().wait(float(action[len("delay:"):]))
