@@ -666,6 +666,40 @@ def test_a_photo_comes_out_the_same_with_or_without_the_helper_thread() -> None:
     assert _assert_clean_jpeg(after.thumbnail, longest=512) == (512, 384)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBX", "L"])
+def test_encode_jpeg_writes_through_a_descriptor_the_bytes_pillow_writes_to_memory(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_jpeg writes to an anonymous memory file so that Pillow's encoder lets go of the
+    GIL; the bytes are those of a save to a BytesIO, and where there is no such file (not
+    Linux, out of descriptors) it falls back to one."""
+    picture = Image.open(io.BytesIO(make_photo(DEMO_TRIP[1], size=(640, 480)))).convert(mode)
+    picture.info = {"comment": b"Jane Doe"}
+    in_memory, bare = io.BytesIO(), picture.copy()
+    bare.info = {}
+    bare.save(in_memory, "JPEG", quality=82, optimize=False, exif=b"")
+    written: list[int] = []
+    real_fdopen = images.os.fdopen
+
+    def fdopen(fd: int, *args: Any) -> Any:
+        written.append(fd)
+        return real_fdopen(fd, *args)
+
+    monkeypatch.setattr(images.os, "fdopen", fdopen)
+    encoded = images.encode_jpeg(picture.copy(), quality=82, optimize=False)
+    assert len(written) == 1 and encoded == in_memory.getvalue()
+    assert b"Jane Doe" not in encoded
+    with Image.open(io.BytesIO(encoded)) as decoded:
+        assert (decoded.format, decoded.mode, decoded.size) == ("JPEG", "L" if mode == "L" else "RGB", (640, 480))
+        assert dict(decoded.getexif()) == {}
+
+    def no_memfd(*_: Any) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(images.os, "memfd_create", no_memfd)
+    assert images.encode_jpeg(picture.copy(), quality=82, optimize=False) == encoded
+    assert len(written) == 1  # the fallback wrote to memory
+
+
 _SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 _PRIVATE_SEGMENTS = {
     "comment": {"comment": b"owner: Jane Doe, serial 1234"},

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from pathlib import PurePosixPath
-from typing import TypedDict
+from typing import IO, TypedDict
 
 import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageCms, UnidentifiedImageError
@@ -183,8 +184,8 @@ def process_photo(data: bytes, *, thumb_px: int = 512, display_px: int = 1600,
 
 def _thumbnail_jpeg(display: Image.Image, thumb_px: int) -> bytes:
     """libvips' Lanczos from the display pixels: closer to a Lanczos resize of the original
-    than Pillow's box-then-bicubic, in half its time, and libvips lets go of the GIL, which
-    Pillow's JPEG encoder, busy with the display picture meanwhile, holds."""
+    than Pillow's box-then-bicubic, in half its time, and libvips lets go of the GIL while it
+    works, as Pillow's JPEG encoder, busy with the display picture meanwhile, does too."""
     target = _fitted_size(display.size, thumb_px)
     try:
         return thumbnail_jpeg(display, target, **THUMBNAIL_JPEG)
@@ -462,6 +463,15 @@ def encode_jpeg(image: Image.Image, *, quality: int, optimize: bool) -> bytes:
     # some of it back by default. Every image here is our own intermediate: forget it all
     # (cheaper than copying 6 MB of pixels into a bare image).
     image.info = {}
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality, optimize=optimize, exif=b"")
-    return buffer.getvalue()
+    # Written to a file descriptor, Pillow's encoder lets go of the GIL while it works (into a
+    # BytesIO it holds it): the thumbnail, made by libvips on the helper thread, needs the GIL
+    # between its calls and waited out the whole display encode (4.7 + 4.4 ms in turn, 7.0 ms
+    # side by side). An anonymous memory file costs no disk; where there is none, a BytesIO.
+    try:
+        scratch: IO[bytes] = os.fdopen(os.memfd_create("waypost-jpeg", os.MFD_CLOEXEC), "w+b")
+    except (AttributeError, OSError):  # not Linux, or out of descriptors: the same bytes, with the GIL
+        scratch = io.BytesIO()
+    with scratch:
+        image.save(scratch, "JPEG", quality=quality, optimize=optimize, exif=b"")
+        scratch.seek(0)
+        return scratch.read()

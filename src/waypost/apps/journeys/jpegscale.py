@@ -14,7 +14,8 @@ A JPEG whose RGB profile is not sRGB (a phone's Display P3) is still decoded by 
 conversion, the dearest step, runs on the second core while the first one still decodes.
 
 ``thumbnail_jpeg`` makes and encodes the thumbnail entirely in libvips, which lets go of the
-GIL; Pillow's JPEG encoder holds it, so the two encoders can run side by side.
+GIL while it works; so does Pillow's JPEG encoder writing to a file descriptor
+(``images.encode_jpeg``), so the two encoders run side by side.
 
 pyvips is imported on first use, inside the image pool's worker: libvips starts threads,
 and a fork server that had loaded it would fork copies of its locks.
@@ -122,7 +123,7 @@ def resize_pixels(image: Image.Image, target: tuple[int, int], *, icc_profile: b
 def thumbnail_jpeg(image: Image.Image, target: tuple[int, int], *, quality: int, optimize: bool) -> bytes:
     """``image`` (RGB or RGBX, in sRGB) resized to ``target`` with a Lanczos kernel and encoded
     by libvips as a baseline 4:2:0 JPEG with no metadata at all. Made on a helper thread while
-    Pillow encodes the display picture: Pillow's encoder holds the GIL, libvips lets go of it
+    Pillow encodes the display picture: both let go of the GIL while they work, libvips
     for the whole resize and encode. Raises ``ScaleError`` when libvips fails."""
     if image.mode not in ("RGB", "RGBX"):
         raise ScaleError(f"cannot make a thumbnail of a {image.mode} image with libvips")
