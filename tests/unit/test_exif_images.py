@@ -1374,6 +1374,95 @@ def test_libvips_resizes_pillows_pixels_in_place_as_it_would_a_copy(monkeypatch:
     assert grey.mode == "L" and grey.size == (320, 240)
 
 
+def _camera_like_jpeg(size: tuple[int, int], **options: Any) -> bytes:
+    """A JPEG with detail at every scale (smooth noise), so any shift of a resized row shows."""
+    noise = Image.effect_noise((size[0] // 8 + 1, size[1] // 8 + 1), 64)
+    detail = Image.merge("RGB", (noise, noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                                 noise.transpose(Image.Transpose.FLIP_TOP_BOTTOM)))
+    encoded = io.BytesIO()
+    detail.resize(size, Image.Resampling.BILINEAR).save(encoded, "JPEG", quality=90, **options)
+    return encoded.getvalue()
+
+
+def _resized_both_ways(data: bytes) -> tuple[Image.Image, Image.Image | None]:
+    """(load then resize_pixels, resize_while_decoding) of a JPEG at the display size."""
+    from waypost.apps.journeys import jpegscale
+
+    with Image.open(io.BytesIO(data)) as image:
+        target = images._fitted_size(image.size, 1600)
+        image.draft("RGB", target)
+        image.load()
+        loaded = jpegscale.resize_pixels(image, target)
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", target)
+        streamed = jpegscale.resize_while_decoding(image, data, target, images._helper())
+    return loaded, streamed
+
+
+@pytest.mark.parametrize(("size", "options"), [
+    ((4032, 3024), {}),  # an iPhone's 12 MP: decoded at 2016x1512, 63 rows to every 50
+    ((3024, 4032), {}),  # the same, upright
+    ((4000, 2250), {"progressive": True}),  # 16:9; no row is out before the last scan
+    ((3264, 2448), {"restart_marker_blocks": 1}),  # 8 MP, 51 rows to 50, restart markers
+], ids=["12 MP", "portrait", "progressive 16:9", "8 MP with restart markers"])
+def test_resizing_rows_as_they_are_decoded_gives_the_pixels_of_a_whole_decode(
+        size: tuple[int, int], options: dict[str, Any]) -> None:
+    """The display size is made in bands of rows while Pillow still decodes the rest; each
+    band starts where the scale's period starts again, so no pixel differs."""
+    loaded, streamed = _resized_both_ways(_camera_like_jpeg(size, **options))
+    assert streamed is not None
+    assert (streamed.mode, streamed.size) == (loaded.mode, loaded.size)
+    assert streamed.tobytes() == loaded.tobytes()
+
+
+@pytest.mark.parametrize(("size", "why"), [
+    ((1600, 1200), "already the display size"),
+    ((2001, 1333), "1333 rows to 1066: a period of the whole image"),
+    ((3000, 3000), "no DCT scale fits: 36 MB of pixels in several blocks"),
+])
+def test_photos_that_do_not_suit_bands_are_left_to_load(size: tuple[int, int], why: str) -> None:
+    loaded, streamed = _resized_both_ways(_camera_like_jpeg(size))
+    assert streamed is None, why
+    assert loaded.size == images._fitted_size(size, 1600)
+
+
+def test_a_damaged_decode_or_resize_while_decoding_falls_back_to_the_plain_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated photo ends the banded decode with None, and the plain load then refuses it
+    with its usual reason; a libvips failure on a band, or Pillow's internals not as expected,
+    decode the photo again the plain way."""
+    from waypost.apps.journeys import jpegscale
+
+    data = _camera_like_jpeg((4032, 3024))
+    cut = data[: len(data) // 2]
+    with Image.open(io.BytesIO(cut)) as image:
+        image.draft("RGB", (1600, 1200))
+        assert jpegscale.resize_while_decoding(image, cut, (1600, 1200), images._helper()) is None
+        with pytest.raises(OSError, match="truncated"):
+            image.load()  # as without the bands
+    with pytest.raises(ImageError, match="^image data is truncated or corrupt: "):
+        process_photo(cut)
+    whole = process_photo(data, spare_core=False)
+
+    def failing(*_: Any) -> None:
+        raise jpegscale.ScaleError("no memory for the band")
+
+    monkeypatch.setattr(jpegscale, "_resize_bands", failing)
+    assert _resized_both_ways(data)[1] is None
+    assert process_photo(data) == whole
+    monkeypatch.undo()
+
+    def renamed(*_: Any) -> None:  # Pillow's internals as a later version might have them
+        raise AttributeError("module 'PIL.Image' has no attribute '_getdecoder'")
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (1600, 1200))
+        monkeypatch.setattr(jpegscale.Image, "_getdecoder", renamed)
+        assert jpegscale.resize_while_decoding(image, data, (1600, 1200), images._helper()) is None
+        monkeypatch.undo()
+        image.load()  # and the plain way still decodes it
+        assert image.size == (2016, 1512)
+
+
 def test_the_thumbnail_libvips_encodes_is_a_bare_jpeg() -> None:
     from waypost.apps.journeys import jpegscale
 
