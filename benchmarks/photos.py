@@ -51,6 +51,7 @@ DISPLAY_PX, THUMB_PX = 1600, 512  # process_photo's defaults, used by every cont
 DISPLAY_QUALITY, THUMB_QUALITY = DISPLAY_JPEG["quality"], THUMBNAIL_JPEG["quality"]  # for ImageMagick too
 MB = 1_000_000
 BUSY_CPUS = 0.25  # other processes' load above which a section's timings are flagged
+ONE_CORE = "one core"  # the pool section's baseline: process_photo in turn, no helper thread
 
 
 @dataclass(frozen=True)
@@ -386,28 +387,39 @@ def bench_pool(report: Report, mode: Mode) -> None:
     try:
         for pool in pools.values():  # start the workers (fork server, imports) before timing
             _check_all_processed(pool.process(batch[: 2 * pool.workers]))
-        runs = {f"ImagePool({workers})": _pool_run(pool, batch) for workers, pool in pools.items()}
+        runs = {ONE_CORE: _one_core_run(batch),
+                **{f"ImagePool({workers})": _pool_run(pool, batch) for workers, pool in pools.items()}}
         timings = race(runs, [batch], mode.pool_rounds, warm_up=False)
         busy = report.section("3. Parallel: one batch through ImagePool", {name: asdict(t) for name, t in
                               timings.items()}, _pool_lines(timings, len(batch), mode.pool_rounds))
     finally:
         for pool in pools.values():
             pool.close()
-    single = timings["ImagePool(1)"].best
-    report.targets.append(Target("Pool: ImagePool(2) throughput / ImagePool(1)",
+    single = timings[ONE_CORE].best
+    report.targets.append(Target("Pool: ImagePool(2) throughput / one core",
                                  single / timings["ImagePool(2)"].best, 1.7, at_least=True, busy=busy))
-    report.targets.append(Target(f"Pool: ImagePool(default_workers()={default_workers()}) / ImagePool(1)",
+    report.targets.append(Target(f"Pool: ImagePool(default_workers()={default_workers()}) / one core",
                                  single / timings[f"ImagePool({default_workers()})"].best,
                                  1.7 if default_workers() >= 2 else 1.0, at_least=True, busy=busy))
 
 
 def _pool_lines(timings: dict[str, Timing], photos: int, rounds: int) -> list[str]:
-    single = timings["ImagePool(1)"].best
+    single = timings[ONE_CORE].best
     lines = [f"batch: {photos} x 12 MP JPEG; best of {rounds} rounds; default_workers()={default_workers()}"]
     for name, timing in timings.items():
         lines.append(f"{name:14} {timing.best:7.2f} s  (median {timing.median:6.2f})  "
-                     f"{photos / timing.best:5.1f} photos/s  {single / timing.best:5.2f}x ImagePool(1)")
+                     f"{photos / timing.best:5.1f} photos/s  {single / timing.best:5.2f}x one core")
     return lines
+
+
+def _one_core_run(batch: list[bytes]) -> Callable[[object], None]:
+    """The baseline of the pool's scaling: the photos one after another in this process with no
+    helper thread (``ImagePool(1)`` lends each photo the second core through it)."""
+    def run(_: object) -> None:
+        _check_all_processed([process_photo(data, thumb_px=THUMB_PX, display_px=DISPLAY_PX, spare_core=False)
+                              for data in batch])
+
+    return run
 
 
 def _pool_run(pool: ImagePool, batch: list[bytes]) -> Callable[[object], None]:
