@@ -10,17 +10,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from waypost.dmarc.reports import Report, ReportKind
-from waypost.store.db import is_postgres
+from waypost.store.db import conflict_insert
 from waypost.store.models import dmarc_records, dmarc_reports, tls_report_policies, utcnow
 
 
 def save(conn: Connection, report: Report, received_at: datetime) -> bool:
     """Store ``report`` unless the same one is stored already; True when it was new."""
-    insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(dmarc_reports)
+    insert = conflict_insert(conn, dmarc_reports)
     values = {"kind": str(report.kind), "dedupe_key": report.dedupe_key, "org_name": _cut(report.org_name),
               "report_id": _cut(report.report_id), "policy_domain": _cut(report.policy_domain),
               "date_begin": report.begin, "date_end": report.end, "received_at": received_at,

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from waypost.store.db import is_postgres
+from waypost.store.db import conflict_insert
 from waypost.store.models import OutboundState, outbound_messages, send_minutes
 
 DAY = timedelta(hours=24)
@@ -114,7 +113,7 @@ class RateLimiter:
             # the minute's first send: handoffs are not serialised like admissions, so another
             # worker's may insert the row first (on PostgreSQL it then waits for our commit)
             conn.execute(send_minutes.delete().where(send_minutes.c.minute < at - DAY - 2 * MINUTE))
-            insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(send_minutes)
+            insert = conflict_insert(conn, send_minutes)
             conn.execute(insert.values(minute=minute, count=1).on_conflict_do_update(
                 index_elements=[send_minutes.c.minute], set_={"count": send_minutes.c.count + 1}))
 

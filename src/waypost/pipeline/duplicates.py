@@ -19,10 +19,9 @@ import hashlib
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from waypost.store.db import is_postgres
+from waypost.store.db import conflict_insert, is_postgres
 from waypost.store.models import InboundStatus, inbound_dedupe, inbound_messages
 
 # a claim holds while its message is handled or being handled; a dead or vanished one is taken over
@@ -55,7 +54,7 @@ class DuplicateGuard:
         return None, or return the id of the earlier copy that holds it (then this one must
         have no effects). A claim older than the window, or whose message ended dead or is gone,
         passes to this message."""
-        insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(inbound_dedupe)
+        insert = conflict_insert(conn, inbound_dedupe)
         conn.execute(insert.values(key=key, inbound_id=message_id, received_at=received_at)
                      .on_conflict_do_nothing(index_elements=["key"]))
         earlier = self._holder(conn, key, message_id, received_at, lock=True)

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from waypost.config import AlarmSettings
 from waypost.reputation.status import Snapshot
-from waypost.store.db import is_postgres
+from waypost.store.db import conflict_insert, is_postgres
 from waypost.store.models import alarm_states, utcnow
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ class AlarmMonitor:
         """Every worker checks the alarms: the rows are created if missing and then locked
         (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises already), so two workers neither
         collide on the first insert nor both mail the operator about the same alarm."""
-        insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(alarm_states)
+        insert = conflict_insert(conn, alarm_states)
         conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
                      [{"name": name, "firing": False, "since": now} for name in names])
         query = sa.select(alarm_states).where(alarm_states.c.name.in_(names)).order_by(alarm_states.c.name)

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from waypost.outbound.compose import Composer, Draft
 from waypost.outbound.control import OPERATOR_STREAM
 from waypost.outbound.outbox import OutboundMessage, Outbox
 from waypost.outbound.suppression import Reason
-from waypost.store.db import is_postgres
+from waypost.store.db import conflict_insert, is_postgres
 from waypost.store.models import InboundStatus, alarm_states, feedback_events, inbound_messages, suppression_log, utcnow
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ class OperatorDigest:
     @staticmethod
     def _lock_state(conn: Connection, now: datetime) -> datetime | None:
         """When the last digest's window ended (None: never), with its row locked."""
-        insert = (postgresql.insert if is_postgres(conn) else sqlite.insert)(alarm_states)
+        insert = conflict_insert(conn, alarm_states)
         conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
                      [{"name": DIGEST_STATE, "firing": False, "since": now}])
         query = sa.select(alarm_states.c.mailed_at).where(alarm_states.c.name == DIGEST_STATE)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, Engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -53,6 +54,12 @@ def _sqlite_engine(url: str) -> Engine:
 
 def is_postgres(engine_or_conn: Engine | Connection) -> bool:
     return engine_or_conn.dialect.name == "postgresql"
+
+
+def conflict_insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT into ``table`` in the connection's own dialect, which can say ``ON CONFLICT``
+    (both databases spell it the same way: ``on_conflict_do_nothing`` / ``_do_update``)."""
+    return postgresql.insert(table) if is_postgres(conn) else sqlite.insert(table)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
