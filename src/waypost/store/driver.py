@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from waypost.store.db import IN_CHUNK
+from waypost.store.db import IN_CHUNK, in_chunks
 
 Processor = Callable[[Any], Any]
 Statement = sa.Select[Any] | sa.Insert | sa.Update | sa.Delete
@@ -222,8 +222,7 @@ class DriverInList:
                 conn.execute(statement.statement, params)
 
     def _chunks(self, values: Sequence[Any]) -> Iterator[tuple[DriverStatement, dict[str, Any]]]:
-        for start in range(0, len(values), IN_CHUNK):
-            chunk = values[start:start + IN_CHUNK]
+        for chunk in in_chunks(values):
             size = len(chunk) if len(chunk) <= EXACT_UP_TO else min(1 << (len(chunk) - 1).bit_length(), IN_CHUNK)
             found = self._by_size.get(size)
             if found is None:

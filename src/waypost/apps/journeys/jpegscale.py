@@ -155,7 +155,6 @@ def resize_while_decoding(image: ImageFile.ImageFile, data: bytes, target: tuple
     if (image.mode != "RGB" or len(image.tile) != 1 or bands is None or image.size == target
             or target[1] / height <= 0.5):
         return None
-    codec, extents, offset, args = image.tile[0]
     image.load_prepare()
     try:
         address, keep_alive = _core_address(image.im, 4, width * height * 4)
@@ -166,7 +165,7 @@ def resize_while_decoding(image: ImageFile.ImageFile, data: bytes, target: tuple
     progress = _Progress()
     resized = helper.submit(_resize_bands, address, (width, height), target, bands, progress)
     try:
-        decoded = _decode_rows(image, data, (codec, extents, offset, args), rows, progress)
+        decoded = _decode_rows(image, data, rows, progress)
     except Exception as err:  # noqa: BLE001 - a surprise in Pillow's internals: ``load`` decides
         log.warning("Pillow's decoder could not be fed in blocks (%s: %s); decoding the photo whole",
                     type(err).__name__, err)
@@ -231,11 +230,10 @@ def _bands(height: int, target_height: int) -> list[tuple[int, int, int, int]] |
     return plan
 
 
-def _decode_rows(image: ImageFile.ImageFile, data: bytes, tile: tuple[str, Any, int, Any], rows: Any,
-                 progress: _Progress) -> bool:
+def _decode_rows(image: ImageFile.ImageFile, data: bytes, rows: Any, progress: _Progress) -> bool:
     """Feed ``data`` to Pillow's decoder as ``ImageFile.load`` does, telling ``progress`` the
     rows done after each block; True when the whole image decoded without error."""
-    codec, extents, offset, args = tile
+    codec, extents, offset, args = image.tile[0]  # its one tile, as resize_while_decoding checked
     width, height = image.size
     decoder = Image._getdecoder(image.mode, codec, args, image.decoderconfig)
     done = 0
